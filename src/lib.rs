@@ -1,3 +1,6 @@
+pub mod core;
+pub mod runtime;
+
 pub mod pb {
     pub mod adb {
         tonic::include_proto!("adb");

@@ -1,0 +1,94 @@
+//! The three things the core is driven through: a clock, a network and a coordinator.
+//!
+//! The core never blocks and never waits: every trait call only hands work to the runtime,
+//! which reports the outcome back through the `Replica::on_*` methods. Production implements
+//! these with tokio, tonic and ZooKeeper; the simulator with a seeded event queue.
+
+use super::types::{ClientOrigin, ClientToken, Member, Millis, NodeId, Transfer, Update, WriteOutcome, Xid};
+
+/// Monotonic milliseconds. Virtual in the simulator, so the core never reads a wall clock.
+pub trait Clock {
+    fn now(&self) -> Millis;
+}
+
+/// A request one replica makes of another (chain.proto's replica-to-replica calls, plus the
+/// `chainrep.ext` pull used when a replica joins at the head).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerRequest {
+    /// `proposeStateUpdate` from `src` to its successor.
+    Propose { src: NodeId, update: Update },
+    /// `stateTransfer` from a predecessor to a new successor.
+    Transfer(Transfer),
+    /// `xidProcessed`, tail to head: every xid up to this one is applied at the tail.
+    XidProcessed(Xid),
+    /// `getLatestXid`, asked of the tail to trim sent lists.
+    GetLatestXid,
+    /// `chainrep.ext.pullState`: a stateless new head asks a replica below it for the state.
+    PullState { src: NodeId, stateless: Vec<NodeId> },
+}
+
+impl PeerRequest {
+    pub fn kind(&self) -> RequestKind {
+        match self {
+            PeerRequest::Propose { update, .. } => RequestKind::Propose(update.xid),
+            PeerRequest::Transfer(t) => RequestKind::Transfer(t.state_xid),
+            PeerRequest::XidProcessed(x) => RequestKind::XidProcessed(*x),
+            PeerRequest::GetLatestXid => RequestKind::GetLatestXid,
+            PeerRequest::PullState { .. } => RequestKind::PullState,
+        }
+    }
+}
+
+/// Which request a reply answers, without its payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestKind {
+    Propose(Xid),
+    Transfer(Xid),
+    XidProcessed(Xid),
+    GetLatestXid,
+    PullState,
+}
+
+/// The answer to a pull, as the responder decides it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PullAnswer {
+    State(Transfer),
+    /// The responder still acts as head, or does not see the asker above it yet.
+    NotNow,
+    /// The responder holds no state itself.
+    NoState,
+}
+
+/// What came back for a `PeerRequest`. Every request the core sends gets exactly one reply,
+/// if only `Unreachable` after the runtime's deadline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerReply {
+    /// `rc = 0`.
+    Accepted,
+    /// `rc = 1`: the peer does not take this from us now.
+    Refused,
+    /// Transport failure or deadline: the request may or may not have been applied.
+    Unreachable,
+    /// `getLatestXid`: `Some` when the peer answered as tail.
+    LatestXid(Option<Xid>),
+    Pulled(PullAnswer),
+}
+
+/// Everything the core sends out. Sends to one peer must be delivered in the order they were
+/// made (the receiver copes with reordering, but in-order delivery keeps it cheap).
+pub trait Network {
+    /// `epoch` comes back with the reply, so replies to a superseded link are recognised.
+    fn send(&mut self, to: &Member, epoch: u64, request: PeerRequest);
+    /// Head variant: finish the client call waiting on `token`.
+    fn complete_client(&mut self, token: ClientToken, outcome: WriteOutcome);
+    /// Tail variant: `TailClient.cxidProcessed` on the client's own server. Best effort:
+    /// a client that is gone is logged and forgotten, never retried.
+    fn notify_client(&mut self, origin: &ClientOrigin);
+}
+
+/// Membership. Views and session loss flow into the core as events; this is what the core asks.
+pub trait Coordinator {
+    /// Open a new session and register under the root; the runtime then calls
+    /// `Replica::on_joined` and feeds views. Called at start and after the session is lost.
+    fn join(&mut self);
+}

@@ -1,0 +1,284 @@
+//! The replica's protocol logic: a deterministic state machine.
+//!
+//! Inputs arrive as `on_*` calls (client requests, peer requests, replies to our own requests,
+//! membership views, session events, timer ticks); outputs leave through the injected
+//! [`Network`] and [`Coordinator`], and time comes from the injected [`Clock`]. No tokio, tonic
+//! or ZooKeeper type appears here, so the same code runs in production and in the simulator.
+//!
+//! Where to look:
+//! - `write_path`: the head's client writes and the tail's reads.
+//! - `replication`: updates flowing down the chain, sent lists, the tail's acknowledgements.
+//! - `reconfig`: reacting to membership views, state transfer, a new head pulling state.
+//! - `session`: joining, the session lease, losing the session.
+
+mod env;
+mod membership;
+mod reconfig;
+mod replication;
+mod session;
+mod types;
+mod write_path;
+
+#[cfg(test)]
+mod tests;
+
+pub use write_path::WriteAccepted;
+
+pub use env::{Clock, Coordinator, Network, PeerReply, PeerRequest, PullAnswer, RequestKind};
+pub use membership::View;
+pub use types::*;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Limits and timings. Every queue the replica keeps has a bound here.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub variant: Variant,
+    /// Longest key a client may write or read, in bytes.
+    pub max_key_bytes: usize,
+    /// Client writes the head tracks until the tail confirms them; past this, `Busy`.
+    pub max_pending_writes: usize,
+    /// Updates forwarded but not yet known applied at the tail; the head refuses writes past it.
+    pub max_sent: usize,
+    /// Out-of-order updates held while a gap fills; past this, or this far ahead, refused.
+    pub max_reorder: usize,
+    /// How long after a confirmed-alive moment the session is trusted. Must be shorter than the
+    /// ZooKeeper session timeout, so a replica stops acting before its successor takes over.
+    pub lease_ms: Millis,
+    /// How often a non-tail asks the tail how far it got, to trim its sent list.
+    pub poll_interval_ms: Millis,
+    pub retry_min_ms: Millis,
+    pub retry_max_ms: Millis,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            variant: Variant::Head,
+            max_key_bytes: 1024,
+            max_pending_writes: 20_000,
+            max_sent: 100_000,
+            max_reorder: 4096,
+            lease_ms: 2_000,
+            poll_interval_ms: 50,
+            retry_min_ms: 20,
+            retry_max_ms: 1_000,
+        }
+    }
+}
+
+/// How this replica feeds its successor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    /// No successor, or we hold no state to give.
+    Idle,
+    /// The successor must get a full `stateTransfer` before anything else, at `retry_at`.
+    NeedsTransfer { retry_at: Millis },
+    /// A transfer is on its way; updates sent after it queue behind it.
+    Transferring,
+    /// The successor has everything we sent; new updates go straight to it.
+    Streaming,
+}
+
+#[derive(Clone, Debug, Default)]
+struct HeadNotify {
+    needed: bool,
+    in_flight: bool,
+    retry_at: Millis,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Poll {
+    in_flight: bool,
+    next_at: Millis,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Pull {
+    in_flight: Option<NodeId>,
+    next_at: Millis,
+    /// Members that told us they hold no state, since the last view change.
+    stateless: BTreeSet<NodeId>,
+}
+
+/// A snapshot for `chainctl status` and the simulator's checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Describe {
+    pub session_id: Option<NodeId>,
+    pub role: Role,
+    pub synced: bool,
+    pub last_applied: Xid,
+    pub tail_processed: Xid,
+    pub sent_len: usize,
+    pub reorder_len: usize,
+    pub pending_len: usize,
+    pub keys: usize,
+}
+
+pub struct Replica<C, N, K> {
+    cfg: Config,
+    clock: C,
+    net: N,
+    coord: K,
+
+    me: Option<NodeId>,
+    view: View,
+    pred: Option<NodeId>,
+    succ: Option<Member>,
+
+    /// Whether `store` is the chain's state (as of `last_applied`); a new replica holds none.
+    synced: bool,
+    store: Store,
+    last_applied: Xid,
+    /// Highest xid known applied at the tail.
+    tail_processed: Xid,
+    /// Updates forwarded to the successor that the tail may not have applied, in xid order.
+    sent: VecDeque<Update>,
+    /// Updates from the predecessor that arrived ahead of a gap.
+    reorder: BTreeMap<Xid, Update>,
+    /// Head variant: clients waiting for their xid to reach the tail.
+    pending: BTreeMap<Xid, ClientToken>,
+
+    link: Link,
+    link_epoch: u64,
+    backoff: Millis,
+    head_notify: HeadNotify,
+    poll: Poll,
+    pull: Pull,
+    /// The replica we last gave our state to by `pullState`; it alone may pull again.
+    pulled_by: Option<NodeId>,
+
+    lease_until: Millis,
+}
+
+impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
+    pub fn new(cfg: Config, clock: C, net: N, coord: K) -> Self {
+        let backoff = cfg.retry_min_ms;
+        Replica {
+            cfg,
+            clock,
+            net,
+            coord,
+            me: None,
+            view: View::default(),
+            pred: None,
+            succ: None,
+            synced: false,
+            store: Store::new(),
+            last_applied: 0,
+            tail_processed: 0,
+            sent: VecDeque::new(),
+            reorder: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            link: Link::Idle,
+            link_epoch: 0,
+            backoff,
+            head_notify: HeadNotify::default(),
+            poll: Poll::default(),
+            pull: Pull::default(),
+            pulled_by: None,
+            lease_until: 0,
+        }
+    }
+
+    /// Ask the coordinator for a session; everything else follows from `on_joined`.
+    pub fn start(&mut self) {
+        self.coord.join();
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    pub fn session_id(&self) -> Option<NodeId> {
+        self.me
+    }
+    pub fn view(&self) -> &View {
+        &self.view
+    }
+    pub fn role(&self) -> Role {
+        match self.me {
+            Some(me) => self.view.role_of(me),
+            None => Role::Outside,
+        }
+    }
+    pub fn is_synced(&self) -> bool {
+        self.synced
+    }
+    pub fn last_applied(&self) -> Xid {
+        self.last_applied
+    }
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+    pub fn sent(&self) -> impl Iterator<Item = &Update> {
+        self.sent.iter()
+    }
+    pub fn net(&self) -> &N {
+        &self.net
+    }
+    pub fn net_mut(&mut self) -> &mut N {
+        &mut self.net
+    }
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+    pub fn coordinator_mut(&mut self) -> &mut K {
+        &mut self.coord
+    }
+
+    pub fn describe(&self) -> Describe {
+        Describe {
+            session_id: self.me,
+            role: self.role(),
+            synced: self.synced,
+            last_applied: self.last_applied,
+            tail_processed: self.tail_processed,
+            sent_len: self.sent.len(),
+            reorder_len: self.reorder.len(),
+            pending_len: self.pending.len(),
+            keys: self.store.len(),
+        }
+    }
+
+    fn is_head_role(&self) -> bool {
+        matches!(self.role(), Role::Head | Role::Single)
+    }
+
+    fn is_tail_role(&self) -> bool {
+        matches!(self.role(), Role::Tail | Role::Single)
+    }
+
+    /// Timer: retries and periodic work. The runtime calls it every few milliseconds; nothing
+    /// here depends on how often, only on `clock.now()`.
+    pub fn on_tick(&mut self) {
+        let now = self.clock.now();
+        self.drive_link(now);
+        self.drive_head_notify(now);
+        self.drive_poll(now);
+        self.drive_pull(now);
+    }
+
+    /// Serve a request from another replica: the one entry point the runtime and the simulator
+    /// use for chain.proto's replica-to-replica calls.
+    pub fn on_peer_request(&mut self, request: PeerRequest) -> PeerReply {
+        let accepted = |ok: bool| if ok { PeerReply::Accepted } else { PeerReply::Refused };
+        match request {
+            PeerRequest::Propose { src, update } => accepted(self.on_propose(src, update)),
+            PeerRequest::Transfer(t) => accepted(self.on_state_transfer(t)),
+            PeerRequest::XidProcessed(xid) => accepted(self.on_xid_processed(xid)),
+            PeerRequest::GetLatestXid => PeerReply::LatestXid(self.on_get_latest_xid()),
+            PeerRequest::PullState { src, stateless } => PeerReply::Pulled(self.on_pull_state(src, &stateless)),
+        }
+    }
+
+    /// The reply to something this replica sent with `Network::send`.
+    pub fn on_peer_reply(&mut self, from: NodeId, epoch: u64, kind: RequestKind, reply: PeerReply) {
+        let now = self.clock.now();
+        match kind {
+            RequestKind::Propose(_) | RequestKind::Transfer(_) => self.on_link_reply(from, epoch, kind, reply, now),
+            RequestKind::XidProcessed(_) => self.on_head_notify_reply(reply, now),
+            RequestKind::GetLatestXid => self.on_poll_reply(reply, now),
+            RequestKind::PullState => self.on_pull_reply(from, reply, now),
+        }
+    }
+}

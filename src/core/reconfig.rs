@@ -1,0 +1,212 @@
+//! Reacting to membership: new predecessors and successors, state transfer, and a replica
+//! that joins at the head pulling the state from below.
+//!
+//! Rule of thumb: whenever a replica that holds state gets a new successor, it sends that
+//! successor its whole state and sent list (`stateTransfer`), as chain.proto's other
+//! implementations do. The receiver replaces its state only if the transfer is at least as far
+//! along as what it has, then passes on what its own successor lacks.
+
+use super::*;
+
+impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
+    /// A new membership snapshot. Views reach replicas at different times; each acts on its own.
+    pub fn on_view(&mut self, members: Vec<Member>) {
+        self.view = View::new(members);
+        self.pull.stateless.clear();
+        let Some(me) = self.me else { return };
+        let now = self.clock.now();
+
+        let pred = self.view.predecessor(me).map(|m| m.id);
+        if pred != self.pred {
+            // Held updates came from the old predecessor; the new one starts with a transfer.
+            self.pred = pred;
+            self.reorder.clear();
+        }
+        if self.view.members().len() == 1 && self.view.contains(me) && !self.synced {
+            // Nobody else is left who could hold state: this replica starts the chain afresh.
+            tracing::info!(session = format_args!("{me:x}"), "alone in the chain: starting with empty state");
+            self.synced = true;
+        }
+        if self.pulled_by.is_some_and(|p| !self.view.contains(p)) {
+            self.pulled_by = None;
+        }
+
+        let succ = self.view.successor(me).cloned();
+        if succ != self.succ {
+            self.succ = succ;
+            self.restart_link(now);
+        }
+        if self.synced && self.is_tail_role() {
+            // Everything we applied is durable now: tell the head (again: it may be new), and
+            // in the tail variant call back the clients whose updates were still in flight.
+            let in_flight: Vec<Update> = self.sent.iter().filter(|u| u.xid > self.tail_processed).cloned().collect();
+            self.applied_at_tail(&in_flight);
+        }
+    }
+
+    fn restart_link(&mut self, now: Millis) {
+        self.link_epoch += 1;
+        self.backoff = self.cfg.retry_min_ms;
+        self.link = if self.succ.is_some() && self.synced {
+            Link::NeedsTransfer { retry_at: now }
+        } else {
+            Link::Idle
+        };
+        self.drive_link(now);
+    }
+
+    pub(super) fn drive_link(&mut self, now: Millis) {
+        let Link::NeedsTransfer { retry_at } = self.link else { return };
+        if now < retry_at || !self.synced {
+            return;
+        }
+        let Some(succ) = self.succ.clone() else {
+            self.link = Link::Idle;
+            return;
+        };
+        let Some(transfer) = self.snapshot() else { return };
+        self.link_epoch += 1;
+        self.link = Link::Transferring;
+        self.net.send(&succ, self.link_epoch, PeerRequest::Transfer(transfer));
+    }
+
+    fn snapshot(&self) -> Option<Transfer> {
+        Some(Transfer {
+            src: self.me?,
+            state_xid: self.last_applied,
+            state: self.store.clone(),
+            sent: self.sent.iter().cloned().collect(),
+        })
+    }
+
+    /// `stateTransfer` from `t.src`. Accepted only from the current predecessor and only if it
+    /// is at least as far along as this replica; a refused transfer changes nothing.
+    pub fn on_state_transfer(&mut self, t: Transfer) -> bool {
+        if self.me.is_none() || self.pred != Some(t.src) {
+            return false;
+        }
+        if self.synced && t.state_xid < self.last_applied {
+            return false;
+        }
+        if !transfer_is_well_formed(&t) {
+            return false;
+        }
+        self.install(t, false);
+        true
+    }
+
+    /// Replace our state with a transferred one and bring our successor up to it, unless
+    /// `successor_has_it` (we pulled the state from the successor itself).
+    fn install(&mut self, t: Transfer, successor_has_it: bool) {
+        let was_synced = self.synced;
+        let old_last = if was_synced { self.last_applied } else { 0 };
+        self.store = t.state;
+        self.store.retain(|_, v| *v != 0);
+        self.last_applied = t.state_xid;
+        self.synced = true;
+        self.sent = t.sent.into();
+        self.reorder.retain(|xid, _| *xid > t.state_xid);
+
+        let suffix: Vec<Update> = self.sent.iter().filter(|u| u.xid > old_last).cloned().collect();
+        if self.succ.is_some() {
+            if successor_has_it {
+                self.link_epoch += 1;
+                self.link = Link::Streaming;
+            } else if was_synced && matches!(self.link, Link::Transferring | Link::Streaming) {
+                for u in &suffix {
+                    self.forward(u);
+                }
+            } else {
+                self.restart_link(self.clock.now());
+            }
+            self.mark_processed(self.tail_processed);
+        } else {
+            self.applied_at_tail(&suffix);
+        }
+        self.drain_reorder();
+    }
+
+    /// `chainrep.ext.pullState` from `src`, a replica above us that holds no state.
+    pub fn on_pull_state(&mut self, src: NodeId, stateless: &[NodeId]) -> PullAnswer {
+        let Some(me) = self.me else { return PullAnswer::NoState };
+        if !self.synced {
+            return PullAnswer::NoState;
+        }
+        let asker_above = src < me && self.view.contains(src);
+        // Our predecessor must be the asker or a replica the asker found stateless: then no one
+        // who could still send us updates sits between us, and the asker's xids cannot clash.
+        let pred_ok = self.pred.is_some_and(|p| p == src || stateless.contains(&p));
+        let not_promised = self.pulled_by.is_none_or(|p| p == src);
+        if !asker_above || !pred_ok || !not_promised || !self.lease_valid() {
+            return PullAnswer::NotNow;
+        }
+        self.pulled_by = Some(src);
+        match self.snapshot() {
+            Some(t) => PullAnswer::State(t),
+            None => PullAnswer::NoState,
+        }
+    }
+
+    /// A replica at the head with no state asks the replicas below it, in chain order, for it.
+    pub(super) fn drive_pull(&mut self, now: Millis) {
+        let Some(me) = self.me else { return };
+        if self.synced || self.pred.is_some() || self.pull.in_flight.is_some() || now < self.pull.next_at {
+            return;
+        }
+        let below = self.view.below(me);
+        if below.is_empty() {
+            return;
+        }
+        match below.iter().find(|m| !self.pull.stateless.contains(&m.id)).cloned() {
+            Some(target) => {
+                self.pull.in_flight = Some(target.id);
+                let stateless = self.pull.stateless.iter().copied().collect();
+                self.net.send(&target, 0, PeerRequest::PullState { src: me, stateless });
+            }
+            None => {
+                // Every other member says it holds nothing: the state died with its holders.
+                tracing::warn!("no replica in the chain holds state: starting with empty state");
+                self.synced = true;
+                let now = self.clock.now();
+                self.restart_link(now);
+            }
+        }
+    }
+
+    pub(super) fn on_pull_reply(&mut self, from: NodeId, reply: PeerReply, now: Millis) {
+        if self.pull.in_flight != Some(from) {
+            return;
+        }
+        self.pull.in_flight = None;
+        match reply {
+            PeerReply::Pulled(PullAnswer::State(t)) => {
+                if self.synced || self.pred.is_some() || !transfer_is_well_formed(&t) {
+                    return;
+                }
+                let from_successor = self.succ.as_ref().is_some_and(|s| s.id == from);
+                self.install(t, from_successor);
+            }
+            PeerReply::Pulled(PullAnswer::NoState) => {
+                self.pull.stateless.insert(from);
+            }
+            _ => {
+                // Not now, or unreachable: start over from the top of the chain after a pause,
+                // because a "no state" answer may be stale by then.
+                self.pull.stateless.clear();
+                self.pull.next_at = now + self.cfg.retry_min_ms * 5;
+            }
+        }
+    }
+}
+
+/// The sent list must be strictly increasing xids no later than the state itself.
+fn transfer_is_well_formed(t: &Transfer) -> bool {
+    let mut prev = 0;
+    for u in &t.sent {
+        if u.xid <= prev || u.xid > t.state_xid {
+            return false;
+        }
+        prev = u.xid;
+    }
+    true
+}

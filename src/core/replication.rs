@@ -1,0 +1,193 @@
+//! Updates flowing down the chain: applying, forwarding, the sent list, and how the tail's
+//! progress flows back up (`xidProcessed` to the head, `getLatestXid` polled by the others).
+
+use super::*;
+
+impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
+    fn apply(&mut self, update: &Update) {
+        debug_assert_eq!(update.xid, self.last_applied + 1, "updates apply in xid order");
+        if update.value == 0 {
+            self.store.remove(&update.key);
+        } else {
+            self.store.insert(update.key.clone(), update.value);
+        }
+        self.last_applied = update.xid;
+    }
+
+    /// Apply the next update of the sequence and hand it on: to the successor, or, at the
+    /// tail, back up as an acknowledgement.
+    pub(super) fn apply_and_pass_on(&mut self, update: Update) {
+        self.apply(&update);
+        if self.succ.is_some() {
+            self.forward(&update);
+            self.sent.push_back(update);
+        } else {
+            self.applied_at_tail(std::slice::from_ref(&update));
+        }
+    }
+
+    pub(super) fn forward(&mut self, update: &Update) {
+        // While a transfer is due, the update travels inside it instead.
+        if !matches!(self.link, Link::Transferring | Link::Streaming) {
+            return;
+        }
+        let (Some(me), Some(succ)) = (self.me, self.succ.clone()) else { return };
+        self.net.send(&succ, self.link_epoch, PeerRequest::Propose { src: me, update: update.clone() });
+    }
+
+    /// This replica is the tail and `updates` have just become durable.
+    pub(super) fn applied_at_tail(&mut self, updates: &[Update]) {
+        if self.cfg.variant == Variant::Tail {
+            for origin in updates.iter().filter_map(|u| u.origin.as_ref()) {
+                self.net.notify_client(origin);
+            }
+        }
+        self.mark_processed(self.last_applied);
+        if self.cfg.variant == Variant::Head && !self.is_head_role() {
+            self.head_notify.needed = true;
+            self.drive_head_notify(self.clock.now());
+        }
+    }
+
+    /// Everything up to `xid` is applied at the tail: trim the sent list, answer clients.
+    pub(super) fn mark_processed(&mut self, xid: Xid) {
+        let xid = xid.min(self.last_applied);
+        if xid > self.tail_processed {
+            self.tail_processed = xid;
+        }
+        while self.sent.front().is_some_and(|u| u.xid <= self.tail_processed) {
+            self.sent.pop_front();
+        }
+        let still_waiting = self.pending.split_off(&(self.tail_processed + 1));
+        for (_, token) in std::mem::replace(&mut self.pending, still_waiting) {
+            self.net.complete_client(token, WriteOutcome::Committed);
+        }
+    }
+
+    /// `proposeStateUpdate` from `src`. `true` is `rc = 0`: applied, already applied, or held
+    /// until the gap before it fills.
+    pub fn on_propose(&mut self, src: NodeId, update: Update) -> bool {
+        if self.me.is_none() || self.pred != Some(src) || !self.synced || update.xid == 0 {
+            return false;
+        }
+        if update.xid <= self.last_applied {
+            return true;
+        }
+        if update.xid > self.last_applied + 1 {
+            if self.reorder.contains_key(&update.xid) {
+                return true;
+            }
+            let within_window = update.xid - self.last_applied <= self.cfg.max_reorder as u64;
+            if !within_window || self.reorder.len() >= self.cfg.max_reorder {
+                return false;
+            }
+            self.reorder.insert(update.xid, update);
+            return true;
+        }
+        self.apply_and_pass_on(update);
+        self.drain_reorder();
+        true
+    }
+
+    pub(super) fn drain_reorder(&mut self) {
+        while let Some(entry) = self.reorder.first_entry() {
+            if *entry.key() > self.last_applied + 1 {
+                break;
+            }
+            let update = entry.remove();
+            if update.xid == self.last_applied + 1 {
+                self.apply_and_pass_on(update);
+            }
+        }
+    }
+
+    /// `xidProcessed` at the head. Refused elsewhere and for an xid the head never issued.
+    pub fn on_xid_processed(&mut self, xid: Xid) -> bool {
+        if !self.is_head_role() || !self.synced || xid > self.last_applied {
+            return false;
+        }
+        self.mark_processed(xid);
+        true
+    }
+
+    /// `getLatestXid`: the last applied xid, from the tail only.
+    pub fn on_get_latest_xid(&self) -> Option<Xid> {
+        (self.is_tail_role() && self.synced && self.lease_valid()).then_some(self.last_applied)
+    }
+
+    /// The tail keeps at most one `xidProcessed` in flight; it always carries the latest xid,
+    /// so one call acknowledges everything applied while the previous one travelled.
+    pub(super) fn drive_head_notify(&mut self, now: Millis) {
+        if self.cfg.variant != Variant::Head || !self.head_notify.needed || self.head_notify.in_flight {
+            return;
+        }
+        if now < self.head_notify.retry_at || !self.synced || !self.is_tail_role() {
+            return;
+        }
+        let Some(head) = self.view.head().cloned() else { return };
+        self.head_notify.needed = false;
+        if Some(head.id) == self.me {
+            return;
+        }
+        self.head_notify.in_flight = true;
+        self.net.send(&head, 0, PeerRequest::XidProcessed(self.last_applied));
+    }
+
+    pub(super) fn on_head_notify_reply(&mut self, reply: PeerReply, now: Millis) {
+        self.head_notify.in_flight = false;
+        if reply != PeerReply::Accepted {
+            // The head may not see itself as head yet; try again shortly, with the newest xid.
+            self.head_notify.needed = true;
+            self.head_notify.retry_at = now + self.cfg.retry_min_ms;
+            return;
+        }
+        self.drive_head_notify(now);
+    }
+
+    pub(super) fn drive_poll(&mut self, now: Millis) {
+        let waiting = !self.sent.is_empty() || !self.pending.is_empty();
+        if !waiting || self.poll.in_flight || now < self.poll.next_at || !self.synced || self.is_tail_role() {
+            return;
+        }
+        let Some(tail) = self.view.tail().cloned() else { return };
+        if Some(tail.id) == self.me {
+            return;
+        }
+        self.poll.in_flight = true;
+        self.net.send(&tail, 0, PeerRequest::GetLatestXid);
+    }
+
+    pub(super) fn on_poll_reply(&mut self, reply: PeerReply, now: Millis) {
+        self.poll.in_flight = false;
+        self.poll.next_at = now + self.cfg.poll_interval_ms;
+        if let PeerReply::LatestXid(Some(xid)) = reply {
+            if self.synced {
+                self.mark_processed(xid);
+            }
+        }
+    }
+
+    pub(super) fn on_link_reply(&mut self, from: NodeId, epoch: u64, kind: RequestKind, reply: PeerReply, now: Millis) {
+        let current = self.succ.as_ref().is_some_and(|s| s.id == from) && epoch == self.link_epoch;
+        if !current {
+            return;
+        }
+        match (kind, reply) {
+            (RequestKind::Transfer(_), PeerReply::Accepted) => {
+                if self.link == Link::Transferring {
+                    self.link = Link::Streaming;
+                    self.backoff = self.cfg.retry_min_ms;
+                }
+            }
+            (_, PeerReply::Accepted) => {}
+            // Refused or lost: we no longer know what the successor holds, so it gets the whole
+            // state again. Duplicates are harmless: the receiver skips xids it already applied.
+            _ => {
+                if matches!(self.link, Link::Transferring | Link::Streaming) {
+                    self.link = Link::NeedsTransfer { retry_at: now + self.backoff };
+                    self.backoff = (self.backoff * 2).min(self.cfg.retry_max_ms);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Joining, the session lease, and what losing the session means.
+//!
+//! A replica may act as head or tail only while it knows its ZooKeeper session was alive less
+//! than `lease_ms` ago. ZooKeeper expires a session only after hearing nothing for the whole
+//! session timeout, and the lease is shorter, so by the time another replica is told it took
+//! over, this one has already stopped serving, even if it was paused and knows nothing yet.
+
+use super::*;
+
+impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
+    /// The coordinator registered this replica under session `id`. Starts from empty state:
+    /// a replica with a new session is a new node and must be given the state.
+    pub fn on_joined(&mut self, id: NodeId) {
+        self.reset(Some(id));
+        let members = self.view.members().to_vec();
+        self.on_view(members);
+    }
+
+    /// The runtime confirmed the session alive by an exchange it *started* at `at`.
+    pub fn on_session_alive(&mut self, at: Millis) {
+        self.lease_until = self.lease_until.max(at.saturating_add(self.cfg.lease_ms));
+    }
+
+    /// The session expired or was closed: stop serving, forget everything, join again.
+    pub fn on_session_lost(&mut self) {
+        if self.me.is_none() {
+            return;
+        }
+        self.reset(None);
+        self.coord.join();
+    }
+
+    pub(super) fn lease_valid(&self) -> bool {
+        self.clock.now() < self.lease_until
+    }
+
+    fn reset(&mut self, me: Option<NodeId>) {
+        for (_, token) in std::mem::take(&mut self.pending) {
+            self.net.complete_client(token, WriteOutcome::Unknown("the replica lost its ZooKeeper session"));
+        }
+        self.me = me;
+        self.pred = None;
+        self.succ = None;
+        self.synced = false;
+        self.store.clear();
+        self.last_applied = 0;
+        self.tail_processed = 0;
+        self.sent.clear();
+        self.reorder.clear();
+        self.link = Link::Idle;
+        self.link_epoch += 1;
+        self.backoff = self.cfg.retry_min_ms;
+        self.head_notify = HeadNotify::default();
+        self.poll = Poll::default();
+        self.pull = Pull::default();
+        self.pulled_by = None;
+        self.lease_until = 0;
+    }
+}

@@ -1,0 +1,3 @@
+//! Production runtime: tonic, tokio and ZooKeeper around the deterministic core.
+
+pub mod zk;

@@ -1,0 +1,1 @@
+//! ZooKeeper glue (membership). Being written.

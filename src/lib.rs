@@ -1,5 +1,10 @@
+pub mod client;
 pub mod core;
 pub mod runtime;
+
+#[cfg(feature = "sim")]
+#[path = "../sim/mod.rs"]
+pub mod sim;
 
 pub mod pb {
     pub mod adb {

@@ -1,1 +1,143 @@
-fn main(){}
+//! `chain-replica`: one link of a chain.
+//!
+//! ```text
+//! chain-replica --zk HOSTS --listen IP:PORT [--advertise HOST:PORT] [--root /headchain] ...
+//! chain-replica ZKHOST:PORT PORT          # the seed's positional form, listening on 127.0.0.1:PORT
+//! ```
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use chainrep::core::Variant;
+use chainrep::runtime::node::{self, NodeConfig};
+use chainrep::runtime::zk::{parse_connect_string, ZkConfig};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum VariantArg {
+    /// chain.proto's HeadChainReplica: the head answers clients after the tail applied.
+    Head,
+    /// chain.proto's TailChainReplica: the tail calls clients back.
+    Tail,
+}
+
+#[derive(Parser, Debug)]
+#[command(version, about = "A chain-replication replica speaking chain.proto, with membership in ZooKeeper")]
+struct Args {
+    /// ZooKeeper connection string: host:port[,host:port...][/chroot]
+    #[arg(long)]
+    zk: Option<String>,
+    /// Address to serve gRPC on.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// host:port that other replicas and clients should use (default: the listen address).
+    #[arg(long)]
+    advertise: Option<String>,
+    /// ZooKeeper node under which replicas register (default /headchain, or /tailchain with --variant tail).
+    #[arg(long)]
+    root: Option<String>,
+    #[arg(long, value_enum, default_value_t = VariantArg::Head)]
+    variant: VariantArg,
+    /// ZooKeeper session timeout; a dead replica leaves the chain after about this long.
+    #[arg(long, default_value_t = 4000, value_parser = clap::value_parser!(u64).range(1000..=60_000))]
+    session_timeout_ms: u64,
+    /// Longest key accepted from clients, in bytes.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    max_key_bytes: u64,
+    /// Client writes waiting for the tail before the head answers RESOURCE_EXHAUSTED.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    max_pending_writes: u64,
+    /// The seed's positional form: ZKHOST:PORT PORT
+    #[arg(conflicts_with_all = ["zk", "listen"], num_args = 0..=2, value_names = ["ZKHOST:PORT", "PORT"])]
+    positional: Vec<String>,
+}
+
+fn config(args: Args) -> Result<NodeConfig, String> {
+    let (zk, listen) = match args.positional.as_slice() {
+        [] => {
+            let zk = args.zk.ok_or("missing --zk HOSTS (ZooKeeper connection string)")?;
+            let listen = args.listen.ok_or("missing --listen IP:PORT")?;
+            (zk, listen)
+        }
+        [zk, port] => {
+            let port: u16 = port.parse().map_err(|_| format!("PORT must be a number from 1 to 65535, got {port:?}"))?;
+            if port == 0 {
+                return Err("PORT must be a number from 1 to 65535, got 0".into());
+            }
+            (zk.clone(), SocketAddr::from(([127, 0, 0, 1], port)))
+        }
+        _ => return Err("the positional form takes two arguments: ZKHOST:PORT PORT".into()),
+    };
+    parse_connect_string(&zk).map_err(|e| format!("bad --zk {zk:?}: {e}"))?;
+    let variant = match args.variant {
+        VariantArg::Head => Variant::Head,
+        VariantArg::Tail => Variant::Tail,
+    };
+    let default_root = match variant {
+        Variant::Head => "/headchain",
+        Variant::Tail => "/tailchain",
+    };
+    let root = args.root.unwrap_or_else(|| default_root.to_string());
+    if !root.starts_with('/') || (root.len() > 1 && root.ends_with('/')) {
+        return Err(format!("--root must be an absolute ZooKeeper path like /headchain, got {root:?}"));
+    }
+    let zk = ZkConfig { connect: zk, root, session_timeout: Duration::from_millis(args.session_timeout_ms) };
+    let mut cfg = NodeConfig::new(zk, listen, variant);
+    if listen.ip().is_unspecified() && args.advertise.is_none() {
+        return Err(format!("listening on {listen} needs --advertise HOST:PORT so peers know where to connect"));
+    }
+    cfg.advertise = args.advertise;
+    cfg.core.max_key_bytes = args.max_key_bytes as usize;
+    cfg.core.max_pending_writes = args.max_pending_writes as usize;
+    Ok(cfg)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = match config(Args::parse()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("chain-replica: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut running = match node::start(cfg).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("chain-replica: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    eprintln!("chain-replica: serving on {} (advertised as {})", running.local_addr, running.advertise);
+    let outcome = tokio::select! {
+        biased;
+        r = running.wait() => r,
+        _ = shutdown_signal() => Ok(()),
+    };
+    running.shutdown().await;
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chain-replica: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        biased;
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

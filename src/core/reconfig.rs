@@ -13,6 +13,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     pub fn on_view(&mut self, members: Vec<Member>) {
         self.view = View::new(members);
         self.pull.stateless.clear();
+        self.pull.above.clear();
         let Some(me) = self.me else { return };
         let now = self.clock.now();
 
@@ -108,11 +109,14 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.reorder.retain(|xid, _| *xid > t.state_xid);
 
         let suffix: Vec<Update> = self.sent.iter().filter(|u| u.xid > old_last).cloned().collect();
+        // Our successor has at most `old_last`; it can be caught up update by update only if
+        // the sent list holds every xid after that (it is trimmed, and bounded).
+        let suffix_complete = suffix.len() as u64 == self.last_applied - old_last;
         if self.succ.is_some() {
             if successor_has_it {
                 self.link_epoch += 1;
                 self.link = Link::Streaming;
-            } else if was_synced && matches!(self.link, Link::Transferring | Link::Streaming) {
+            } else if was_synced && suffix_complete && matches!(self.link, Link::Transferring | Link::Streaming) {
                 for u in &suffix {
                     self.forward(u);
                 }
@@ -130,6 +134,10 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     pub fn on_pull_state(&mut self, src: NodeId, stateless: &[NodeId]) -> PullAnswer {
         let Some(me) = self.me else { return PullAnswer::NoState };
         if !self.synced {
+            if src < me && self.view.contains(src) {
+                self.pull.above.insert(src);
+                self.pull.above.extend(stateless.iter().filter(|&&s| s < me));
+            }
             return PullAnswer::NoState;
         }
         let asker_above = src < me && self.view.contains(src);
@@ -148,9 +156,16 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     }
 
     /// A replica at the head with no state asks the replicas below it, in chain order, for it.
+    /// So does one below the head when everyone above it holds no state: the state it was
+    /// promised by an earlier pull (whose answer it lost, or got after a new head appeared) is
+    /// promised to nobody else, so only it can fetch it and pass it up.
     pub(super) fn drive_pull(&mut self, now: Millis) {
         let Some(me) = self.me else { return };
-        if self.synced || self.pred.is_some() || self.pull.in_flight.is_some() || now < self.pull.next_at {
+        if self.synced || self.pull.in_flight.is_some() || now < self.pull.next_at {
+            return;
+        }
+        let mut above = self.view.members().iter().take_while(|m| m.id < me);
+        if !above.all(|m| self.pull.above.contains(&m.id)) {
             return;
         }
         let below = self.view.below(me);
@@ -180,7 +195,11 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.pull.in_flight = None;
         match reply {
             PeerReply::Pulled(PullAnswer::State(t)) => {
-                if self.synced || self.pred.is_some() || !transfer_is_well_formed(&t) {
+                // Keep the state even if a replica has appeared above us meanwhile: the
+                // responder has promised it to us alone and will refuse anyone else, so the
+                // newcomer can only get it from us. Below a head we issue no xids, so taking
+                // it cannot make two replicas issue the same ones.
+                if self.synced || !transfer_is_well_formed(&t) {
                     return;
                 }
                 let from_successor = self.succ.as_ref().is_some_and(|s| s.id == from);

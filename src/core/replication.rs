@@ -21,6 +21,12 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         if self.succ.is_some() {
             self.forward(&update);
             self.sent.push_back(update);
+            // Only a middle replica cut off from the tail gets here (the head stops taking
+            // writes first). Dropping the oldest entry is safe: a transfer whose sent list has
+            // a hole makes the receiver send its successor the whole state instead.
+            if self.sent.len() > self.cfg.max_sent {
+                self.sent.pop_front();
+            }
         } else {
             self.applied_at_tail(std::slice::from_ref(&update));
         }

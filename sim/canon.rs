@@ -1,0 +1,69 @@
+//! The chain's write sequence as the heads issued it, to judge every replica's state against.
+//!
+//! A head that dies can take updates nobody else received; the next head then issues the same
+//! xids again. The sequence forks there, and the old branch must be dead: no live replica may
+//! hold it, and no acknowledged write may have been on it.
+
+use crate::core::{Store, Xid};
+
+#[derive(Clone, Debug)]
+struct Entry {
+    acknowledged: bool,
+}
+
+#[derive(Default)]
+pub struct Canon {
+    /// `entries[x - 1]` is xid `x`.
+    entries: Vec<Entry>,
+    /// `states[x]` is the state after xid `x`; `states[0]` is empty.
+    states: Vec<Store>,
+}
+
+impl Canon {
+    pub fn len(&self) -> Xid {
+        self.entries.len() as Xid
+    }
+
+    /// A head issued `xid` setting `key` to `value`. Returns a violation if that discards an
+    /// acknowledged write.
+    pub fn issued(&mut self, xid: Xid, key: &str, value: i32) -> Result<(), String> {
+        if self.states.is_empty() {
+            self.states.push(Store::new());
+        }
+        if xid == 0 || xid > self.len() + 1 {
+            return Err(format!("chain: xid {xid} issued but the sequence only reaches {}", self.len()));
+        }
+        if xid <= self.len() {
+            if let Some(lost) = self.entries[xid as usize - 1..].iter().position(|e| e.acknowledged) {
+                return Err(format!(
+                    "no lost writes: xid {} was acknowledged but a new head issued xid {xid} again",
+                    xid as usize + lost
+                ));
+            }
+            self.entries.truncate(xid as usize - 1);
+            self.states.truncate(xid as usize);
+        }
+        self.entries.push(Entry { acknowledged: false });
+        let mut state = self.states[xid as usize - 1].clone();
+        if value == 0 {
+            state.remove(key);
+        } else {
+            state.insert(key.to_string(), value);
+        }
+        self.states.push(state);
+        Ok(())
+    }
+
+    pub fn acknowledged(&mut self, xid: Xid) {
+        if let Some(e) = self.entries.get_mut((xid as usize).wrapping_sub(1)) {
+            e.acknowledged = true;
+        }
+    }
+
+    pub fn state_at(&self, xid: Xid) -> Option<&Store> {
+        if xid == 0 && self.states.is_empty() {
+            return None;
+        }
+        self.states.get(xid as usize)
+    }
+}

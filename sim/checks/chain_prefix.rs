@@ -1,0 +1,25 @@
+//! Every live replica's state is the chain's sequence applied up to its last xid: each
+//! replica's history is a prefix of its predecessor's, and no two heads issued different
+//! updates under one xid that both survive.
+
+use crate::sim::world::World;
+
+pub fn check(w: &mut World) {
+    for p in w.live_synced() {
+        let Some(r) = w.procs[p].replica.as_ref() else { continue };
+        let last = r.last_applied();
+        match w.canon.state_at(last) {
+            Some(expected) if expected == r.store() => {}
+            Some(expected) => {
+                let msg = format!(
+                    "chain prefix: replica {p} at xid {last} holds {:?}, the chain's sequence gives {:?}",
+                    r.store(),
+                    expected
+                );
+                w.violations.push(msg);
+            }
+            None if last == 0 => {}
+            None => w.violations.push(format!("chain prefix: replica {p} applied xid {last}, beyond any xid a head issued ({})", w.canon.len())),
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! The checks that judge a run, one invariant per file. `step` checks run after every event;
+//! `end` checks once the run is over.
+
+mod bounded_queues;
+mod chain_prefix;
+mod linearizable;
+mod no_lost_writes;
+
+use super::world::World;
+
+impl World {
+    pub fn check_step(&mut self) {
+        chain_prefix::check(self);
+        bounded_queues::check(self);
+    }
+
+    /// After the run: final reads, then the history checks.
+    pub fn check_end(&mut self) {
+        no_lost_writes::check(self);
+        linearizable::check(self);
+    }
+}

@@ -1,0 +1,83 @@
+//! Faults: crashes and restarts as new sessions, pauses past the session timeout, partitions
+//! between replicas, from ZooKeeper and from clients, and new replicas joining.
+//!
+//! The nemesis never takes away the last replica that holds the state: a run in which every
+//! holder died would lose acknowledged writes by bad luck, and the checks could not tell that
+//! from a bug. Each destructive fault first makes sure another live, synced member survives.
+
+use super::world::{Endpoint, Ev, Phase, Status, World};
+
+impl World {
+    pub fn nemesis(&mut self) {
+        if self.phase != Phase::Faults {
+            return;
+        }
+        if self.ops_finished * 4 >= self.cfg.total_ops() * 3 {
+            self.heal_all();
+            return;
+        }
+        let next = self.dice.range(100, 600);
+        self.schedule(next, Ev::Nemesis);
+
+        let action = self.dice.range(0, 10);
+        match action {
+            0 | 1 => {
+                if let Some(v) = self.expendable() {
+                    self.trace.note(self.now(), &format!("nemesis: crash replica {v}"));
+                    self.crash(v);
+                    let t = self.dice.range(200, 2 * self.cfg.session_timeout);
+                    self.schedule(t, Ev::Restart { proc: v });
+                }
+            }
+            2 | 3 => {
+                if let Some(v) = self.expendable() {
+                    let t = self.dice.range(100, 3 * self.cfg.session_timeout);
+                    self.trace.note(self.now(), &format!("nemesis: pause replica {v} for {t} ms"));
+                    self.procs[v].status = Status::Paused;
+                    self.schedule(t, Ev::Resume { proc: v });
+                }
+            }
+            4 | 5 => {
+                let up: Vec<usize> = (0..self.procs.len()).filter(|&p| self.procs[p].status == Status::Up).collect();
+                if let (Some(a), Some(b)) = (self.dice.pick(&up), self.dice.pick(&up)) {
+                    if a != b {
+                        self.partition(Endpoint::Replica(a), Endpoint::Replica(b));
+                    }
+                }
+            }
+            6 => {
+                if let Some(v) = self.expendable() {
+                    self.partition(Endpoint::Replica(v), Endpoint::Zk);
+                }
+            }
+            7 => {
+                let c = self.dice.range(0, self.clients.len() as u64) as usize;
+                let p = self.dice.range(0, self.procs.len() as u64) as usize;
+                self.partition(Endpoint::Client(c), Endpoint::Replica(p));
+            }
+            8 => {
+                if self.procs.len() < self.cfg.max_replicas {
+                    let p = self.add_replica();
+                    self.trace.note(self.now(), &format!("nemesis: new replica {p} joins"));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn partition(&mut self, a: Endpoint, b: Endpoint) {
+        let t = self.dice.range(100, 2 * self.cfg.session_timeout);
+        self.trace.note(self.now(), &format!("nemesis: cut {a:?} from {b:?} for {t} ms"));
+        self.blocked.insert((a, b));
+        self.schedule(t, Ev::Heal { a, b });
+    }
+
+    /// A replica whose loss still leaves another live, synced member that is not cut off
+    /// from ZooKeeper.
+    fn expendable(&mut self) -> Option<usize> {
+        let healthy: Vec<usize> = self.live_synced().into_iter().filter(|&p| !self.is_blocked(Endpoint::Replica(p), Endpoint::Zk)).collect();
+        let up: Vec<usize> = (0..self.procs.len()).filter(|&p| self.procs[p].status == Status::Up).collect();
+        let victim = self.dice.pick(&up)?;
+        healthy.iter().any(|&h| h != victim).then_some(victim)
+    }
+}

@@ -1,0 +1,458 @@
+//! The simulated world: virtual time, an event queue, replicas, the network between them.
+//! Every choice comes from `Dice`, so a seed fixes the whole run.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::rc::Rc;
+
+use super::canon::Canon;
+use super::client::{Client, ClientReq, ClientResult};
+use super::dice::Dice;
+use super::env::{Outbox, Outgoing, SimClock, SimCoord, SimNet};
+use super::linearizability::Op;
+use super::trace::Trace;
+use super::zk::{WatchEvent, Watcher, ZkModel};
+use super::SimConfig;
+use crate::core::{self, Millis, NodeId, PeerReply, PeerRequest, Replica, RequestKind};
+
+pub type SimReplica = Replica<SimClock, SimNet, SimCoord>;
+
+/// Something that can be cut off from something else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Endpoint {
+    Replica(usize),
+    Client(usize),
+    Zk,
+}
+
+/// What becomes of the reply to a peer request that was delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    Reply,
+    /// The reply is lost: the sender sees its deadline pass.
+    LoseReply,
+    /// A duplicate delivery: the sender already gets a reply for the original.
+    Silent,
+}
+
+#[derive(Debug)]
+pub enum Ev {
+    Tick { proc: usize, inc: u32 },
+    PeerArrive { from: usize, to: usize, epoch: u64, request: PeerRequest, fate: Fate, sent_at: Millis, reply_to: (usize, u32, NodeId) },
+    PeerReply { to: usize, inc: u32, from_node: NodeId, epoch: u64, kind: RequestKind, reply: PeerReply },
+    ClientArrive { client: usize, op: u64, attempt: u32, to: usize, req: ClientReq },
+    ClientResult { client: usize, op: u64, attempt: u32, result: ClientResult },
+    Callback { client: usize, cxid: i32 },
+    ClientWake { client: usize },
+    ClientResend { client: usize, op: u64, attempt: u32 },
+    ClientDeadline { client: usize, op: u64 },
+    ZkJoin { proc: usize, inc: u32 },
+    ZkWatch { watcher: Watcher, event: WatchEvent },
+    ZkPing { proc: usize, inc: u32 },
+    ZkPingArrive { proc: usize, inc: u32, session: NodeId, sent_at: Millis },
+    ZkExpiry,
+    Nemesis,
+    Heal { a: Endpoint, b: Endpoint },
+    Restart { proc: usize },
+    Resume { proc: usize },
+}
+
+impl Ev {
+    /// The replica process an event is handled by, if any: such events wait while it is paused.
+    fn target_proc(&self) -> Option<usize> {
+        match self {
+            Ev::Tick { proc, .. } | Ev::ZkPing { proc, .. } => Some(*proc),
+            Ev::PeerArrive { to, .. } | Ev::PeerReply { to, .. } | Ev::ClientArrive { to, .. } => Some(*to),
+            Ev::ZkWatch { watcher: Watcher::Replica(p, _), .. } => Some(*p),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Up,
+    Paused,
+    Crashed,
+}
+
+pub struct Proc {
+    pub incarnation: u32,
+    pub status: Status,
+    pub replica: Option<SimReplica>,
+    pub outbox: Outbox,
+    pub addr: String,
+    held: Vec<Ev>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Faults,
+    Healed { at: Millis },
+}
+
+pub struct World {
+    pub cfg: SimConfig,
+    pub dice: Dice,
+    pub clock: SimClock,
+    queue: BinaryHeap<Reverse<(Millis, u64)>>,
+    events: BTreeMap<u64, Ev>,
+    next_seq: u64,
+    pub procs: Vec<Proc>,
+    pub zk: ZkModel,
+    pub clients: Vec<Client>,
+    pub blocked: BTreeSet<(Endpoint, Endpoint)>,
+    pub drop_ppm: u64,
+    pub dup_ppm: u64,
+    pub history: Vec<Op>,
+    pub canon: Canon,
+    pub trace: Trace,
+    pub phase: Phase,
+    pub violations: Vec<String>,
+    pub ops_finished: usize,
+    /// Writes the head accepted, by (client, operation): acknowledging one marks its xid.
+    pub pending_xids: BTreeMap<(usize, u64), core::Xid>,
+}
+
+impl World {
+    pub fn new(cfg: SimConfig) -> Self {
+        let trace = Trace::new(cfg.print_trace);
+        let mut w = World {
+            dice: Dice::new(cfg.seed),
+            clock: SimClock::default(),
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            next_seq: 0,
+            procs: Vec::new(),
+            zk: ZkModel::default(),
+            clients: Vec::new(),
+            blocked: BTreeSet::new(),
+            drop_ppm: if cfg.faults { cfg.drop_ppm } else { 0 },
+            dup_ppm: if cfg.faults { cfg.dup_ppm } else { 0 },
+            history: Vec::new(),
+            canon: Canon::default(),
+            trace,
+            phase: Phase::Faults,
+            violations: Vec::new(),
+            ops_finished: 0,
+            pending_xids: BTreeMap::new(),
+            cfg,
+        };
+        for _ in 0..w.cfg.initial_replicas {
+            w.add_replica();
+        }
+        for c in 0..w.cfg.clients {
+            w.clients.push(Client::new(w.cfg.ops_per_client));
+            w.zk.add_client_watcher(c);
+            let first = w.dice.range(0, 50);
+            w.schedule(first, Ev::ClientWake { client: c });
+        }
+        w.schedule(10, Ev::ZkExpiry);
+        if w.cfg.faults {
+            let first = w.dice.range(100, 400);
+            w.schedule(first, Ev::Nemesis);
+        }
+        w
+    }
+
+    pub fn now(&self) -> Millis {
+        self.clock.0.get()
+    }
+
+    pub fn schedule(&mut self, after: Millis, ev: Ev) {
+        self.schedule_at(self.now() + after, ev);
+    }
+
+    pub fn schedule_at(&mut self, at: Millis, ev: Ev) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.queue.push(Reverse((at.max(self.now()), seq)));
+        self.events.insert(seq, ev);
+    }
+
+    /// A network delay: mostly short, sometimes long, which is what reorders messages.
+    pub fn delay(&mut self) -> Millis {
+        if self.dice.chance(50_000) {
+            self.dice.range(10, 120)
+        } else {
+            self.dice.range(1, 8)
+        }
+    }
+
+    pub fn is_blocked(&self, a: Endpoint, b: Endpoint) -> bool {
+        self.blocked.contains(&(a, b)) || self.blocked.contains(&(b, a))
+    }
+
+    pub fn add_replica(&mut self) -> usize {
+        let id = self.procs.len();
+        self.procs.push(Proc {
+            incarnation: 0,
+            status: Status::Crashed,
+            replica: None,
+            outbox: Outbox::default(),
+            addr: format!("10.0.0.{}:7000", id + 1),
+            held: Vec::new(),
+        });
+        self.boot(id);
+        id
+    }
+
+    /// Start a fresh process (a new incarnation) on `proc`: it joins as a brand-new replica.
+    pub fn boot(&mut self, proc: usize) {
+        let cfg = core::Config {
+            variant: self.cfg.variant,
+            max_pending_writes: self.cfg.max_pending_writes,
+            max_sent: self.cfg.max_sent,
+            max_reorder: self.cfg.max_reorder,
+            lease_ms: self.cfg.session_timeout / 2,
+            ..core::Config::default()
+        };
+        self.zk.forget_replica_watchers(proc);
+        let p = &mut self.procs[proc];
+        p.incarnation += 1;
+        p.status = Status::Up;
+        p.held.clear();
+        p.outbox = Rc::default();
+        let mut replica = Replica::new(cfg, self.clock.clone(), SimNet(p.outbox.clone()), SimCoord(p.outbox.clone()));
+        replica.start();
+        p.replica = Some(replica);
+        let inc = p.incarnation;
+        self.drain(proc);
+        let t = self.dice.range(0, self.cfg.tick);
+        self.schedule(t, Ev::Tick { proc, inc });
+        let t = self.dice.range(0, self.cfg.session_timeout / 4);
+        self.schedule(t, Ev::ZkPing { proc, inc });
+    }
+
+    pub fn proc_of_addr(&self, addr: &str) -> Option<usize> {
+        self.procs.iter().position(|p| p.addr == addr)
+    }
+
+    /// Run one step on a replica, then carry out whatever it asked for.
+    pub fn with_replica<R>(&mut self, proc: usize, f: impl FnOnce(&mut SimReplica) -> R) -> Option<R> {
+        let r = self.procs[proc].replica.as_mut().map(f);
+        self.drain(proc);
+        r
+    }
+
+    fn drain(&mut self, proc: usize) {
+        loop {
+            let out: Vec<Outgoing> = std::mem::take(&mut *self.procs[proc].outbox.borrow_mut());
+            if out.is_empty() {
+                return;
+            }
+            for o in out {
+                self.carry_out(proc, o);
+            }
+        }
+    }
+
+    fn carry_out(&mut self, proc: usize, out: Outgoing) {
+        let inc = self.procs[proc].incarnation;
+        match out {
+            Outgoing::Join => {
+                let t = self.delay();
+                self.schedule(t, Ev::ZkJoin { proc, inc });
+            }
+            Outgoing::Peer { to, epoch, request } => self.send_peer(proc, inc, to, epoch, request),
+            Outgoing::Complete { token, outcome } => self.complete_client(proc, token, outcome),
+            Outgoing::Notify { origin } => self.notify_client(proc, origin),
+        }
+    }
+
+    fn send_peer(&mut self, from: usize, inc: u32, to: core::Member, epoch: u64, request: PeerRequest) {
+        let kind = request.kind();
+        let reply_to = (from, inc, to.id);
+        let target = self.proc_of_addr(&to.addr);
+        let lost = match target {
+            None => true,
+            Some(t) => self.is_blocked(Endpoint::Replica(from), Endpoint::Replica(t)) || self.dice.chance(self.drop_ppm),
+        };
+        let timeout = self.cfg.rpc_timeout;
+        let Some(target) = target.filter(|_| !lost) else {
+            self.schedule(timeout, Ev::PeerReply { to: from, inc, from_node: to.id, epoch, kind, reply: PeerReply::Unreachable });
+            return;
+        };
+        let fate = if self.dice.chance(self.drop_ppm) { Fate::LoseReply } else { Fate::Reply };
+        let sent_at = self.now();
+        if self.dice.chance(self.dup_ppm) {
+            let t = self.delay();
+            self.schedule(t, Ev::PeerArrive { from, to: target, epoch, request: request.clone(), fate: Fate::Silent, sent_at, reply_to });
+        }
+        let t = self.delay();
+        self.schedule(t, Ev::PeerArrive { from, to: target, epoch, request, fate, sent_at, reply_to });
+    }
+
+    fn peer_arrive(&mut self, from: usize, to: usize, epoch: u64, request: PeerRequest, fate: Fate, sent_at: Millis, reply_to: (usize, u32, NodeId)) {
+        let (sender, sender_inc, from_node) = reply_to;
+        let kind = request.kind();
+        let deadline = sent_at + self.cfg.rpc_timeout;
+        let unreachable = Ev::PeerReply { to: sender, inc: sender_inc, from_node, epoch, kind, reply: PeerReply::Unreachable };
+        if self.procs[to].status == Status::Crashed {
+            if fate != Fate::Silent {
+                self.schedule_at(deadline, unreachable);
+            }
+            return;
+        }
+        let reply = self.with_replica(to, |r| r.on_peer_request(request));
+        let Some(reply) = reply else { return };
+        if fate == Fate::Silent {
+            return;
+        }
+        let back = self.delay();
+        let cut = self.is_blocked(Endpoint::Replica(from), Endpoint::Replica(to));
+        if fate == Fate::LoseReply || cut || self.now() + back > deadline {
+            self.schedule_at(deadline, unreachable);
+        } else {
+            self.schedule(back, Ev::PeerReply { to: sender, inc: sender_inc, from_node, epoch, kind, reply });
+        }
+    }
+
+    /// Process events until every client is done after the faults stopped, or a check fails.
+    pub fn run(&mut self) {
+        self.run_until(self.cfg.max_time);
+        if !self.finished() && self.violations.is_empty() {
+            self.violations.push(format!("liveness: the clients did not finish within {} ms of simulated time", self.cfg.max_time));
+        }
+    }
+
+    /// Process events up to time `until`, or until the run is finished or a check fails.
+    pub fn run_until(&mut self, until: Millis) {
+        let stop_when_finished = !self.finished();
+        while let Some(Reverse((at, seq))) = self.queue.peek().copied() {
+            if at > until {
+                self.clock.0.set(until);
+                return;
+            }
+            self.queue.pop();
+            let Some(ev) = self.events.remove(&seq) else { continue };
+            self.clock.0.set(at);
+            if let Some(p) = ev.target_proc() {
+                match self.procs[p].status {
+                    Status::Paused => {
+                        self.procs[p].held.push(ev);
+                        continue;
+                    }
+                    Status::Crashed if !matches!(ev, Ev::PeerArrive { .. } | Ev::ClientArrive { .. }) => continue,
+                    _ => {}
+                }
+            }
+            self.trace.record(at, &ev);
+            self.handle(ev);
+            self.check_step();
+            if !self.violations.is_empty() || (stop_when_finished && self.finished()) {
+                return;
+            }
+        }
+    }
+
+    fn finished(&self) -> bool {
+        matches!(self.phase, Phase::Healed { .. }) && self.clients.iter().all(|c| c.is_done())
+    }
+
+    fn current_inc(&self, proc: usize, inc: u32) -> bool {
+        self.procs[proc].incarnation == inc && self.procs[proc].status != Status::Crashed
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Tick { proc, inc } => {
+                if self.current_inc(proc, inc) {
+                    self.with_replica(proc, |r| r.on_tick());
+                    let t = self.cfg.tick;
+                    self.schedule(t, Ev::Tick { proc, inc });
+                }
+            }
+            Ev::PeerArrive { from, to, epoch, request, fate, sent_at, reply_to } => {
+                self.peer_arrive(from, to, epoch, request, fate, sent_at, reply_to)
+            }
+            Ev::PeerReply { to, inc, from_node, epoch, kind, reply } => {
+                if self.current_inc(to, inc) {
+                    self.with_replica(to, |r| r.on_peer_reply(from_node, epoch, kind, reply));
+                }
+            }
+            Ev::ClientArrive { client, op, attempt, to, req } => self.client_arrive(client, op, attempt, to, req),
+            Ev::ClientResult { client, op, attempt, result } => self.client_result(client, op, attempt, result),
+            Ev::Callback { client, cxid } => self.client_callback(client, cxid),
+            Ev::ClientWake { client } => self.client_wake(client),
+            Ev::ClientResend { client, op, attempt } => self.client_resend(client, op, attempt),
+            Ev::ClientDeadline { client, op } => self.client_deadline(client, op),
+            Ev::ZkJoin { proc, inc } => self.zk_join(proc, inc),
+            Ev::ZkWatch { watcher, event } => self.zk_watch(watcher, event),
+            Ev::ZkPing { proc, inc } => self.zk_ping(proc, inc),
+            Ev::ZkPingArrive { proc, inc, session, sent_at } => self.zk_ping_arrive(proc, inc, session, sent_at),
+            Ev::ZkExpiry => self.zk_expiry(),
+            Ev::Nemesis => self.nemesis(),
+            Ev::Heal { a, b } => {
+                self.blocked.remove(&(a, b));
+            }
+            Ev::Restart { proc } => {
+                if self.procs[proc].status == Status::Crashed {
+                    self.boot(proc);
+                }
+            }
+            Ev::Resume { proc } => self.resume(proc),
+        }
+    }
+
+    pub fn resume(&mut self, proc: usize) {
+        if self.procs[proc].status != Status::Paused {
+            return;
+        }
+        self.procs[proc].status = Status::Up;
+        for ev in std::mem::take(&mut self.procs[proc].held) {
+            self.schedule(0, ev);
+        }
+    }
+
+    pub fn crash(&mut self, proc: usize) {
+        let p = &mut self.procs[proc];
+        p.status = Status::Crashed;
+        p.replica = None;
+        p.held.clear();
+        p.outbox.borrow_mut().clear();
+    }
+
+    /// End of the fault phase: heal every partition, resume and restart every process, and
+    /// stop dropping and duplicating messages.
+    pub fn heal_all(&mut self) {
+        self.blocked.clear();
+        self.drop_ppm = 0;
+        self.dup_ppm = 0;
+        for p in 0..self.procs.len() {
+            match self.procs[p].status {
+                Status::Paused => self.resume(p),
+                Status::Crashed => self.boot(p),
+                Status::Up => {}
+            }
+        }
+        self.phase = Phase::Healed { at: self.now() };
+        self.trace.note(self.now(), "healed: no more faults");
+    }
+
+    /// Every replica's own account of itself and ZooKeeper's membership, for failure reports.
+    pub fn describe_all(&self) -> String {
+        let mut out = format!("at {} ms, ZooKeeper members (chain order):", self.now());
+        for m in self.zk.members() {
+            out.push_str(&format!(" {:x}@{}", m.id, m.addr));
+        }
+        for (i, p) in self.procs.iter().enumerate() {
+            out.push_str(&format!("\n  replica {i} ({}, incarnation {}, {:?}): ", p.addr, p.incarnation, p.status));
+            if let Some(r) = &p.replica {
+                out.push_str(&format!("{:?} view={:?}", r.describe(), r.view().members().iter().map(|m| format!("{:x}", m.id)).collect::<Vec<_>>()));
+            }
+        }
+        out
+    }
+
+    /// Replicas that are up, in ZooKeeper's membership under their current session, and synced.
+    pub fn live_synced(&self) -> Vec<usize> {
+        (0..self.procs.len())
+            .filter(|&p| {
+                let proc = &self.procs[p];
+                proc.status == Status::Up
+                    && proc.replica.as_ref().is_some_and(|r| r.is_synced() && r.session_id().is_some_and(|s| self.zk.is_member(s)))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,177 @@
+//! ZooKeeper as the replicas see it: sessions that expire when not heard from, ephemeral
+//! znodes named by session id, and children watches delivered in order to each watcher, each
+//! with its own delays. Session ids are drawn as a multi-server ensemble draws them: the top
+//! byte is the id of the server that created the session, so a new replica can sort anywhere.
+
+use std::collections::BTreeMap;
+
+use super::world::{Endpoint, Ev, Status, World};
+use crate::core::{Member, Millis, NodeId};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Watcher {
+    Replica(usize, u32),
+    Client(usize),
+}
+
+#[derive(Clone, Debug)]
+pub enum WatchEvent {
+    Joined(NodeId),
+    View(Vec<Member>),
+    Alive(Millis),
+    SessionLost,
+}
+
+struct Session {
+    proc: usize,
+    last_heard: Millis,
+    expired: bool,
+    loss_told: bool,
+}
+
+#[derive(Default)]
+pub struct ZkModel {
+    counter: u64,
+    sessions: BTreeMap<NodeId, Session>,
+    znodes: BTreeMap<NodeId, String>,
+    watchers: BTreeMap<Watcher, Millis>,
+}
+
+impl ZkModel {
+    pub fn add_client_watcher(&mut self, client: usize) {
+        self.watchers.insert(Watcher::Client(client), 0);
+    }
+
+    pub fn forget_replica_watchers(&mut self, proc: usize) {
+        self.watchers.retain(|w, _| !matches!(w, Watcher::Replica(p, _) if *p == proc));
+    }
+
+    pub fn is_member(&self, session: NodeId) -> bool {
+        self.znodes.contains_key(&session)
+    }
+
+    pub fn members(&self) -> Vec<Member> {
+        self.znodes.iter().map(|(id, addr)| Member { id: *id, addr: addr.clone() }).collect()
+    }
+}
+
+impl World {
+    /// Deliver to one watcher, after everything already on its way to it.
+    fn watch_send(&mut self, watcher: Watcher, event: WatchEvent) {
+        let d = self.delay();
+        let free = self.zk.watchers.get(&watcher).copied().unwrap_or(0);
+        let at = (self.now() + d).max(free + 1);
+        self.zk.watchers.insert(watcher, at);
+        self.schedule_at(at, Ev::ZkWatch { watcher, event });
+    }
+
+    fn broadcast_view(&mut self) {
+        let members = self.zk.members();
+        let watchers: Vec<Watcher> = self.zk.watchers.keys().copied().collect();
+        for w in watchers {
+            self.watch_send(w, WatchEvent::View(members.clone()));
+        }
+    }
+
+    pub fn zk_join(&mut self, proc: usize, inc: u32) {
+        if self.procs[proc].incarnation != inc || self.procs[proc].status == Status::Crashed {
+            return;
+        }
+        if self.is_blocked(Endpoint::Replica(proc), Endpoint::Zk) {
+            // The runtime keeps retrying until ZooKeeper answers.
+            let t = self.cfg.session_timeout / 4;
+            self.schedule(t, Ev::ZkJoin { proc, inc });
+            return;
+        }
+        self.zk.counter += 1;
+        let server = if self.cfg.multi_server_ids { self.dice.range(1, 4) } else { 1 };
+        let id = (server << 56) | self.zk.counter;
+        let now = self.now();
+        self.zk.sessions.insert(id, Session { proc, last_heard: now, expired: false, loss_told: false });
+        self.zk.znodes.insert(id, self.procs[proc].addr.clone());
+        let watcher = Watcher::Replica(proc, inc);
+        self.zk.watchers.entry(watcher).or_insert(now);
+        self.watch_send(watcher, WatchEvent::Joined(id));
+        self.watch_send(watcher, WatchEvent::Alive(now));
+        self.broadcast_view();
+    }
+
+    pub fn zk_watch(&mut self, watcher: Watcher, event: WatchEvent) {
+        match watcher {
+            Watcher::Client(c) => {
+                if let WatchEvent::View(members) = event {
+                    self.clients[c].view = members;
+                }
+            }
+            Watcher::Replica(proc, inc) => {
+                if self.procs[proc].incarnation != inc {
+                    return;
+                }
+                self.with_replica(proc, |r| match event {
+                    WatchEvent::Joined(id) => r.on_joined(id),
+                    WatchEvent::View(members) => r.on_view(members),
+                    WatchEvent::Alive(at) => r.on_session_alive(at),
+                    WatchEvent::SessionLost => r.on_session_lost(),
+                });
+            }
+        }
+    }
+
+    /// The runtime's periodic round trip to ZooKeeper, which renews the lease.
+    pub fn zk_ping(&mut self, proc: usize, inc: u32) {
+        if self.procs[proc].incarnation != inc || self.procs[proc].status == Status::Crashed {
+            return;
+        }
+        let t = self.cfg.session_timeout / 4;
+        self.schedule(t, Ev::ZkPing { proc, inc });
+        let session = self.procs[proc].replica.as_ref().and_then(|r| r.session_id());
+        let Some(session) = session else { return };
+        if self.is_blocked(Endpoint::Replica(proc), Endpoint::Zk) {
+            return;
+        }
+        let sent_at = self.now();
+        let d = self.delay();
+        self.schedule(d, Ev::ZkPingArrive { proc, inc, session, sent_at });
+    }
+
+    pub fn zk_ping_arrive(&mut self, proc: usize, inc: u32, session: NodeId, sent_at: Millis) {
+        let now = self.now();
+        let watcher = Watcher::Replica(proc, inc);
+        let Some(s) = self.zk.sessions.get_mut(&session) else { return };
+        if s.expired {
+            if !s.loss_told {
+                s.loss_told = true;
+                self.watch_send(watcher, WatchEvent::SessionLost);
+            }
+            return;
+        }
+        s.last_heard = now;
+        if !self.is_blocked(Endpoint::Replica(proc), Endpoint::Zk) {
+            self.watch_send(watcher, WatchEvent::Alive(sent_at));
+        }
+    }
+
+    pub fn zk_expiry(&mut self) {
+        let now = self.now();
+        let timeout = self.cfg.session_timeout;
+        let expired: Vec<NodeId> = self
+            .zk
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.expired && now.saturating_sub(s.last_heard) > timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &expired {
+            if let Some(s) = self.zk.sessions.get_mut(id) {
+                s.expired = true;
+                let proc = s.proc;
+                self.trace.note(now, &format!("session {id:x} of replica {proc} expired"));
+            }
+            self.zk.znodes.remove(id);
+        }
+        if !expired.is_empty() {
+            self.broadcast_view();
+        }
+        self.schedule(20, Ev::ZkExpiry);
+    }
+}

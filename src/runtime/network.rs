@@ -1,0 +1,295 @@
+//! The core's `Network` on tonic: one long-lived channel and one sender task per peer.
+//!
+//! Sends never block the core (which runs under a lock): they go into a bounded per-peer
+//! queue, and a task per peer turns them into RPCs, pipelined up to `max_in_flight`. A
+//! `stateTransfer` is a barrier: it waits for the calls before it and holds back the calls
+//! after it, because the successor cannot use updates that arrive before the state.
+//! Every request gets exactly one reply event, `Unreachable` on error, deadline or a full queue.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tonic::transport::{Channel, Endpoint};
+
+use super::convert;
+use crate::core::{ClientOrigin, ClientToken, Member, NodeId, PeerReply, PeerRequest, PullAnswer, RequestKind, Variant, WriteOutcome};
+use crate::pb::adb;
+use crate::pb::adb::head_chain_replica_client::HeadChainReplicaClient;
+use crate::pb::adb::tail_chain_replica_client::TailChainReplicaClient;
+use crate::pb::adb::tail_client_client::TailClientClient;
+use crate::pb::chainrep::ext;
+use crate::pb::chainrep::ext::chain_ext_client::ChainExtClient;
+
+/// A reply for the core, applied by the node's reply pump.
+pub struct ReplyEvent {
+    pub from: NodeId,
+    pub epoch: u64,
+    pub kind: RequestKind,
+    pub reply: PeerReply,
+}
+
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    pub variant: Variant,
+    /// Deadline for one replica-to-replica call other than a state transfer.
+    pub rpc_timeout: Duration,
+    /// Deadline for a state transfer, which carries the whole state.
+    pub transfer_timeout: Duration,
+    /// Requests queued for one peer before further sends fail at once.
+    pub queue_limit: usize,
+    /// Calls to one peer in flight at once.
+    pub max_in_flight: usize,
+    /// Largest gRPC message sent or accepted (state transfers are the big ones).
+    pub max_message_bytes: usize,
+    /// Client callbacks (tail variant) in flight at once; past it they are dropped and logged.
+    pub max_callbacks_in_flight: usize,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            variant: Variant::Head,
+            rpc_timeout: Duration::from_secs(2),
+            transfer_timeout: Duration::from_secs(60),
+            queue_limit: 65_536,
+            max_in_flight: 256,
+            max_message_bytes: 256 * 1024 * 1024,
+            max_callbacks_in_flight: 1024,
+        }
+    }
+}
+
+struct PeerLink {
+    addr: String,
+    queue: mpsc::Sender<(u64, PeerRequest)>,
+}
+
+pub struct TonicNetwork {
+    cfg: NetConfig,
+    links: BTreeMap<NodeId, PeerLink>,
+    replies: mpsc::UnboundedSender<ReplyEvent>,
+    /// Head variant: the client calls waiting for their write to commit.
+    waiters: HashMap<ClientToken, oneshot::Sender<WriteOutcome>>,
+    callbacks: Arc<Semaphore>,
+    callback_channels: HashMap<String, Channel>,
+}
+
+impl TonicNetwork {
+    pub fn new(cfg: NetConfig, replies: mpsc::UnboundedSender<ReplyEvent>) -> Self {
+        let callbacks = Arc::new(Semaphore::new(cfg.max_callbacks_in_flight));
+        TonicNetwork { cfg, links: BTreeMap::new(), replies, waiters: HashMap::new(), callbacks, callback_channels: HashMap::new() }
+    }
+
+    /// Register the call waiting on `token`; the core completes it through `complete_client`.
+    pub fn wait_for(&mut self, token: ClientToken) -> oneshot::Receiver<WriteOutcome> {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.insert(token, tx);
+        rx
+    }
+
+    pub fn forget_waiter(&mut self, token: ClientToken) {
+        self.waiters.remove(&token);
+    }
+
+    /// Drop the links of peers that left the view; their tasks end with their queues.
+    pub fn retain_links(&mut self, members: &[Member]) {
+        self.links.retain(|id, link| members.iter().any(|m| m.id == *id && m.addr == link.addr));
+    }
+
+    fn link(&mut self, to: &Member) -> Option<&PeerLink> {
+        let stale = self.links.get(&to.id).is_some_and(|l| l.addr != to.addr);
+        if stale {
+            self.links.remove(&to.id);
+        }
+        if !self.links.contains_key(&to.id) {
+            let endpoint = match endpoint(&to.addr) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(peer = %to.addr, error = %e, "cannot build a channel to peer");
+                    return None;
+                }
+            };
+            let (queue, rx) = mpsc::channel(self.cfg.queue_limit);
+            let task = LinkTask { peer: to.id, channel: endpoint.connect_lazy(), cfg: self.cfg.clone(), replies: self.replies.clone() };
+            tokio::spawn(task.run(rx));
+            self.links.insert(to.id, PeerLink { addr: to.addr.clone(), queue });
+        }
+        self.links.get(&to.id)
+    }
+}
+
+fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5)))
+}
+
+impl crate::core::Network for TonicNetwork {
+    fn send(&mut self, to: &Member, epoch: u64, request: PeerRequest) {
+        let kind = request.kind();
+        let queued = match self.link(to) {
+            Some(link) => link.queue.try_send((epoch, request)).is_ok(),
+            None => false,
+        };
+        if !queued {
+            let _ = self.replies.send(ReplyEvent { from: to.id, epoch, kind, reply: PeerReply::Unreachable });
+        }
+    }
+
+    fn complete_client(&mut self, token: ClientToken, outcome: WriteOutcome) {
+        if let Some(waiter) = self.waiters.remove(&token) {
+            // The client may have given up already; nothing to do then.
+            let _ = waiter.send(outcome);
+        }
+    }
+
+    fn notify_client(&mut self, origin: &ClientOrigin) {
+        let addr = format!("{}:{}", origin.host, origin.port);
+        let Ok(permit) = self.callbacks.clone().try_acquire_owned() else {
+            tracing::warn!(client = %addr, cxid = origin.cxid, "too many client callbacks in flight: dropping this one");
+            return;
+        };
+        if self.callback_channels.len() >= self.cfg.max_callbacks_in_flight && !self.callback_channels.contains_key(&addr) {
+            self.callback_channels.clear();
+        }
+        let channel = match self.callback_channels.get(&addr) {
+            Some(c) => c.clone(),
+            None => match endpoint(&addr) {
+                Ok(e) => {
+                    let c = e.connect_lazy();
+                    self.callback_channels.insert(addr.clone(), c.clone());
+                    c
+                }
+                Err(e) => {
+                    tracing::warn!(client = %addr, error = %e, "bad client callback address");
+                    return;
+                }
+            },
+        };
+        let cxid = origin.cxid;
+        let timeout = self.cfg.rpc_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut req = tonic::Request::new(adb::CxidProcessedRequest { cxid });
+            req.set_timeout(timeout);
+            match tokio::time::timeout(timeout, TailClientClient::new(channel).cxid_processed(req)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(status)) => tracing::info!(client = %addr, cxid, %status, "client callback failed; dropped"),
+                Err(_) => tracing::info!(client = %addr, cxid, "client callback timed out; dropped"),
+            }
+        });
+    }
+}
+
+struct LinkTask {
+    peer: NodeId,
+    channel: Channel,
+    cfg: NetConfig,
+    replies: mpsc::UnboundedSender<ReplyEvent>,
+}
+
+impl LinkTask {
+    async fn run(self, mut queue: mpsc::Receiver<(u64, PeerRequest)>) {
+        let this = Arc::new(self);
+        let slots = Arc::new(Semaphore::new(this.cfg.max_in_flight));
+        let all_slots = this.cfg.max_in_flight as u32;
+        while let Some((epoch, request)) = queue.recv().await {
+            let kind = request.kind();
+            if matches!(request, PeerRequest::Transfer(_)) {
+                let Ok(barrier) = slots.clone().acquire_many_owned(all_slots).await else { return };
+                let reply = this.call(request).await;
+                this.report(epoch, kind, reply);
+                drop(barrier);
+                continue;
+            }
+            let Ok(slot) = slots.clone().acquire_owned().await else { return };
+            let task = this.clone();
+            tokio::spawn(async move {
+                let reply = task.call(request).await;
+                task.report(epoch, kind, reply);
+                drop(slot);
+            });
+        }
+    }
+
+    fn report(&self, epoch: u64, kind: RequestKind, reply: PeerReply) {
+        let _ = self.replies.send(ReplyEvent { from: self.peer, epoch, kind, reply });
+    }
+
+    async fn call(&self, request: PeerRequest) -> PeerReply {
+        let timeout = match request {
+            PeerRequest::Transfer(_) | PeerRequest::PullState { .. } => self.cfg.transfer_timeout,
+            _ => self.cfg.rpc_timeout,
+        };
+        match tokio::time::timeout(timeout, self.call_inner(request, timeout)).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(status)) => {
+                tracing::debug!(peer = format_args!("{:x}", self.peer), %status, "peer call failed");
+                PeerReply::Unreachable
+            }
+            Err(_) => PeerReply::Unreachable,
+        }
+    }
+
+    fn head_client(&self) -> HeadChainReplicaClient<Channel> {
+        HeadChainReplicaClient::new(self.channel.clone())
+            .max_decoding_message_size(self.cfg.max_message_bytes)
+            .max_encoding_message_size(self.cfg.max_message_bytes)
+    }
+
+    fn tail_client(&self) -> TailChainReplicaClient<Channel> {
+        TailChainReplicaClient::new(self.channel.clone())
+            .max_decoding_message_size(self.cfg.max_message_bytes)
+            .max_encoding_message_size(self.cfg.max_message_bytes)
+    }
+
+    async fn call_inner(&self, request: PeerRequest, timeout: Duration) -> Result<PeerReply, tonic::Status> {
+        fn req<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
+            let mut r = tonic::Request::new(msg);
+            r.set_timeout(timeout);
+            r
+        }
+        let rc = |rc: u32| if rc == 0 { PeerReply::Accepted } else { PeerReply::Refused };
+        let head = self.cfg.variant == Variant::Head;
+        Ok(match request {
+            PeerRequest::Propose { src, update } if head => {
+                rc(self.head_client().propose_state_update(req(convert::head_update_to_wire(src, &update), timeout)).await?.into_inner().rc)
+            }
+            PeerRequest::Propose { src, update } => {
+                rc(self.tail_client().propose_state_update(req(convert::tail_update_to_wire(src, &update), timeout)).await?.into_inner().rc)
+            }
+            PeerRequest::Transfer(t) if head => {
+                rc(self.head_client().state_transfer(req(convert::head_transfer_to_wire(&t), timeout)).await?.into_inner().rc)
+            }
+            PeerRequest::Transfer(t) => {
+                rc(self.tail_client().state_transfer(req(convert::tail_transfer_to_wire(&t), timeout)).await?.into_inner().rc)
+            }
+            PeerRequest::XidProcessed(xid) => {
+                rc(self.head_client().xid_processed(req(adb::XidProcessedRequest { xid }, timeout)).await?.into_inner().rc)
+            }
+            PeerRequest::GetLatestXid => {
+                let r = if head {
+                    self.head_client().get_latest_xid(req(adb::LatestXidRequest {}, timeout)).await?.into_inner()
+                } else {
+                    self.tail_client().get_latest_xid(req(adb::LatestXidRequest {}, timeout)).await?.into_inner()
+                };
+                PeerReply::LatestXid((r.rc == 0).then_some(r.xid))
+            }
+            PeerRequest::PullState { src, stateless } => {
+                let client = ChainExtClient::new(self.channel.clone())
+                    .max_decoding_message_size(self.cfg.max_message_bytes)
+                    .max_encoding_message_size(self.cfg.max_message_bytes);
+                let r = client.clone().pull_state(req(ext::PullStateRequest { src, stateless }, timeout)).await?.into_inner();
+                PeerReply::Pulled(match (r.rc, r.state) {
+                    (0, Some(state)) => PullAnswer::State(convert::tail_transfer_from_wire(state)),
+                    (2, _) => PullAnswer::NoState,
+                    _ => PullAnswer::NotNow,
+                })
+            }
+        })
+    }
+}

@@ -1,0 +1,215 @@
+//! One replica process: the core under a lock, and the tasks that feed it — the gRPC server,
+//! replies from peers, membership events from ZooKeeper, and a timer.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::network::{NetConfig, ReplyEvent, TonicNetwork};
+use super::service::ChainService;
+use super::zk::{MembershipEvent, ZkConfig, ZkCoordinator};
+use crate::core::{self, Clock, Millis, Replica, Variant};
+use crate::pb::adb::head_chain_replica_server::HeadChainReplicaServer;
+use crate::pb::adb::tail_chain_replica_server::TailChainReplicaServer;
+use crate::pb::chainrep::ext::chain_ext_server::ChainExtServer;
+
+/// Monotonic milliseconds since the process started.
+pub struct RuntimeClock {
+    base: Instant,
+}
+
+impl RuntimeClock {
+    fn millis_of(&self, at: Instant) -> Millis {
+        at.saturating_duration_since(self.base).as_millis() as Millis
+    }
+}
+
+impl Clock for RuntimeClock {
+    fn now(&self) -> Millis {
+        self.millis_of(Instant::now())
+    }
+}
+
+/// The core's `Coordinator`: asks the ZooKeeper task for a new session.
+pub struct ZkJoin(ZkCoordinator);
+
+impl core::Coordinator for ZkJoin {
+    fn join(&mut self) {
+        self.0.request_join();
+    }
+}
+
+pub type Core = Replica<RuntimeClock, TonicNetwork, ZkJoin>;
+
+pub struct Shared {
+    core: Mutex<Core>,
+    tokens: AtomicU64,
+}
+
+impl Shared {
+    /// Run one synchronous step of the core. Never held across an `.await`.
+    pub fn with_core<R>(&self, f: impl FnOnce(&mut Core) -> R) -> R {
+        // A panic inside the core leaves it in an unknown state; serving on from it could
+        // break the chain's guarantees, so every later call fails loudly instead.
+        let mut core = self.core.lock().expect("the replica core panicked earlier; refusing to continue");
+        f(&mut core)
+    }
+
+    pub fn next_token(&self) -> u64 {
+        self.tokens.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub zk: ZkConfig,
+    pub listen: SocketAddr,
+    /// `host:port` other replicas and clients use to reach us; the bound address by default.
+    pub advertise: Option<String>,
+    pub core: core::Config,
+    pub net: NetConfig,
+    /// Timer period for retries and polls.
+    pub tick: Duration,
+}
+
+impl NodeConfig {
+    /// Defaults derived from the session timeout: the lease must end well before ZooKeeper
+    /// could expire the session, so half of it leaves room for clock drift and delays.
+    pub fn new(zk: ZkConfig, listen: SocketAddr, variant: Variant) -> Self {
+        let lease_ms = (zk.session_timeout.as_millis() / 2) as Millis;
+        NodeConfig {
+            zk,
+            listen,
+            advertise: None,
+            core: core::Config { variant, lease_ms, ..core::Config::default() },
+            net: NetConfig { variant, ..NetConfig::default() },
+            tick: Duration::from_millis(10),
+        }
+    }
+}
+
+pub struct RunningNode {
+    pub local_addr: SocketAddr,
+    pub advertise: String,
+    pub shared: Arc<Shared>,
+    zk: ZkCoordinator,
+    stop_server: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningNode {
+    /// Serve until the server fails or `shutdown` is called from elsewhere.
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.server).await.context("server task failed")?.context("gRPC server failed")
+    }
+
+    /// Leave the chain cleanly: our znode goes at once instead of after the session timeout.
+    pub async fn shutdown(mut self) {
+        self.zk.close().await;
+        if let Some(stop) = self.stop_server.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.server).await;
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
+    let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let local_addr = listener.local_addr().context("listener has no local address")?;
+    let advertise = cfg.advertise.clone().unwrap_or_else(|| local_addr.to_string());
+
+    let (reply_tx, reply_rx) = mpsc::unbounded_channel();
+    let (event_tx, event_rx) = mpsc::channel(1024);
+    let zk = ZkCoordinator::spawn(cfg.zk.clone(), advertise.clone(), event_tx);
+    let clock = RuntimeClock { base: Instant::now() };
+    let core = Replica::new(cfg.core.clone(), clock, TonicNetwork::new(cfg.net.clone(), reply_tx), ZkJoin(zk.clone()));
+    let shared = Arc::new(Shared { core: Mutex::new(core), tokens: AtomicU64::new(1) });
+
+    let tasks = vec![
+        tokio::spawn(pump_replies(shared.clone(), reply_rx)),
+        tokio::spawn(pump_membership(shared.clone(), event_rx)),
+        tokio::spawn(tick(shared.clone(), cfg.tick)),
+    ];
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let service = ChainService::new(shared.clone());
+    let max = cfg.net.max_message_bytes;
+    let mut router = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(ChainExtServer::new(service.clone()).max_decoding_message_size(max).max_encoding_message_size(max));
+    router = match cfg.core.variant {
+        Variant::Head => {
+            health.set_serving::<HeadChainReplicaServer<ChainService>>().await;
+            router.add_service(HeadChainReplicaServer::new(service).max_decoding_message_size(max).max_encoding_message_size(max))
+        }
+        Variant::Tail => {
+            health.set_serving::<TailChainReplicaServer<ChainService>>().await;
+            router.add_service(TailChainReplicaServer::new(service).max_decoding_message_size(max).max_encoding_message_size(max))
+        }
+    };
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stop_rx.await;
+    }));
+    tracing::info!(listen = %local_addr, %advertise, "replica serving");
+    Ok(RunningNode { local_addr, advertise, shared, zk, stop_server: Some(stop_tx), server, tasks })
+}
+
+/// Replies are applied in batches: one lock for many replies under load.
+async fn pump_replies(shared: Arc<Shared>, mut replies: mpsc::UnboundedReceiver<ReplyEvent>) {
+    const BATCH: usize = 1024;
+    let mut batch = Vec::with_capacity(BATCH);
+    while replies.recv_many(&mut batch, BATCH).await > 0 {
+        shared.with_core(|core| {
+            for r in batch.drain(..) {
+                core.on_peer_reply(r.from, r.epoch, r.kind, r.reply);
+            }
+        });
+    }
+}
+
+async fn pump_membership(shared: Arc<Shared>, mut events: mpsc::Receiver<MembershipEvent>) {
+    while let Some(event) = events.recv().await {
+        shared.with_core(|core| match event {
+            MembershipEvent::Joined { session_id } => {
+                tracing::info!(session = format_args!("{session_id:x}"), "joined the chain");
+                core.on_joined(session_id);
+            }
+            MembershipEvent::View(members) => {
+                core.net_mut().retain_links(&members);
+                core.on_view(members);
+                tracing::debug!(role = core.role().as_str(), "new view");
+            }
+            MembershipEvent::Alive { at } => {
+                let at = core.clock().millis_of(at);
+                core.on_session_alive(at);
+            }
+            MembershipEvent::SessionLost => {
+                tracing::warn!("ZooKeeper session lost: dropping state and joining again as a new replica");
+                core.on_session_lost();
+            }
+        });
+    }
+}
+
+async fn tick(shared: Arc<Shared>, period: Duration) {
+    let mut timer = tokio::time::interval(period);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        timer.tick().await;
+        shared.with_core(|core| core.on_tick());
+    }
+}

@@ -1,0 +1,183 @@
+//! gRPC services backed by the core: chain.proto's `HeadChainReplica` and `TailChainReplica`,
+//! and our own `chainrep.ext.ChainExt`. Each call locks the core only for the synchronous
+//! step; waiting for a write to commit happens outside the lock.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use super::node::Shared;
+use crate::core::{ClientOrigin, PeerReply, PeerRequest, PullAnswer, ReadRejected, WriteAccepted, WriteOp, WriteOutcome, WriteRejected};
+use crate::pb::adb;
+use crate::pb::chainrep::ext;
+
+#[derive(Clone)]
+pub struct ChainService {
+    shared: Arc<Shared>,
+}
+
+impl ChainService {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        ChainService { shared }
+    }
+
+    fn peer(&self, request: PeerRequest) -> PeerReply {
+        self.shared.with_core(|core| core.on_peer_request(request))
+    }
+
+    fn peer_rc(&self, request: PeerRequest) -> Result<Response<adb::ChainResponse>, Status> {
+        let rc = if self.peer(request) == PeerReply::Accepted { 0 } else { 1 };
+        Ok(Response::new(adb::ChainResponse { rc }))
+    }
+
+    fn latest_xid(&self) -> Result<Response<adb::LatestXidResponse>, Status> {
+        Ok(Response::new(match self.peer(PeerRequest::GetLatestXid) {
+            PeerReply::LatestXid(Some(xid)) => adb::LatestXidResponse { rc: 0, xid },
+            _ => adb::LatestXidResponse { rc: 1, xid: 0 },
+        }))
+    }
+
+    /// A client write: `rc = 0` once committed (head variant) or accepted (tail variant).
+    async fn write(&self, op: WriteOp, origin: Option<ClientOrigin>) -> Result<Response<adb::HeadResponse>, Status> {
+        let token = self.shared.next_token();
+        let accepted = self.shared.with_core(|core| {
+            let waiter = core.net_mut().wait_for(token);
+            let result = core.client_write(token, op, origin);
+            if !matches!(result, Ok(WriteAccepted::Pending(_))) {
+                core.net_mut().forget_waiter(token);
+            }
+            result.map(|a| (a, waiter))
+        });
+        match accepted {
+            Ok((WriteAccepted::Forwarded(_), _)) => Ok(Response::new(adb::HeadResponse { rc: 0 })),
+            Ok((WriteAccepted::Pending(xid), waiter)) => match waiter.await {
+                Ok(WriteOutcome::Committed) => Ok(Response::new(adb::HeadResponse { rc: 0 })),
+                Ok(WriteOutcome::Unknown(why)) => Err(Status::unknown(format!("outcome of write xid {xid} unknown: {why}"))),
+                Err(_) => Err(Status::unknown(format!("outcome of write xid {xid} unknown: the replica stopped tracking it"))),
+            },
+            Err(WriteRejected::NotHead) => Ok(Response::new(adb::HeadResponse { rc: 1 })),
+            Err(e) => Err(write_rejection_status(&e)),
+        }
+    }
+
+    fn read(&self, key: &str) -> Result<Response<adb::GetResponse>, Status> {
+        match self.shared.with_core(|core| core.client_read(key)) {
+            Ok(value) => Ok(Response::new(adb::GetResponse { rc: 0, value })),
+            Err(ReadRejected::NotTail) => Ok(Response::new(adb::GetResponse { rc: 1, value: 0 })),
+            Err(e @ ReadRejected::InvalidKey(_)) => Err(Status::invalid_argument(e.to_string())),
+            Err(e @ ReadRejected::Unavailable(_)) => Err(Status::unavailable(e.to_string())),
+        }
+    }
+}
+
+/// Every status here means nothing was applied, so a client may safely retry the ones that
+/// are transient (`UNAVAILABLE`, `RESOURCE_EXHAUSTED`).
+pub fn write_rejection_status(e: &WriteRejected) -> Status {
+    match e {
+        WriteRejected::NotHead => Status::failed_precondition(e.to_string()),
+        WriteRejected::InvalidKey(_) => Status::invalid_argument(e.to_string()),
+        WriteRejected::OutOfRange { .. } => Status::out_of_range(e.to_string()),
+        WriteRejected::Busy(_) => Status::resource_exhausted(e.to_string()),
+        WriteRejected::Unavailable(_) => Status::unavailable(e.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl adb::head_chain_replica_server::HeadChainReplica for ChainService {
+    async fn propose_state_update(&self, request: Request<adb::HeadStateUpdateRequest>) -> Result<Response<adb::ChainResponse>, Status> {
+        let (src, update) = convert::head_update_from_wire(request.into_inner());
+        self.peer_rc(PeerRequest::Propose { src, update })
+    }
+
+    async fn get_latest_xid(&self, _: Request<adb::LatestXidRequest>) -> Result<Response<adb::LatestXidResponse>, Status> {
+        self.latest_xid()
+    }
+
+    async fn state_transfer(&self, request: Request<adb::HeadStateTransferRequest>) -> Result<Response<adb::ChainResponse>, Status> {
+        self.peer_rc(PeerRequest::Transfer(convert::head_transfer_from_wire(request.into_inner())))
+    }
+
+    async fn increment(&self, request: Request<adb::IncrementRequest>) -> Result<Response<adb::HeadResponse>, Status> {
+        let r = request.into_inner();
+        self.write(WriteOp::Inc { key: r.key, delta: r.incr_value }, None).await
+    }
+
+    async fn delete(&self, request: Request<adb::DeleteRequest>) -> Result<Response<adb::HeadResponse>, Status> {
+        self.write(WriteOp::Del { key: request.into_inner().key }, None).await
+    }
+
+    async fn get(&self, request: Request<adb::GetRequest>) -> Result<Response<adb::GetResponse>, Status> {
+        self.read(&request.into_inner().key)
+    }
+
+    async fn xid_processed(&self, request: Request<adb::XidProcessedRequest>) -> Result<Response<adb::ChainResponse>, Status> {
+        self.peer_rc(PeerRequest::XidProcessed(request.into_inner().xid))
+    }
+}
+
+#[tonic::async_trait]
+impl adb::tail_chain_replica_server::TailChainReplica for ChainService {
+    async fn propose_state_update(&self, request: Request<adb::TailStateUpdateRequest>) -> Result<Response<adb::ChainResponse>, Status> {
+        let (src, update) = convert::tail_update_from_wire(request.into_inner());
+        self.peer_rc(PeerRequest::Propose { src, update })
+    }
+
+    async fn get_latest_xid(&self, _: Request<adb::LatestXidRequest>) -> Result<Response<adb::LatestXidResponse>, Status> {
+        self.latest_xid()
+    }
+
+    async fn state_transfer(&self, request: Request<adb::TailStateTransferRequest>) -> Result<Response<adb::ChainResponse>, Status> {
+        self.peer_rc(PeerRequest::Transfer(convert::tail_transfer_from_wire(request.into_inner())))
+    }
+
+    async fn increment(&self, request: Request<adb::TailIncrementRequest>) -> Result<Response<adb::HeadResponse>, Status> {
+        let r = request.into_inner();
+        let origin = callback_origin(r.host, r.port, r.cxid)?;
+        self.write(WriteOp::Inc { key: r.key, delta: r.incr_value }, Some(origin)).await
+    }
+
+    async fn delete(&self, request: Request<adb::TailDeleteRequest>) -> Result<Response<adb::HeadResponse>, Status> {
+        let r = request.into_inner();
+        let origin = callback_origin(r.host, r.port, r.cxid)?;
+        self.write(WriteOp::Del { key: r.key }, Some(origin)).await
+    }
+
+    async fn get(&self, request: Request<adb::GetRequest>) -> Result<Response<adb::GetResponse>, Status> {
+        self.read(&request.into_inner().key)
+    }
+}
+
+/// The tail variant cannot tell a client its write is done without a callback address.
+fn callback_origin(host: String, port: i32, cxid: i32) -> Result<ClientOrigin, Status> {
+    if host.is_empty() || !(1..=65535).contains(&port) {
+        return Err(Status::invalid_argument(format!("the client callback address {host:?}:{port} is not a valid host:port")));
+    }
+    Ok(ClientOrigin { host, port, cxid })
+}
+
+#[tonic::async_trait]
+impl ext::chain_ext_server::ChainExt for ChainService {
+    async fn pull_state(&self, request: Request<ext::PullStateRequest>) -> Result<Response<ext::PullStateResponse>, Status> {
+        let r = request.into_inner();
+        let answer = self.peer(PeerRequest::PullState { src: r.src, stateless: r.stateless });
+        Ok(Response::new(match answer {
+            PeerReply::Pulled(PullAnswer::State(t)) => ext::PullStateResponse { rc: 0, state: Some(convert::tail_transfer_to_wire(&t)) },
+            PeerReply::Pulled(PullAnswer::NoState) => ext::PullStateResponse { rc: 2, state: None },
+            _ => ext::PullStateResponse { rc: 1, state: None },
+        }))
+    }
+
+    async fn describe(&self, _: Request<ext::DescribeRequest>) -> Result<Response<ext::DescribeResponse>, Status> {
+        let d = self.shared.with_core(|core| core.describe());
+        Ok(Response::new(ext::DescribeResponse {
+            session_id: d.session_id.unwrap_or(0),
+            role: d.role.as_str().to_string(),
+            synced: d.synced,
+            last_applied_xid: d.last_applied,
+            sent_len: d.sent_len as u64,
+            pending_clients: d.pending_len as u64,
+            keys: d.keys as u64,
+        }))
+    }
+}

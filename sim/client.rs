@@ -38,6 +38,8 @@ struct Current {
 
 pub struct Client {
     pub view: Vec<Member>,
+    /// Membership changes reach this client no earlier than this.
+    pub view_stalled_until: Millis,
     ops_left: usize,
     next_op: u64,
     current: Option<Current>,
@@ -45,7 +47,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(ops: usize) -> Self {
-        Client { view: Vec::new(), ops_left: ops, next_op: 1, current: None }
+        Client { view: Vec::new(), view_stalled_until: 0, ops_left: ops, next_op: 1, current: None }
     }
 
     pub fn is_done(&self) -> bool {

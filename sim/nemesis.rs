@@ -1,5 +1,6 @@
 //! Faults: crashes and restarts as new sessions, pauses past the session timeout, partitions
-//! between replicas, from ZooKeeper and from clients, and new replicas joining.
+//! between replicas, from ZooKeeper and from clients, clients whose view of the membership
+//! stalls, and new replicas joining.
 //!
 //! The nemesis never takes away the last replica that holds the state: a run in which every
 //! holder died would lose acknowledged writes by bad luck, and the checks could not tell that
@@ -30,11 +31,24 @@ impl World {
                 }
             }
             2 | 3 => {
-                if let Some(v) = self.expendable() {
+                // A paused tail that resumes believing it still is the tail is the classic way
+                // to serve a stale read, so the tail is the favourite victim.
+                let tail = self.zk.members().last().and_then(|m| self.proc_of_addr(&m.addr));
+                let victim = match tail {
+                    Some(t) if self.dice.chance(500_000) && self.can_lose(t) => Some(t),
+                    _ => self.expendable(),
+                };
+                if let Some(v) = victim {
                     let t = self.dice.range(100, 3 * self.cfg.session_timeout);
                     self.trace.note(self.now(), &format!("nemesis: pause replica {v} for {t} ms"));
                     self.procs[v].status = Status::Paused;
                     self.schedule(t, Ev::Resume { proc: v });
+                    if Some(v) == tail && self.dice.chance(500_000) {
+                        // ...and a client that still believes in it is the one that gets hurt.
+                        let c = self.dice.range(0, self.clients.len() as u64) as usize;
+                        self.trace.note(self.now(), &format!("nemesis: client {c} sees no membership change for {t} ms"));
+                        self.clients[c].view_stalled_until = self.now() + t + 300;
+                    }
                 }
             }
             4 | 5 => {
@@ -54,6 +68,12 @@ impl World {
                 let c = self.dice.range(0, self.clients.len() as u64) as usize;
                 let p = self.dice.range(0, self.procs.len() as u64) as usize;
                 self.partition(Endpoint::Client(c), Endpoint::Replica(p));
+            }
+            8 if self.dice.chance(500_000) => {
+                let c = self.dice.range(0, self.clients.len() as u64) as usize;
+                let t = self.dice.range(200, 3 * self.cfg.session_timeout);
+                self.trace.note(self.now(), &format!("nemesis: client {c} sees no membership change for {t} ms"));
+                self.clients[c].view_stalled_until = self.now() + t;
             }
             8 => {
                 if self.procs.len() < self.cfg.max_replicas {
@@ -75,9 +95,19 @@ impl World {
     /// A replica whose loss still leaves another live, synced member that is not cut off
     /// from ZooKeeper.
     fn expendable(&mut self) -> Option<usize> {
-        let healthy: Vec<usize> = self.live_synced().into_iter().filter(|&p| !self.is_blocked(Endpoint::Replica(p), Endpoint::Zk)).collect();
         let up: Vec<usize> = (0..self.procs.len()).filter(|&p| self.procs[p].status == Status::Up).collect();
         let victim = self.dice.pick(&up)?;
-        healthy.iter().any(|&h| h != victim).then_some(victim)
+        self.can_lose(victim).then_some(victim)
+    }
+
+    fn can_lose(&self, victim: usize) -> bool {
+        // A survivor must be fresh in ZooKeeper's eyes too: one just back from a pause may
+        // still be listed while its session is about to expire.
+        let fresh = |h: usize| {
+            let session = self.procs[h].replica.as_ref().and_then(|r| r.session_id());
+            session.is_some_and(|s| self.zk.heard_recently(s, self.now(), self.cfg.session_timeout / 2))
+        };
+        self.procs[victim].status == Status::Up
+            && self.live_synced().into_iter().any(|h| h != victim && fresh(h) && !self.is_blocked(Endpoint::Replica(h), Endpoint::Zk))
     }
 }

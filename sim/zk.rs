@@ -35,6 +35,8 @@ pub struct ZkModel {
     sessions: BTreeMap<NodeId, Session>,
     znodes: BTreeMap<NodeId, String>,
     watchers: BTreeMap<Watcher, Millis>,
+    /// The session each replica watcher's notifications belong to.
+    watcher_session: BTreeMap<Watcher, NodeId>,
 }
 
 impl ZkModel {
@@ -44,6 +46,12 @@ impl ZkModel {
 
     pub fn forget_replica_watchers(&mut self, proc: usize) {
         self.watchers.retain(|w, _| !matches!(w, Watcher::Replica(p, _) if *p == proc));
+        self.watcher_session.retain(|w, _| !matches!(w, Watcher::Replica(p, _) if *p == proc));
+    }
+
+    /// ZooKeeper heard from this session within `within` ms: it is not about to expire.
+    pub fn heard_recently(&self, session: NodeId, now: Millis, within: Millis) -> bool {
+        self.sessions.get(&session).is_some_and(|s| !s.expired && now.saturating_sub(s.last_heard) < within)
     }
 
     pub fn is_member(&self, session: NodeId) -> bool {
@@ -60,14 +68,29 @@ impl World {
     fn watch_send(&mut self, watcher: Watcher, event: WatchEvent) {
         let d = self.delay();
         let free = self.zk.watchers.get(&watcher).copied().unwrap_or(0);
-        let at = (self.now() + d).max(free + 1);
+        let mut at = (self.now() + d).max(free + 1);
+        if let Watcher::Client(c) = watcher {
+            // A client whose ZooKeeper connection stalls keeps using its old view meanwhile.
+            at = at.max(self.clients[c].view_stalled_until);
+        }
         self.zk.watchers.insert(watcher, at);
         self.schedule_at(at, Ev::ZkWatch { watcher, event });
     }
 
     fn broadcast_view(&mut self) {
         let members = self.zk.members();
-        let watchers: Vec<Watcher> = self.zk.watchers.keys().copied().collect();
+        // ZooKeeper sends no notifications on an expired session: a replica cut off or paused
+        // past its timeout hears nothing until it learns that its session is gone.
+        let watchers: Vec<Watcher> = self
+            .zk
+            .watchers
+            .keys()
+            .copied()
+            .filter(|w| match w {
+                Watcher::Client(_) => true,
+                Watcher::Replica(..) => self.zk.watcher_session.get(w).is_some_and(|s| self.zk.sessions.get(s).is_some_and(|s| !s.expired)),
+            })
+            .collect();
         for w in watchers {
             self.watch_send(w, WatchEvent::View(members.clone()));
         }
@@ -91,6 +114,7 @@ impl World {
         self.zk.znodes.insert(id, self.procs[proc].addr.clone());
         let watcher = Watcher::Replica(proc, inc);
         self.zk.watchers.entry(watcher).or_insert(now);
+        self.zk.watcher_session.insert(watcher, id);
         self.watch_send(watcher, WatchEvent::Joined(id));
         self.watch_send(watcher, WatchEvent::Alive(now));
         self.broadcast_view();

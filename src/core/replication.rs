@@ -64,6 +64,13 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         while self.sent.front().is_some_and(|u| u.xid <= self.tail_processed) {
             self.sent.pop_front();
         }
+        // An xid from the tail names our update only if no other head could have reused it:
+        // with an expired lease our session may be gone and a new head may have issued the same
+        // xids on a history that never saw ours. Such clients wait, and learn "unknown" when the
+        // session loss arrives.
+        if !self.lease_valid() {
+            return;
+        }
         let still_waiting = self.pending.split_off(&(self.tail_processed + 1));
         for (_, token) in std::mem::replace(&mut self.pending, still_waiting) {
             self.net.complete_client(token, WriteOutcome::Committed);

@@ -1,0 +1,442 @@
+//! A replica's membership: register, watch the chain, prove the session alive, notice its loss.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep, Instant, MissedTickBehavior};
+use tracing::{debug, error, info, warn};
+use zookeeper_async::{Acl, CreateMode, ZkError, ZkState};
+
+use super::parse::{parse_member, parse_member_id};
+use super::session::{OpError, Signal, Target, ZkSession};
+use super::{MembershipEvent, ZkConfig};
+use crate::core::Member;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Longest wait for a connection attempt, whatever the session timeout.
+const CONNECT_BUDGET_MAX: Duration = Duration::from_secs(5);
+/// Listing the children again after a failed listing, so a lost watch is not left unarmed.
+const RELIST_RETRY: Duration = Duration::from_millis(250);
+/// Name prefix of the temporary znode that reveals our session id. Not hex, so members ignore it.
+const PROBE_PREFIX: &str = "_session-probe-";
+
+/// Handle to the background task; clones share it. When the last handle is dropped the task
+/// closes the session by itself, but only `close` waits for that.
+#[derive(Clone)]
+pub struct ZkCoordinator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    join: watch::Sender<u64>,
+    shutdown: watch::Sender<bool>,
+    done: watch::Receiver<bool>,
+}
+
+impl ZkCoordinator {
+    /// Spawns the task that connects (retrying forever), registers `advertise` and reports on
+    /// `events`. Must be called inside a tokio runtime.
+    pub fn spawn(cfg: ZkConfig, advertise: String, events: mpsc::Sender<MembershipEvent>) -> ZkCoordinator {
+        let (join, join_rx) = watch::channel(0u64);
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (done_tx, done) = watch::channel(false);
+        let task = Task { advertise, events, join: join_rx, shutdown: shutdown_rx };
+        tokio::spawn(async move {
+            match Target::new(&cfg) {
+                Ok(target) => task.run(target).await,
+                Err(e) => {
+                    // Retrying cannot fix a bad configuration; stay idle until closed.
+                    error!("invalid ZooKeeper configuration, not joining: {e:#}");
+                    let mut shutdown = task.shutdown;
+                    let _ = shutdown.wait_for(|s| *s).await;
+                }
+            }
+            let _ = done_tx.send(true);
+        });
+        ZkCoordinator { inner: Arc::new(Inner { join, shutdown, done }) }
+    }
+
+    /// After `SessionLost`: open a new session and register again. Calls made before the loss
+    /// was reported do not count; at other times this does nothing.
+    pub fn request_join(&self) {
+        self.inner.join.send_modify(|n| *n += 1);
+    }
+
+    /// Deletes our znode and closes the session, then ends the task. Idempotent; returns within
+    /// about two session timeouts even if ZooKeeper is unreachable.
+    pub async fn close(&self) {
+        self.inner.shutdown.send_replace(true);
+        let mut done = self.inner.done.clone();
+        let _ = done.wait_for(|d| *d).await;
+    }
+}
+
+struct Task {
+    advertise: String,
+    events: mpsc::Sender<MembershipEvent>,
+    join: watch::Receiver<u64>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Our znode, once created.
+struct Registration {
+    session_id: u64,
+    path: String,
+    /// When the round trip that created it started.
+    at: Instant,
+}
+
+enum Ended {
+    /// `close` was called, or every handle and the event receiver are gone.
+    Shutdown,
+    Lost(String),
+}
+
+/// Resolves when `close` is called or every handle is dropped.
+async fn shutdown_requested(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+impl Task {
+    async fn run(mut self, target: Target) {
+        loop {
+            // The session lives outside the cancellable future so that shutdown can close it.
+            let mut slot: Option<ZkSession> = None;
+            let mut shutdown = self.shutdown.clone();
+            let reg = tokio::select! {
+                biased;
+                _ = shutdown_requested(&mut shutdown) => None,
+                reg = self.establish(&target, &mut slot) => Some(reg),
+            };
+            let Some(reg) = reg else {
+                // Closing also removes a znode registered just before the cancellation.
+                if let Some(s) = slot.take() {
+                    s.close(None).await;
+                }
+                return;
+            };
+            let Some(mut session) = slot.take() else {
+                error!("internal error: registered without a ZooKeeper session");
+                return;
+            };
+            info!(
+                "registered {} at ZooKeeper {} as {} (session 0x{:x})",
+                self.advertise, target.hosts_label, reg.path, reg.session_id
+            );
+
+            let ended = tokio::select! {
+                biased;
+                _ = shutdown_requested(&mut shutdown) => Ended::Shutdown,
+                ended = self.serve(&target, &mut session, &reg) => ended,
+            };
+            match ended {
+                Ended::Shutdown => {
+                    info!("leaving the chain: deleting {} and closing session 0x{:x}", reg.path, reg.session_id);
+                    session.close(Some(&reg.path)).await;
+                    return;
+                }
+                Ended::Lost(why) => {
+                    warn!("ZooKeeper session 0x{:x} lost: {why}", reg.session_id);
+                    // A join requested before the loss is reported must not trigger a rejoin.
+                    let seen = *self.join.borrow_and_update();
+                    // After an expiry the library has quietly opened a replacement session,
+                    // which must not live on. Closing can take up to the timeouts, and the owner
+                    // should hear of the loss first. No delete: whatever is at our path now is
+                    // not ours to remove, and closing removes what still is.
+                    tokio::spawn(session.close(None));
+                    let sent = tokio::select! {
+                        biased;
+                        _ = shutdown_requested(&mut shutdown) => false,
+                        r = self.events.send(MembershipEvent::SessionLost) => r.is_ok(),
+                    };
+                    if !sent {
+                        return;
+                    }
+                    let mut join = self.join.clone();
+                    let requested = tokio::select! {
+                        biased;
+                        _ = shutdown_requested(&mut shutdown) => false,
+                        r = join.wait_for(|n| *n > seen) => r.is_ok(),
+                    };
+                    if !requested {
+                        return;
+                    }
+                    info!("joining the chain again with a new ZooKeeper session");
+                }
+            }
+        }
+    }
+
+    /// Connects and registers, retrying with backoff until it works. The session is left in
+    /// `slot` as soon as it exists.
+    async fn establish(&self, target: &Target, slot: &mut Option<ZkSession>) -> Registration {
+        let budget = target.session_timeout.min(CONNECT_BUDGET_MAX);
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            let failure = match ZkSession::open(target, budget).await {
+                Err(e) => format!("ZooKeeper unreachable at {}: {e:#}", target.hosts_label),
+                Ok(session) => {
+                    let session = slot.insert(session);
+                    match self.register(target, session).await {
+                        Ok(reg) => return reg,
+                        Err(e) => {
+                            // Dropping closes it in the background.
+                            *slot = None;
+                            format!(
+                                "cannot register {} under {} at ZooKeeper {}: {e:#}",
+                                self.advertise, target.root, target.hosts_label
+                            )
+                        }
+                    }
+                }
+            };
+            warn!("{failure}; retrying in {backoff:?}");
+            sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    async fn register(&self, target: &Target, session: &ZkSession) -> anyhow::Result<Registration> {
+        let zk = session.zk();
+        let acl = || Acl::open_unsafe().clone();
+        // The root may be missing, or be deleted between our steps: a few rounds.
+        for _ in 0..3 {
+            session.ensure_path(&target.root).await?;
+
+            // zookeeper-async has no call returning the session id: an ephemeral znode's owner is it.
+            let probe = target.child(PROBE_PREFIX);
+            let (probe_path, stat) =
+                match session.op(zk.create2(&probe, Vec::new(), acl(), CreateMode::EphemeralSequential)).await {
+                    Ok(r) => r,
+                    Err(e) if e.is(ZkError::NoNode) => continue,
+                    Err(e) => return Err(anyhow!("cannot create {probe}*: {e}")),
+                };
+            let session_id = stat.ephemeral_owner as u64;
+            if let Err(e) = session.op(zk.delete(&probe_path, None)).await {
+                // Harmless: it is ephemeral and not a member name.
+                debug!("could not delete {probe_path}: {e}");
+            }
+            if session_id == 0 {
+                return Err(anyhow!("{probe_path} came back without an ephemeral owner"));
+            }
+
+            let path = target.child(&format!("{session_id:x}"));
+            let at = Instant::now();
+            let data = format!("{}\n", self.advertise).into_bytes();
+            match session.op(zk.create(&path, data, acl(), CreateMode::Ephemeral)).await {
+                Ok(_) => {}
+                Err(e) if e.is(ZkError::NoNode) => continue,
+                // Only one create per session, so this should not happen; if it does, the node
+                // is acceptable only if it is ours.
+                Err(e) if e.is(ZkError::NodeExists) => match session.op(zk.exists(&path, false)).await {
+                    Ok(Some(stat)) if stat.ephemeral_owner as u64 == session_id => {}
+                    Ok(_) => return Err(anyhow!("{path} exists and is not ours")),
+                    Err(e) => return Err(anyhow!("cannot check existing {path}: {e}")),
+                },
+                Err(e) => return Err(anyhow!("cannot create {path}: {e}")),
+            }
+            // A reply over a replacement session would have been preceded by the expiry flag.
+            if session.expired() {
+                return Err(anyhow!("the session expired while registering"));
+            }
+            return Ok(Registration { session_id, path, at });
+        }
+        Err(anyhow!("{} keeps disappearing", target.root))
+    }
+
+    /// Reports membership until the session is lost. Cancelled on shutdown.
+    async fn serve(&self, target: &Target, session: &mut ZkSession, reg: &Registration) -> Ended {
+        if self.events.send(MembershipEvent::Joined { session_id: reg.session_id }).await.is_err() {
+            return Ended::Shutdown;
+        }
+        // Signals so far predate the registration: the first listing below covers them. An
+        // expiry among them has set the flag the listing checks.
+        while session.signals.try_recv().is_ok() {}
+        let mut last_view: Option<Vec<Member>> = None;
+        // Whether a child watch is armed on the server; the library forgets to re-arm after a
+        // reconnect, so this is cleared on every `Connected`.
+        let mut armed = false;
+        let mut need_list = true;
+        let mut first_alive = Some(reg.at);
+        let period = target.session_timeout / 4;
+        let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut alive_failing = false;
+        let mut relist_at: Option<Instant> = None;
+
+        loop {
+            // Disconnected, listing cannot work; `Connected` asks for it again.
+            if need_list && session.connected() {
+                need_list = false;
+                match self.list(target, session, reg).await {
+                    Ok(view) => {
+                        armed = true;
+                        relist_at = None;
+                        if last_view.as_ref() != Some(&view) {
+                            last_view = Some(view.clone());
+                            if self.events.send(MembershipEvent::View(view)).await.is_err() {
+                                return Ended::Shutdown;
+                            }
+                        }
+                    }
+                    Err(ListError::Lost(why)) => return Ended::Lost(why),
+                    Err(ListError::Failed(e)) => {
+                        debug!("listing {} failed: {e}; retrying", target.root);
+                        armed = false;
+                        relist_at = Some(Instant::now() + RELIST_RETRY);
+                    }
+                }
+                if let Some(at) = first_alive.take() {
+                    if !session.expired() && self.events.send(MembershipEvent::Alive { at }).await.is_err() {
+                        return Ended::Shutdown;
+                    }
+                }
+            }
+
+            let retry = async {
+                match relist_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                signal = session.signals.recv() => {
+                    let Some(signal) = signal else {
+                        return Ended::Lost("the ZooKeeper client stopped".to_string());
+                    };
+                    // Coalesce a burst (several watches firing at once) into one listing.
+                    let mut next = Some(signal);
+                    while let Some(signal) = next {
+                        match signal {
+                            Signal::Watch(ev) => {
+                                debug!("ZooKeeper watch fired: {:?} on {:?}", ev.event_type, ev.path);
+                                need_list = true;
+                            }
+                            #[allow(deprecated)]
+                            Signal::State(ZkState::NotConnected) => {
+                                return Ended::Lost("ZooKeeper reported the session expired".to_string());
+                            }
+                            Signal::State(ZkState::Closed) => {
+                                return Ended::Lost("the ZooKeeper client closed".to_string());
+                            }
+                            Signal::State(ZkState::AuthFailed) => {
+                                return Ended::Lost("ZooKeeper authentication failed".to_string());
+                            }
+                            Signal::State(ZkState::Connected) | Signal::State(ZkState::ConnectedReadOnly) => {
+                                debug!("ZooKeeper connection re-established; re-arming the watch");
+                                armed = false;
+                                need_list = true;
+                            }
+                            Signal::State(state) => debug!("ZooKeeper client state: {state:?}"),
+                        }
+                        next = session.signals.try_recv().ok();
+                    }
+                }
+                _ = retry => {
+                    relist_at = None;
+                    need_list = true;
+                }
+                _ = ticker.tick() => {
+                    if !session.connected() {
+                        if !alive_failing {
+                            warn!("lost the connection to ZooKeeper at {}; reconnecting", target.hosts_label);
+                            alive_failing = true;
+                        }
+                        continue;
+                    }
+                    let at = Instant::now();
+                    match session.op(session.zk().exists(&reg.path, false)).await {
+                        Ok(Some(stat)) if stat.ephemeral_owner as u64 == reg.session_id => {
+                            if session.expired() {
+                                return Ended::Lost("ZooKeeper reported the session expired".to_string());
+                            }
+                            if alive_failing {
+                                info!("ZooKeeper reachable again at {}", target.hosts_label);
+                                alive_failing = false;
+                            }
+                            if self.events.send(MembershipEvent::Alive { at }).await.is_err() {
+                                return Ended::Shutdown;
+                            }
+                        }
+                        Ok(Some(stat)) => {
+                            return Ended::Lost(format!(
+                                "{} now belongs to session 0x{:x}",
+                                reg.path, stat.ephemeral_owner as u64
+                            ));
+                        }
+                        Ok(None) => return Ended::Lost(format!("{} disappeared", reg.path)),
+                        Err(e) => {
+                            if !alive_failing {
+                                warn!("ZooKeeper at {} not answering: {e}", target.hosts_label);
+                                alive_failing = true;
+                            } else {
+                                debug!("ZooKeeper still not answering: {e}");
+                            }
+                        }
+                    }
+                    if !armed && relist_at.is_none() {
+                        need_list = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lists the members and arms a child watch.
+    async fn list(&self, target: &Target, session: &ZkSession, reg: &Registration) -> Result<Vec<Member>, ListError> {
+        let names = match session.op(session.zk().get_children_w(&target.root, session.watch_callback())).await {
+            Ok(names) => names,
+            Err(e) if e.is(ZkError::NoNode) => return Err(ListError::Lost(format!("{} was deleted", target.root))),
+            Err(e) => return Err(ListError::Failed(e)),
+        };
+        if session.expired() {
+            return Err(ListError::Lost("ZooKeeper reported the session expired".to_string()));
+        }
+        let own = format!("{:x}", reg.session_id);
+        if !names.contains(&own) {
+            return Err(ListError::Lost(format!("{} is no longer listed under {}", reg.path, target.root)));
+        }
+        let members = read_members(session, target, &names).await.map_err(ListError::Failed)?;
+        if session.expired() {
+            return Err(ListError::Lost("ZooKeeper reported the session expired".to_string()));
+        }
+        Ok(members)
+    }
+}
+
+enum ListError {
+    /// Our registration is gone: the session must be replaced.
+    Lost(String),
+    Failed(OpError),
+}
+
+/// Reads and parses the member znodes among `names`, sorted by id. Malformed ones are skipped.
+pub(super) async fn read_members(
+    session: &ZkSession,
+    target: &Target,
+    names: &[String],
+) -> Result<Vec<Member>, OpError> {
+    let mut members = Vec::with_capacity(names.len());
+    for name in names {
+        if let Err(e) = parse_member_id(name) {
+            debug!("ignoring {}: {e}", target.child(name));
+            continue;
+        }
+        let path = target.child(name);
+        let data = match session.op(session.zk().get_data(&path, false)).await {
+            Ok((data, _)) => data,
+            // Left between the listing and now; the watch reports it.
+            Err(e) if e.is(ZkError::NoNode) => continue,
+            Err(e) => return Err(e),
+        };
+        match parse_member(name, &data) {
+            Ok(m) => members.push(m),
+            Err(e) => debug!("ignoring {path}: {e}"),
+        }
+    }
+    members.sort();
+    Ok(members)
+}

@@ -97,7 +97,7 @@ fn config(args: Args) -> Result<NodeConfig, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,zookeeper_async=off".into()))
         .with_writer(std::io::stderr)
         .init();
     let cfg = match config(Args::parse()) {

@@ -67,7 +67,7 @@ async fn run_line(client: &ChainClient, line: &str) -> Result<Option<String>, St
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error,zookeeper_async=off".into()))
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();

@@ -1,6 +1,6 @@
 // protox compiles the .proto files in pure Rust, so a fresh machine needs no system `protoc`.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["chain.proto", "chainrep_ext.proto"];
+    let files = ["chain.proto", "chainrep_ext.proto", "bench/etcd_kv.proto"];
     for f in files {
         println!("cargo:rerun-if-changed=proto/{f}");
     }

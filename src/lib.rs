@@ -1,3 +1,4 @@
+pub mod bench;
 pub mod client;
 pub mod core;
 pub mod runtime;
@@ -9,6 +10,10 @@ pub mod sim;
 pub mod pb {
     pub mod adb {
         tonic::include_proto!("adb");
+    }
+    /// etcd's KV service, for benchmarking against etcd only.
+    pub mod etcdserverpb {
+        tonic::include_proto!("etcdserverpb");
     }
     pub mod chainrep {
         pub mod ext {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use chainrep::bench::{self, BenchConfig, Mix, Target};
 use chainrep::client::{ChainClient, ClientError, ClientOptions};
 use chainrep::runtime::zk::ZkConfig;
 
@@ -14,7 +15,7 @@ use chainrep::runtime::zk::ZkConfig;
 struct Args {
     /// ZooKeeper connection string: host:port[,host:port...][/chroot]
     #[arg(long)]
-    zk: String,
+    zk: Option<String>,
     #[arg(long, default_value = "/headchain")]
     root: String,
     /// Time one operation may take, retries included.
@@ -40,6 +41,70 @@ enum Command {
     Status,
     /// Read `inc KEY N` / `del KEY` / `get KEY` lines from standard input (the default).
     Shell,
+    /// Closed-loop load: ops/s and p50/p99/p99.9 latency per operation.
+    Bench(BenchArgs),
+    /// Serve a gRPC service that answers at once, as the one-hop ceiling for `bench --target noop`.
+    NoopServer {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    #[arg(long, value_enum, default_value_t = BenchTarget::Chain)]
+    target: BenchTarget,
+    /// etcd client endpoints (host:port, comma-separated) for --target etcd.
+    #[arg(long, value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// Address of `chainctl noop-server` for --target noop.
+    #[arg(long)]
+    noop: Option<String>,
+    /// Requests in flight at once (one per worker).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    concurrency: u64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds run before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Operation weights, e.g. inc=90,get=10.
+    #[arg(long, default_value = "inc=90,get=10")]
+    mix: Mix,
+    /// Number of distinct keys.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    keys: u32,
+    /// Increments are drawn from LO..HI (inclusive).
+    #[arg(long, default_value = "1..10", value_parser = parse_range)]
+    value_range: (i32, i32),
+    /// One JSON line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum BenchTarget {
+    Chain,
+    Etcd,
+    Noop,
+}
+
+fn parse_range(s: &str) -> Result<(i32, i32), String> {
+    let (lo, hi) = s.split_once("..").ok_or_else(|| format!("{s:?} is not LO..HI"))?;
+    let lo: i32 = lo.trim().parse().map_err(|_| format!("{lo:?} is not an int32"))?;
+    let hi: i32 = hi.trim().parse().map_err(|_| format!("{hi:?} is not an int32"))?;
+    if lo > hi {
+        return Err(format!("empty range {s:?}"));
+    }
+    Ok((lo, hi))
+}
+
+fn seconds(name: &str, v: f64) -> Result<Duration, String> {
+    if !(0.0..=86_400.0).contains(&v) {
+        return Err(format!("--{name} must be between 0 and 86400 seconds, got {v}"));
+    }
+    Ok(Duration::from_secs_f64(v))
 }
 
 fn report(e: &ClientError) -> ExitCode {
@@ -47,6 +112,75 @@ fn report(e: &ClientError) -> ExitCode {
     match e {
         ClientError::Unknown(_) => ExitCode::from(3),
         _ => ExitCode::from(1),
+    }
+}
+
+async fn run_bench(chain: Option<std::sync::Arc<ChainClient>>, b: BenchArgs) -> ExitCode {
+    let (duration, warmup) = match (seconds("duration", b.duration), seconds("warmup", b.warmup)) {
+        (Ok(d), Ok(w)) => (d, w),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let target = match (b.target, chain) {
+        (BenchTarget::Chain, Some(c)) => Target::Chain(c),
+        (BenchTarget::Chain, None) => unreachable!("the chain target always comes with a client"),
+        (BenchTarget::Etcd, _) => {
+            if b.etcd.is_empty() {
+                eprintln!("error: --target etcd needs --etcd HOST:PORT[,HOST:PORT...]");
+                return ExitCode::from(2);
+            }
+            let mut clients = Vec::new();
+            for e in &b.etcd {
+                match bench::lazy_channel(e) {
+                    Ok(ch) => clients.push(chainrep::pb::etcdserverpb::kv_client::KvClient::new(ch)),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            Target::Etcd(clients)
+        }
+        (BenchTarget::Noop, _) => match b.noop.as_deref().map(bench::lazy_channel) {
+            Some(Ok(ch)) => Target::Noop(chainrep::pb::adb::head_chain_replica_client::HeadChainReplicaClient::new(ch)),
+            Some(Err(e)) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+            None => {
+                eprintln!("error: --target noop needs --noop HOST:PORT (see `chainctl noop-server`)");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let cfg = BenchConfig { concurrency: b.concurrency as usize, duration, warmup, mix: b.mix, keys: b.keys, value_range: b.value_range };
+    let report = bench::run(std::sync::Arc::new(target), &cfg).await;
+    if b.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    ExitCode::SUCCESS
+}
+
+async fn noop_server(listen: std::net::SocketAddr) -> ExitCode {
+    let service = chainrep::pb::adb::head_chain_replica_server::HeadChainReplicaServer::new(bench::NoopService);
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {listen}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    match tonic::transport::Server::builder().tcp_nodelay(true).add_service(service).serve_with_incoming(incoming).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: no-op server failed: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -71,16 +205,35 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let zk = ZkConfig { connect: args.zk.clone(), root: args.root.clone(), session_timeout: Duration::from_secs(10) };
+    let command = args.command.unwrap_or(Command::Shell);
+    match command {
+        Command::NoopServer { listen } => return noop_server(listen).await,
+        Command::Bench(b) if !matches!(b.target, BenchTarget::Chain) => return run_bench(None, b).await,
+        _ => {}
+    }
+    let Some(zk_hosts) = args.zk.clone() else {
+        eprintln!("error: --zk HOSTS is required (ZooKeeper connection string)");
+        return ExitCode::from(2);
+    };
+    let zk = ZkConfig { connect: zk_hosts.clone(), root: args.root.clone(), session_timeout: Duration::from_secs(10) };
     let opts = ClientOptions { op_timeout: Duration::from_millis(args.timeout_ms), ..ClientOptions::default() };
     let client = match ChainClient::connect(&zk, opts).await {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: cannot reach ZooKeeper at {}: {e:#}", args.zk);
+            eprintln!("error: cannot reach ZooKeeper at {zk_hosts}: {e:#}");
             return ExitCode::from(1);
         }
     };
-    let code = match args.command.unwrap_or(Command::Shell) {
+    let code = match command {
+        Command::NoopServer { .. } => ExitCode::SUCCESS,
+        Command::Bench(b) => {
+            let client = std::sync::Arc::new(client);
+            let code = run_bench(Some(client.clone()), b).await;
+            if let Ok(c) = std::sync::Arc::try_unwrap(client) {
+                c.close().await;
+            }
+            return code;
+        }
         Command::Inc { key, delta } => match client.inc(&key, delta).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => report(&e),

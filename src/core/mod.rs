@@ -21,6 +21,8 @@ mod write_path;
 
 #[cfg(test)]
 mod tests;
+#[cfg(any(test, feature = "sim"))]
+pub mod testkit;
 
 pub use write_path::WriteAccepted;
 

@@ -13,7 +13,6 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     pub fn on_view(&mut self, members: Vec<Member>) {
         self.view = View::new(members);
         self.pull.stateless.clear();
-        self.pull.above.clear();
         let Some(me) = self.me else { return };
         let now = self.clock.now();
 
@@ -133,18 +132,23 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     /// `chainrep.ext.pullState` from `src`, a replica above us that holds no state.
     pub fn on_pull_state(&mut self, src: NodeId, stateless: &[NodeId]) -> PullAnswer {
         let Some(me) = self.me else { return PullAnswer::NoState };
-        if !self.synced {
-            if src < me && self.view.contains(src) {
-                self.pull.above.insert(src);
-                self.pull.above.extend(stateless.iter().filter(|&&s| s < me));
-            }
-            return PullAnswer::NoState;
-        }
         let asker_above = src < me && self.view.contains(src);
         // Our predecessor must be the asker or a replica the asker found stateless: then no one
         // who could still send us updates sits between us, and the asker's xids cannot clash.
         let pred_ok = self.pred.is_some_and(|p| p == src || stateless.contains(&p));
-        let not_promised = self.pulled_by.is_none_or(|p| p == src);
+        if !self.synced {
+            // "No state" lets the asker skip us, and if everyone says it, start the chain
+            // afresh. Say it only under the same conditions as handing out state: a replica
+            // that does not see the asker above it may yet pull the state and act as head, and
+            // one with an unasked replica above it sees a member the asker's view lacks (or is
+            // answering for a session of its own process that held state) that may hold it.
+            return if asker_above && pred_ok { PullAnswer::NoState } else { PullAnswer::NotNow };
+        }
+        // A replica we promised the state to is out of the running once it told the asker it
+        // has none: it said so only seeing the asker above it, and a replica with a predecessor
+        // drops pulled state. Otherwise a promisee that lost our answer, or got it too late,
+        // would keep every later head from the state.
+        let not_promised = self.pulled_by.is_none_or(|p| p == src || stateless.contains(&p));
         if !asker_above || !pred_ok || !not_promised || !self.lease_valid() {
             return PullAnswer::NotNow;
         }
@@ -156,16 +160,9 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     }
 
     /// A replica at the head with no state asks the replicas below it, in chain order, for it.
-    /// So does one below the head when everyone above it holds no state: the state it was
-    /// promised by an earlier pull (whose answer it lost, or got after a new head appeared) is
-    /// promised to nobody else, so only it can fetch it and pass it up.
     pub(super) fn drive_pull(&mut self, now: Millis) {
         let Some(me) = self.me else { return };
-        if self.synced || self.pull.in_flight.is_some() || now < self.pull.next_at {
-            return;
-        }
-        let mut above = self.view.members().iter().take_while(|m| m.id < me);
-        if !above.all(|m| self.pull.above.contains(&m.id)) {
+        if self.synced || self.pred.is_some() || self.pull.in_flight.is_some() || now < self.pull.next_at {
             return;
         }
         let below = self.view.below(me);
@@ -195,11 +192,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.pull.in_flight = None;
         match reply {
             PeerReply::Pulled(PullAnswer::State(t)) => {
-                // Keep the state even if a replica has appeared above us meanwhile: the
-                // responder has promised it to us alone and will refuse anyone else, so the
-                // newcomer can only get it from us. Below a head we issue no xids, so taking
-                // it cannot make two replicas issue the same ones.
-                if self.synced || !transfer_is_well_formed(&t) {
+                if self.synced || self.pred.is_some() || !transfer_is_well_formed(&t) {
                     return;
                 }
                 let from_successor = self.succ.as_ref().is_some_and(|s| s.id == from);

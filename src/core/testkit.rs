@@ -1,0 +1,446 @@
+//! In-memory clock, network and coordinator, and a synchronous cluster harness for driving
+//! replicas by hand in unit tests (and, with the `sim` feature, from the simulator).
+//!
+//! Everything here is deterministic: replicas live in a `BTreeMap`, outboxes are `Vec`s, and
+//! messages are delivered in the order they were sent, sender by sender in id order.
+
+use super::{
+    ClientOrigin, ClientToken, Clock, Config, Coordinator, Member, Millis, Network, NodeId,
+    PeerReply, PeerRequest, ReadRejected, Replica, Role, WriteAccepted, WriteOp, WriteOutcome,
+    WriteRejected,
+};
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+
+/// One clock shared by every replica of a cluster, moved only by the test.
+#[derive(Clone, Debug, Default)]
+pub struct ManualClock(pub Rc<Cell<Millis>>);
+
+impl ManualClock {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn set(&self, now: Millis) {
+        self.0.set(now);
+    }
+    pub fn advance(&self, ms: Millis) {
+        self.0.set(self.0.get() + ms);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Millis {
+        self.0.get()
+    }
+}
+
+/// A message a replica sent and nobody has delivered yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outgoing {
+    pub to: Member,
+    pub epoch: u64,
+    pub request: PeerRequest,
+}
+
+/// Records everything a replica hands to the network.
+#[derive(Clone, Debug, Default)]
+pub struct RecordingNet {
+    pub outbox: Vec<Outgoing>,
+    pub completed: Vec<(ClientToken, WriteOutcome)>,
+    pub notified: Vec<ClientOrigin>,
+}
+
+impl RecordingNet {
+    pub fn outcome_of(&self, token: ClientToken) -> Option<&WriteOutcome> {
+        self.completed
+            .iter()
+            .find(|(t, _)| *t == token)
+            .map(|(_, o)| o)
+    }
+}
+
+impl Network for RecordingNet {
+    fn send(&mut self, to: &Member, epoch: u64, request: PeerRequest) {
+        self.outbox.push(Outgoing {
+            to: to.clone(),
+            epoch,
+            request,
+        });
+    }
+    fn complete_client(&mut self, token: ClientToken, outcome: WriteOutcome) {
+        self.completed.push((token, outcome));
+    }
+    fn notify_client(&mut self, origin: &ClientOrigin) {
+        self.notified.push(origin.clone());
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RecordingCoord {
+    pub joins: usize,
+}
+
+impl Coordinator for RecordingCoord {
+    fn join(&mut self) {
+        self.joins += 1;
+    }
+}
+
+pub type TestReplica = Replica<ManualClock, RecordingNet, RecordingCoord>;
+
+pub fn member(id: NodeId) -> Member {
+    Member {
+        id,
+        addr: format!("node-{id:x}:7000"),
+    }
+}
+
+pub fn members(ids: &[NodeId]) -> Vec<Member> {
+    ids.iter().copied().map(member).collect()
+}
+
+/// A replica on its own, joined as `id`, with a live lease and no view yet.
+pub fn replica(cfg: Config, clock: &ManualClock, id: NodeId) -> TestReplica {
+    let mut r = Replica::new(
+        cfg,
+        clock.clone(),
+        RecordingNet::default(),
+        RecordingCoord::default(),
+    );
+    r.start();
+    r.on_joined(id);
+    r.on_session_alive(clock.now());
+    r
+}
+
+/// Guards `deliver_all` against replicas that keep talking forever.
+const MAX_ROUNDS: usize = 10_000;
+
+/// A chain of replicas wired together through their recording networks.
+pub struct Cluster {
+    pub cfg: Config,
+    pub clock: ManualClock,
+    pub replicas: BTreeMap<NodeId, TestReplica>,
+    /// Nodes whose lease `advance` does not renew, so that it runs out.
+    pub lease_paused: BTreeSet<NodeId>,
+    /// Requests delivered so far, for tests that count traffic.
+    pub delivered: Vec<(NodeId, Outgoing)>,
+    /// Old session id -> new one, for a process that lost its session and joined again: it
+    /// keeps its address, so requests meant for its old self still reach it.
+    pub aliases: BTreeMap<NodeId, NodeId>,
+    next_token: ClientToken,
+}
+
+impl Cluster {
+    pub fn new(cfg: Config) -> Self {
+        Cluster {
+            cfg,
+            clock: ManualClock::new(),
+            replicas: BTreeMap::new(),
+            lease_paused: BTreeSet::new(),
+            delivered: Vec::new(),
+            aliases: BTreeMap::new(),
+            next_token: 1,
+        }
+    }
+
+    /// A cluster of `ids` that all see the same view and have exchanged every message.
+    /// The lowest id starts the chain alone, as the first replica of a deployment does; the
+    /// others join below it.
+    pub fn with_nodes(cfg: Config, ids: &[NodeId]) -> Self {
+        let mut c = Cluster::new(cfg);
+        let Some(&first) = ids.iter().min() else {
+            return c;
+        };
+        c.add(first);
+        c.set_view(&[first]);
+        for &id in ids.iter().filter(|&&id| id != first) {
+            c.add(id);
+        }
+        c.set_view(ids);
+        c.settle();
+        c
+    }
+
+    pub fn now(&self) -> Millis {
+        self.clock.now()
+    }
+
+    /// Start a fresh replica with session `id`; it sees no view until one is delivered.
+    pub fn add(&mut self, id: NodeId) {
+        let r = replica(self.cfg.clone(), &self.clock, id);
+        self.replicas.insert(id, r);
+    }
+
+    /// The replica dies: it drops out of the cluster, and requests to it become `Unreachable`.
+    pub fn crash(&mut self, id: NodeId) -> Option<TestReplica> {
+        self.replicas.remove(&id)
+    }
+
+    /// The process `old` lost its session and joins again as `new`, with empty state.
+    pub fn rejoin(&mut self, old: NodeId, new: NodeId) {
+        let Some(mut r) = self.replicas.remove(&old) else {
+            return;
+        };
+        r.on_session_lost();
+        r.on_joined(new);
+        r.on_session_alive(self.now());
+        self.replicas.insert(new, r);
+        self.aliases.insert(old, new);
+    }
+
+    /// Which live replica a request addressed to `id` reaches.
+    fn route(&self, mut id: NodeId) -> Option<NodeId> {
+        while !self.replicas.contains_key(&id) {
+            id = *self.aliases.get(&id)?;
+        }
+        Some(id)
+    }
+
+    pub fn get(&self, id: NodeId) -> &TestReplica {
+        self.replicas
+            .get(&id)
+            .unwrap_or_else(|| panic!("no replica {id}"))
+    }
+
+    pub fn get_mut(&mut self, id: NodeId) -> &mut TestReplica {
+        self.replicas
+            .get_mut(&id)
+            .unwrap_or_else(|| panic!("no replica {id}"))
+    }
+
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.replicas.keys().copied().collect()
+    }
+
+    /// Deliver the view `ids` to every live replica.
+    pub fn set_view(&mut self, ids: &[NodeId]) {
+        let targets = self.ids();
+        self.set_view_for(&targets, ids);
+    }
+
+    /// Deliver the view `ids` to `targets` only: views reach replicas at different times.
+    pub fn set_view_for(&mut self, targets: &[NodeId], ids: &[NodeId]) {
+        for t in targets {
+            if let Some(r) = self.replicas.get_mut(t) {
+                r.on_view(members(ids));
+            }
+        }
+    }
+
+    /// Move time on and renew every lease that is not paused.
+    pub fn advance(&mut self, ms: Millis) {
+        self.clock.advance(ms);
+        let now = self.now();
+        for (id, r) in self.replicas.iter_mut() {
+            if !self.lease_paused.contains(id) {
+                r.on_session_alive(now);
+            }
+        }
+    }
+
+    pub fn tick_all(&mut self) {
+        for r in self.replicas.values_mut() {
+            r.on_tick();
+        }
+    }
+
+    /// Messages waiting in `from`'s outbox.
+    pub fn pending_from(&self, from: NodeId) -> &[Outgoing] {
+        self.replicas
+            .get(&from)
+            .map(|r| r.net().outbox.as_slice())
+            .unwrap_or(&[])
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.replicas.values().map(|r| r.net().outbox.len()).sum()
+    }
+
+    /// Take `from`'s `index`-th queued message out of its outbox.
+    pub fn take(&mut self, from: NodeId, index: usize) -> Option<Outgoing> {
+        let outbox = &mut self.replicas.get_mut(&from)?.net_mut().outbox;
+        (index < outbox.len()).then(|| outbox.remove(index))
+    }
+
+    /// Serve `msg` at its target, or find the target gone; the sender hears nothing yet.
+    pub fn serve(&mut self, msg: &Outgoing) -> PeerReply {
+        match self
+            .route(msg.to.id)
+            .and_then(|id| self.replicas.get_mut(&id))
+        {
+            Some(target) => target.on_peer_request(msg.request.clone()),
+            None => PeerReply::Unreachable,
+        }
+    }
+
+    /// Serve `msg` and feed the reply back to `from`.
+    pub fn deliver(&mut self, from: NodeId, msg: Outgoing) {
+        let reply = self.serve(&msg);
+        self.reply(from, &msg, reply);
+        self.delivered.push((from, msg));
+    }
+
+    /// Feed `reply` back to `from` for `msg` without serving it anywhere.
+    pub fn reply(&mut self, from: NodeId, msg: &Outgoing, reply: PeerReply) {
+        if let Some(sender) = self.route(from).and_then(|id| self.replicas.get_mut(&id)) {
+            sender.on_peer_reply(msg.to.id, msg.epoch, msg.request.kind(), reply);
+        }
+    }
+
+    /// Deliver `from`'s oldest message.
+    pub fn deliver_next(&mut self, from: NodeId) -> bool {
+        match self.take(from, 0) {
+            Some(msg) => {
+                self.deliver(from, msg);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `from`'s oldest message is lost before it arrives: the sender hears `Unreachable`.
+    pub fn drop_next(&mut self, from: NodeId) -> bool {
+        match self.take(from, 0) {
+            Some(msg) => {
+                self.reply(from, &msg, PeerReply::Unreachable);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// `from`'s oldest message arrives but its reply is lost: the sender hears `Unreachable`.
+    pub fn lose_reply_next(&mut self, from: NodeId) -> bool {
+        match self.take(from, 0) {
+            Some(msg) => {
+                self.serve(&msg);
+                self.reply(from, &msg, PeerReply::Unreachable);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Deliver messages until every outbox is empty: in rounds, each round taking every
+    /// replica's whole outbox in id order, so each sender's messages keep their order.
+    pub fn deliver_all(&mut self) {
+        for _ in 0..MAX_ROUNDS {
+            let mut batch = Vec::new();
+            for (id, r) in self.replicas.iter_mut() {
+                for msg in r.net_mut().outbox.drain(..) {
+                    batch.push((*id, msg));
+                }
+            }
+            if batch.is_empty() {
+                return;
+            }
+            for (from, msg) in batch {
+                self.deliver(from, msg);
+            }
+        }
+        panic!("messages still flowing after {MAX_ROUNDS} rounds");
+    }
+
+    /// Let retries and polls run until nothing is left to say: `rounds` times, advance by
+    /// the longest retry interval, tick everyone and deliver everything.
+    pub fn settle_for(&mut self, rounds: usize) {
+        self.deliver_all();
+        for _ in 0..rounds {
+            let step = self.cfg.retry_max_ms.max(self.cfg.poll_interval_ms) + 1;
+            self.advance(step);
+            self.tick_all();
+            self.deliver_all();
+        }
+    }
+
+    pub fn settle(&mut self) {
+        self.settle_for(4);
+    }
+
+    /// Replicas that consider themselves head (or head and tail).
+    pub fn heads(&self) -> Vec<NodeId> {
+        let is_head = |r: &TestReplica| matches!(r.role(), Role::Head | Role::Single);
+        self.replicas
+            .iter()
+            .filter(|(_, r)| is_head(r))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    pub fn tails(&self) -> Vec<NodeId> {
+        let is_tail = |r: &TestReplica| matches!(r.role(), Role::Tail | Role::Single);
+        self.replicas
+            .iter()
+            .filter(|(_, r)| is_tail(r))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    pub fn head(&self) -> NodeId {
+        *self
+            .heads()
+            .first()
+            .expect("no replica thinks it is the head")
+    }
+
+    pub fn tail(&self) -> NodeId {
+        *self
+            .tails()
+            .last()
+            .expect("no replica thinks it is the tail")
+    }
+
+    pub fn token(&mut self) -> ClientToken {
+        let t = self.next_token;
+        self.next_token += 1;
+        t
+    }
+
+    /// A client write at replica `at`, with a fresh token.
+    pub fn write_at(
+        &mut self,
+        at: NodeId,
+        op: WriteOp,
+        origin: Option<ClientOrigin>,
+    ) -> (ClientToken, Result<WriteAccepted, WriteRejected>) {
+        let token = self.token();
+        let result = self.get_mut(at).client_write(token, op, origin);
+        (token, result)
+    }
+
+    /// `increment(key, delta)` at the head.
+    pub fn inc(
+        &mut self,
+        key: &str,
+        delta: i32,
+    ) -> (ClientToken, Result<WriteAccepted, WriteRejected>) {
+        let head = self.head();
+        self.write_at(
+            head,
+            WriteOp::Inc {
+                key: key.into(),
+                delta,
+            },
+            None,
+        )
+    }
+
+    pub fn del(&mut self, key: &str) -> (ClientToken, Result<WriteAccepted, WriteRejected>) {
+        let head = self.head();
+        self.write_at(head, WriteOp::Del { key: key.into() }, None)
+    }
+
+    /// `get(key)` at the tail.
+    pub fn read(&self, key: &str) -> Result<i32, ReadRejected> {
+        self.get(self.tail()).client_read(key)
+    }
+
+    /// How `token`'s write ended, at whichever replica completed it.
+    pub fn outcome(&self, token: ClientToken) -> Option<&WriteOutcome> {
+        self.replicas
+            .values()
+            .find_map(|r| r.net().outcome_of(token))
+    }
+}

@@ -60,7 +60,9 @@ pub enum PullAnswer {
 }
 
 /// What came back for a `PeerRequest`. Every request the core sends gets exactly one reply,
-/// if only `Unreachable` after the runtime's deadline.
+/// if only `Unreachable` after the runtime's deadline, with one exception: a runtime that
+/// batches proposals may leave out the `Accepted` replies to `Propose` (the core does nothing
+/// with them) and report a refused or lost batch once, for any one of its updates.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PeerReply {
     /// `rc = 0`.

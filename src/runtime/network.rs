@@ -185,6 +185,69 @@ impl crate::core::Network for TonicNetwork {
     }
 }
 
+/// Updates per `ReplicateBatch`: enough to amortise a message, small enough to stay far below
+/// the message size limit with the longest keys.
+const MAX_BATCH: usize = 512;
+/// Batches sent on a replication stream and not yet acknowledged.
+const STREAM_WINDOW: usize = 64;
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct SentBatch {
+    epoch: u64,
+    last_xid: u64,
+}
+
+struct InFlight {
+    batches: std::collections::VecDeque<SentBatch>,
+    broken: bool,
+}
+
+/// One open `Replicate` stream to the peer. Acks come back in order, one per batch.
+struct StreamLink {
+    tx: mpsc::Sender<ext::ReplicateBatch>,
+    window: Arc<Semaphore>,
+    in_flight: Arc<std::sync::Mutex<InFlight>>,
+}
+
+impl StreamLink {
+    fn is_broken(&self) -> bool {
+        lock(&self.in_flight).broken
+    }
+
+    async fn send(&self, task: &LinkTask, src: NodeId, batch: Vec<(u64, crate::core::Update)>) {
+        let Some((epoch, last_xid)) = batch.last().map(|(e, u)| (*e, u.xid)) else { return };
+        let report_lost = || task.report(epoch, RequestKind::Propose(last_xid), PeerReply::Unreachable);
+        match self.window.acquire().await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return report_lost(),
+        }
+        {
+            let mut f = lock(&self.in_flight);
+            if f.broken {
+                drop(f);
+                return report_lost();
+            }
+            f.batches.push_back(SentBatch { epoch, last_xid });
+        }
+        let updates = batch.iter().map(|(_, u)| convert::tail_update_to_wire(src, u)).collect();
+        if self.tx.send(ext::ReplicateBatch { src, updates }).await.is_err() {
+            // The reader reports everything still in flight when it sees the stream end.
+            lock(&self.in_flight).broken = true;
+        }
+    }
+
+    /// Wait until every batch sent is acknowledged (or the stream broke).
+    async fn drain(&self, timeout: Duration) {
+        let all = STREAM_WINDOW as u32;
+        if let Ok(Ok(permits)) = tokio::time::timeout(timeout, self.window.acquire_many(all)).await {
+            drop(permits);
+        }
+    }
+}
+
 struct LinkTask {
     peer: NodeId,
     channel: Channel,
@@ -197,23 +260,121 @@ impl LinkTask {
         let this = Arc::new(self);
         let slots = Arc::new(Semaphore::new(this.cfg.max_in_flight));
         let all_slots = this.cfg.max_in_flight as u32;
-        while let Some((epoch, request)) = queue.recv().await {
+        let mut stream: Option<StreamLink> = None;
+        // A peer that does not implement the stream (another implementation of chain.proto)
+        // gets one proposeStateUpdate call per update.
+        let mut classic_only = false;
+        let mut carried: Option<(u64, PeerRequest)> = None;
+        loop {
+            let next = match carried.take() {
+                Some(n) => Some(n),
+                None => queue.recv().await,
+            };
+            let Some((epoch, request)) = next else { return };
             let kind = request.kind();
-            if matches!(request, PeerRequest::Transfer(_)) {
-                let Ok(barrier) = slots.clone().acquire_many_owned(all_slots).await else { return };
-                let reply = this.call(request).await;
-                this.report(epoch, kind, reply);
-                drop(barrier);
-                continue;
+            match request {
+                PeerRequest::Propose { src, update } if !classic_only => {
+                    let mut batch = vec![(epoch, update)];
+                    while batch.len() < MAX_BATCH {
+                        match queue.try_recv() {
+                            Ok((e, PeerRequest::Propose { src: s, update })) if s == src => batch.push((e, update)),
+                            Ok(other) => {
+                                carried = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    if stream.as_ref().is_none_or(|s| s.is_broken()) {
+                        match this.open_stream().await {
+                            Ok(s) => stream = Some(s),
+                            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                                tracing::info!(peer = format_args!("{:x}", this.peer), "peer has no replication stream; using proposeStateUpdate");
+                                classic_only = true;
+                                for (e, update) in batch {
+                                    this.spawn_classic(&slots, e, PeerRequest::Propose { src, update }).await;
+                                }
+                                continue;
+                            }
+                            Err(status) => {
+                                tracing::debug!(peer = format_args!("{:x}", this.peer), %status, "cannot open replication stream");
+                                stream = None;
+                                if let Some((e, u)) = batch.last() {
+                                    this.report(*e, RequestKind::Propose(u.xid), PeerReply::Unreachable);
+                                }
+                                continue;
+                            }
+                        }
+                    }
+                    if let Some(s) = &stream {
+                        s.send(&this, src, batch).await;
+                    }
+                }
+                PeerRequest::Transfer(_) => {
+                    if let Some(s) = &stream {
+                        s.drain(this.cfg.transfer_timeout).await;
+                    }
+                    let Ok(barrier) = slots.clone().acquire_many_owned(all_slots).await else { return };
+                    let reply = this.call(request).await;
+                    this.report(epoch, kind, reply);
+                    drop(barrier);
+                }
+                other => this.spawn_classic(&slots, epoch, other).await,
             }
-            let Ok(slot) = slots.clone().acquire_owned().await else { return };
-            let task = this.clone();
-            tokio::spawn(async move {
-                let reply = task.call(request).await;
-                task.report(epoch, kind, reply);
-                drop(slot);
-            });
         }
+    }
+
+    async fn spawn_classic(self: &Arc<Self>, slots: &Arc<Semaphore>, epoch: u64, request: PeerRequest) {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let task = self.clone();
+        let kind = request.kind();
+        tokio::spawn(async move {
+            let reply = task.call(request).await;
+            task.report(epoch, kind, reply);
+            drop(slot);
+        });
+    }
+
+    async fn open_stream(self: &Arc<Self>) -> Result<StreamLink, tonic::Status> {
+        let (tx, rx) = mpsc::channel(STREAM_WINDOW);
+        let mut client = ChainExtClient::new(self.channel.clone())
+            .max_decoding_message_size(self.cfg.max_message_bytes)
+            .max_encoding_message_size(self.cfg.max_message_bytes);
+        let opened = tokio::time::timeout(self.cfg.rpc_timeout, client.replicate(tokio_stream::wrappers::ReceiverStream::new(rx))).await;
+        let mut acks = match opened {
+            Ok(r) => r?.into_inner(),
+            Err(_) => return Err(tonic::Status::deadline_exceeded("opening the replication stream timed out")),
+        };
+        let link = StreamLink {
+            tx,
+            window: Arc::new(Semaphore::new(STREAM_WINDOW)),
+            in_flight: Arc::new(std::sync::Mutex::new(InFlight { batches: std::collections::VecDeque::new(), broken: false })),
+        };
+        let (window, in_flight, task) = (link.window.clone(), link.in_flight.clone(), self.clone());
+        tokio::spawn(async move {
+            loop {
+                let ack = match acks.message().await {
+                    Ok(Some(ack)) => ack,
+                    Ok(None) | Err(_) => break,
+                };
+                let Some(batch) = lock(&in_flight).batches.pop_front() else { break };
+                window.add_permits(1);
+                if ack.refused > 0 {
+                    task.report(batch.epoch, RequestKind::Propose(batch.last_xid), PeerReply::Refused);
+                }
+            }
+            // The stream is gone: whatever it carried may or may not have arrived.
+            let lost = {
+                let mut f = lock(&in_flight);
+                f.broken = true;
+                std::mem::take(&mut f.batches)
+            };
+            window.close();
+            for b in lost {
+                task.report(b.epoch, RequestKind::Propose(b.last_xid), PeerReply::Unreachable);
+            }
+        });
+        Ok(link)
     }
 
     fn report(&self, epoch: u64, kind: RequestKind, reply: PeerReply) {

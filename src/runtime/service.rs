@@ -158,6 +158,46 @@ fn callback_origin(host: String, port: i32, cxid: i32) -> Result<ClientOrigin, S
 
 #[tonic::async_trait]
 impl ext::chain_ext_server::ChainExt for ChainService {
+    type ReplicateStream = tokio_stream::wrappers::ReceiverStream<Result<ext::ReplicateAck, Status>>;
+
+    async fn replicate(&self, request: Request<tonic::Streaming<ext::ReplicateBatch>>) -> Result<Response<Self::ReplicateStream>, Status> {
+        let mut batches = request.into_inner();
+        // Acks are small and the sender bounds its unacknowledged batches; this only smooths.
+        let (acks, rx) = tokio::sync::mpsc::channel(64);
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            loop {
+                let batch = match batches.message().await {
+                    Ok(Some(b)) => b,
+                    Ok(None) => return,
+                    Err(status) => {
+                        tracing::debug!(%status, "replication stream from predecessor ended");
+                        return;
+                    }
+                };
+                let src = batch.src;
+                // One lock for the whole batch: this is what makes the stream cheaper than
+                // one proposeStateUpdate call per update.
+                let (accepted, refused) = shared.with_core(|core| {
+                    let mut counts = (0u32, 0u32);
+                    for u in batch.updates {
+                        let (_, update) = convert::tail_update_from_wire(u);
+                        if core.on_propose(src, update) {
+                            counts.0 += 1;
+                        } else {
+                            counts.1 += 1;
+                        }
+                    }
+                    counts
+                });
+                if acks.send(Ok(ext::ReplicateAck { accepted, refused })).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
     async fn pull_state(&self, request: Request<ext::PullStateRequest>) -> Result<Response<ext::PullStateResponse>, Status> {
         let r = request.into_inner();
         let answer = self.peer(PeerRequest::PullState { src: r.src, stateless: r.stateless });

@@ -1126,6 +1126,35 @@ fn a_process_that_rejoined_does_not_answer_no_state_for_its_old_session() {
     assert_eq!(c.read("k"), Ok(1));
 }
 
+/// Known gap: requests carry no target session, so a process that rejoined answers for its
+/// old session as its new self. The predecessor rule above only catches this when the holder
+/// of the state sits above the new session in the chain; here it sits below.
+#[test]
+#[ignore = "needs pullState to name the session it is addressed to (wire change)"]
+fn a_process_that_rejoined_above_the_state_holder_does_not_answer_for_its_old_session() {
+    let mut c = Cluster::with_nodes(head_cfg(), &[10]);
+    let (t, _) = c.inc("k", 1);
+    assert_eq!(c.outcome(t), Some(&WriteOutcome::Committed));
+    c.add(5);
+    c.add(50);
+    c.set_view_for(&[5], &[5, 10]);
+    c.set_view_for(&[10, 50], &[5, 10, 50]);
+    c.deliver_all();
+    assert!(c.get(50).is_synced());
+    // The new session id happens to be lower than 50's.
+    c.rejoin(10, 30);
+    c.set_view_for(&[30, 50], &[5, 30, 50]);
+    c.advance(1);
+    for _ in 0..2 {
+        c.get_mut(5).on_tick();
+        c.deliver_all();
+    }
+    assert!(
+        !c.get(5).is_synced(),
+        "5 started an empty chain while 50 holds the state"
+    );
+}
+
 #[test]
 fn a_replica_joining_in_the_middle_catches_up_and_relays() {
     let mut c = Cluster::with_nodes(head_cfg(), &[10, 30]);
@@ -1335,6 +1364,13 @@ mod random {
             from: u8,
             to: u8,
         },
+        /// Deliver a later message ahead of older ones on the same link: the contract asks
+        /// for order, but the receiver is meant to cope without it.
+        Overtake {
+            from: u8,
+            to: u8,
+            skip: u8,
+        },
         Drop {
             from: u8,
             to: u8,
@@ -1381,6 +1417,8 @@ mod random {
             30 => (0..4u8, any::<i8>(), prop::bool::weighted(0.1))
                 .prop_map(|(key, delta, delete)| Op::Write { key, delta, delete }),
             40 => (any::<u8>(), any::<u8>()).prop_map(|(from, to)| Op::Deliver { from, to }),
+            3 => (any::<u8>(), any::<u8>(), any::<u8>())
+                .prop_map(|(from, to, skip)| Op::Overtake { from, to, skip }),
             4 => (any::<u8>(), any::<u8>()).prop_map(|(from, to)| Op::Drop { from, to }),
             3 => (any::<u8>(), any::<u8>()).prop_map(|(from, to)| Op::LoseReply { from, to }),
             15 => (0..120u8).prop_map(|ms| Op::Tick { ms }),
@@ -1580,6 +1618,17 @@ mod random {
                 Op::Deliver { from, to } => {
                     if let Some((s, i)) = self.pick_message(from, to) {
                         let msg = self.c.take(s, i).unwrap();
+                        self.c.deliver(s, msg);
+                    }
+                }
+                Op::Overtake { from, to, skip } => {
+                    if let Some((s, i)) = self.pick_message(from, to) {
+                        let target = self.c.pending_from(s)[i].to.id;
+                        let same_link: Vec<usize> = (0..self.c.pending_from(s).len())
+                            .filter(|&j| self.c.pending_from(s)[j].to.id == target)
+                            .collect();
+                        let j = same_link[skip as usize % same_link.len()];
+                        let msg = self.c.take(s, j).unwrap();
                         self.c.deliver(s, msg);
                     }
                 }
@@ -1795,6 +1844,15 @@ mod random {
         #[test]
         fn random_interleavings_keep_the_prefix_property_head_variant(ops in prop::collection::vec(op(), 1..150)) {
             run(head_cfg(), &ops);
+        }
+
+        /// Tight limits, so that full sent lists, the reorder window and `Busy` come into play.
+        #[test]
+        fn random_interleavings_keep_the_prefix_property_small_limits(
+            ops in prop::collection::vec(op(), 1..150)
+        ) {
+            let cfg = Config { max_reorder: 3, max_sent: 6, max_pending_writes: 5, ..head_cfg() };
+            run(cfg, &ops);
         }
 
         #[test]

@@ -174,7 +174,7 @@ async fn noop_server(listen: std::net::SocketAddr) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     match tonic::transport::Server::builder().tcp_nodelay(true).add_service(service).serve_with_incoming(incoming).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

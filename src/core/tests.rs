@@ -1217,6 +1217,36 @@ fn with_an_expired_lease_the_head_refuses_writes_and_the_tail_reads() {
 }
 
 #[test]
+fn a_head_with_an_expired_lease_leaves_its_clients_waiting() {
+    // Its session may be gone and a new head may have reused the xids the tail reports.
+    let mut c = Cluster::with_nodes(head_cfg(), &[1, 2]);
+    let t = ok(c.inc("k", 1));
+    c.deliver_next(1);
+    c.lease_paused.insert(1);
+    let lease = c.cfg.lease_ms;
+    c.advance(lease);
+    c.deliver_all();
+    assert_eq!(c.outcome(t), None);
+    // Alive after all: the next report completes it.
+    let now = c.now();
+    c.get_mut(1).on_session_alive(now);
+    let poll = c.cfg.poll_interval_ms;
+    c.advance(poll);
+    c.tick_all();
+    c.deliver_all();
+    assert_eq!(c.outcome(t), Some(&WriteOutcome::Committed));
+
+    // Gone for good: the client learns that the outcome is unknown.
+    let t = ok(c.inc("k", 1));
+    c.lease_paused.insert(1);
+    c.advance(lease);
+    c.deliver_all();
+    assert_eq!(c.outcome(t), None);
+    c.get_mut(1).on_session_lost();
+    assert!(matches!(c.outcome(t), Some(WriteOutcome::Unknown(_))));
+}
+
+#[test]
 fn losing_the_session_drops_everything_and_joins_again_as_a_new_replica() {
     let mut c = Cluster::with_nodes(head_cfg(), &[1, 2, 3]);
     ok(c.inc("k", 1));

@@ -294,7 +294,7 @@ impl World {
             }
             return;
         }
-        let reply = self.with_replica(to, |r| r.on_peer_request(request));
+        let reply = self.with_replica(to, |r| r.on_addressed_request(Some(from_node), request));
         let Some(reply) = reply else { return };
         if fate == Fate::Silent {
             return;

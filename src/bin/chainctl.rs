@@ -43,6 +43,24 @@ enum Command {
     Shell,
     /// Closed-loop load: ops/s and p50/p99/p99.9 latency per operation.
     Bench(BenchArgs),
+    /// Write keys PREFIX0..PREFIX{N-1} once each (inc 1), for memory and state-transfer figures.
+    Fill {
+        #[arg(long)]
+        keys: u64,
+        #[arg(long, default_value = "fill")]
+        prefix: String,
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        concurrency: u64,
+    },
+    /// Write and read one key in a loop, printing `UNIX_MILLIS ok|fail write|read` lines as each
+    /// completes: outages show as gaps, e.g. while a replica is killed.
+    Probe {
+        #[arg(long, default_value = "probe")]
+        key: String,
+        /// Stop after this many seconds.
+        #[arg(long, default_value_t = 60.0)]
+        seconds: f64,
+    },
     /// Serve a gRPC service that answers at once, as the one-hop ceiling for `bench --target noop`.
     NoopServer {
         #[arg(long)]
@@ -165,6 +183,58 @@ async fn run_bench(chain: Option<std::sync::Arc<ChainClient>>, b: BenchArgs) -> 
     ExitCode::SUCCESS
 }
 
+async fn fill(client: std::sync::Arc<ChainClient>, keys: u64, prefix: String, concurrency: u64) -> ExitCode {
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let started = std::time::Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next, prefix) = (client.clone(), next.clone(), prefix.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i: u64 = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= keys {
+                    return Ok::<(), String>(());
+                }
+                client.inc(&format!("{prefix}{i}"), 1).await.map_err(|e| format!("key {prefix}{i}: {e}"))?;
+            }
+        }));
+    }
+    for w in workers {
+        match w.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(1);
+            }
+            Err(e) => {
+                eprintln!("error: fill worker failed: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!("wrote {keys} keys in {secs:.1} s ({:.0} keys/s)", keys as f64 / secs);
+    ExitCode::SUCCESS
+}
+
+async fn probe(client: &ChainClient, key: &str, duration: Duration) -> ExitCode {
+    // Wall-clock stamps, so a script can line them up with when it killed a replica.
+    let stamp = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let started = std::time::Instant::now();
+    let mut out = std::io::stdout();
+    while started.elapsed() < duration {
+        let w = client.inc(key, 1).await;
+        let _ = writeln!(out, "{} {} write", stamp(), if w.is_ok() { "ok" } else { "fail" });
+        let r = client.get(key).await;
+        let _ = writeln!(out, "{} {} read", stamp(), if r.is_ok() { "ok" } else { "fail" });
+        let _ = out.flush();
+        if w.is_err() && r.is_err() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 async fn noop_server(listen: std::net::SocketAddr) -> ExitCode {
     let service = chainrep::pb::adb::head_chain_replica_server::HeadChainReplicaServer::new(bench::NoopService);
     let listener = match tokio::net::TcpListener::bind(listen).await {
@@ -248,6 +318,21 @@ async fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => report(&e),
+        },
+        Command::Fill { keys, prefix, concurrency } => {
+            let client = std::sync::Arc::new(client);
+            let code = fill(client.clone(), keys, prefix, concurrency).await;
+            if let Ok(c) = std::sync::Arc::try_unwrap(client) {
+                c.close().await;
+            }
+            return code;
+        }
+        Command::Probe { key, seconds: secs } => match seconds("seconds", secs) {
+            Ok(d) => probe(&client, &key, d).await,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
         },
         Command::Status => {
             let status = client.status().await;

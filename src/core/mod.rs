@@ -260,8 +260,23 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.drive_pull(now);
     }
 
-    /// Serve a request from another replica: the one entry point the runtime and the simulator
-    /// use for chain.proto's replica-to-replica calls.
+    /// Serve a request that the sender addressed to session `to` (our runtime sends it along
+    /// with every call; a foreign sender does not, and gets `None`). A process that lost its
+    /// session and rejoined is a different replica: it must not answer for its old self, or a
+    /// new head could take its "no state" for the old session's and start an empty chain.
+    pub fn on_addressed_request(&mut self, to: Option<NodeId>, request: PeerRequest) -> PeerReply {
+        if to.is_some() && to != self.me {
+            return match request {
+                PeerRequest::GetLatestXid => PeerReply::LatestXid(None),
+                PeerRequest::PullState { .. } => PeerReply::Pulled(PullAnswer::NotNow),
+                _ => PeerReply::Refused,
+            };
+        }
+        self.on_peer_request(request)
+    }
+
+    /// Serve a request from another replica: the one entry point for chain.proto's
+    /// replica-to-replica calls.
     pub fn on_peer_request(&mut self, request: PeerRequest) -> PeerReply {
         let accepted = |ok: bool| if ok { PeerReply::Accepted } else { PeerReply::Refused };
         match request {

@@ -270,7 +270,7 @@ impl Cluster {
             .route(msg.to.id)
             .and_then(|id| self.replicas.get_mut(&id))
         {
-            Some(target) => target.on_peer_request(msg.request.clone()),
+            Some(target) => target.on_addressed_request(Some(msg.to.id), msg.request.clone()),
             None => PeerReply::Unreachable,
         }
     }

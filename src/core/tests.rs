@@ -1126,11 +1126,10 @@ fn a_process_that_rejoined_does_not_answer_no_state_for_its_old_session() {
     assert_eq!(c.read("k"), Ok(1));
 }
 
-/// Known gap: requests carry no target session, so a process that rejoined answers for its
+/// Requests name the session they are for, so a process that rejoined does not answer for its
 /// old session as its new self. The predecessor rule above only catches this when the holder
 /// of the state sits above the new session in the chain; here it sits below.
 #[test]
-#[ignore = "needs pullState to name the session it is addressed to (wire change)"]
 fn a_process_that_rejoined_above_the_state_holder_does_not_answer_for_its_old_session() {
     let mut c = Cluster::with_nodes(head_cfg(), &[10]);
     let (t, _) = c.inc("k", 1);

@@ -185,6 +185,22 @@ impl crate::core::Network for TonicNetwork {
     }
 }
 
+/// gRPC metadata naming the session a replica-to-replica call is meant for, in lowercase hex.
+/// A process that rejoined under a new session refuses calls meant for its old one.
+pub const ADDRESSEE_HEADER: &str = "chainrep-session";
+
+fn session_header(id: NodeId) -> tonic::metadata::MetadataValue<tonic::metadata::Ascii> {
+    // Hex digits are always valid ASCII metadata.
+    tonic::metadata::MetadataValue::try_from(format!("{id:x}")).unwrap_or_else(|_| tonic::metadata::MetadataValue::from_static("0"))
+}
+
+fn addressed<T>(msg: T, to: NodeId, timeout: Duration) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.set_timeout(timeout);
+    r.metadata_mut().insert(ADDRESSEE_HEADER, session_header(to));
+    r
+}
+
 /// Updates per `ReplicateBatch`: enough to amortise a message, small enough to stay far below
 /// the message size limit with the longest keys.
 const MAX_BATCH: usize = 512;
@@ -340,7 +356,9 @@ impl LinkTask {
         let mut client = ChainExtClient::new(self.channel.clone())
             .max_decoding_message_size(self.cfg.max_message_bytes)
             .max_encoding_message_size(self.cfg.max_message_bytes);
-        let opened = tokio::time::timeout(self.cfg.rpc_timeout, client.replicate(tokio_stream::wrappers::ReceiverStream::new(rx))).await;
+        let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        request.metadata_mut().insert(ADDRESSEE_HEADER, session_header(self.peer));
+        let opened = tokio::time::timeout(self.cfg.rpc_timeout, client.replicate(request)).await;
         let mut acks = match opened {
             Ok(r) => r?.into_inner(),
             Err(_) => return Err(tonic::Status::deadline_exceeded("opening the replication stream timed out")),
@@ -409,34 +427,30 @@ impl LinkTask {
     }
 
     async fn call_inner(&self, request: PeerRequest, timeout: Duration) -> Result<PeerReply, tonic::Status> {
-        fn req<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
-            let mut r = tonic::Request::new(msg);
-            r.set_timeout(timeout);
-            r
-        }
+        let peer = self.peer;
         let rc = |rc: u32| if rc == 0 { PeerReply::Accepted } else { PeerReply::Refused };
         let head = self.cfg.variant == Variant::Head;
         Ok(match request {
             PeerRequest::Propose { src, update } if head => {
-                rc(self.head_client().propose_state_update(req(convert::head_update_to_wire(src, &update), timeout)).await?.into_inner().rc)
+                rc(self.head_client().propose_state_update(addressed(convert::head_update_to_wire(src, &update), peer, timeout)).await?.into_inner().rc)
             }
             PeerRequest::Propose { src, update } => {
-                rc(self.tail_client().propose_state_update(req(convert::tail_update_to_wire(src, &update), timeout)).await?.into_inner().rc)
+                rc(self.tail_client().propose_state_update(addressed(convert::tail_update_to_wire(src, &update), peer, timeout)).await?.into_inner().rc)
             }
             PeerRequest::Transfer(t) if head => {
-                rc(self.head_client().state_transfer(req(convert::head_transfer_to_wire(&t), timeout)).await?.into_inner().rc)
+                rc(self.head_client().state_transfer(addressed(convert::head_transfer_to_wire(&t), peer, timeout)).await?.into_inner().rc)
             }
             PeerRequest::Transfer(t) => {
-                rc(self.tail_client().state_transfer(req(convert::tail_transfer_to_wire(&t), timeout)).await?.into_inner().rc)
+                rc(self.tail_client().state_transfer(addressed(convert::tail_transfer_to_wire(&t), peer, timeout)).await?.into_inner().rc)
             }
             PeerRequest::XidProcessed(xid) => {
-                rc(self.head_client().xid_processed(req(adb::XidProcessedRequest { xid }, timeout)).await?.into_inner().rc)
+                rc(self.head_client().xid_processed(addressed(adb::XidProcessedRequest { xid }, peer, timeout)).await?.into_inner().rc)
             }
             PeerRequest::GetLatestXid => {
                 let r = if head {
-                    self.head_client().get_latest_xid(req(adb::LatestXidRequest {}, timeout)).await?.into_inner()
+                    self.head_client().get_latest_xid(addressed(adb::LatestXidRequest {}, peer, timeout)).await?.into_inner()
                 } else {
-                    self.tail_client().get_latest_xid(req(adb::LatestXidRequest {}, timeout)).await?.into_inner()
+                    self.tail_client().get_latest_xid(addressed(adb::LatestXidRequest {}, peer, timeout)).await?.into_inner()
                 };
                 PeerReply::LatestXid((r.rc == 0).then_some(r.xid))
             }
@@ -444,7 +458,7 @@ impl LinkTask {
                 let client = ChainExtClient::new(self.channel.clone())
                     .max_decoding_message_size(self.cfg.max_message_bytes)
                     .max_encoding_message_size(self.cfg.max_message_bytes);
-                let r = client.clone().pull_state(req(ext::PullStateRequest { src, stateless }, timeout)).await?.into_inner();
+                let r = client.clone().pull_state(addressed(ext::PullStateRequest { src, stateless }, peer, timeout)).await?.into_inner();
                 PeerReply::Pulled(match (r.rc, r.state) {
                     (0, Some(state)) => PullAnswer::State(convert::tail_transfer_from_wire(state)),
                     (2, _) => PullAnswer::NoState,

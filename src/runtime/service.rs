@@ -8,7 +8,8 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use super::node::Shared;
-use crate::core::{ClientOrigin, PeerReply, PeerRequest, PullAnswer, ReadRejected, WriteAccepted, WriteOp, WriteOutcome, WriteRejected};
+use super::network::ADDRESSEE_HEADER;
+use crate::core::{ClientOrigin, NodeId, PeerReply, PeerRequest, PullAnswer, ReadRejected, WriteAccepted, WriteOp, WriteOutcome, WriteRejected};
 use crate::pb::adb;
 use crate::pb::chainrep::ext;
 
@@ -22,17 +23,17 @@ impl ChainService {
         ChainService { shared }
     }
 
-    fn peer(&self, request: PeerRequest) -> PeerReply {
-        self.shared.with_core(|core| core.on_peer_request(request))
+    fn peer(&self, to: Option<NodeId>, request: PeerRequest) -> PeerReply {
+        self.shared.with_core(|core| core.on_addressed_request(to, request))
     }
 
-    fn peer_rc(&self, request: PeerRequest) -> Result<Response<adb::ChainResponse>, Status> {
-        let rc = if self.peer(request) == PeerReply::Accepted { 0 } else { 1 };
+    fn peer_rc(&self, to: Option<NodeId>, request: PeerRequest) -> Result<Response<adb::ChainResponse>, Status> {
+        let rc = if self.peer(to, request) == PeerReply::Accepted { 0 } else { 1 };
         Ok(Response::new(adb::ChainResponse { rc }))
     }
 
-    fn latest_xid(&self) -> Result<Response<adb::LatestXidResponse>, Status> {
-        Ok(Response::new(match self.peer(PeerRequest::GetLatestXid) {
+    fn latest_xid(&self, to: Option<NodeId>) -> Result<Response<adb::LatestXidResponse>, Status> {
+        Ok(Response::new(match self.peer(to, PeerRequest::GetLatestXid) {
             PeerReply::LatestXid(Some(xid)) => adb::LatestXidResponse { rc: 0, xid },
             _ => adb::LatestXidResponse { rc: 1, xid: 0 },
         }))
@@ -71,6 +72,13 @@ impl ChainService {
     }
 }
 
+/// The session a replica-to-replica call is addressed to: `None` from senders that do not say
+/// (other implementations); a header that is not hex addresses nobody.
+fn addressee<T>(request: &Request<T>) -> Option<NodeId> {
+    let value = request.metadata().get(ADDRESSEE_HEADER)?;
+    Some(value.to_str().ok().and_then(|v| u64::from_str_radix(v, 16).ok()).unwrap_or(0))
+}
+
 /// Every status here means nothing was applied, so a client may safely retry the ones that
 /// are transient (`UNAVAILABLE`, `RESOURCE_EXHAUSTED`).
 pub fn write_rejection_status(e: &WriteRejected) -> Status {
@@ -86,16 +94,18 @@ pub fn write_rejection_status(e: &WriteRejected) -> Status {
 #[tonic::async_trait]
 impl adb::head_chain_replica_server::HeadChainReplica for ChainService {
     async fn propose_state_update(&self, request: Request<adb::HeadStateUpdateRequest>) -> Result<Response<adb::ChainResponse>, Status> {
+        let to = addressee(&request);
         let (src, update) = convert::head_update_from_wire(request.into_inner());
-        self.peer_rc(PeerRequest::Propose { src, update })
+        self.peer_rc(to, PeerRequest::Propose { src, update })
     }
 
-    async fn get_latest_xid(&self, _: Request<adb::LatestXidRequest>) -> Result<Response<adb::LatestXidResponse>, Status> {
-        self.latest_xid()
+    async fn get_latest_xid(&self, request: Request<adb::LatestXidRequest>) -> Result<Response<adb::LatestXidResponse>, Status> {
+        self.latest_xid(addressee(&request))
     }
 
     async fn state_transfer(&self, request: Request<adb::HeadStateTransferRequest>) -> Result<Response<adb::ChainResponse>, Status> {
-        self.peer_rc(PeerRequest::Transfer(convert::head_transfer_from_wire(request.into_inner())))
+        let to = addressee(&request);
+        self.peer_rc(to, PeerRequest::Transfer(convert::head_transfer_from_wire(request.into_inner())))
     }
 
     async fn increment(&self, request: Request<adb::IncrementRequest>) -> Result<Response<adb::HeadResponse>, Status> {
@@ -112,23 +122,26 @@ impl adb::head_chain_replica_server::HeadChainReplica for ChainService {
     }
 
     async fn xid_processed(&self, request: Request<adb::XidProcessedRequest>) -> Result<Response<adb::ChainResponse>, Status> {
-        self.peer_rc(PeerRequest::XidProcessed(request.into_inner().xid))
+        let to = addressee(&request);
+        self.peer_rc(to, PeerRequest::XidProcessed(request.into_inner().xid))
     }
 }
 
 #[tonic::async_trait]
 impl adb::tail_chain_replica_server::TailChainReplica for ChainService {
     async fn propose_state_update(&self, request: Request<adb::TailStateUpdateRequest>) -> Result<Response<adb::ChainResponse>, Status> {
+        let to = addressee(&request);
         let (src, update) = convert::tail_update_from_wire(request.into_inner());
-        self.peer_rc(PeerRequest::Propose { src, update })
+        self.peer_rc(to, PeerRequest::Propose { src, update })
     }
 
-    async fn get_latest_xid(&self, _: Request<adb::LatestXidRequest>) -> Result<Response<adb::LatestXidResponse>, Status> {
-        self.latest_xid()
+    async fn get_latest_xid(&self, request: Request<adb::LatestXidRequest>) -> Result<Response<adb::LatestXidResponse>, Status> {
+        self.latest_xid(addressee(&request))
     }
 
     async fn state_transfer(&self, request: Request<adb::TailStateTransferRequest>) -> Result<Response<adb::ChainResponse>, Status> {
-        self.peer_rc(PeerRequest::Transfer(convert::tail_transfer_from_wire(request.into_inner())))
+        let to = addressee(&request);
+        self.peer_rc(to, PeerRequest::Transfer(convert::tail_transfer_from_wire(request.into_inner())))
     }
 
     async fn increment(&self, request: Request<adb::TailIncrementRequest>) -> Result<Response<adb::HeadResponse>, Status> {
@@ -161,6 +174,7 @@ impl ext::chain_ext_server::ChainExt for ChainService {
     type ReplicateStream = tokio_stream::wrappers::ReceiverStream<Result<ext::ReplicateAck, Status>>;
 
     async fn replicate(&self, request: Request<tonic::Streaming<ext::ReplicateBatch>>) -> Result<Response<Self::ReplicateStream>, Status> {
+        let to = addressee(&request);
         let mut batches = request.into_inner();
         // Acks are small and the sender bounds its unacknowledged batches; this only smooths.
         let (acks, rx) = tokio::sync::mpsc::channel(64);
@@ -182,7 +196,7 @@ impl ext::chain_ext_server::ChainExt for ChainService {
                     let mut counts = (0u32, 0u32);
                     for u in batch.updates {
                         let (_, update) = convert::tail_update_from_wire(u);
-                        if core.on_propose(src, update) {
+                        if core.on_addressed_request(to, PeerRequest::Propose { src, update }) == PeerReply::Accepted {
                             counts.0 += 1;
                         } else {
                             counts.1 += 1;
@@ -199,8 +213,9 @@ impl ext::chain_ext_server::ChainExt for ChainService {
     }
 
     async fn pull_state(&self, request: Request<ext::PullStateRequest>) -> Result<Response<ext::PullStateResponse>, Status> {
+        let to = addressee(&request);
         let r = request.into_inner();
-        let answer = self.peer(PeerRequest::PullState { src: r.src, stateless: r.stateless });
+        let answer = self.peer(to, PeerRequest::PullState { src: r.src, stateless: r.stateless });
         Ok(Response::new(match answer {
             PeerReply::Pulled(PullAnswer::State(t)) => ext::PullStateResponse { rc: 0, state: Some(convert::tail_transfer_to_wire(&t)) },
             PeerReply::Pulled(PullAnswer::NoState) => ext::PullStateResponse { rc: 2, state: None },

@@ -74,12 +74,13 @@ pub struct TonicNetwork {
     waiters: HashMap<ClientToken, oneshot::Sender<WriteOutcome>>,
     callbacks: Arc<Semaphore>,
     callback_channels: HashMap<String, Channel>,
+    connector: Arc<dyn Connect>,
 }
 
 impl TonicNetwork {
-    pub fn new(cfg: NetConfig, replies: mpsc::UnboundedSender<ReplyEvent>) -> Self {
+    pub fn new(cfg: NetConfig, replies: mpsc::UnboundedSender<ReplyEvent>, connector: Arc<dyn Connect>) -> Self {
         let callbacks = Arc::new(Semaphore::new(cfg.max_callbacks_in_flight));
-        TonicNetwork { cfg, links: BTreeMap::new(), replies, waiters: HashMap::new(), callbacks, callback_channels: HashMap::new() }
+        TonicNetwork { cfg, links: BTreeMap::new(), replies, waiters: HashMap::new(), callbacks, callback_channels: HashMap::new(), connector }
     }
 
     /// Register the call waiting on `token`; the core completes it through `complete_client`.
@@ -104,15 +105,15 @@ impl TonicNetwork {
             self.links.remove(&to.id);
         }
         if !self.links.contains_key(&to.id) {
-            let endpoint = match endpoint(&to.addr) {
-                Ok(e) => e,
+            let channel = match self.connector.channel(&to.addr) {
+                Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(peer = %to.addr, error = %e, "cannot build a channel to peer");
                     return None;
                 }
             };
             let (queue, rx) = mpsc::channel(self.cfg.queue_limit);
-            let task = LinkTask { peer: to.id, channel: endpoint.connect_lazy(), cfg: self.cfg.clone(), replies: self.replies.clone() };
+            let task = LinkTask { peer: to.id, channel, cfg: self.cfg.clone(), replies: self.replies.clone() };
             tokio::spawn(task.run(rx));
             self.links.insert(to.id, PeerLink { addr: to.addr.clone(), queue });
         }
@@ -120,12 +121,25 @@ impl TonicNetwork {
     }
 }
 
-fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(1))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5)))
+/// How channels to other processes are made: TCP in production, in-memory pipes in the
+/// simulator that runs this runtime deterministically.
+pub trait Connect: Send + Sync {
+    /// A lazily connecting channel to `addr` (`host:port`).
+    fn channel(&self, addr: &str) -> Result<Channel, String>;
+}
+
+pub struct TcpConnect;
+
+impl Connect for TcpConnect {
+    fn channel(&self, addr: &str) -> Result<Channel, String> {
+        let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|e| format!("bad address {addr:?}: {e}"))?;
+        Ok(endpoint
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy())
+    }
 }
 
 impl crate::core::Network for TonicNetwork {
@@ -158,9 +172,8 @@ impl crate::core::Network for TonicNetwork {
         }
         let channel = match self.callback_channels.get(&addr) {
             Some(c) => c.clone(),
-            None => match endpoint(&addr) {
-                Ok(e) => {
-                    let c = e.connect_lazy();
+            None => match self.connector.channel(&addr) {
+                Ok(c) => {
                     self.callback_channels.insert(addr.clone(), c.clone());
                     c
                 }

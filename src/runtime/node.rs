@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::network::{NetConfig, ReplyEvent, TonicNetwork};
+use super::network::{Connect, NetConfig, ReplyEvent, TcpConnect, TonicNetwork};
 use super::service::ChainService;
 use super::zk::{MembershipEvent, ZkConfig, ZkCoordinator};
 use crate::core::{self, Clock, Millis, Replica, Variant};
@@ -37,16 +37,17 @@ impl Clock for RuntimeClock {
     }
 }
 
-/// The core's `Coordinator`: asks the ZooKeeper task for a new session.
-pub struct ZkJoin(ZkCoordinator);
+/// The core's `Coordinator`: asks the membership task (ZooKeeper in production) for a new
+/// session.
+pub struct JoinRequest(Arc<dyn Fn() + Send + Sync>);
 
-impl core::Coordinator for ZkJoin {
+impl core::Coordinator for JoinRequest {
     fn join(&mut self) {
-        self.0.request_join();
+        (self.0)();
     }
 }
 
-pub type Core = Replica<RuntimeClock, TonicNetwork, ZkJoin>;
+pub type Core = Replica<RuntimeClock, TonicNetwork, JoinRequest>;
 
 pub struct Shared {
     core: Mutex<Core>,
@@ -99,7 +100,7 @@ pub struct RunningNode {
     pub local_addr: SocketAddr,
     pub advertise: String,
     pub shared: Arc<Shared>,
-    zk: ZkCoordinator,
+    zk: Option<ZkCoordinator>,
     stop_server: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     tasks: Vec<JoinHandle<()>>,
@@ -113,32 +114,66 @@ impl RunningNode {
 
     /// Leave the chain cleanly: our znode goes at once instead of after the session timeout.
     pub async fn shutdown(mut self) {
-        self.zk.close().await;
+        if let Some(zk) = &self.zk {
+            zk.close().await;
+        }
         if let Some(stop) = self.stop_server.take() {
             let _ = stop.send(());
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.server).await;
+        self.abort();
+    }
+
+    /// Stop every task of this replica at once, as a crash would (no goodbye to anyone).
+    pub fn abort(&self) {
+        self.server.abort();
         for t in &self.tasks {
             t.abort();
         }
     }
 }
 
+/// A replica in production: TCP on `cfg.listen`, membership in ZooKeeper.
 pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
     let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let local_addr = listener.local_addr().context("listener has no local address")?;
     let advertise = cfg.advertise.clone().unwrap_or_else(|| local_addr.to_string());
-
-    let (reply_tx, reply_rx) = mpsc::unbounded_channel();
     let (event_tx, event_rx) = mpsc::channel(1024);
     let zk = ZkCoordinator::spawn(cfg.zk.clone(), advertise.clone(), event_tx);
+    let join = {
+        let zk = zk.clone();
+        Arc::new(move || zk.request_join()) as Arc<dyn Fn() + Send + Sync>
+    };
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let mut node = start_with(&cfg, incoming, local_addr, advertise, Arc::new(TcpConnect), event_rx, join).await;
+    node.zk = Some(zk);
+    Ok(node)
+}
+
+/// A replica on any transport and membership source: the simulator runs this same runtime over
+/// in-memory pipes with a simulated coordinator.
+pub async fn start_with<S, IO, E>(
+    cfg: &NodeConfig,
+    incoming: S,
+    local_addr: SocketAddr,
+    advertise: String,
+    connector: Arc<dyn Connect>,
+    membership: mpsc::Receiver<MembershipEvent>,
+    join: Arc<dyn Fn() + Send + Sync>,
+) -> RunningNode
+where
+    S: tokio_stream::Stream<Item = Result<IO, E>> + Send + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    let (reply_tx, reply_rx) = mpsc::unbounded_channel();
     let clock = RuntimeClock { base: Instant::now() };
-    let core = Replica::new(cfg.core.clone(), clock, TonicNetwork::new(cfg.net.clone(), reply_tx), ZkJoin(zk.clone()));
+    let core = Replica::new(cfg.core.clone(), clock, TonicNetwork::new(cfg.net.clone(), reply_tx, connector), JoinRequest(join));
     let shared = Arc::new(Shared { core: Mutex::new(core), tokens: AtomicU64::new(1) });
 
     let tasks = vec![
         tokio::spawn(pump_replies(shared.clone(), reply_rx)),
-        tokio::spawn(pump_membership(shared.clone(), event_rx)),
+        tokio::spawn(pump_membership(shared.clone(), membership)),
         tokio::spawn(tick(shared.clone(), cfg.tick)),
     ];
 
@@ -160,12 +195,11 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         }
     };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = stop_rx.await;
     }));
     tracing::info!(listen = %local_addr, %advertise, "replica serving");
-    Ok(RunningNode { local_addr, advertise, shared, zk, stop_server: Some(stop_tx), server, tasks })
+    RunningNode { local_addr, advertise, shared, zk: None, stop_server: Some(stop_tx), server, tasks }
 }
 
 /// Replies are applied in batches: one lock for many replies under load.

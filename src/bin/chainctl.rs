@@ -143,7 +143,10 @@ async fn run_bench(chain: Option<std::sync::Arc<ChainClient>>, b: BenchArgs) -> 
     };
     let target = match (b.target, chain) {
         (BenchTarget::Chain, Some(c)) => Target::Chain(c),
-        (BenchTarget::Chain, None) => unreachable!("the chain target always comes with a client"),
+        (BenchTarget::Chain, None) => {
+            eprintln!("error: --target chain needs --zk HOSTS");
+            return ExitCode::from(2);
+        }
         (BenchTarget::Etcd, _) => {
             if b.etcd.is_empty() {
                 eprintln!("error: --target etcd needs --etcd HOST:PORT[,HOST:PORT...]");

@@ -2,7 +2,7 @@
 //! safe to retry, and says so when the outcome of a write is unknown.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -15,6 +15,7 @@ use crate::pb::adb;
 use crate::pb::adb::head_chain_replica_client::HeadChainReplicaClient;
 use crate::pb::chainrep::ext;
 use crate::pb::chainrep::ext::chain_ext_client::ChainExtClient;
+use crate::runtime::network::Connect;
 use crate::runtime::zk::{ZkConfig, ZkWatcher};
 
 #[derive(Debug, thiserror::Error)]
@@ -67,10 +68,13 @@ pub struct MemberStatus {
 }
 
 pub struct ChainClient {
-    watcher: ZkWatcher,
+    /// `None` when the membership comes from elsewhere (`with_membership`).
+    watcher: Option<ZkWatcher>,
     members: watch::Receiver<Vec<Member>>,
     channels: Mutex<HashMap<String, Channel>>,
     opts: ClientOptions,
+    /// How channels to replicas are made; `None`: TCP with the settings in `channel`.
+    connector: Option<Arc<dyn Connect>>,
 }
 
 /// A connect error means the request never left this process, so it is safe to send again.
@@ -86,11 +90,19 @@ impl ChainClient {
     pub async fn connect(zk: &ZkConfig, opts: ClientOptions) -> anyhow::Result<Self> {
         let watcher = ZkWatcher::connect(zk, opts.op_timeout).await?;
         let members = watcher.members();
-        Ok(ChainClient { watcher, members, channels: Mutex::new(HashMap::new()), opts })
+        Ok(ChainClient { watcher: Some(watcher), members, channels: Mutex::new(HashMap::new()), opts, connector: None })
+    }
+
+    /// A client on any transport and membership source: the simulator runs this same client
+    /// over in-memory pipes, with the membership its simulated coordinator publishes.
+    pub fn with_membership(members: watch::Receiver<Vec<Member>>, connector: Arc<dyn Connect>, opts: ClientOptions) -> Self {
+        ChainClient { watcher: None, members, channels: Mutex::new(HashMap::new()), opts, connector: Some(connector) }
     }
 
     pub async fn close(self) {
-        self.watcher.close().await;
+        if let Some(watcher) = self.watcher {
+            watcher.close().await;
+        }
     }
 
     pub fn members(&self) -> Vec<Member> {
@@ -101,6 +113,11 @@ impl ChainClient {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
+        }
+        if let Some(connector) = &self.connector {
+            let channel = connector.channel(addr).map_err(Status::invalid_argument)?;
+            channels.insert(addr.to_string(), channel.clone());
+            return Ok(channel);
         }
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| Status::invalid_argument(format!("bad replica address {addr:?}: {e}")))?

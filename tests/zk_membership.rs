@@ -300,7 +300,10 @@ async fn session_expiry_reports_loss_and_rejoins_with_a_new_session() {
     // The server, still up, expires the session; the others see the znode go.
     let view = other.view_of_len(1).await;
     assert_eq!(view[0].id, other_id);
-    assert!(partitioned_at.elapsed() >= SESSION, "expired after {:?}", partitioned_at.elapsed());
+    // ZooKeeper counts the timeout from the last thing it heard, which can be a ping sent up to
+    // a third of the timeout before the partition, and it expires sessions in whole ticks; so
+    // the znode may go somewhat before SESSION has passed since the cut, never right away.
+    assert!(partitioned_at.elapsed() >= SESSION / 2, "expired after {:?}", partitioned_at.elapsed());
     proxy.heal();
 
     cut_off.session_lost().await;

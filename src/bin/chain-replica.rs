@@ -94,6 +94,9 @@ fn config(args: Args) -> Result<NodeConfig, String> {
     Ok(cfg)
 }
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()

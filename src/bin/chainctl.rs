@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use chainrep::bench::{self, BenchConfig, Mix, Target};
 use chainrep::client::{ChainClient, ClientError, ClientOptions};
+use chainrep::core::Variant;
 use chainrep::runtime::zk::ZkConfig;
 
 #[derive(Parser, Debug)]
@@ -16,13 +17,33 @@ struct Args {
     /// ZooKeeper connection string: host:port[,host:port...][/chroot]
     #[arg(long)]
     zk: Option<String>,
-    #[arg(long, default_value = "/headchain")]
-    root: String,
+    /// ZooKeeper node the replicas register under (default /headchain, or /tailchain with
+    /// --variant tail).
+    #[arg(long)]
+    root: Option<String>,
+    /// Which chain.proto service the chain speaks: `head` (the head answers once the write is
+    /// durable) or `tail` (the tail calls this client back on its own gRPC server).
+    #[arg(long, value_enum, default_value_t = VariantArg::Head)]
+    variant: VariantArg,
+    /// --variant tail: where to listen for the tail's callbacks (default 127.0.0.1:0, any free
+    /// port).
+    #[arg(long)]
+    callback_listen: Option<std::net::SocketAddr>,
+    /// --variant tail: host:port the tail should call back (default: the callback listen
+    /// address). Needed when listening on 0.0.0.0, or behind a forwarded port.
+    #[arg(long)]
+    callback_advertise: Option<String>,
     /// Time one operation may take, retries included.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     timeout_ms: u64,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum VariantArg {
+    Head,
+    Tail,
 }
 
 #[derive(Subcommand, Debug)]
@@ -123,6 +144,13 @@ fn seconds(name: &str, v: f64) -> Result<Duration, String> {
         return Err(format!("--{name} must be between 0 and 86400 seconds, got {v}"));
     }
     Ok(Duration::from_secs_f64(v))
+}
+
+fn variant_name(v: Variant) -> &'static str {
+    match v {
+        Variant::Head => "head",
+        Variant::Tail => "tail",
+    }
 }
 
 fn report(e: &ClientError) -> ExitCode {
@@ -288,12 +316,44 @@ async fn main() -> ExitCode {
         eprintln!("error: --zk HOSTS is required (ZooKeeper connection string)");
         return ExitCode::from(2);
     };
-    let zk = ZkConfig { connect: zk_hosts.clone(), root: args.root.clone(), session_timeout: Duration::from_secs(10) };
-    let opts = ClientOptions { op_timeout: Duration::from_millis(args.timeout_ms), ..ClientOptions::default() };
+    let variant = match args.variant {
+        VariantArg::Head => Variant::Head,
+        VariantArg::Tail => Variant::Tail,
+    };
+    let root = args.root.clone().unwrap_or_else(|| {
+        match variant {
+            Variant::Head => "/headchain",
+            Variant::Tail => "/tailchain",
+        }
+        .to_string()
+    });
+    if variant == Variant::Head
+        && (args.callback_advertise.is_some() || args.callback_listen.is_some())
+    {
+        eprintln!("error: --callback-listen and --callback-advertise only apply to --variant tail");
+        return ExitCode::from(2);
+    }
+    let zk = ZkConfig {
+        connect: zk_hosts.clone(),
+        root: root.clone(),
+        session_timeout: Duration::from_secs(10),
+    };
+    let mut opts = ClientOptions {
+        op_timeout: Duration::from_millis(args.timeout_ms),
+        variant,
+        callback_advertise: args.callback_advertise.clone(),
+        ..ClientOptions::default()
+    };
+    if let Some(listen) = args.callback_listen {
+        opts.callback_listen = listen;
+    }
     let client = match ChainClient::connect(&zk, opts).await {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: cannot reach ZooKeeper at {zk_hosts}: {e:#}");
+            eprintln!(
+                "error: cannot start the client (ZooKeeper at {zk_hosts}, {} variant): {e:#}",
+                variant_name(variant)
+            );
             return ExitCode::from(1);
         }
     };
@@ -340,7 +400,7 @@ async fn main() -> ExitCode {
         Command::Status => {
             let status = client.status().await;
             if status.is_empty() {
-                println!("no replicas under {}", args.root);
+                println!("no replicas under {root}");
             }
             println!("{:<10} {:<22} {:<18} {:>10} {:>8} {:>8}", "ROLE", "ADDRESS", "SESSION", "LAST_XID", "SYNCED", "KEYS");
             for s in status {

@@ -90,7 +90,7 @@ pub fn zk_config(zk: &str, root: &str) -> ZkConfig {
 }
 
 pub async fn client(zk: &str, root: &str, variant: Variant) -> ChainClient {
-    let opts = ClientOptions { op_timeout: Duration::from_secs(20), rpc_timeout: Duration::from_secs(5), variant };
+    let opts = ClientOptions { op_timeout: Duration::from_secs(20), rpc_timeout: Duration::from_secs(5), variant, ..ClientOptions::default() };
     ChainClient::connect(&zk_config(zk, root), opts).await.expect("client connects to ZooKeeper")
 }
 

@@ -5,4 +5,5 @@
 
 pub mod chain;
 pub mod proxy;
+pub mod scenarios;
 pub mod zk;

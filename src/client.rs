@@ -26,6 +26,7 @@ use crate::pb::adb::tail_chain_replica_client::TailChainReplicaClient;
 use crate::pb::adb::tail_client_server::{TailClient, TailClientServer};
 use crate::pb::chainrep::ext;
 use crate::pb::chainrep::ext::chain_ext_client::ChainExtClient;
+use crate::runtime::network::Connect;
 use crate::runtime::zk::{ZkConfig, ZkWatcher};
 
 #[derive(Debug, thiserror::Error)]
@@ -98,12 +99,15 @@ pub struct MemberStatus {
 }
 
 pub struct ChainClient {
-    watcher: ZkWatcher,
+    /// `None` when the membership comes from elsewhere (`with_membership`).
+    watcher: Option<ZkWatcher>,
     members: watch::Receiver<Vec<Member>>,
     channels: Mutex<HashMap<String, Channel>>,
     opts: ClientOptions,
     /// The tail variant's callback server; `None` in the head variant.
     callbacks: Option<CallbackServer>,
+    /// How channels to replicas are made; `None`: TCP with the settings in `channel`.
+    connector: Option<Arc<dyn Connect>>,
 }
 
 /// A connect error means the request never left this process, so it is safe to send again.
@@ -184,12 +188,30 @@ impl ChainClient {
         };
         let members = watcher.members();
         Ok(ChainClient {
-            watcher,
+            watcher: Some(watcher),
             members,
             channels: Mutex::new(HashMap::new()),
             opts,
             callbacks,
+            connector: None,
         })
+    }
+
+    /// A client on any transport and membership source: the simulator runs this same client
+    /// over in-memory pipes, with the membership its simulated coordinator publishes.
+    pub fn with_membership(
+        members: watch::Receiver<Vec<Member>>,
+        connector: Arc<dyn Connect>,
+        opts: ClientOptions,
+    ) -> Self {
+        ChainClient {
+            watcher: None,
+            members,
+            channels: Mutex::new(HashMap::new()),
+            opts,
+            callbacks: None,
+            connector: Some(connector),
+        }
     }
 
     /// Closes the ZooKeeper session and, in the tail variant, stops the callback server: writes
@@ -198,7 +220,9 @@ impl ChainClient {
         if let Some(callbacks) = self.callbacks {
             callbacks.stop().await;
         }
-        self.watcher.close().await;
+        if let Some(watcher) = self.watcher {
+            watcher.close().await;
+        }
     }
 
     pub fn members(&self) -> Vec<Member> {
@@ -225,6 +249,11 @@ impl ChainClient {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
+        }
+        if let Some(connector) = &self.connector {
+            let channel = connector.channel(addr).map_err(Status::invalid_argument)?;
+            channels.insert(addr.to_string(), channel.clone());
+            return Ok(channel);
         }
         let endpoint = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| Status::invalid_argument(format!("bad replica address {addr:?}: {e}")))?

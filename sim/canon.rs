@@ -4,7 +4,7 @@
 //! xids again. The sequence forks there, and the old branch must be dead: no live replica may
 //! hold it, and no acknowledged write may have been on it.
 
-use crate::core::{Store, Xid};
+use crate::core::{Store, WriteOp, Xid};
 
 #[derive(Clone, Debug)]
 struct Entry {
@@ -24,9 +24,10 @@ impl Canon {
         self.entries.len() as Xid
     }
 
-    /// A head issued `xid` setting `key` to `value`. Returns a violation if that discards an
-    /// acknowledged write.
-    pub fn issued(&mut self, xid: Xid, key: &str, value: i32) -> Result<(), String> {
+    /// A head issued `xid` for the client's `op`. The value it must set is worked out here from
+    /// the sequence itself, never read back from the replica, so a head that applies the wrong
+    /// value is caught. Returns a violation if that discards an acknowledged write.
+    pub fn issued(&mut self, xid: Xid, op: &WriteOp) -> Result<(), String> {
         if self.states.is_empty() {
             self.states.push(Store::new());
         }
@@ -43,8 +44,16 @@ impl Canon {
             self.entries.truncate(xid as usize - 1);
             self.states.truncate(xid as usize);
         }
-        self.entries.push(Entry { acknowledged: false });
         let mut state = self.states[xid as usize - 1].clone();
+        let key = op.key();
+        let value = match op {
+            WriteOp::Inc { delta, .. } => {
+                let v = i64::from(state.get(key).copied().unwrap_or(0)) + i64::from(*delta);
+                i32::try_from(v).map_err(|_| format!("chain: the head accepted xid {xid}, an increment of {key} past int32"))?
+            }
+            WriteOp::Del { .. } => 0,
+        };
+        self.entries.push(Entry { acknowledged: false });
         if value == 0 {
             state.remove(key);
         } else {

@@ -124,22 +124,18 @@ impl World {
 
     fn head_write(&mut self, c: usize, op: u64, attempt: u32, to: usize, w: WriteOp) -> Option<ClientResult> {
         let origin = (self.cfg.variant == Variant::Tail).then(|| ClientOrigin { host: format!("client{c}"), port: 1, cxid: op as i32 });
-        let key = w.key().to_string();
-        let outcome = self.with_replica(to, |r| {
-            let res = r.client_write(token(c, op, attempt), w, origin);
-            let value = r.store().get(&key).copied().unwrap_or(0);
-            (res, value)
-        })?;
-        match outcome {
-            (Ok(WriteAccepted::Pending(xid) | WriteAccepted::Forwarded(xid)), value) => {
-                if let Err(v) = self.canon.issued(xid, &key, value) {
+        let issued_op = w.clone();
+        let result = self.with_replica(to, |r| r.client_write(token(c, op, attempt), w, origin))?;
+        match result {
+            Ok(WriteAccepted::Pending(xid) | WriteAccepted::Forwarded(xid)) => {
+                if let Err(v) = self.canon.issued(xid, &issued_op) {
                     self.violations.push(v);
                 }
                 self.pending_xids.insert((c, op), xid);
                 (self.cfg.variant == Variant::Tail).then_some(ClientResult::Accepted)
             }
-            (Err(WriteRejected::InvalidKey(_) | WriteRejected::OutOfRange { .. }), _) => Some(ClientResult::Refused),
-            (Err(_), _) => Some(ClientResult::Retry),
+            Err(WriteRejected::InvalidKey(_) | WriteRejected::OutOfRange { .. }) => Some(ClientResult::Refused),
+            Err(_) => Some(ClientResult::Retry),
         }
     }
 

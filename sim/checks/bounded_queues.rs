@@ -6,11 +6,12 @@ pub fn check(w: &mut World) {
     for (p, proc) in w.procs.iter().enumerate() {
         let Some(r) = proc.replica.as_ref() else { continue };
         let d = r.describe();
-        let cfg = r.config();
-        if d.sent_len > cfg.max_sent || d.reorder_len > cfg.max_reorder || d.pending_len > cfg.max_pending_writes {
+        // The bounds the run configured, not what the replica reports about itself.
+        let (sent, reorder, pending) = (w.cfg.max_sent, w.cfg.max_reorder, w.cfg.max_pending_writes);
+        if d.sent_len > sent || d.reorder_len > reorder || d.pending_len > pending {
             let msg = format!(
-                "bounded queues: replica {p} has sent={} reorder={} pending={} (bounds {} / {} / {})",
-                d.sent_len, d.reorder_len, d.pending_len, cfg.max_sent, cfg.max_reorder, cfg.max_pending_writes
+                "bounded queues: replica {p} has sent={} reorder={} pending={} (bounds {sent} / {reorder} / {pending})",
+                d.sent_len, d.reorder_len, d.pending_len
             );
             w.violations.push(msg);
         }

@@ -266,11 +266,8 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     /// new head could take its "no state" for the old session's and start an empty chain.
     pub fn on_addressed_request(&mut self, to: Option<NodeId>, request: PeerRequest) -> PeerReply {
         if to.is_some() && to != self.me {
-            return match request {
-                PeerRequest::GetLatestXid => PeerReply::LatestXid(None),
-                PeerRequest::PullState { .. } => PeerReply::Pulled(PullAnswer::NotNow),
-                _ => PeerReply::Refused,
-            };
+            // The sender treats a refusal of any request like "not from me, not now".
+            return PeerReply::Refused;
         }
         self.on_peer_request(request)
     }

@@ -71,7 +71,11 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         if !self.lease_valid() {
             return;
         }
-        let still_waiting = self.pending.split_off(&(self.tail_processed + 1));
+        // A transfer may carry the last xid there is (the wire allows any u64): none follows it.
+        let still_waiting = match self.tail_processed.checked_add(1) {
+            Some(next) => self.pending.split_off(&next),
+            None => BTreeMap::new(),
+        };
         for (_, token) in std::mem::replace(&mut self.pending, still_waiting) {
             self.net.complete_client(token, WriteOutcome::Committed);
         }
@@ -159,6 +163,11 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     }
 
     pub(super) fn drive_poll(&mut self, now: Millis) {
+        // The head variant's head hears from the tail through `xidProcessed`; polling as well
+        // would only duplicate it. A former head still waiting on clients does poll.
+        if self.cfg.variant == Variant::Head && self.is_head_role() {
+            return;
+        }
         let waiting = !self.sent.is_empty() || !self.pending.is_empty();
         if !waiting || self.poll.in_flight || now < self.poll.next_at || !self.synced || self.is_tail_role() {
             return;

@@ -19,6 +19,11 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     /// The runtime confirmed the session alive by an exchange it *started* at `at`.
     pub fn on_session_alive(&mut self, at: Millis) {
         self.lease_until = self.lease_until.max(at.saturating_add(self.cfg.lease_ms));
+        // Clients whose writes the tail confirmed while the lease had lapsed were held back
+        // (see `mark_processed`); the session never expired after all, so answer them now.
+        if !self.pending.is_empty() && self.lease_valid() {
+            self.mark_processed(self.tail_processed);
+        }
     }
 
     /// The session expired or was closed: stop serving, forget everything, join again.

@@ -281,6 +281,10 @@ impl ChainClient {
     /// Wait a little for the membership to change (or just a little) before retrying.
     async fn pause(&self, deadline: Instant) {
         let mut members = self.members.clone();
+        // A clone starts from `self.members`' seen version, which nothing ever advances: without
+        // this, after the first membership change `changed()` returns at once, every time, and
+        // the retry loops spin without pausing.
+        members.mark_unchanged();
         let until = (Instant::now() + Duration::from_millis(100)).min(deadline);
         let _ = tokio::time::timeout_at(until, members.changed()).await;
     }
@@ -765,6 +769,24 @@ impl CallbackServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn pause_waits_after_the_membership_has_changed() {
+        let (tx, members) = watch::channel(Vec::new());
+        let client = ChainClient::with_membership(
+            members,
+            Arc::new(crate::runtime::network::TcpConnect),
+            ClientOptions::default(),
+        );
+        tx.send_replace(Vec::new());
+        let start = Instant::now();
+        client.pause(start + Duration::from_secs(5)).await;
+        assert!(
+            start.elapsed() >= Duration::from_millis(90),
+            "returned after {:?}",
+            start.elapsed()
+        );
+    }
 
     #[test]
     fn cxids_are_sequential_and_wrap_to_one() {

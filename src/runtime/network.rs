@@ -45,6 +45,10 @@ pub struct NetConfig {
     pub max_message_bytes: usize,
     /// Client callbacks (tail variant) in flight at once; past it they are dropped and logged.
     pub max_callbacks_in_flight: usize,
+    /// Serve and use the batched `Replicate` stream. Off, the replica answers it UNIMPLEMENTED
+    /// and sends only `proposeStateUpdate`, as an implementation without the extension does;
+    /// the gRPC-layer simulator runs such replicas so the fallback stays tested.
+    pub replicate_stream: bool,
 }
 
 impl Default for NetConfig {
@@ -57,6 +61,7 @@ impl Default for NetConfig {
             max_in_flight: 256,
             max_message_bytes: 256 * 1024 * 1024,
             max_callbacks_in_flight: 1024,
+            replicate_stream: true,
         }
     }
 }
@@ -292,7 +297,7 @@ impl LinkTask {
         let mut stream: Option<StreamLink> = None;
         // A peer that does not implement the stream (another implementation of chain.proto)
         // gets one proposeStateUpdate call per update.
-        let mut classic_only = false;
+        let mut classic_only = !this.cfg.replicate_stream;
         let mut carried: Option<(u64, PeerRequest)> = None;
         loop {
             let next = match carried.take() {

@@ -178,7 +178,10 @@ where
     ];
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    let service = ChainService::new(shared.clone());
+    let mut service = ChainService::new(shared.clone());
+    if !cfg.net.replicate_stream {
+        service = service.without_replicate_stream();
+    }
     let max = cfg.net.max_message_bytes;
     let mut router = tonic::transport::Server::builder()
         .tcp_nodelay(true)

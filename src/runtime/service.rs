@@ -16,11 +16,17 @@ use crate::pb::chainrep::ext;
 #[derive(Clone)]
 pub struct ChainService {
     shared: Arc<Shared>,
+    replicate_stream: bool,
 }
 
 impl ChainService {
     pub fn new(shared: Arc<Shared>) -> Self {
-        ChainService { shared }
+        ChainService { shared, replicate_stream: true }
+    }
+
+    /// Answer `Replicate` UNIMPLEMENTED, so predecessors fall back to `proposeStateUpdate`.
+    pub fn without_replicate_stream(self) -> Self {
+        ChainService { replicate_stream: false, ..self }
     }
 
     fn peer(&self, to: Option<NodeId>, request: PeerRequest) -> PeerReply {
@@ -174,6 +180,9 @@ impl ext::chain_ext_server::ChainExt for ChainService {
     type ReplicateStream = tokio_stream::wrappers::ReceiverStream<Result<ext::ReplicateAck, Status>>;
 
     async fn replicate(&self, request: Request<tonic::Streaming<ext::ReplicateBatch>>) -> Result<Response<Self::ReplicateStream>, Status> {
+        if !self.replicate_stream {
+            return Err(Status::unimplemented("this replica speaks only the classic proposeStateUpdate"));
+        }
         let to = addressee(&request);
         let mut batches = request.into_inner();
         // Acks are small and the sender bounds its unacknowledged batches; this only smooths.

@@ -5,6 +5,7 @@ mod bounded_queues;
 mod chain_prefix;
 mod linearizable;
 mod no_lost_writes;
+mod settled;
 
 use super::world::World;
 
@@ -16,6 +17,7 @@ impl World {
 
     /// After the run: final reads, then the history checks.
     pub fn check_end(&mut self) {
+        settled::check(self);
         no_lost_writes::check(self);
         linearizable::check(self);
     }

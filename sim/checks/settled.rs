@@ -1,0 +1,27 @@
+//! Once faults stop and the chain settles, every member holds the state, at the last xid any
+//! head issued: replication catches everyone up, not just the tail.
+
+use crate::sim::world::{Status, World};
+
+pub fn check(w: &mut World) {
+    let latest = w.canon.len();
+    for m in w.zk.members() {
+        let Some(p) = w.proc_of_addr(&m.addr) else { continue };
+        if w.procs[p].status != Status::Up {
+            continue;
+        }
+        let Some(r) = w.procs[p].replica.as_ref() else { continue };
+        if r.session_id() != Some(m.id) {
+            continue;
+        }
+        if !r.is_synced() || r.last_applied() != latest {
+            let msg = format!(
+                "settled chain: replica {p} (session {:x}) is synced={} at xid {} after the chain settled; the last issued xid is {latest}",
+                m.id,
+                r.is_synced(),
+                r.last_applied()
+            );
+            w.violations.push(msg);
+        }
+    }
+}

@@ -105,6 +105,10 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.last_applied = t.state_xid;
         self.synced = true;
         self.sent = t.sent.into();
+        // A sender with a larger bound (another implementation) may hand us more than we keep.
+        // Dropping the oldest is safe as in `apply_and_pass_on`: a hole means a whole transfer.
+        let excess = self.sent.len().saturating_sub(self.cfg.max_sent);
+        self.sent.drain(..excess);
         self.reorder.retain(|xid, _| *xid > t.state_xid);
 
         let suffix: Vec<Update> = self.sent.iter().filter(|u| u.xid > old_last).cloned().collect();

@@ -60,7 +60,8 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             return Err(WriteRejected::Busy(format!("{} updates are not yet applied at the tail", self.sent.len())));
         }
 
-        let xid = self.last_applied + 1;
+        // A transfer may have carried the last xid there is (the wire allows any u64).
+        let xid = self.last_applied.checked_add(1).ok_or(WriteRejected::Unavailable("the chain has used up its xids"))?;
         let key = match op {
             WriteOp::Inc { key, .. } | WriteOp::Del { key } => key,
         };

@@ -55,6 +55,8 @@ pub enum Ev {
     Heal { a: Endpoint, b: Endpoint },
     Restart { proc: usize },
     Resume { proc: usize },
+    /// Work through the events held while `proc` was paused.
+    DrainHeld { proc: usize },
 }
 
 impl Ev {
@@ -138,7 +140,10 @@ impl World {
             pending_xids: BTreeMap::new(),
             cfg,
         };
-        for _ in 0..w.cfg.initial_replicas {
+        // Some runs start smaller, so one- and two-replica chains (head and tail at once) are
+        // exercised too; the nemesis adds replicas as the run goes.
+        let initial = w.dice.range(1, w.cfg.initial_replicas as u64 + 1) as usize;
+        for _ in 0..initial {
             w.add_replica();
         }
         for c in 0..w.cfg.clients {
@@ -329,7 +334,13 @@ impl World {
             self.clock.0.set(at);
             if let Some(p) = ev.target_proc() {
                 match self.procs[p].status {
+                    // A resumed process first works through what piled up while it was paused,
+                    // in order: newer events wait behind the held ones, as in a socket buffer.
                     Status::Paused => {
+                        self.procs[p].held.push(ev);
+                        continue;
+                    }
+                    Status::Up if !self.procs[p].held.is_empty() => {
                         self.procs[p].held.push(ev);
                         continue;
                     }
@@ -392,6 +403,7 @@ impl World {
                 }
             }
             Ev::Resume { proc } => self.resume(proc),
+            Ev::DrainHeld { proc } => self.drain_held(proc),
         }
     }
 
@@ -400,8 +412,18 @@ impl World {
             return;
         }
         self.procs[proc].status = Status::Up;
-        for ev in std::mem::take(&mut self.procs[proc].held) {
-            self.schedule(0, ev);
+        self.schedule(0, Ev::DrainHeld { proc });
+    }
+
+    fn drain_held(&mut self, proc: usize) {
+        while !self.procs[proc].held.is_empty() && self.violations.is_empty() {
+            let ev = self.procs[proc].held.remove(0);
+            if self.procs[proc].status != Status::Up {
+                return;
+            }
+            self.trace.record(self.now(), &ev);
+            self.handle(ev);
+            self.check_step();
         }
     }
 

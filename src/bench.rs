@@ -258,9 +258,18 @@ impl BenchReport {
             );
         }
         let errors: u64 = self.errors.values().sum();
+        // Each distinct error message with its count, so a script can tell overload from
+        // unavailability from unknown outcomes without parsing the text report.
+        let mut messages = String::new();
+        for (i, (msg, n)) in self.errors.iter().enumerate() {
+            if i > 0 {
+                messages.push(',');
+            }
+            let _ = write!(messages, "\"{}\":{n}", json_escape(msg));
+        }
         format!(
-            "{{\"target\":\"{}\",\"concurrency\":{},\"seconds\":{:.3},\"ops_per_sec\":{:.1},\"errors\":{},\"ops\":{{{}}}}}",
-            self.target, self.concurrency, self.seconds, self.ops_per_sec, errors, ops
+            "{{\"target\":\"{}\",\"concurrency\":{},\"seconds\":{:.3},\"ops_per_sec\":{:.1},\"errors\":{},\"ops\":{{{}}},\"error_messages\":{{{}}}}}",
+            self.target, self.concurrency, self.seconds, self.ops_per_sec, errors, ops, messages
         )
     }
 
@@ -284,6 +293,22 @@ impl BenchReport {
         }
         out
     }
+}
+
+/// A JSON string body: error messages quote keys and carry server text.
+fn json_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The no-op server: answers every `HeadChainReplica` call at once, touching nothing.

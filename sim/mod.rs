@@ -10,6 +10,7 @@ mod checks;
 mod client;
 mod dice;
 mod env;
+pub mod grpc;
 pub mod linearizability;
 mod nemesis;
 mod trace;

@@ -1,0 +1,453 @@
+//! One seed: a paused-clock, single-threaded tokio runtime running production replicas
+//! (`node::start_with`), the simulated coordinator, clients and the nemesis; then healing,
+//! settling, the final reads and the checks.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use super::client::{backend, run_client, Outcome};
+use super::coordinator::Coordinator;
+use super::coverage::Coverage;
+use super::nemesis::run_nemesis;
+use super::trace::SharedTrace;
+use super::transport::{Net, Place, Proc, SharedDice, SimConnect};
+use super::{GrpcSimConfig, Report};
+use crate::core::{NodeId, Store, Variant};
+use crate::runtime::node::{self, NodeConfig, RunningNode};
+use crate::runtime::zk::ZkConfig;
+use crate::sim::linearizability::{self, Op, OpKind};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub struct Replica {
+    pub addr: String,
+    pub inc: u32,
+    /// Serves and sends only the classic calls, like a replica without chainrep's extension.
+    pub classic: bool,
+    pub node: Option<RunningNode>,
+}
+
+pub struct World {
+    pub cfg: GrpcSimConfig,
+    pub dice: SharedDice,
+    pub net: Arc<Net>,
+    pub coord: Arc<Coordinator>,
+    pub trace: SharedTrace,
+    start: Instant,
+    pub replicas: Mutex<Vec<Replica>>,
+    pub history: Mutex<Vec<Op>>,
+    /// When the nemesis stopped and healed everything.
+    pub healed_at: Mutex<Option<u64>>,
+    violations: Mutex<Vec<String>>,
+}
+
+impl World {
+    pub fn now_ms(&self) -> u64 {
+        Instant::now()
+            .saturating_duration_since(self.start)
+            .as_millis() as u64
+    }
+
+    pub fn violation(&self, v: String) {
+        self.trace.note(self.now_ms(), &format!("VIOLATION {v}"));
+        lock(&self.violations).push(v);
+    }
+
+    fn proc(&self, r: usize) -> Proc {
+        Proc {
+            place: Place::Replica(r),
+            inc: lock(&self.replicas)[r].inc,
+        }
+    }
+
+    pub fn is_up(&self, r: usize) -> bool {
+        lock(&self.replicas)[r].node.is_some()
+    }
+
+    pub fn up_replicas(&self) -> Vec<usize> {
+        lock(&self.replicas)
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.node.is_some())
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    fn with_core<R>(&self, r: usize, f: impl FnOnce(&mut node::Core) -> R) -> Option<R> {
+        let shared = lock(&self.replicas)[r]
+            .node
+            .as_ref()
+            .map(|n| n.shared.clone())?;
+        Some(shared.with_core(f))
+    }
+
+    pub fn is_synced(&self, r: usize) -> bool {
+        self.with_core(r, |c| c.is_synced()).unwrap_or(false)
+    }
+
+    /// The session the replica itself and the coordinator both know it by.
+    pub fn session_of(&self, r: usize) -> Option<NodeId> {
+        let own = self.with_core(r, |c| c.session_id()).flatten()?;
+        (self.coord.session_of(self.proc(r)) == Some(own)).then_some(own)
+    }
+
+    fn node_config(&self, classic: bool) -> NodeConfig {
+        let zk = ZkConfig {
+            connect: "simulated".into(),
+            root: "/sim".into(),
+            session_timeout: self.cfg.session_timeout,
+        };
+        // `listen` is only for `node::start`; `start_with` is handed its connections.
+        let mut cfg = NodeConfig::new(zk, SocketAddr::from(([0, 0, 0, 0], 7000)), self.cfg.variant);
+        cfg.net.rpc_timeout = self.cfg.rpc_timeout;
+        cfg.net.transfer_timeout = self.cfg.transfer_timeout;
+        cfg.net.replicate_stream = !classic;
+        cfg
+    }
+
+    /// Start a new process for replica `r`: a new incarnation that joins with a new session.
+    pub async fn boot(self: &Arc<Self>, r: usize) {
+        let (addr, inc, classic) = {
+            let mut reps = lock(&self.replicas);
+            let rep = &mut reps[r];
+            rep.inc += 1;
+            (rep.addr.clone(), rep.inc, rep.classic)
+        };
+        let proc = Proc {
+            place: Place::Replica(r),
+            inc,
+        };
+        let incoming = self.net.start(proc, &addr);
+        let (events_tx, events) = mpsc::channel(1024);
+        self.coord.add_replica(proc, &addr, events_tx);
+        let coord = self.coord.clone();
+        let join = Arc::new(move || coord.request_join(proc)) as Arc<dyn Fn() + Send + Sync>;
+        let connector = Arc::new(SimConnect {
+            net: self.net.clone(),
+            from: proc,
+            keepalive: true,
+        });
+        let local = addr
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([10, 0, 0, 1], 7000)));
+        let cfg = self.node_config(classic);
+        let node = node::start_with(
+            &cfg,
+            UnboundedReceiverStream::new(incoming),
+            local,
+            addr,
+            connector,
+            events,
+            join,
+        )
+        .await;
+        lock(&self.replicas)[r].node = Some(node);
+    }
+
+    pub fn crash(&self, r: usize) {
+        let proc = self.proc(r);
+        if let Some(node) = lock(&self.replicas)[r].node.take() {
+            node.abort();
+        }
+        self.net.crash(proc);
+    }
+
+    /// A new replica process at a new address; about one in four speaks only classic calls.
+    pub async fn add_replica(self: &Arc<Self>) -> Option<usize> {
+        let r = {
+            let mut reps = lock(&self.replicas);
+            if reps.len() >= self.cfg.max_replicas {
+                return None;
+            }
+            let classic = self.dice.chance(250_000);
+            let addr = format!("10.0.0.{}:7000", reps.len() + 1);
+            reps.push(Replica {
+                addr,
+                inc: 0,
+                classic,
+                node: None,
+            });
+            reps.len() - 1
+        };
+        self.boot(r).await;
+        Some(r)
+    }
+
+    /// End of the faults: every cut healed, every crashed replica restarted.
+    pub async fn heal_all(self: &Arc<Self>) {
+        self.net.heal_all();
+        let n = lock(&self.replicas).len();
+        for r in 0..n {
+            if !self.is_up(r) {
+                self.boot(r).await;
+            }
+        }
+        let now = self.now_ms();
+        *lock(&self.healed_at) = Some(now);
+        self.trace.note(now, "healed: no more faults");
+    }
+}
+
+/// Plays one seed on a runtime of its own.
+pub fn run(cfg: GrpcSimConfig) -> Report {
+    let coverage = Coverage::default();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return Report::broken(&cfg, format!("cannot build the runtime: {e}")),
+    };
+    let report =
+        tracing::subscriber::with_default(coverage.subscriber(), || rt.block_on(play(cfg)));
+    // Dropping the runtime cancels every task still running, replicas' included.
+    drop(rt);
+    Report {
+        coverage: coverage.counts(),
+        ..report
+    }
+}
+
+async fn play(cfg: GrpcSimConfig) -> Report {
+    let dice = SharedDice::new(cfg.seed);
+    let trace = SharedTrace::new(cfg.print_trace);
+    let net = Net::new(dice.clone());
+    let coord = Coordinator::new(
+        net.clone(),
+        dice.clone(),
+        trace.clone(),
+        cfg.session_timeout,
+    );
+    let replicas = (0..cfg.initial_replicas)
+        .map(|i| Replica {
+            addr: format!("10.0.0.{}:7000", i + 1),
+            inc: 0,
+            classic: i == cfg.classic_replica,
+            node: None,
+        })
+        .collect();
+    let world = Arc::new(World {
+        cfg: cfg.clone(),
+        dice,
+        net,
+        coord: coord.clone(),
+        trace,
+        start: Instant::now(),
+        replicas: Mutex::new(replicas),
+        history: Mutex::new(Vec::new()),
+        healed_at: Mutex::new(None),
+        violations: Mutex::new(Vec::new()),
+    });
+    tokio::spawn(coord.clone().run());
+    for r in 0..cfg.initial_replicas {
+        world.boot(r).await;
+    }
+    let clients: Vec<_> = (0..cfg.clients)
+        .map(|c| tokio::spawn(run_client(world.clone(), c)))
+        .collect();
+    let nemesis = if cfg.faults {
+        tokio::spawn(run_nemesis(world.clone()))
+    } else {
+        let w = world.clone();
+        tokio::spawn(async move { w.heal_all().await })
+    };
+
+    let all_done = async {
+        for c in clients {
+            let _ = c.await;
+        }
+    };
+    if tokio::time::timeout(cfg.max_time, all_done).await.is_err() {
+        world.violation(format!(
+            "liveness: the clients did not finish within {} ms of simulated time",
+            cfg.max_time.as_millis()
+        ));
+    }
+    nemesis.abort();
+    if lock(&world.healed_at).is_none() {
+        world.heal_all().await;
+    }
+    if lock(&world.violations).is_empty() {
+        // The clients stopped once the chain had settled; a moment for their last writes'
+        // acknowledgements to reach everyone.
+        tokio::time::sleep(cfg.rpc_timeout).await;
+        final_reads(&world).await;
+        check_replicas_agree(&world);
+        let history = lock(&world.history).clone();
+        if let Err(v) = linearizability::check(&history) {
+            let mut ops = v.ops.clone();
+            ops.sort_by_key(|o| o.invoked);
+            let listing: Vec<String> = ops
+                .iter()
+                .map(|o| {
+                    format!(
+                        "  {:?} invoked {} returned {:?}",
+                        o.kind, o.invoked, o.returned
+                    )
+                })
+                .collect();
+            world.violation(format!(
+                "linearizability: key {} has no linearization:\n{}",
+                v.key,
+                listing.join("\n")
+            ));
+        }
+    }
+    let ops = lock(&world.history).len();
+    let mut violations = lock(&world.violations).clone();
+    if !violations.is_empty() {
+        violations.push(describe_all(&world));
+    }
+    Report {
+        seed: cfg.seed,
+        variant: cfg.variant,
+        trace_hash: world.trace.hash(),
+        events: world.trace.events(),
+        simulated_ms: world.now_ms(),
+        ops,
+        violations,
+        coverage: Default::default(),
+    }
+}
+
+/// After settling, the tail serves a read of every key; those reads join the history, so the
+/// linearizability check proves no acknowledged write was lost (and no unknown one half-kept).
+async fn final_reads(world: &Arc<World>) {
+    let members = world.coord.members();
+    let Some(tail) = members.last().cloned() else {
+        world.violation("no lost writes: no replica left in the chain for the final reads".into());
+        return;
+    };
+    let (_view_tx, view) = watch::channel(members);
+    // One more client, the same as the others, reading at the tail the view names.
+    let client = backend(world, world.cfg.clients, view).await;
+    for k in 0..world.cfg.keys {
+        let key = format!("k{k}");
+        let invoked = world.now_ms();
+        match client.read(&key).await {
+            Outcome::Done(v) => {
+                let v = v.unwrap_or(0);
+                world.trace.note(
+                    world.now_ms(),
+                    &format!("final read {key} = {v} at {}", tail.addr),
+                );
+                lock(&world.history).push(Op {
+                    key,
+                    kind: OpKind::Get(v),
+                    invoked,
+                    returned: Some(world.now_ms()),
+                });
+            }
+            other => {
+                world.violation(format!(
+                    "liveness: the settled tail {} refused the final read of {key}: {other:?}",
+                    tail.addr
+                ));
+                return;
+            }
+        }
+    }
+}
+
+/// Every member of the settled chain holds the state, the same state, at the same xid.
+fn check_replicas_agree(world: &World) {
+    let members = world.coord.members();
+    let n = lock(&world.replicas).len();
+    let mut states: Vec<(String, bool, u64, Store)> = Vec::new();
+    for r in 0..n {
+        let Some(session) = world.session_of(r) else {
+            continue;
+        };
+        if !members.iter().any(|m| m.id == session) {
+            continue;
+        }
+        let addr = lock(&world.replicas)[r].addr.clone();
+        if let Some((synced, last, store)) =
+            world.with_core(r, |c| (c.is_synced(), c.last_applied(), c.store().clone()))
+        {
+            world.trace.note(
+                world.now_ms(),
+                &format!(
+                    "final state of {addr} ({session:x}): synced={synced} xid={last} {store:?}"
+                ),
+            );
+            states.push((addr, synced, last, store));
+        }
+    }
+    if states.len() != members.len() {
+        world.violation(format!(
+            "settled: {} members in the view but {} replicas answer for them",
+            members.len(),
+            states.len()
+        ));
+    }
+    let diverged = states
+        .windows(2)
+        .any(|w| (w[0].1, w[0].2, &w[0].3) != (w[1].1, w[1].2, &w[1].3));
+    if states.iter().any(|s| !s.1) || diverged {
+        let listing: Vec<String> = states
+            .iter()
+            .map(|(a, s, x, st)| format!("  {a}: synced={s} xid={x} {st:?}"))
+            .collect();
+        world.violation(format!(
+            "settled: the chain's replicas do not agree:\n{}",
+            listing.join("\n")
+        ));
+    }
+}
+
+fn describe_all(world: &World) -> String {
+    let mut out = format!(
+        "at {} ms, coordinator members (chain order):",
+        world.now_ms()
+    );
+    for m in world.coord.members() {
+        out.push_str(&format!(" {:x}@{}", m.id, m.addr));
+    }
+    let n = lock(&world.replicas).len();
+    for r in 0..n {
+        let (addr, inc, classic) = {
+            let reps = lock(&world.replicas);
+            (reps[r].addr.clone(), reps[r].inc, reps[r].classic)
+        };
+        out.push_str(&format!(
+            "\n  replica {r} ({addr}, incarnation {inc}{}): ",
+            if classic { ", classic only" } else { "" }
+        ));
+        match world.with_core(r, |c| format!("{:?}", c.describe())) {
+            Some(d) => out.push_str(&d),
+            None => out.push_str("down"),
+        }
+    }
+    out
+}
+
+impl Report {
+    fn broken(cfg: &GrpcSimConfig, why: String) -> Report {
+        Report {
+            seed: cfg.seed,
+            variant: cfg.variant,
+            trace_hash: 0,
+            events: 0,
+            simulated_ms: 0,
+            ops: 0,
+            violations: vec![why],
+            coverage: Default::default(),
+        }
+    }
+}
+
+/// Which variant's name goes in reports.
+pub fn variant_name(v: Variant) -> &'static str {
+    match v {
+        Variant::Head => "head",
+        Variant::Tail => "tail",
+    }
+}

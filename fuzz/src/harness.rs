@@ -12,7 +12,8 @@
 //!
 //! A violation panics, which is what libFuzzer records as a crash.
 
-use std::collections::BTreeSet;
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chainrep::core::testkit::{members, replica, ManualClock, TestReplica};
 use chainrep::core::{
@@ -119,8 +120,12 @@ pub struct Subject {
     pub clock: ManualClock,
     pub replica: TestReplica,
     next_token: ClientToken,
-    /// Tokens of writes accepted as `Pending`: the only ones that may ever complete.
-    pending_tokens: BTreeSet<ClientToken>,
+    /// Writes accepted as `Pending`, with their xids: the only clients that may ever complete.
+    pending_tokens: BTreeMap<ClientToken, Xid>,
+    /// The lease as the replica was told about it, kept apart from the core's own reckoning.
+    lease_until: u64,
+    /// Completions already checked against the state they happened in.
+    completions_checked: Cell<usize>,
 }
 
 fn seed_update(xid: Xid, key: &str, value: i32) -> Update {
@@ -152,7 +157,16 @@ impl Subject {
             Setup::Tail | Setup::UnsyncedTail => C,
         };
         let replica = replica(config(variant), &clock, me);
-        let mut s = Subject { setup, clock, replica, next_token: 1, pending_tokens: BTreeSet::new() };
+        let lease_until = START_MS + replica.config().lease_ms;
+        let mut s = Subject {
+            setup,
+            clock,
+            replica,
+            next_token: 1,
+            pending_tokens: BTreeMap::new(),
+            lease_until,
+            completions_checked: Cell::new(0),
+        };
         match setup {
             Setup::Fresh => {}
             Setup::Single => {
@@ -233,6 +247,14 @@ impl Subject {
         self.check();
     }
 
+    fn lease_valid(&self) -> bool {
+        self.clock.0.get() < self.lease_until
+    }
+
+    fn acts_as(&self, roles: &[Role]) -> bool {
+        roles.contains(&self.replica.role())
+    }
+
     pub fn variant(&self) -> Variant {
         self.replica.config().variant
     }
@@ -282,8 +304,18 @@ impl Subject {
         let mut seen = BTreeSet::new();
         for (token, outcome) in &net.completed {
             assert!(seen.insert(*token), "client {token} completed twice ({outcome:?}; {})", ctx());
-            assert!(self.pending_tokens.contains(token), "client {token} completed but never pending ({})", ctx());
+            assert!(self.pending_tokens.contains_key(token), "client {token} completed but never pending ({})", ctx());
         }
+        // Checked in the state they were made in: "committed" only for an xid the tail has,
+        // and only while the session is known alive (a new head may reuse the xids otherwise).
+        for (token, outcome) in &net.completed[self.completions_checked.get()..] {
+            if *outcome == chainrep::core::WriteOutcome::Committed {
+                let xid = self.pending_tokens[token];
+                assert!(xid <= d.tail_processed, "client {token} (xid {xid}) committed before the tail had it ({})", ctx());
+                assert!(self.lease_valid(), "client {token} committed on a lapsed lease ({})", ctx());
+            }
+        }
+        self.completions_checked.set(net.completed.len());
         if cfg.variant == Variant::Tail {
             assert!(net.completed.is_empty() && d.pending_len == 0, "tail variant tracks clients ({})", ctx());
         }
@@ -323,6 +355,8 @@ impl Subject {
             (_, PeerReply::Accepted) => {}
             (PeerRequest::GetLatestXid, PeerReply::LatestXid(Some(xid))) => {
                 assert_eq!(*xid, d.last_applied, "getLatestXid answered another xid ({})", ctx());
+                assert!(self.acts_as(&[Role::Tail, Role::Single]) && d.synced, "getLatestXid answered off a synced tail ({})", ctx());
+                assert!(self.lease_valid(), "getLatestXid answered on a lapsed lease ({})", ctx());
                 self.check_unchanged(&before, &step);
                 return reply;
             }
@@ -368,8 +402,8 @@ impl Subject {
         let token = self.next_token;
         self.next_token += 1;
         let result = self.replica.client_write(token, op.clone(), origin.clone());
-        if let Ok(WriteAccepted::Pending(_)) = result {
-            self.pending_tokens.insert(token);
+        if let Ok(WriteAccepted::Pending(xid)) = result {
+            self.pending_tokens.insert(token, xid);
         }
         let step = (&op, &origin, &result);
         self.after_step(&before, &step);
@@ -387,6 +421,8 @@ impl Subject {
                 xid
             }
         };
+        assert!(self.acts_as(&[Role::Head, Role::Single]) && before.describe.synced, "write accepted off a synced head ({step:?})");
+        assert!(self.lease_valid(), "write accepted on a lapsed lease ({step:?})");
         let read = |s: &Store, k: &str| s.get(k).copied().unwrap_or(0);
         let expected = match &op {
             WriteOp::Inc { key, delta } => read(&before.store, key).checked_add(*delta),
@@ -407,6 +443,8 @@ impl Subject {
         self.check_unchanged(&before, &step);
         if let Ok(v) = result {
             assert_eq!(v, before.store.get(key).copied().unwrap_or(0), "read another value ({step:?})");
+            assert!(self.acts_as(&[Role::Tail, Role::Single]) && before.describe.synced, "read served off a synced tail ({step:?})");
+            assert!(self.lease_valid(), "read served on a lapsed lease ({step:?})");
         }
         result
     }
@@ -422,9 +460,16 @@ impl Subject {
     /// The session was confirmed alive by an exchange started `ago_ms` before now.
     pub fn alive(&mut self, ago_ms: u64) {
         let before = self.before();
-        self.replica.on_session_alive(self.clock.0.get().saturating_sub(ago_ms));
+        let at = self.clock.0.get().saturating_sub(ago_ms);
+        self.replica.on_session_alive(at);
+        self.lease_until = self.lease_until.max(at + self.replica.config().lease_ms);
         self.after_step(&before, &("alive", ago_ms));
-        self.check_unchanged(&before, &("alive", ago_ms));
+        // A renewed lease may only answer clients the tail already confirmed.
+        let (b, mut a) = (&before.describe, self.replica.describe());
+        assert!(a.pending_len <= b.pending_len, "alive({ago_ms}) added pending clients: {b:?} -> {a:?}");
+        a.pending_len = b.pending_len;
+        assert_eq!(&a, b, "alive({ago_ms}) changed more than its pending clients");
+        assert!(self.replica.store() == &before.store, "alive({ago_ms}) changed the store");
     }
 
     pub fn view(&mut self, ids: &[NodeId]) {
@@ -449,6 +494,7 @@ impl Subject {
 
     pub fn session_lost(&mut self) {
         self.replica.on_session_lost();
+        self.lease_until = 0;
         self.check();
         let d = self.replica.describe();
         assert!(d.session_id.is_none() && !d.synced, "session lost but state kept: {d:?}");
@@ -457,6 +503,7 @@ impl Subject {
 
     pub fn joined(&mut self, id: NodeId) {
         self.replica.on_joined(id);
+        self.lease_until = 0;
         self.check();
         let d = self.replica.describe();
         assert!(d.session_id == Some(id) && d.last_applied == 0, "joined as {id:x} but: {d:?}");
@@ -466,6 +513,7 @@ impl Subject {
     /// A replica that starts over must not leave a client waiting forever.
     fn check_every_client_answered(&self, step: &str) {
         let completed: BTreeSet<ClientToken> = self.replica.net().completed.iter().map(|(t, _)| *t).collect();
-        assert_eq!(completed, self.pending_tokens, "{step}: clients left waiting");
+        let accepted: BTreeSet<ClientToken> = self.pending_tokens.keys().copied().collect();
+        assert_eq!(completed, accepted, "{step}: clients left waiting");
     }
 }

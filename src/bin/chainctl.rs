@@ -276,7 +276,10 @@ async fn noop_server(listen: std::net::SocketAddr) -> ExitCode {
         }
     };
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    match tonic::transport::Server::builder().tcp_nodelay(true).add_service(service).serve_with_incoming(incoming).await {
+    match tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .max_concurrent_streams(Some(chainrep::runtime::node::MAX_STREAMS_PER_CONNECTION))
+        .add_service(service).serve_with_incoming(incoming).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: no-op server failed: {e}");

@@ -20,6 +20,9 @@ use crate::pb::adb::head_chain_replica_server::HeadChainReplicaServer;
 use crate::pb::adb::tail_chain_replica_server::TailChainReplicaServer;
 use crate::pb::chainrep::ext::chain_ext_server::ChainExtServer;
 
+/// Requests one client connection may have open at once; more wait in the client.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+
 /// Monotonic milliseconds since the process started.
 pub struct RuntimeClock {
     base: Instant,
@@ -185,6 +188,9 @@ where
     let max = cfg.net.max_message_bytes;
     let mut router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // Without a cap h2 lets one connection pile up thousands of unread requests and then
+        // drops it (GOAWAY ENHANCE_YOUR_CALM), turning every one into an unknown outcome.
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .add_service(health_service)
         .add_service(ChainExtServer::new(service.clone()).max_decoding_message_size(max).max_encoding_message_size(max));
     router = match cfg.core.variant {

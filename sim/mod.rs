@@ -23,6 +23,7 @@ use crate::core::{Millis, Variant};
 pub struct SimConfig {
     pub seed: u64,
     pub variant: Variant,
+    /// At most this many replicas at the start (each run draws 1 to this many).
     pub initial_replicas: usize,
     pub max_replicas: usize,
     pub clients: usize,

@@ -1,10 +1,13 @@
 //! The core's `Network` on tonic: one long-lived channel and one sender task per peer.
 //!
 //! Sends never block the core (which runs under a lock): they go into a bounded per-peer
-//! queue, and a task per peer turns them into RPCs, pipelined up to `max_in_flight`. A
+//! queue, and a task per peer turns them into RPCs. Consecutive proposals travel in batches on
+//! one long-lived `chainrep.ext` `Replicate` stream (one ack per batch); a peer without that
+//! extension gets one `proposeStateUpdate` per update, pipelined up to `max_in_flight`. A
 //! `stateTransfer` is a barrier: it waits for the calls before it and holds back the calls
 //! after it, because the successor cannot use updates that arrive before the state.
-//! Every request gets exactly one reply event, `Unreachable` on error, deadline or a full queue.
+//! Every request gets a reply event (`Unreachable` on error, deadline or a full queue), except
+//! that accepted proposals sent in a batch are not reported one by one: the core ignores them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

@@ -47,7 +47,13 @@ pub struct Client {
 
 impl Client {
     pub fn new(ops: usize) -> Self {
-        Client { view: Vec::new(), view_stalled_until: 0, ops_left: ops, next_op: 1, current: None }
+        Client {
+            view: Vec::new(),
+            view_stalled_until: 0,
+            ops_left: ops,
+            next_op: 1,
+            current: None,
+        }
     }
 
     pub fn is_done(&self) -> bool {
@@ -71,7 +77,10 @@ impl World {
         }
         let key = format!("k{}", self.dice.range(0, self.cfg.keys as u64));
         let req = match self.dice.range(0, 10) {
-            0..=4 => ClientReq::Write(WriteOp::Inc { key, delta: self.dice.range(1, 4) as i32 * if self.dice.chance(250_000) { -1 } else { 1 } }),
+            0..=4 => ClientReq::Write(WriteOp::Inc {
+                key,
+                delta: self.dice.range(1, 4) as i32 * if self.dice.chance(250_000) { -1 } else { 1 },
+            }),
             5 => ClientReq::Write(WriteOp::Del { key }),
             _ => ClientReq::Read(key),
         };
@@ -79,7 +88,12 @@ impl World {
         let client = &mut self.clients[c];
         let op = client.next_op;
         client.next_op += 1;
-        client.current = Some(Current { op, req, invoked, attempt: 0 });
+        client.current = Some(Current {
+            op,
+            req,
+            invoked,
+            attempt: 0,
+        });
         let deadline = self.cfg.op_timeout;
         self.schedule(deadline, Ev::ClientDeadline { client: c, op });
         self.client_send(c);
@@ -92,16 +106,41 @@ impl World {
             ClientReq::Read(_) => self.clients[c].view.last(),
         };
         let Some(target) = target.and_then(|m| self.proc_of_addr(&m.addr)) else {
-            self.schedule(20, Ev::ClientResult { client: c, op: cur.op, attempt: cur.attempt, result: ClientResult::Retry });
+            self.schedule(
+                20,
+                Ev::ClientResult {
+                    client: c,
+                    op: cur.op,
+                    attempt: cur.attempt,
+                    result: ClientResult::Retry,
+                },
+            );
             return;
         };
         if self.is_blocked(Endpoint::Client(c), Endpoint::Replica(target)) || self.dice.chance(self.drop_ppm) {
             let t = self.cfg.rpc_timeout;
-            self.schedule(t, Ev::ClientResult { client: c, op: cur.op, attempt: cur.attempt, result: ClientResult::Unknown });
+            self.schedule(
+                t,
+                Ev::ClientResult {
+                    client: c,
+                    op: cur.op,
+                    attempt: cur.attempt,
+                    result: ClientResult::Unknown,
+                },
+            );
             return;
         }
         let d = self.delay();
-        self.schedule(d, Ev::ClientArrive { client: c, op: cur.op, attempt: cur.attempt, to: target, req: cur.req });
+        self.schedule(
+            d,
+            Ev::ClientArrive {
+                client: c,
+                op: cur.op,
+                attempt: cur.attempt,
+                to: target,
+                req: cur.req,
+            },
+        );
     }
 
     pub fn client_arrive(&mut self, c: usize, op: u64, attempt: u32, to: usize, req: ClientReq) {
@@ -123,7 +162,11 @@ impl World {
     }
 
     fn head_write(&mut self, c: usize, op: u64, attempt: u32, to: usize, w: WriteOp) -> Option<ClientResult> {
-        let origin = (self.cfg.variant == Variant::Tail).then(|| ClientOrigin { host: format!("client{c}"), port: 1, cxid: op as i32 });
+        let origin = (self.cfg.variant == Variant::Tail).then(|| ClientOrigin {
+            host: format!("client{c}"),
+            port: 1,
+            cxid: op as i32,
+        });
         let issued_op = w.clone();
         let result = self.with_replica(to, |r| r.client_write(token(c, op, attempt), w, origin))?;
         match result {
@@ -145,7 +188,15 @@ impl World {
             return;
         }
         let d = self.delay();
-        self.schedule(d, Ev::ClientResult { client: c, op, attempt, result });
+        self.schedule(
+            d,
+            Ev::ClientResult {
+                client: c,
+                op,
+                attempt,
+                result,
+            },
+        );
     }
 
     /// A head's `complete_client`: travels back to the waiting client.
@@ -162,16 +213,27 @@ impl World {
 
     /// A tail's `notify_client` (tail variant).
     pub fn notify_client(&mut self, from: usize, origin: ClientOrigin) {
-        let Some(c) = origin.host.strip_prefix("client").and_then(|n| n.parse::<usize>().ok()) else { return };
+        let Some(c) = origin.host.strip_prefix("client").and_then(|n| n.parse::<usize>().ok()) else {
+            return;
+        };
         if c >= self.clients.len() || self.is_blocked(Endpoint::Client(c), Endpoint::Replica(from)) || self.dice.chance(self.drop_ppm) {
             return;
         }
         let d = self.delay();
-        self.schedule(d, Ev::Callback { client: c, cxid: origin.cxid });
+        self.schedule(
+            d,
+            Ev::Callback {
+                client: c,
+                cxid: origin.cxid,
+            },
+        );
     }
 
     pub fn client_callback(&mut self, c: usize, cxid: i32) {
-        let matches = self.clients[c].current.as_ref().is_some_and(|cur| cur.op as i32 == cxid && matches!(cur.req, ClientReq::Write(_)));
+        let matches = self.clients[c]
+            .current
+            .as_ref()
+            .is_some_and(|cur| cur.op as i32 == cxid && matches!(cur.req, ClientReq::Write(_)));
         if matches {
             self.finish(c, End::Done(None));
         }
@@ -199,7 +261,11 @@ impl World {
     }
 
     pub fn client_resend(&mut self, c: usize, op: u64, attempt: u32) {
-        if self.clients[c].current.as_ref().is_some_and(|cur| cur.op == op && cur.attempt == attempt) {
+        if self.clients[c]
+            .current
+            .as_ref()
+            .is_some_and(|cur| cur.op == op && cur.attempt == attempt)
+        {
             self.client_send(c);
         }
     }
@@ -233,7 +299,12 @@ impl World {
             }
         };
         if let Some((key, kind, returned)) = entry {
-            self.history.push(Op { key, kind, invoked: cur.invoked, returned });
+            self.history.push(Op {
+                key,
+                kind,
+                invoked: cur.invoked,
+                returned,
+            });
         }
         if end == End::Unknown {
             if let Phase::Healed { at } = self.phase {

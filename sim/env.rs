@@ -31,7 +31,11 @@ pub struct SimNet(pub Outbox);
 
 impl Network for SimNet {
     fn send(&mut self, to: &Member, epoch: u64, request: PeerRequest) {
-        self.0.borrow_mut().push(Outgoing::Peer { to: to.clone(), epoch, request });
+        self.0.borrow_mut().push(Outgoing::Peer {
+            to: to.clone(),
+            epoch,
+            request,
+        });
     }
     fn complete_client(&mut self, token: ClientToken, outcome: WriteOutcome) {
         self.0.borrow_mut().push(Outgoing::Complete { token, outcome });

@@ -79,7 +79,11 @@ pub fn linearizable(ops: &[Op]) -> bool {
         }
         // An operation can go next only if no pending-to-linearize completed operation
         // returned before it was invoked.
-        let horizon = (0..n).filter(|&i| !done.get(i)).filter_map(|i| ops[i].returned).min().unwrap_or(u64::MAX);
+        let horizon = (0..n)
+            .filter(|&i| !done.get(i))
+            .filter_map(|i| ops[i].returned)
+            .min()
+            .unwrap_or(u64::MAX);
         // Symmetry: of several eligible operations of the same kind, taking the one that must
         // return first loses nothing (swapping two equal operations changes no value), so only
         // that one is tried. This keeps many concurrent or timed-out `inc 1`s linear, not 2^n.
@@ -118,7 +122,12 @@ mod tests {
     use super::*;
 
     fn op(kind: OpKind, invoked: u64, returned: Option<u64>) -> Op {
-        Op { key: "k".into(), kind, invoked, returned }
+        Op {
+            key: "k".into(),
+            kind,
+            invoked,
+            returned,
+        }
     }
 
     #[test]
@@ -167,7 +176,11 @@ mod tests {
             op(OpKind::Get(0), 3, Some(4)),
         ];
         assert!(check(&h).is_err());
-        let ok = vec![op(OpKind::Inc(7), 0, None), op(OpKind::Get(7), 1, Some(2)), op(OpKind::Get(7), 3, Some(4))];
+        let ok = vec![
+            op(OpKind::Inc(7), 0, None),
+            op(OpKind::Get(7), 1, Some(2)),
+            op(OpKind::Get(7), 3, Some(4)),
+        ];
         assert!(check(&ok).is_ok());
         let never = vec![op(OpKind::Inc(7), 0, None), op(OpKind::Get(0), 1, Some(2))];
         assert!(check(&never).is_ok());
@@ -182,9 +195,19 @@ mod tests {
     #[test]
     fn keys_are_checked_separately() {
         let mut h = vec![op(OpKind::Inc(1), 0, Some(1))];
-        h.push(Op { key: "other".into(), kind: OpKind::Get(0), invoked: 2, returned: Some(3) });
+        h.push(Op {
+            key: "other".into(),
+            kind: OpKind::Get(0),
+            invoked: 2,
+            returned: Some(3),
+        });
         assert!(check(&h).is_ok());
-        h.push(Op { key: "other".into(), kind: OpKind::Get(1), invoked: 4, returned: Some(5) });
+        h.push(Op {
+            key: "other".into(),
+            kind: OpKind::Get(1),
+            invoked: 4,
+            returned: Some(5),
+        });
         let err = check(&h).unwrap_err();
         assert_eq!(err.key, "other");
     }

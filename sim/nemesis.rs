@@ -46,7 +46,8 @@ impl World {
                     if Some(v) == tail && self.dice.chance(500_000) {
                         // ...and a client that still believes in it is the one that gets hurt.
                         let c = self.dice.range(0, self.clients.len() as u64) as usize;
-                        self.trace.note(self.now(), &format!("nemesis: client {c} sees no membership change for {t} ms"));
+                        self.trace
+                            .note(self.now(), &format!("nemesis: client {c} sees no membership change for {t} ms"));
                         self.clients[c].view_stalled_until = self.now() + t + 300;
                     }
                 }
@@ -72,7 +73,8 @@ impl World {
             8 if self.dice.chance(500_000) => {
                 let c = self.dice.range(0, self.clients.len() as u64) as usize;
                 let t = self.dice.range(200, 3 * self.cfg.session_timeout);
-                self.trace.note(self.now(), &format!("nemesis: client {c} sees no membership change for {t} ms"));
+                self.trace
+                    .note(self.now(), &format!("nemesis: client {c} sees no membership change for {t} ms"));
                 self.clients[c].view_stalled_until = self.now() + t;
             }
             8 => {
@@ -108,6 +110,9 @@ impl World {
             session.is_some_and(|s| self.zk.heard_recently(s, self.now(), self.cfg.session_timeout / 2))
         };
         self.procs[victim].status == Status::Up
-            && self.live_synced().into_iter().any(|h| h != victim && fresh(h) && !self.is_blocked(Endpoint::Replica(h), Endpoint::Zk))
+            && self
+                .live_synced()
+                .into_iter()
+                .any(|h| h != victim && fresh(h) && !self.is_blocked(Endpoint::Replica(h), Endpoint::Zk))
     }
 }

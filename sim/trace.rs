@@ -12,7 +12,11 @@ pub struct Trace {
 
 impl Trace {
     pub fn new(print: bool) -> Self {
-        Trace { hash: 0xcbf2_9ce4_8422_2325, print, events: 0 }
+        Trace {
+            hash: 0xcbf2_9ce4_8422_2325,
+            print,
+            events: 0,
+        }
     }
 
     fn mix(&mut self, bytes: &[u8]) {

@@ -37,26 +37,90 @@ pub enum Fate {
 
 #[derive(Debug)]
 pub enum Ev {
-    Tick { proc: usize, inc: u32 },
-    PeerArrive { from: usize, to: usize, epoch: u64, request: PeerRequest, fate: Fate, sent_at: Millis, reply_to: (usize, u32, NodeId) },
-    PeerReply { to: usize, inc: u32, from_node: NodeId, epoch: u64, kind: RequestKind, reply: PeerReply },
-    ClientArrive { client: usize, op: u64, attempt: u32, to: usize, req: ClientReq },
-    ClientResult { client: usize, op: u64, attempt: u32, result: ClientResult },
-    Callback { client: usize, cxid: i32 },
-    ClientWake { client: usize },
-    ClientResend { client: usize, op: u64, attempt: u32 },
-    ClientDeadline { client: usize, op: u64 },
-    ZkJoin { proc: usize, inc: u32 },
-    ZkWatch { watcher: Watcher, event: WatchEvent },
-    ZkPing { proc: usize, inc: u32 },
-    ZkPingArrive { proc: usize, inc: u32, session: NodeId, sent_at: Millis },
+    Tick {
+        proc: usize,
+        inc: u32,
+    },
+    PeerArrive {
+        from: usize,
+        to: usize,
+        epoch: u64,
+        request: PeerRequest,
+        fate: Fate,
+        sent_at: Millis,
+        reply_to: (usize, u32, NodeId),
+    },
+    PeerReply {
+        to: usize,
+        inc: u32,
+        from_node: NodeId,
+        epoch: u64,
+        kind: RequestKind,
+        reply: PeerReply,
+    },
+    ClientArrive {
+        client: usize,
+        op: u64,
+        attempt: u32,
+        to: usize,
+        req: ClientReq,
+    },
+    ClientResult {
+        client: usize,
+        op: u64,
+        attempt: u32,
+        result: ClientResult,
+    },
+    Callback {
+        client: usize,
+        cxid: i32,
+    },
+    ClientWake {
+        client: usize,
+    },
+    ClientResend {
+        client: usize,
+        op: u64,
+        attempt: u32,
+    },
+    ClientDeadline {
+        client: usize,
+        op: u64,
+    },
+    ZkJoin {
+        proc: usize,
+        inc: u32,
+    },
+    ZkWatch {
+        watcher: Watcher,
+        event: WatchEvent,
+    },
+    ZkPing {
+        proc: usize,
+        inc: u32,
+    },
+    ZkPingArrive {
+        proc: usize,
+        inc: u32,
+        session: NodeId,
+        sent_at: Millis,
+    },
     ZkExpiry,
     Nemesis,
-    Heal { a: Endpoint, b: Endpoint },
-    Restart { proc: usize },
-    Resume { proc: usize },
+    Heal {
+        a: Endpoint,
+        b: Endpoint,
+    },
+    Restart {
+        proc: usize,
+    },
+    Resume {
+        proc: usize,
+    },
     /// Work through the events held while `proc` was paused.
-    DrainHeld { proc: usize },
+    DrainHeld {
+        proc: usize,
+    },
 }
 
 impl Ev {
@@ -65,7 +129,10 @@ impl Ev {
         match self {
             Ev::Tick { proc, .. } | Ev::ZkPing { proc, .. } => Some(*proc),
             Ev::PeerArrive { to, .. } | Ev::PeerReply { to, .. } | Ev::ClientArrive { to, .. } => Some(*to),
-            Ev::ZkWatch { watcher: Watcher::Replica(p, _), .. } => Some(*p),
+            Ev::ZkWatch {
+                watcher: Watcher::Replica(p, _),
+                ..
+            } => Some(*p),
             _ => None,
         }
     }
@@ -275,24 +342,76 @@ impl World {
         };
         let timeout = self.cfg.rpc_timeout;
         let Some(target) = target.filter(|_| !lost) else {
-            self.schedule(timeout, Ev::PeerReply { to: from, inc, from_node: to.id, epoch, kind, reply: PeerReply::Unreachable });
+            self.schedule(
+                timeout,
+                Ev::PeerReply {
+                    to: from,
+                    inc,
+                    from_node: to.id,
+                    epoch,
+                    kind,
+                    reply: PeerReply::Unreachable,
+                },
+            );
             return;
         };
-        let fate = if self.dice.chance(self.drop_ppm) { Fate::LoseReply } else { Fate::Reply };
+        let fate = if self.dice.chance(self.drop_ppm) {
+            Fate::LoseReply
+        } else {
+            Fate::Reply
+        };
         let sent_at = self.now();
         if self.dice.chance(self.dup_ppm) {
             let t = self.delay();
-            self.schedule(t, Ev::PeerArrive { from, to: target, epoch, request: request.clone(), fate: Fate::Silent, sent_at, reply_to });
+            self.schedule(
+                t,
+                Ev::PeerArrive {
+                    from,
+                    to: target,
+                    epoch,
+                    request: request.clone(),
+                    fate: Fate::Silent,
+                    sent_at,
+                    reply_to,
+                },
+            );
         }
         let t = self.delay();
-        self.schedule(t, Ev::PeerArrive { from, to: target, epoch, request, fate, sent_at, reply_to });
+        self.schedule(
+            t,
+            Ev::PeerArrive {
+                from,
+                to: target,
+                epoch,
+                request,
+                fate,
+                sent_at,
+                reply_to,
+            },
+        );
     }
 
-    fn peer_arrive(&mut self, from: usize, to: usize, epoch: u64, request: PeerRequest, fate: Fate, sent_at: Millis, reply_to: (usize, u32, NodeId)) {
+    fn peer_arrive(
+        &mut self,
+        from: usize,
+        to: usize,
+        epoch: u64,
+        request: PeerRequest,
+        fate: Fate,
+        sent_at: Millis,
+        reply_to: (usize, u32, NodeId),
+    ) {
         let (sender, sender_inc, from_node) = reply_to;
         let kind = request.kind();
         let deadline = sent_at + self.cfg.rpc_timeout;
-        let unreachable = Ev::PeerReply { to: sender, inc: sender_inc, from_node, epoch, kind, reply: PeerReply::Unreachable };
+        let unreachable = Ev::PeerReply {
+            to: sender,
+            inc: sender_inc,
+            from_node,
+            epoch,
+            kind,
+            reply: PeerReply::Unreachable,
+        };
         if self.procs[to].status == Status::Crashed {
             if fate != Fate::Silent {
                 self.schedule_at(deadline, unreachable);
@@ -309,7 +428,17 @@ impl World {
         if fate == Fate::LoseReply || cut || self.now() + back > deadline {
             self.schedule_at(deadline, unreachable);
         } else {
-            self.schedule(back, Ev::PeerReply { to: sender, inc: sender_inc, from_node, epoch, kind, reply });
+            self.schedule(
+                back,
+                Ev::PeerReply {
+                    to: sender,
+                    inc: sender_inc,
+                    from_node,
+                    epoch,
+                    kind,
+                    reply,
+                },
+            );
         }
     }
 
@@ -317,7 +446,10 @@ impl World {
     pub fn run(&mut self) {
         self.run_until(self.cfg.max_time);
         if !self.finished() && self.violations.is_empty() {
-            self.violations.push(format!("liveness: the clients did not finish within {} ms of simulated time", self.cfg.max_time));
+            self.violations.push(format!(
+                "liveness: the clients did not finish within {} ms of simulated time",
+                self.cfg.max_time
+            ));
         }
     }
 
@@ -374,16 +506,40 @@ impl World {
                     self.schedule(t, Ev::Tick { proc, inc });
                 }
             }
-            Ev::PeerArrive { from, to, epoch, request, fate, sent_at, reply_to } => {
-                self.peer_arrive(from, to, epoch, request, fate, sent_at, reply_to)
-            }
-            Ev::PeerReply { to, inc, from_node, epoch, kind, reply } => {
+            Ev::PeerArrive {
+                from,
+                to,
+                epoch,
+                request,
+                fate,
+                sent_at,
+                reply_to,
+            } => self.peer_arrive(from, to, epoch, request, fate, sent_at, reply_to),
+            Ev::PeerReply {
+                to,
+                inc,
+                from_node,
+                epoch,
+                kind,
+                reply,
+            } => {
                 if self.current_inc(to, inc) {
                     self.with_replica(to, |r| r.on_peer_reply(from_node, epoch, kind, reply));
                 }
             }
-            Ev::ClientArrive { client, op, attempt, to, req } => self.client_arrive(client, op, attempt, to, req),
-            Ev::ClientResult { client, op, attempt, result } => self.client_result(client, op, attempt, result),
+            Ev::ClientArrive {
+                client,
+                op,
+                attempt,
+                to,
+                req,
+            } => self.client_arrive(client, op, attempt, to, req),
+            Ev::ClientResult {
+                client,
+                op,
+                attempt,
+                result,
+            } => self.client_result(client, op, attempt, result),
             Ev::Callback { client, cxid } => self.client_callback(client, cxid),
             Ev::ClientWake { client } => self.client_wake(client),
             Ev::ClientResend { client, op, attempt } => self.client_resend(client, op, attempt),
@@ -391,7 +547,12 @@ impl World {
             Ev::ZkJoin { proc, inc } => self.zk_join(proc, inc),
             Ev::ZkWatch { watcher, event } => self.zk_watch(watcher, event),
             Ev::ZkPing { proc, inc } => self.zk_ping(proc, inc),
-            Ev::ZkPingArrive { proc, inc, session, sent_at } => self.zk_ping_arrive(proc, inc, session, sent_at),
+            Ev::ZkPingArrive {
+                proc,
+                inc,
+                session,
+                sent_at,
+            } => self.zk_ping_arrive(proc, inc, session, sent_at),
             Ev::ZkExpiry => self.zk_expiry(),
             Ev::Nemesis => self.nemesis(),
             Ev::Heal { a, b } => {
@@ -459,9 +620,16 @@ impl World {
             out.push_str(&format!(" {:x}@{}", m.id, m.addr));
         }
         for (i, p) in self.procs.iter().enumerate() {
-            out.push_str(&format!("\n  replica {i} ({}, incarnation {}, {:?}): ", p.addr, p.incarnation, p.status));
+            out.push_str(&format!(
+                "\n  replica {i} ({}, incarnation {}, {:?}): ",
+                p.addr, p.incarnation, p.status
+            ));
             if let Some(r) = &p.replica {
-                out.push_str(&format!("{:?} view={:?}", r.describe(), r.view().members().iter().map(|m| format!("{:x}", m.id)).collect::<Vec<_>>()));
+                out.push_str(&format!(
+                    "{:?} view={:?}",
+                    r.describe(),
+                    r.view().members().iter().map(|m| format!("{:x}", m.id)).collect::<Vec<_>>()
+                ));
             }
         }
         out
@@ -473,7 +641,10 @@ impl World {
             .filter(|&p| {
                 let proc = &self.procs[p];
                 proc.status == Status::Up
-                    && proc.replica.as_ref().is_some_and(|r| r.is_synced() && r.session_id().is_some_and(|s| self.zk.is_member(s)))
+                    && proc
+                        .replica
+                        .as_ref()
+                        .is_some_and(|r| r.is_synced() && r.session_id().is_some_and(|s| self.zk.is_member(s)))
             })
             .collect()
     }

@@ -46,12 +46,15 @@ impl ZkModel {
 
     pub fn forget_replica_watchers(&mut self, proc: usize) {
         self.watchers.retain(|w, _| !matches!(w, Watcher::Replica(p, _) if *p == proc));
-        self.watcher_session.retain(|w, _| !matches!(w, Watcher::Replica(p, _) if *p == proc));
+        self.watcher_session
+            .retain(|w, _| !matches!(w, Watcher::Replica(p, _) if *p == proc));
     }
 
     /// ZooKeeper heard from this session within `within` ms: it is not about to expire.
     pub fn heard_recently(&self, session: NodeId, now: Millis, within: Millis) -> bool {
-        self.sessions.get(&session).is_some_and(|s| !s.expired && now.saturating_sub(s.last_heard) < within)
+        self.sessions
+            .get(&session)
+            .is_some_and(|s| !s.expired && now.saturating_sub(s.last_heard) < within)
     }
 
     pub fn is_member(&self, session: NodeId) -> bool {
@@ -59,7 +62,13 @@ impl ZkModel {
     }
 
     pub fn members(&self) -> Vec<Member> {
-        self.znodes.iter().map(|(id, addr)| Member { id: *id, addr: addr.clone() }).collect()
+        self.znodes
+            .iter()
+            .map(|(id, addr)| Member {
+                id: *id,
+                addr: addr.clone(),
+            })
+            .collect()
     }
 }
 
@@ -88,7 +97,11 @@ impl World {
             .copied()
             .filter(|w| match w {
                 Watcher::Client(_) => true,
-                Watcher::Replica(..) => self.zk.watcher_session.get(w).is_some_and(|s| self.zk.sessions.get(s).is_some_and(|s| !s.expired)),
+                Watcher::Replica(..) => self
+                    .zk
+                    .watcher_session
+                    .get(w)
+                    .is_some_and(|s| self.zk.sessions.get(s).is_some_and(|s| !s.expired)),
             })
             .collect();
         for w in watchers {
@@ -110,7 +123,15 @@ impl World {
         let server = if self.cfg.multi_server_ids { self.dice.range(1, 4) } else { 1 };
         let id = (server << 56) | self.zk.counter;
         let now = self.now();
-        self.zk.sessions.insert(id, Session { proc, last_heard: now, expired: false, loss_told: false });
+        self.zk.sessions.insert(
+            id,
+            Session {
+                proc,
+                last_heard: now,
+                expired: false,
+                loss_told: false,
+            },
+        );
         self.zk.znodes.insert(id, self.procs[proc].addr.clone());
         let watcher = Watcher::Replica(proc, inc);
         self.zk.watchers.entry(watcher).or_insert(now);
@@ -155,7 +176,15 @@ impl World {
         }
         let sent_at = self.now();
         let d = self.delay();
-        self.schedule(d, Ev::ZkPingArrive { proc, inc, session, sent_at });
+        self.schedule(
+            d,
+            Ev::ZkPingArrive {
+                proc,
+                inc,
+                session,
+                sent_at,
+            },
+        );
     }
 
     pub fn zk_ping_arrive(&mut self, proc: usize, inc: u32, session: NodeId, sent_at: Millis) {

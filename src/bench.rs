@@ -50,7 +50,10 @@ impl FromStr for Mix {
         let mut mix = Mix { inc: 0, get: 0, del: 0 };
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (name, weight) = part.split_once('=').ok_or_else(|| format!("{part:?} is not NAME=WEIGHT"))?;
-            let weight: u32 = weight.trim().parse().map_err(|_| format!("weight of {name:?} is not a whole number: {weight:?}"))?;
+            let weight: u32 = weight
+                .trim()
+                .parse()
+                .map_err(|_| format!("weight of {name:?} is not a whole number: {weight:?}"))?;
             match name.trim() {
                 "inc" => mix.inc = weight,
                 "get" => mix.get = weight,
@@ -119,11 +122,19 @@ impl Target {
                 let mut kv = clients[worker % clients.len()].clone();
                 let result = match op {
                     OpKind::Get => kv
-                        .range(etcdserverpb::RangeRequest { key: key.as_bytes().to_vec(), serializable: false, ..Default::default() })
+                        .range(etcdserverpb::RangeRequest {
+                            key: key.as_bytes().to_vec(),
+                            serializable: false,
+                            ..Default::default()
+                        })
                         .await
                         .map(|_| ()),
                     OpKind::Inc | OpKind::Del => kv
-                        .put(etcdserverpb::PutRequest { key: key.as_bytes().to_vec(), value: value.to_string().into_bytes(), lease: 0 })
+                        .put(etcdserverpb::PutRequest {
+                            key: key.as_bytes().to_vec(),
+                            value: value.to_string().into_bytes(),
+                            lease: 0,
+                        })
                         .await
                         .map(|_| ()),
                 };
@@ -205,7 +216,10 @@ pub async fn run(target: Arc<Target>, cfg: &BenchConfig) -> BenchReport {
                     continue;
                 }
                 match result {
-                    Ok(()) => lat.entry(op).or_default().push((ended - began).as_micros().min(u32::MAX as u128) as u32),
+                    Ok(()) => lat
+                        .entry(op)
+                        .or_default()
+                        .push((ended - began).as_micros().min(u32::MAX as u128) as u32),
                     Err(e) => *errs.entry((op, e.chars().take(200).collect())).or_default() += 1,
                 }
             }
@@ -238,10 +252,23 @@ pub async fn run(target: Arc<Target>, cfg: &BenchConfig) -> BenchReport {
         ok += v.len() as u64;
         per_op.insert(
             op.name(),
-            OpSummary { count: v.len() as u64, errors: errs, p50_us: percentile(&v, 0.5), p99_us: percentile(&v, 0.99), p999_us: percentile(&v, 0.999) },
+            OpSummary {
+                count: v.len() as u64,
+                errors: errs,
+                p50_us: percentile(&v, 0.5),
+                p99_us: percentile(&v, 0.99),
+                p999_us: percentile(&v, 0.999),
+            },
         );
     }
-    BenchReport { target: target.name(), concurrency: cfg.concurrency, seconds, ops_per_sec: ok as f64 / seconds, per_op, errors }
+    BenchReport {
+        target: target.name(),
+        concurrency: cfg.concurrency,
+        seconds,
+        ops_per_sec: ok as f64 / seconds,
+        per_op,
+        errors,
+    }
 }
 
 impl BenchReport {
@@ -274,8 +301,15 @@ impl BenchReport {
     }
 
     pub fn to_text(&self) -> String {
-        let mut out = format!("{} at concurrency {}: {:.0} ops/s over {:.1} s\n", self.target, self.concurrency, self.ops_per_sec, self.seconds);
-        let _ = writeln!(out, "  {:<4} {:>10} {:>8} {:>10} {:>10} {:>10}", "op", "ok", "errors", "p50", "p99", "p99.9");
+        let mut out = format!(
+            "{} at concurrency {}: {:.0} ops/s over {:.1} s\n",
+            self.target, self.concurrency, self.ops_per_sec, self.seconds
+        );
+        let _ = writeln!(
+            out,
+            "  {:<4} {:>10} {:>8} {:>10} {:>10} {:>10}",
+            "op", "ok", "errors", "p50", "p99", "p99.9"
+        );
         for (name, s) in &self.per_op {
             let _ = writeln!(
                 out,
@@ -317,13 +351,22 @@ pub struct NoopService;
 
 #[tonic::async_trait]
 impl adb::head_chain_replica_server::HeadChainReplica for NoopService {
-    async fn propose_state_update(&self, _: tonic::Request<adb::HeadStateUpdateRequest>) -> Result<tonic::Response<adb::ChainResponse>, tonic::Status> {
+    async fn propose_state_update(
+        &self,
+        _: tonic::Request<adb::HeadStateUpdateRequest>,
+    ) -> Result<tonic::Response<adb::ChainResponse>, tonic::Status> {
         Ok(tonic::Response::new(adb::ChainResponse { rc: 0 }))
     }
-    async fn get_latest_xid(&self, _: tonic::Request<adb::LatestXidRequest>) -> Result<tonic::Response<adb::LatestXidResponse>, tonic::Status> {
+    async fn get_latest_xid(
+        &self,
+        _: tonic::Request<adb::LatestXidRequest>,
+    ) -> Result<tonic::Response<adb::LatestXidResponse>, tonic::Status> {
         Ok(tonic::Response::new(adb::LatestXidResponse { rc: 0, xid: 0 }))
     }
-    async fn state_transfer(&self, _: tonic::Request<adb::HeadStateTransferRequest>) -> Result<tonic::Response<adb::ChainResponse>, tonic::Status> {
+    async fn state_transfer(
+        &self,
+        _: tonic::Request<adb::HeadStateTransferRequest>,
+    ) -> Result<tonic::Response<adb::ChainResponse>, tonic::Status> {
         Ok(tonic::Response::new(adb::ChainResponse { rc: 0 }))
     }
     async fn increment(&self, _: tonic::Request<adb::IncrementRequest>) -> Result<tonic::Response<adb::HeadResponse>, tonic::Status> {
@@ -335,7 +378,10 @@ impl adb::head_chain_replica_server::HeadChainReplica for NoopService {
     async fn get(&self, _: tonic::Request<adb::GetRequest>) -> Result<tonic::Response<adb::GetResponse>, tonic::Status> {
         Ok(tonic::Response::new(adb::GetResponse { rc: 0, value: 0 }))
     }
-    async fn xid_processed(&self, _: tonic::Request<adb::XidProcessedRequest>) -> Result<tonic::Response<adb::ChainResponse>, tonic::Status> {
+    async fn xid_processed(
+        &self,
+        _: tonic::Request<adb::XidProcessedRequest>,
+    ) -> Result<tonic::Response<adb::ChainResponse>, tonic::Status> {
         Ok(tonic::Response::new(adb::ChainResponse { rc: 0 }))
     }
 }

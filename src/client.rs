@@ -116,9 +116,7 @@ fn never_sent(status: &Status) -> bool {
         return false;
     }
     let text = format!("{} {:?}", status.message(), status);
-    text.contains("tcp connect error")
-        || text.contains("Connection refused")
-        || text.contains("error trying to connect")
+    text.contains("tcp connect error") || text.contains("Connection refused") || text.contains("error trying to connect")
 }
 
 /// What one failed write attempt at the head tells us.
@@ -149,17 +147,12 @@ fn classify_write_error(addr: &str, variant: Variant, s: Status) -> WriteFailure
         return WriteFailure::Rejected(wrong_variant(addr, variant, &s));
     }
     // The replica's "cannot take writes now" refusals are decided before anything is applied.
-    if s.code() == Code::Unavailable
-        && (never_sent(&s) || s.message().starts_with("the head cannot take writes now"))
-    {
+    if s.code() == Code::Unavailable && (never_sent(&s) || s.message().starts_with("the head cannot take writes now")) {
         return WriteFailure::Retry(format!("{addr}: {}", s.message()));
     }
     if matches!(
         s.code(),
-        Code::InvalidArgument
-            | Code::OutOfRange
-            | Code::ResourceExhausted
-            | Code::FailedPrecondition
+        Code::InvalidArgument | Code::OutOfRange | Code::ResourceExhausted | Code::FailedPrecondition
     ) {
         return WriteFailure::Rejected(s);
     }
@@ -199,11 +192,7 @@ impl ChainClient {
 
     /// A client on any transport and membership source: the simulator runs this same client
     /// over in-memory pipes, with the membership its simulated coordinator publishes.
-    pub fn with_membership(
-        members: watch::Receiver<Vec<Member>>,
-        connector: Arc<dyn Connect>,
-        opts: ClientOptions,
-    ) -> Self {
+    pub fn with_membership(members: watch::Receiver<Vec<Member>>, connector: Arc<dyn Connect>, opts: ClientOptions) -> Self {
         ChainClient {
             watcher: None,
             members,
@@ -310,9 +299,7 @@ impl ChainClient {
             Variant::Tail => self.write_tail(TailWrite::Del { key }).await,
             Variant::Head => {
                 self.write(|mut client, this| {
-                    let req = this.request(adb::DeleteRequest {
-                        key: key.to_string(),
-                    });
+                    let req = this.request(adb::DeleteRequest { key: key.to_string() });
                     async move { client.delete(req).await }
                 })
                 .await
@@ -332,9 +319,7 @@ impl ChainClient {
                 self.pause(deadline).await;
                 continue;
             };
-            let client = self
-                .head_client(&head.addr)
-                .map_err(ClientError::Rejected)?;
+            let client = self.head_client(&head.addr).map_err(ClientError::Rejected)?;
             match call(client, self).await {
                 Ok(r) if r.get_ref().rc == 0 => return Ok(()),
                 // Not the head (any more, or yet): nothing was applied; find the head again.
@@ -359,10 +344,7 @@ impl ChainClient {
             )));
         };
         let deadline = Instant::now() + self.opts.op_timeout;
-        let mut waiting = callbacks
-            .waiters
-            .register()
-            .map_err(ClientError::Rejected)?;
+        let mut waiting = callbacks.waiters.register().map_err(ClientError::Rejected)?;
         let cxid = waiting.cxid;
         let (host, port) = (callbacks.advertise_host.clone(), callbacks.advertise_port);
         let mut last = String::from("no replica registered in ZooKeeper");
@@ -371,9 +353,7 @@ impl ChainClient {
                 self.pause(deadline).await;
                 continue;
             };
-            let mut client = self
-                .tail_variant_client(&head.addr)
-                .map_err(ClientError::Rejected)?;
+            let mut client = self.tail_variant_client(&head.addr).map_err(ClientError::Rejected)?;
             // The same cxid on every attempt is safe: attempts are only repeated after ones
             // that applied nothing, so at most one update in the chain carries it.
             let result = match &op {
@@ -399,7 +379,10 @@ impl ChainClient {
             };
             match result {
                 Ok(r) if r.get_ref().rc == 0 => {
-                    let why = format!("{} accepted the write (cxid {cxid}) but the tail did not call back within {:?}", head.addr, self.opts.op_timeout);
+                    let why = format!(
+                        "{} accepted the write (cxid {cxid}) but the tail did not call back within {:?}",
+                        head.addr, self.opts.op_timeout
+                    );
                     return wait_for_callback(&mut waiting, deadline, why).await;
                 }
                 Ok(_) => last = format!("{} is not the head", head.addr),
@@ -427,35 +410,17 @@ impl ChainClient {
                 self.pause(deadline).await;
                 continue;
             };
-            let req = self.request(adb::GetRequest {
-                key: key.to_string(),
-            });
+            let req = self.request(adb::GetRequest { key: key.to_string() });
             let result = match self.opts.variant {
-                Variant::Head => {
-                    self.head_client(&tail.addr)
-                        .map_err(ClientError::Rejected)?
-                        .get(req)
-                        .await
-                }
-                Variant::Tail => {
-                    self.tail_variant_client(&tail.addr)
-                        .map_err(ClientError::Rejected)?
-                        .get(req)
-                        .await
-                }
+                Variant::Head => self.head_client(&tail.addr).map_err(ClientError::Rejected)?.get(req).await,
+                Variant::Tail => self.tail_variant_client(&tail.addr).map_err(ClientError::Rejected)?.get(req).await,
             };
             match result {
                 Ok(r) if r.get_ref().rc == 0 => return Ok(r.get_ref().value),
                 Ok(_) => last = format!("{} is not serving reads as tail", tail.addr),
-                Err(s) if matches!(s.code(), Code::InvalidArgument | Code::OutOfRange) => {
-                    return Err(ClientError::Rejected(s))
-                }
+                Err(s) if matches!(s.code(), Code::InvalidArgument | Code::OutOfRange) => return Err(ClientError::Rejected(s)),
                 Err(s) if s.code() == Code::Unimplemented => {
-                    return Err(ClientError::Rejected(wrong_variant(
-                        &tail.addr,
-                        self.opts.variant,
-                        &s,
-                    )))
+                    return Err(ClientError::Rejected(wrong_variant(&tail.addr, self.opts.variant, &s)))
                 }
                 // Reads change nothing, so any other failure is simply retried.
                 Err(s) => last = format!("{}: {}", tail.addr, s.message()),
@@ -487,20 +452,10 @@ impl ChainClient {
                     // A replica serves only its own variant's service.
                     let req = self.request(adb::LatestXidRequest {});
                     let x = match self.opts.variant {
-                        Variant::Head => {
-                            HeadChainReplicaClient::new(channel)
-                                .get_latest_xid(req)
-                                .await
-                        }
-                        Variant::Tail => {
-                            TailChainReplicaClient::new(channel)
-                                .get_latest_xid(req)
-                                .await
-                        }
+                        Variant::Head => HeadChainReplicaClient::new(channel).get_latest_xid(req).await,
+                        Variant::Tail => TailChainReplicaClient::new(channel).get_latest_xid(req).await,
                     };
-                    let x = x
-                        .ok()
-                        .and_then(|r| (r.get_ref().rc == 0).then_some(r.get_ref().xid));
+                    let x = x.ok().and_then(|r| (r.get_ref().rc == 0).then_some(r.get_ref().xid));
                     (d, x)
                 }
                 Err(_) => (None, None),
@@ -516,16 +471,10 @@ impl ChainClient {
     }
 }
 
-async fn wait_for_callback(
-    waiting: &mut Waiting,
-    deadline: Instant,
-    why_unknown: String,
-) -> Result<(), ClientError> {
+async fn wait_for_callback(waiting: &mut Waiting, deadline: Instant, why_unknown: String) -> Result<(), ClientError> {
     match tokio::time::timeout_at(deadline, &mut waiting.done).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(ClientError::Unknown(format!(
-            "{why_unknown} (the callback server stopped)"
-        ))),
+        Ok(Err(_)) => Err(ClientError::Unknown(format!("{why_unknown} (the callback server stopped)"))),
         Err(_) => Err(ClientError::Unknown(why_unknown)),
     }
 }
@@ -556,11 +505,7 @@ struct Waiting {
 impl Drop for Waiting {
     fn drop(&mut self) {
         let mut inner = self.waiters.lock();
-        if inner
-            .waiting
-            .get(&self.cxid)
-            .is_some_and(|(serial, _)| *serial == self.serial)
-        {
+        if inner.waiting.get(&self.cxid).is_some_and(|(serial, _)| *serial == self.serial) {
             inner.waiting.remove(&self.cxid);
         }
     }
@@ -689,9 +634,7 @@ fn parse_advertise(addr: &str) -> anyhow::Result<(String, i32)> {
         .parse()
         .map_err(|_| anyhow!("callback address {addr:?}: {port:?} is not a port number"))?;
     if host.is_empty() || port == 0 {
-        return Err(anyhow!(
-            "callback address {addr:?} needs a host and a non-zero port"
-        ));
+        return Err(anyhow!("callback address {addr:?} needs a host and a non-zero port"));
     }
     Ok((host.to_string(), i32::from(port)))
 }
@@ -700,19 +643,14 @@ impl CallbackServer {
     async fn start(opts: &ClientOptions) -> anyhow::Result<CallbackServer> {
         let listener = tokio::net::TcpListener::bind(opts.callback_listen)
             .await
-            .with_context(|| {
-                format!(
-                    "cannot listen for tail callbacks on {}",
-                    opts.callback_listen
-                )
-            })?;
-        let local_addr = listener
-            .local_addr()
-            .context("callback listener has no local address")?;
+            .with_context(|| format!("cannot listen for tail callbacks on {}", opts.callback_listen))?;
+        let local_addr = listener.local_addr().context("callback listener has no local address")?;
         let (advertise_host, advertise_port) = match &opts.callback_advertise {
             Some(a) => parse_advertise(a)?,
             None if local_addr.ip().is_unspecified() => {
-                return Err(anyhow!("the callback server listens on {local_addr}: say which address the tail should call back (callback_advertise)"))
+                return Err(anyhow!(
+                    "the callback server listens on {local_addr}: say which address the tail should call back (callback_advertise)"
+                ))
             }
             None => {
                 let host = match local_addr {
@@ -724,13 +662,10 @@ impl CallbackServer {
         };
         let waiters = Waiters::new(random_first_cxid(), opts.max_waiting_writes);
         let (stop, stopped) = oneshot::channel::<()>();
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
-            .add_service(TailClientServer::new(CallbackService {
-                waiters: waiters.clone(),
-            }));
+            .add_service(TailClientServer::new(CallbackService { waiters: waiters.clone() }));
         // A dropped sender stops the server too, so a client dropped without `close` does not
         // leave it serving.
         let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
@@ -773,19 +708,11 @@ mod tests {
     #[tokio::test]
     async fn pause_waits_after_the_membership_has_changed() {
         let (tx, members) = watch::channel(Vec::new());
-        let client = ChainClient::with_membership(
-            members,
-            Arc::new(crate::runtime::network::TcpConnect),
-            ClientOptions::default(),
-        );
+        let client = ChainClient::with_membership(members, Arc::new(crate::runtime::network::TcpConnect), ClientOptions::default());
         tx.send_replace(Vec::new());
         let start = Instant::now();
         client.pause(start + Duration::from_secs(5)).await;
-        assert!(
-            start.elapsed() >= Duration::from_millis(90),
-            "returned after {:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed() >= Duration::from_millis(90), "returned after {:?}", start.elapsed());
     }
 
     #[test]
@@ -810,11 +737,7 @@ mod tests {
         assert_eq!(other.cxid, 2, "cxid 1 still has a waiter");
         drop(held);
         w.lock().next = 1;
-        assert_eq!(
-            w.register().unwrap().cxid,
-            1,
-            "free again once its write is done"
-        );
+        assert_eq!(w.register().unwrap().cxid, 1, "free again once its write is done");
     }
 
     #[test]
@@ -834,12 +757,7 @@ mod tests {
         let mut waiting = w.register().unwrap();
         assert!(w.complete(7));
         assert!(!w.complete(7), "a repeated callback finds nobody waiting");
-        let r = wait_for_callback(
-            &mut waiting,
-            Instant::now() + Duration::from_millis(10),
-            "x".into(),
-        )
-        .await;
+        let r = wait_for_callback(&mut waiting, Instant::now() + Duration::from_millis(10), "x".into()).await;
         assert!(r.is_ok(), "{r:?}");
     }
 
@@ -847,16 +765,8 @@ mod tests {
     async fn no_callback_is_outcome_unknown() {
         let w = Waiters::new(7, 16);
         let mut waiting = w.register().unwrap();
-        let r = wait_for_callback(
-            &mut waiting,
-            Instant::now() + Duration::from_millis(10),
-            "no callback".into(),
-        )
-        .await;
-        assert!(
-            matches!(r, Err(ClientError::Unknown(ref m)) if m == "no callback"),
-            "{r:?}"
-        );
+        let r = wait_for_callback(&mut waiting, Instant::now() + Duration::from_millis(10), "no callback".into()).await;
+        assert!(matches!(r, Err(ClientError::Unknown(ref m)) if m == "no callback"), "{r:?}");
         drop(waiting);
         assert_eq!(w.len(), 0, "a finished write leaves no waiter behind");
         assert!(!w.complete(7), "a late callback is ignored");
@@ -871,24 +781,14 @@ mod tests {
         let new = w.register().unwrap();
         assert_eq!(new.cxid, 3);
         drop(old);
-        assert_eq!(
-            w.len(),
-            1,
-            "dropping the finished registration left the new waiter alone"
-        );
+        assert_eq!(w.len(), 1, "dropping the finished registration left the new waiter alone");
         drop(new);
     }
 
     #[test]
     fn advertise_addresses_are_checked() {
-        assert_eq!(
-            parse_advertise("10.0.0.1:7000").unwrap(),
-            ("10.0.0.1".to_string(), 7000)
-        );
-        assert_eq!(
-            parse_advertise("[::1]:7000").unwrap(),
-            ("[::1]".to_string(), 7000)
-        );
+        assert_eq!(parse_advertise("10.0.0.1:7000").unwrap(), ("10.0.0.1".to_string(), 7000));
+        assert_eq!(parse_advertise("[::1]:7000").unwrap(), ("[::1]".to_string(), 7000));
         assert!(parse_advertise("nohost").is_err());
         assert!(parse_advertise(":7000").is_err());
         assert!(parse_advertise("h:0").is_err());

@@ -53,7 +53,10 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 /// Client calls to one replica. The per-request timeout is enforced here, on the client side,
 /// so a test cannot hang on a replica that never answers.
 fn channel(addr: &str) -> Channel {
-    Endpoint::from_shared(format!("http://{addr}")).expect("address").timeout(Duration::from_secs(10)).connect_lazy()
+    Endpoint::from_shared(format!("http://{addr}"))
+        .expect("address")
+        .timeout(Duration::from_secs(10))
+        .connect_lazy()
 }
 
 fn direct(addr: &str) -> HeadChainReplicaClient<Channel> {
@@ -61,7 +64,11 @@ fn direct(addr: &str) -> HeadChainReplicaClient<Channel> {
 }
 
 async fn describe(addr: &str) -> ext::DescribeResponse {
-    ChainExtClient::new(channel(addr)).describe(ext::DescribeRequest {}).await.expect("describe").into_inner()
+    ChainExtClient::new(channel(addr))
+        .describe(ext::DescribeRequest {})
+        .await
+        .expect("describe")
+        .into_inner()
 }
 
 /// Which gRPC code a call ended with (`Ok` for any answer).
@@ -80,7 +87,9 @@ async fn impatient_client(zk: &str) -> ChainClient {
         variant: Variant::Head,
         ..ClientOptions::default()
     };
-    ChainClient::connect(&zk_config(zk, ROOT), opts).await.expect("client connects to ZooKeeper")
+    ChainClient::connect(&zk_config(zk, ROOT), opts)
+        .await
+        .expect("client connects to ZooKeeper")
 }
 
 /// What the chain acknowledged, to read back after the bad input.
@@ -111,7 +120,11 @@ impl Ledger {
         self.fresh += 1;
         let key = format!("fresh{}", self.fresh);
         self.inc(c, &key, 3).await;
-        assert_eq!(c.get(&key).await.unwrap_or_else(|e| panic!("get {key}: {e}")), 3, "a fresh write reads back");
+        assert_eq!(
+            c.get(&key).await.unwrap_or_else(|e| panic!("get {key}: {e}")),
+            3,
+            "a fresh write reads back"
+        );
     }
 }
 
@@ -128,8 +141,9 @@ impl Chain {
     }
 
     async fn start_on(zk: ZkServer, n: usize, extra: &[&str]) -> Chain {
-        let replicas: Vec<ReplicaProc> =
-            (0..n).map(|_| ReplicaProc::start_with(&zk.connect_string(), ROOT, Variant::Head, extra)).collect();
+        let replicas: Vec<ReplicaProc> = (0..n)
+            .map(|_| ReplicaProc::start_with(&zk.connect_string(), ROOT, Variant::Head, extra))
+            .collect();
         let client = client(&zk.connect_string(), ROOT, Variant::Head).await;
         let chain = Chain { zk, replicas, client };
         chain.settled().await;
@@ -274,7 +288,9 @@ where
     Resp: prost::Message + Default + Send + 'static,
 {
     let mut grpc = tonic::client::Grpc::new(channel(addr));
-    grpc.ready().await.map_err(|e| tonic::Status::unavailable(format!("channel not ready: {e}")))?;
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("channel not ready: {e}")))?;
     let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
     grpc.unary(tonic::Request::new(req), path, tonic_prost::ProstCodec::<Req, Resp>::default())
         .await
@@ -309,7 +325,12 @@ async fn keys_too_long_or_empty_are_invalid_argument() {
         ("empty", String::new(), Code::InvalidArgument),
         ("exactly 1024 bytes", at_limit.clone(), Code::Ok),
     ] {
-        let r = direct(&head).increment(adb::IncrementRequest { key: key.clone(), incr_value: 1 }).await;
+        let r = direct(&head)
+            .increment(adb::IncrementRequest {
+                key: key.clone(),
+                incr_value: 1,
+            })
+            .await;
         assert_eq!(code(&r), want, "increment with a key of {what}: {r:?}");
         if want == Code::Ok {
             assert_eq!(r.as_ref().map(|r| r.get_ref().rc).ok(), Some(0));
@@ -345,8 +366,11 @@ async fn keys_that_are_not_utf8_are_refused_cleanly() {
     let _serial = serial();
     let chain = Chain::start(3, &[]).await;
     let status = chain.settled().await;
-    let (head, middle, tail) =
-        (status[0].member.addr.clone(), status[1].member.addr.clone(), status[2].member.addr.clone());
+    let (head, middle, tail) = (
+        status[0].member.addr.clone(),
+        status[1].member.addr.clone(),
+        status[2].member.addr.clone(),
+    );
     let head_id = status[0].member.id;
     let mut ledger = Ledger::default();
     ledger.fill(&chain.client, 5).await;
@@ -354,32 +378,62 @@ async fn keys_that_are_not_utf8_are_refused_cleanly() {
 
     // Clients: increment, delete at the head, get at the tail.
     for (path, addr) in [("/adb.HeadChainReplica/increment", &head), ("/adb.HeadChainReplica/delete", &head)] {
-        let r: Result<adb::HeadResponse, _> =
-            raw_unary(addr, path, RawKeyRequest { key: not_utf8("bad"), incr_value: 1 }).await;
+        let r: Result<adb::HeadResponse, _> = raw_unary(
+            addr,
+            path,
+            RawKeyRequest {
+                key: not_utf8("bad"),
+                incr_value: 1,
+            },
+        )
+        .await;
         let s = r.expect_err("a key that is not UTF-8 must not be accepted");
         // tonic refuses a `string` field that is not UTF-8 while decoding, before our code runs,
         // with INTERNAL (as grpc-go and grpc-java do for a message that does not parse).
         assert_eq!(s.code(), Code::Internal, "{path}: {s:?}");
-        assert!(s.message().contains("failed to decode") || s.message().contains("UTF-8"), "{path}: {s:?}");
+        assert!(
+            s.message().contains("failed to decode") || s.message().contains("UTF-8"),
+            "{path}: {s:?}"
+        );
         eprintln!("{path} with a non-UTF-8 key: {:?} {}", s.code(), s.message());
     }
-    let r: Result<adb::GetResponse, _> =
-        raw_unary(&tail, "/adb.HeadChainReplica/get", RawKeyRequest { key: not_utf8("bad"), incr_value: 0 }).await;
+    let r: Result<adb::GetResponse, _> = raw_unary(
+        &tail,
+        "/adb.HeadChainReplica/get",
+        RawKeyRequest {
+            key: not_utf8("bad"),
+            incr_value: 0,
+        },
+    )
+    .await;
     assert_eq!(r.expect_err("get with a non-UTF-8 key").code(), Code::Internal);
 
     // Replicas: the next xid from the real predecessor, but with a key that is not UTF-8.
-    let update = RawUpdate { src: head_id, xid: last + 1, key: not_utf8("bad"), value: 5 };
-    let r: Result<adb::ChainResponse, _> =
-        raw_unary(&middle, "/adb.HeadChainReplica/proposeStateUpdate", update.clone()).await;
+    let update = RawUpdate {
+        src: head_id,
+        xid: last + 1,
+        key: not_utf8("bad"),
+        value: 5,
+    };
+    let r: Result<adb::ChainResponse, _> = raw_unary(&middle, "/adb.HeadChainReplica/proposeStateUpdate", update.clone()).await;
     assert_eq!(r.expect_err("proposeStateUpdate with a non-UTF-8 key").code(), Code::Internal);
-    let transfer =
-        RawTransfer { src: head_id, state_xid: last + 1, state: vec![RawEntry { key: not_utf8("bad"), value: 1 }] };
+    let transfer = RawTransfer {
+        src: head_id,
+        state_xid: last + 1,
+        state: vec![RawEntry {
+            key: not_utf8("bad"),
+            value: 1,
+        }],
+    };
     let r: Result<adb::ChainResponse, _> = raw_unary(&middle, "/adb.HeadChainReplica/stateTransfer", transfer).await;
     assert_eq!(r.expect_err("stateTransfer with a non-UTF-8 map key").code(), Code::Internal);
     // The batched replication stream: the receiver ends the stream without applying the batch.
     let mut grpc = tonic::client::Grpc::new(channel(&middle));
     grpc.ready().await.expect("channel ready");
-    let batches = tokio_stream::iter(vec![RawBatch { src: head_id, updates: vec![update] }]);
+    let batches = tokio_stream::iter(vec![RawBatch {
+        src: head_id,
+        updates: vec![update],
+    }]);
     let path = tonic::codegen::http::uri::PathAndQuery::from_static("/chainrep.ext.ChainExt/Replicate");
     let r = grpc
         .streaming(
@@ -390,9 +444,13 @@ async fn keys_that_are_not_utf8_are_refused_cleanly() {
         .await;
     if let Ok(resp) = r {
         let mut acks = resp.into_inner();
-        let ack =
-            tokio::time::timeout(Duration::from_secs(10), acks.message()).await.expect("the stream must end, not hang");
-        assert!(!matches!(ack, Ok(Some(_))), "a batch that does not decode must not be acknowledged: {ack:?}");
+        let ack = tokio::time::timeout(Duration::from_secs(10), acks.message())
+            .await
+            .expect("the stream must end, not hang");
+        assert!(
+            !matches!(ack, Ok(Some(_))),
+            "a batch that does not decode must not be acknowledged: {ack:?}"
+        );
     }
 
     assert_eq!(describe(&middle).await.last_applied_xid, last, "nothing was applied at the middle");
@@ -411,7 +469,10 @@ async fn messages_over_the_size_limit_are_refused_at_once() {
 
     // Past the 256 MiB gRPC limit tonic refuses the call from the length prefix alone, before
     // it buffers the body.
-    let huge = RawKeyRequest { key: vec![b'k'; (256 << 20) + 1], incr_value: 1 };
+    let huge = RawKeyRequest {
+        key: vec![b'k'; (256 << 20) + 1],
+        incr_value: 1,
+    };
     let started = Instant::now();
     let r: Result<adb::HeadResponse, _> = raw_unary(&head, "/adb.HeadChainReplica/increment", huge).await;
     let s = r.expect_err("a message over the limit");
@@ -420,7 +481,12 @@ async fn messages_over_the_size_limit_are_refused_at_once() {
     eprintln!("257 MiB increment: {:?} after {:?}", s.code(), started.elapsed());
 
     // Under the gRPC limit but over our key limit: decoded, then refused as a bad key.
-    let r = direct(&head).increment(adb::IncrementRequest { key: "k".repeat(5 << 20), incr_value: 1 }).await;
+    let r = direct(&head)
+        .increment(adb::IncrementRequest {
+            key: "k".repeat(5 << 20),
+            incr_value: 1,
+        })
+        .await;
     assert_eq!(code(&r), Code::InvalidArgument, "{r:?}");
 
     chain.all_alive();
@@ -439,12 +505,27 @@ async fn increments_leaving_int32_are_out_of_range_and_change_nothing() {
     ledger.inc(&chain.client, "minus-one", -1).await;
     ledger.inc(&chain.client, "max", i32::MAX).await;
     ledger.inc(&chain.client, "min", i32::MIN).await;
-    let xid_before = direct(&tail).get_latest_xid(adb::LatestXidRequest {}).await.unwrap().into_inner().xid;
+    let xid_before = direct(&tail)
+        .get_latest_xid(adb::LatestXidRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .xid;
 
-    for (key, delta) in
-        [("one", i32::MAX), ("minus-one", i32::MIN), ("max", 1), ("max", i32::MAX), ("min", -1), ("min", i32::MIN)]
-    {
-        let r = direct(&head).increment(adb::IncrementRequest { key: key.into(), incr_value: delta }).await;
+    for (key, delta) in [
+        ("one", i32::MAX),
+        ("minus-one", i32::MIN),
+        ("max", 1),
+        ("max", i32::MAX),
+        ("min", -1),
+        ("min", i32::MIN),
+    ] {
+        let r = direct(&head)
+            .increment(adb::IncrementRequest {
+                key: key.into(),
+                incr_value: delta,
+            })
+            .await;
         assert_eq!(code(&r), Code::OutOfRange, "inc {key} {delta}: {r:?}");
     }
     // The edges themselves are fine.
@@ -454,7 +535,12 @@ async fn increments_leaving_int32_are_out_of_range_and_change_nothing() {
     ledger.inc(&chain.client, "zero", i32::MAX).await;
     assert_eq!(chain.client.get("zero").await.unwrap(), -1);
 
-    let xid_after = direct(&tail).get_latest_xid(adb::LatestXidRequest {}).await.unwrap().into_inner().xid;
+    let xid_after = direct(&tail)
+        .get_latest_xid(adb::LatestXidRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .xid;
     assert_eq!(xid_after, xid_before + 3, "only the three valid increments took an xid");
     let (code, _, stderr, _) = chainctl(&chain.zk(), &["inc", "one", &i32::MAX.to_string()], Duration::from_secs(30));
     assert_eq!(code, Some(1), "{stderr}");
@@ -472,8 +558,11 @@ async fn propose_state_update_from_a_stranger_or_out_of_sequence() {
     let _serial = serial();
     let chain = Chain::start(3, &[]).await;
     let status = chain.settled().await;
-    let (head, middle, tail) =
-        (status[0].member.addr.clone(), status[1].member.addr.clone(), status[2].member.addr.clone());
+    let (head, middle, tail) = (
+        status[0].member.addr.clone(),
+        status[1].member.addr.clone(),
+        status[2].member.addr.clone(),
+    );
     let (head_id, middle_id, tail_id) = (status[0].member.id, status[1].member.id, status[2].member.id);
     let mut ledger = Ledger::default();
     ledger.fill(&chain.client, 5).await;
@@ -482,16 +571,30 @@ async fn propose_state_update_from_a_stranger_or_out_of_sequence() {
 
     let propose = |addr: String, src: u64, xid: u64| async move {
         let r = direct(&addr)
-            .propose_state_update(adb::HeadStateUpdateRequest { src, xid, key: "evil".into(), value: 666 })
+            .propose_state_update(adb::HeadStateUpdateRequest {
+                src,
+                xid,
+                key: "evil".into(),
+                value: 666,
+            })
             .await;
         r.unwrap_or_else(|s| panic!("proposeStateUpdate to {addr}: {s:?}")).into_inner().rc
     };
     // Not from the predecessor: the tail, the middle itself, an unknown id; and to the head,
     // which has no predecessor at all.
-    for (src, what) in [(tail_id, "the tail"), (middle_id, "itself"), (0xdead_beef, "an unknown id"), (0, "id 0")] {
+    for (src, what) in [
+        (tail_id, "the tail"),
+        (middle_id, "itself"),
+        (0xdead_beef, "an unknown id"),
+        (0, "id 0"),
+    ] {
         assert_eq!(propose(middle.clone(), src, last + 1).await, 1, "from {what} to the middle");
     }
-    assert_eq!(propose(head.clone(), tail_id, last + 1).await, 1, "to the head, which has no predecessor");
+    assert_eq!(
+        propose(head.clone(), tail_id, last + 1).await,
+        1,
+        "to the head, which has no predecessor"
+    );
     assert_eq!(
         propose(tail.clone(), head_id, last + 1).await,
         1,
@@ -500,9 +603,21 @@ async fn propose_state_update_from_a_stranger_or_out_of_sequence() {
     // From the predecessor's id: xid 0, an xid already applied (with another value), and one
     // beyond the reorder window (4096 ahead).
     assert_eq!(propose(middle.clone(), head_id, 0).await, 1, "xid 0");
-    assert_eq!(propose(middle.clone(), head_id, 1).await, 0, "a duplicate is acknowledged and ignored");
-    assert_eq!(propose(middle.clone(), head_id, last).await, 0, "a duplicate is acknowledged and ignored");
-    assert_eq!(propose(middle.clone(), head_id, last + 5000).await, 1, "an xid beyond the reorder window");
+    assert_eq!(
+        propose(middle.clone(), head_id, 1).await,
+        0,
+        "a duplicate is acknowledged and ignored"
+    );
+    assert_eq!(
+        propose(middle.clone(), head_id, last).await,
+        0,
+        "a duplicate is acknowledged and ignored"
+    );
+    assert_eq!(
+        propose(middle.clone(), head_id, last + 5000).await,
+        1,
+        "an xid beyond the reorder window"
+    );
     assert_eq!(propose(middle.clone(), head_id, u64::MAX).await, 1, "xid u64::MAX");
 
     let d = describe(&middle).await;
@@ -550,8 +665,11 @@ async fn state_transfer_from_a_stranger_or_behind_is_refused() {
     let _serial = serial();
     let chain = Chain::start(3, &[]).await;
     let status = chain.settled().await;
-    let (head, middle, tail) =
-        (status[0].member.addr.clone(), status[1].member.addr.clone(), status[2].member.addr.clone());
+    let (head, middle, tail) = (
+        status[0].member.addr.clone(),
+        status[1].member.addr.clone(),
+        status[2].member.addr.clone(),
+    );
     let (head_id, tail_id) = (status[0].member.id, status[2].member.id);
     let mut ledger = Ledger::default();
     ledger.fill(&chain.client, 5).await;
@@ -562,19 +680,47 @@ async fn state_transfer_from_a_stranger_or_behind_is_refused() {
     let transfer = |addr: String, src: u64, state_xid: u64, sent: Vec<adb::HeadStateUpdateRequest>| {
         let state = evil_state();
         async move {
-            let r = direct(&addr).state_transfer(adb::HeadStateTransferRequest { src, state_xid, state, sent }).await;
+            let r = direct(&addr)
+                .state_transfer(adb::HeadStateTransferRequest {
+                    src,
+                    state_xid,
+                    state,
+                    sent,
+                })
+                .await;
             r.unwrap_or_else(|s| panic!("stateTransfer to {addr}: {s:?}")).into_inner().rc
         }
     };
     assert_eq!(transfer(middle.clone(), tail_id, last + 10, vec![]).await, 1, "from the tail");
-    assert_eq!(transfer(middle.clone(), 0xdead_beef, last + 10, vec![]).await, 1, "from an unknown id");
-    assert_eq!(transfer(head.clone(), tail_id, last + 10, vec![]).await, 1, "to the head, which has no predecessor");
-    assert_eq!(transfer(tail.clone(), head_id, last + 10, vec![]).await, 1, "to the tail from a non-predecessor");
+    assert_eq!(
+        transfer(middle.clone(), 0xdead_beef, last + 10, vec![]).await,
+        1,
+        "from an unknown id"
+    );
+    assert_eq!(
+        transfer(head.clone(), tail_id, last + 10, vec![]).await,
+        1,
+        "to the head, which has no predecessor"
+    );
+    assert_eq!(
+        transfer(tail.clone(), head_id, last + 10, vec![]).await,
+        1,
+        "to the tail from a non-predecessor"
+    );
     assert_eq!(transfer(middle.clone(), head_id, last - 1, vec![]).await, 1, "behind the receiver");
     assert_eq!(transfer(middle.clone(), head_id, 0, vec![]).await, 1, "stateXid 0");
     // A sent list that is not strictly increasing, or runs past the state, is malformed.
-    let u = |xid| adb::HeadStateUpdateRequest { src: head_id, xid, key: "evil".into(), value: 1 };
-    assert_eq!(transfer(middle.clone(), head_id, last + 1, vec![u(last + 2)]).await, 1, "sent past stateXid");
+    let u = |xid| adb::HeadStateUpdateRequest {
+        src: head_id,
+        xid,
+        key: "evil".into(),
+        value: 1,
+    };
+    assert_eq!(
+        transfer(middle.clone(), head_id, last + 1, vec![u(last + 2)]).await,
+        1,
+        "sent past stateXid"
+    );
     assert_eq!(
         transfer(middle.clone(), head_id, last + 1, vec![u(last + 1), u(last + 1)]).await,
         1,
@@ -597,8 +743,11 @@ async fn xid_processed_at_a_non_head_or_never_issued_is_refused() {
     let _serial = serial();
     let chain = Chain::start(3, &[]).await;
     let status = chain.settled().await;
-    let (head, middle, tail) =
-        (status[0].member.addr.clone(), status[1].member.addr.clone(), status[2].member.addr.clone());
+    let (head, middle, tail) = (
+        status[0].member.addr.clone(),
+        status[1].member.addr.clone(),
+        status[2].member.addr.clone(),
+    );
     let mut ledger = Ledger::default();
     ledger.fill(&chain.client, 5).await;
     let last = describe(&head).await.last_applied_xid;
@@ -697,8 +846,9 @@ async fn a_missing_root_is_created() {
     let _serial = serial();
     let zk = start_zk();
     let deep = "/apps/chains/headchain";
-    let replicas: Vec<ReplicaProc> =
-        (0..3).map(|_| ReplicaProc::start(&zk.connect_string(), deep, Variant::Head)).collect();
+    let replicas: Vec<ReplicaProc> = (0..3)
+        .map(|_| ReplicaProc::start(&zk.connect_string(), deep, Variant::Head))
+        .collect();
     let c = client(&zk.connect_string(), deep, Variant::Head).await;
     let addrs: Vec<&str> = replicas.iter().map(|r| r.addr.as_str()).collect();
     wait_chain(&c, &addrs, Duration::from_secs(40)).await;
@@ -728,7 +878,10 @@ async fn a_root_deleted_while_running_loses_nothing() {
     // The replicas re-register (under new sessions) and the chain forms again.
     let status = chain.settled().await;
     eprintln!("chain formed again {:?} after the root was deleted", deleted.elapsed());
-    assert!(status.iter().all(|s| !before.contains(&s.member.id)), "every replica re-registered under a new session");
+    assert!(
+        status.iter().all(|s| !before.contains(&s.member.id)),
+        "every replica re-registered under a new session"
+    );
     chain.all_alive();
     ledger.check(&chain.client).await;
     let _ = admin.close().await;
@@ -761,8 +914,7 @@ async fn a_member_where_nothing_listens() {
     assert!(r.unwrap_err().to_string().contains(&dead), "the error names the dead head");
     eprintln!("write with a dead head failed after {:?}", started.elapsed());
     assert_eq!(c.get("acked0").await.expect("reads still work"), 1);
-    let (code, _, stderr, took) =
-        chainctl(&chain.zk(), &["--timeout-ms", "3000", "inc", "x", "1"], Duration::from_secs(30));
+    let (code, _, stderr, took) = chainctl(&chain.zk(), &["--timeout-ms", "3000", "inc", "x", "1"], Duration::from_secs(30));
     assert_eq!(code, Some(1), "chainctl inc with a dead head ({took:?}): {stderr}");
     admin.delete(&path, None).await.expect("delete the fake head");
     wait_for_roles(&chain, &["head", "middle", "tail"]).await;
@@ -817,7 +969,16 @@ async fn wait_for_roles(chain: &Chain, roles: &[&str]) {
 fn spawn_replica_quiet(zk: &str, listen: &str, log: &PathBuf) -> Child {
     let out = fs::File::create(log).expect("log file");
     Command::new(env!("CARGO_BIN_EXE_chain-replica"))
-        .args(["--zk", zk, "--listen", listen, "--root", ROOT, "--session-timeout-ms", &SESSION_TIMEOUT_MS.to_string()])
+        .args([
+            "--zk",
+            zk,
+            "--listen",
+            listen,
+            "--root",
+            ROOT,
+            "--session-timeout-ms",
+            &SESSION_TIMEOUT_MS.to_string(),
+        ])
         // The default log level, as an operator sees it.
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
@@ -854,15 +1015,19 @@ async fn zookeeper_down_at_start() {
     assert!(warnings.len() >= 2, "one warning per attempt, several attempts in 4 s: {text}");
     assert!(warnings.len() <= 6, "backoff keeps the warnings few: {text}");
     for w in &warnings {
-        assert!(w.contains("WARN") && w.contains(&format!("ZooKeeper unreachable at {}", zk.connect_string())), "{w}");
+        assert!(
+            w.contains("WARN") && w.contains(&format!("ZooKeeper unreachable at {}", zk.connect_string())),
+            "{w}"
+        );
         assert!(w.contains("Connection refused") && w.contains("retrying in"), "{w}");
     }
 
     blocking(|| zk.restart()).expect("start ZooKeeper");
     let c = client(&zk.connect_string(), ROOT, Variant::Head).await;
     wait_chain(&c, &[&listen], Duration::from_secs(30)).await;
-    let others: Vec<ReplicaProc> =
-        (0..2).map(|_| ReplicaProc::start(&zk.connect_string(), ROOT, Variant::Head)).collect();
+    let others: Vec<ReplicaProc> = (0..2)
+        .map(|_| ReplicaProc::start(&zk.connect_string(), ROOT, Variant::Head))
+        .collect();
     let mut addrs = vec![listen.as_str()];
     addrs.extend(others.iter().map(|r| r.addr.as_str()));
     wait_chain(&c, &addrs, Duration::from_secs(30)).await;
@@ -930,7 +1095,10 @@ async fn listen_port_in_use_exits_with_one_line() {
     assert_eq!(status.code(), Some(1), "{stderr}");
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "exactly one line on stderr: {stderr}");
-    assert!(lines[0].contains(&format!("cannot listen on {addr}")) && lines[0].contains("in use"), "{stderr}");
+    assert!(
+        lines[0].contains(&format!("cannot listen on {addr}")) && lines[0].contains("in use"),
+        "{stderr}"
+    );
     drop(taken);
 }
 
@@ -990,23 +1158,39 @@ async fn a_member_that_accepts_and_never_answers() {
     assert!(silent.accepted.load(Ordering::SeqCst) > 0, "nobody dialled the silent member");
     // A write with a 2 s deadline: the head holds it until the tail acks, and gives up at the
     // client's deadline.
-    let mut req = tonic::Request::new(adb::IncrementRequest { key: "during-silent-tail".into(), incr_value: 1 });
+    let mut req = tonic::Request::new(adb::IncrementRequest {
+        key: "during-silent-tail".into(),
+        incr_value: 1,
+    });
     req.set_timeout(Duration::from_secs(2));
     let started = Instant::now();
     let r = direct(&head).increment(req).await;
     assert!(matches!(code(&r), Code::Cancelled | Code::DeadlineExceeded), "{r:?}");
-    assert!(started.elapsed() < Duration::from_secs(5), "the head answered after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the head answered after {:?}",
+        started.elapsed()
+    );
     assert_eq!(describe(&head).await.pending_clients, 1, "the write still waits for the tail");
 
     admin.delete(&path, None).await.expect("delete the silent member");
     wait_for_roles(&chain, &["head", "middle", "tail"]).await;
-    assert_eq!(chain.client.get("during-silent-tail").await.unwrap(), 1, "applied once the real tail was back");
+    assert_eq!(
+        chain.client.get("during-silent-tail").await.unwrap(),
+        1,
+        "applied once the real tail was back"
+    );
     ledger.check(&chain.client).await;
 
     let path = format!("{ROOT}/{FAKE_HEAD}");
     create(&admin, &path, silent.addr.as_bytes()).await;
     wait_for_roles(&chain, &["middle", "middle", "tail"]).await;
-    let r = direct(&head).increment(adb::IncrementRequest { key: "x".into(), incr_value: 1 }).await;
+    let r = direct(&head)
+        .increment(adb::IncrementRequest {
+            key: "x".into(),
+            incr_value: 1,
+        })
+        .await;
     assert_eq!(r.map(|r| r.into_inner().rc).ok(), Some(1), "the old head is not the head any more");
     admin.delete(&path, None).await.expect("delete the silent member");
     wait_for_roles(&chain, &["head", "middle", "tail"]).await;
@@ -1031,14 +1215,23 @@ async fn clients_give_up_on_a_silent_member() {
     create(&admin, &path, silent.addr.as_bytes()).await;
     wait_for_roles(&chain, &["middle", "middle", "tail"]).await;
     let r = tokio::time::timeout(Duration::from_secs(20), c.inc("x", 1)).await;
-    let (code, _, stderr, took) =
-        chainctl(&chain.zk(), &["--timeout-ms", "3000", "inc", "x", "1"], Duration::from_secs(30));
+    let (code, _, stderr, took) = chainctl(&chain.zk(), &["--timeout-ms", "3000", "inc", "x", "1"], Duration::from_secs(30));
     let (scode, _, _, stook) = chainctl(&chain.zk(), &["--timeout-ms", "3000", "status"], Duration::from_secs(30));
     admin.delete(&path, None).await.expect("delete the silent member");
-    assert!(r.is_ok(), "ChainClient::inc to a silent head still running after 20 s (op timeout 3 s)");
+    assert!(
+        r.is_ok(),
+        "ChainClient::inc to a silent head still running after 20 s (op timeout 3 s)"
+    );
     assert!(code.is_some(), "chainctl inc to a silent head still running after {took:?}");
-    assert_eq!(code, Some(3), "a write sent to a head that never answered has an unknown outcome: {stderr}");
-    assert!(scode.is_some(), "chainctl status with a silent member still running after {stook:?}");
+    assert_eq!(
+        code,
+        Some(3),
+        "a write sent to a head that never answered has an unknown outcome: {stderr}"
+    );
+    assert!(
+        scode.is_some(),
+        "chainctl status with a silent member still running after {stook:?}"
+    );
 
     let path = format!("{ROOT}/{FAKE_TAIL}");
     create(&admin, &path, silent.addr.as_bytes()).await;
@@ -1046,7 +1239,10 @@ async fn clients_give_up_on_a_silent_member() {
     let r = tokio::time::timeout(Duration::from_secs(20), c.get("acked0")).await;
     let (code, _, _, took) = chainctl(&chain.zk(), &["--timeout-ms", "3000", "get", "acked0"], Duration::from_secs(30));
     admin.delete(&path, None).await.expect("delete the silent member");
-    assert!(r.is_ok(), "ChainClient::get from a silent tail still running after 20 s (op timeout 3 s)");
+    assert!(
+        r.is_ok(),
+        "ChainClient::get from a silent tail still running after 20 s (op timeout 3 s)"
+    );
     assert_eq!(code, Some(1), "chainctl get from a silent tail ({took:?})");
     ledger.check(&chain.client).await;
     let _ = admin.close().await;
@@ -1101,7 +1297,12 @@ async fn overload_answers_resource_exhausted_and_loses_nothing() {
             for i in 0..30usize {
                 let k = (w + i) % 4;
                 let started = Instant::now();
-                let r = client.increment(adb::IncrementRequest { key: format!("load{k}"), incr_value: 1 }).await;
+                let r = client
+                    .increment(adb::IncrementRequest {
+                        key: format!("load{k}"),
+                        incr_value: 1,
+                    })
+                    .await;
                 let took = started.elapsed();
                 let mut t = tally.lock().unwrap();
                 match r {
@@ -1138,12 +1339,19 @@ async fn overload_answers_resource_exhausted_and_loses_nothing() {
     );
     assert!(t.exhausted > 0, "300 writers against 8 slots never saw RESOURCE_EXHAUSTED");
     assert!(t.ok.iter().sum::<i64>() > 0);
-    assert!(max_pending <= 8, "the head held {max_pending} waiting writes with --max-pending-writes 8");
+    assert!(
+        max_pending <= 8,
+        "the head held {max_pending} waiting writes with --max-pending-writes 8"
+    );
     assert!(t.slowest_refusal < Duration::from_secs(2), "a refusal took {:?}", t.slowest_refusal);
     assert_eq!(t.unknown, [0; 4], "no write may end in an unknown state on a healthy chain");
     for k in 0..4 {
         let v = chain.client.get(&format!("load{k}")).await.unwrap();
-        assert_eq!(i64::from(v), t.ok[k], "load{k}: every accepted write applied exactly once, no refused one");
+        assert_eq!(
+            i64::from(v),
+            t.ok[k],
+            "load{k}: every accepted write applied exactly once, no refused one"
+        );
     }
     drop(t);
     chain.all_alive();
@@ -1179,10 +1387,14 @@ async fn oversized_client_requests_do_not_balloon_the_head() {
             let r: Result<adb::HeadResponse, _> = raw_unary(
                 &head,
                 "/adb.HeadChainReplica/increment",
-                RawKeyRequest { key: vec![b'k'; 100 << 20], incr_value: 1 },
+                RawKeyRequest {
+                    key: vec![b'k'; 100 << 20],
+                    incr_value: 1,
+                },
             )
             .await;
-            r.err().map(|s| format!("{:?}: {}", s.code(), s.message().chars().take(120).collect::<String>()))
+            r.err()
+                .map(|s| format!("{:?}: {}", s.code(), s.message().chars().take(120).collect::<String>()))
         }));
     }
     for c in calls {
@@ -1222,8 +1434,10 @@ async fn thousands_of_writes_on_one_connection_end_cleanly() {
     for i in 0..WRITERS {
         let mut client = HeadChainReplicaClient::new(shared.clone());
         calls.push(tokio::spawn(async move {
-            let mut req =
-                tonic::Request::new(adb::IncrementRequest { key: format!("many{}", i % KEYS), incr_value: 1 });
+            let mut req = tonic::Request::new(adb::IncrementRequest {
+                key: format!("many{}", i % KEYS),
+                incr_value: 1,
+            });
             req.set_timeout(Duration::from_secs(60));
             (i % KEYS, client.increment(req).await)
         }));
@@ -1234,12 +1448,13 @@ async fn thousands_of_writes_on_one_connection_end_cleanly() {
     for c in calls {
         match c.await.unwrap() {
             (k, Ok(r)) if r.get_ref().rc == 0 => ok[k] += 1,
-            (_, Err(s)) if s.code() == Code::ResourceExhausted && s.message().contains("writes wait for the tail") => {
-                exhausted += 1
-            }
+            (_, Err(s)) if s.code() == Code::ResourceExhausted && s.message().contains("writes wait for the tail") => exhausted += 1,
             (_, r) => {
                 *other
-                    .entry(format!("{:?}", r.map(|r| r.into_inner()).map_err(|s| (s.code(), s.message().to_string()))))
+                    .entry(format!(
+                        "{:?}",
+                        r.map(|r| r.into_inner()).map_err(|s| (s.code(), s.message().to_string()))
+                    ))
                     .or_default() += 1
             }
         }
@@ -1251,7 +1466,10 @@ async fn thousands_of_writes_on_one_connection_end_cleanly() {
         assert!(v >= *n, "many{k}: {n} acknowledged, {v} applied");
         applied += v;
     }
-    eprintln!("{applied} applied in all, {} of them without an answer", applied - ok.iter().sum::<i32>());
+    eprintln!(
+        "{applied} applied in all, {} of them without an answer",
+        applied - ok.iter().sum::<i32>()
+    );
     chain.all_alive();
     ledger.check(&chain.client).await;
     assert!(other.is_empty(), "writes that ended neither accepted nor refused: {other:?}");

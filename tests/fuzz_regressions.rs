@@ -74,7 +74,10 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 
 #[test]
 fn zk_parse_inputs_replay() {
-    assert!(replay_all("zk_parse", zk::run) > 0, "no zk_parse seeds found under fuzz/corpus/zk_parse");
+    assert!(
+        replay_all("zk_parse", zk::run) > 0,
+        "no zk_parse seeds found under fuzz/corpus/zk_parse"
+    );
 }
 
 #[cfg(feature = "sim")]
@@ -162,15 +165,31 @@ mod core_targets {
         }
 
         fn head_update(src: u64, xid: u64, key: &str, value: i32) -> adb::HeadStateUpdateRequest {
-            adb::HeadStateUpdateRequest { src, xid, key: key.into(), value }
+            adb::HeadStateUpdateRequest {
+                src,
+                xid,
+                key: key.into(),
+                value,
+            }
         }
 
         fn tail_update(src: u64, xid: u64, key: &str, value: i32) -> adb::TailStateUpdateRequest {
-            adb::TailStateUpdateRequest { src, xid, key: key.into(), value, host: "client".into(), port: 9000, cxid: xid as i32 }
+            adb::TailStateUpdateRequest {
+                src,
+                xid,
+                key: key.into(),
+                value,
+                host: "client".into(),
+                port: 9000,
+                cxid: xid as i32,
+            }
         }
 
         fn state() -> std::collections::HashMap<String, i32> {
-            [("k0", 2), ("k1", 5), ("k3", 7)].into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+            [("k0", 2), ("k1", 5), ("k3", 7)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect()
         }
 
         fn write(target: &str, seeds: Vec<Vec<u8>>) {
@@ -223,24 +242,60 @@ mod core_targets {
             write(
                 "client_requests",
                 vec![
-                    wire(0, 0, adb::IncrementRequest { key: "k0".into(), incr_value: 3 }),
-                    wire(0, 0, adb::IncrementRequest { key: "k9".into(), incr_value: i32::MAX }),
+                    wire(
+                        0,
+                        0,
+                        adb::IncrementRequest {
+                            key: "k0".into(),
+                            incr_value: 3,
+                        },
+                    ),
+                    wire(
+                        0,
+                        0,
+                        adb::IncrementRequest {
+                            key: "k9".into(),
+                            incr_value: i32::MAX,
+                        },
+                    ),
                     wire(1, 0, adb::DeleteRequest { key: "k2".into() }),
                     wire(2, 0, adb::GetRequest { key: "k0".into() }),
                     wire(2, 0, adb::GetRequest { key: String::new() }),
                     wire(
                         3,
                         0,
-                        adb::TailIncrementRequest { key: "k1".into(), incr_value: -4, host: host.clone(), port, cxid },
+                        adb::TailIncrementRequest {
+                            key: "k1".into(),
+                            incr_value: -4,
+                            host: host.clone(),
+                            port,
+                            cxid,
+                        },
                     ),
-                    wire(4, 0, adb::TailDeleteRequest { key: "k0".into(), host, port, cxid }),
+                    wire(
+                        4,
+                        0,
+                        adb::TailDeleteRequest {
+                            key: "k0".into(),
+                            host,
+                            port,
+                            cxid,
+                        },
+                    ),
                 ],
             );
             write(
                 "ext_requests",
                 vec![
                     wire(0, TO_ME, ext::PullStateRequest { src: A, stateless: vec![] }),
-                    wire(0, TO_ME, ext::PullStateRequest { src: A, stateless: vec![B] }),
+                    wire(
+                        0,
+                        TO_ME,
+                        ext::PullStateRequest {
+                            src: A,
+                            stateless: vec![B],
+                        },
+                    ),
                     wire(
                         1,
                         TO_ME,
@@ -249,7 +304,14 @@ mod core_targets {
                             updates: vec![tail_update(A, 8, "k1", 1), tail_update(A, 9, "k0", 0), tail_update(A, 11, "k2", 4)],
                         },
                     ),
-                    wire(1, TO_ME, ext::ReplicateBatch { src: B, updates: vec![tail_update(B, 8, "k4", 2)] }),
+                    wire(
+                        1,
+                        TO_ME,
+                        ext::ReplicateBatch {
+                            src: B,
+                            updates: vec![tail_update(B, 8, "k4", 2)],
+                        },
+                    ),
                 ],
             );
             let zk = |name: &str, rest: &str| {
@@ -288,7 +350,9 @@ mod core_targets {
             while seeds.len() < 8 {
                 let len = 96 + (next() % 160) as usize;
                 let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
-                let Ok(s) = events::Scenario::arbitrary_take_rest(Unstructured::new(&bytes)) else { continue };
+                let Ok(s) = events::Scenario::arbitrary_take_rest(Unstructured::new(&bytes)) else {
+                    continue;
+                };
                 let kinds: std::collections::HashSet<_> = s.events.iter().map(std::mem::discriminant).collect();
                 // One seed per prepared role, each exercising many kinds of events.
                 if s.events.len() >= 8 && kinds.len() >= 6 && starts.insert(format!("{:?}", s.start)) {

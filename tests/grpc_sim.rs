@@ -36,8 +36,7 @@ fn fail(report: &Report) -> String {
 /// each seed runs on a thread of its own, and the wall clock (here only, never inside the
 /// simulation) turns a hang into a failure with the seed.
 fn run_guarded(cfg: GrpcSimConfig) -> Report {
-    let limit =
-        std::time::Duration::from_secs(env_u64("CHAIN_GRPC_SIM_WALL_LIMIT_S").unwrap_or(240));
+    let limit = std::time::Duration::from_secs(env_u64("CHAIN_GRPC_SIM_WALL_LIMIT_S").unwrap_or(240));
     let (seed, variant) = (cfg.seed, cfg.variant);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -52,7 +51,9 @@ fn run_guarded(cfg: GrpcSimConfig) -> Report {
             events: 0,
             simulated_ms: 0,
             ops: 0,
-            violations: vec![format!("no result after {limit:?} of wall time ({e}): a task spinning without letting simulated time advance?")],
+            violations: vec![format!(
+                "no result after {limit:?} of wall time ({e}): a task spinning without letting simulated time advance?"
+            )],
             coverage: Default::default(),
         },
     }
@@ -90,11 +91,7 @@ fn run_seeds(v: Variant) {
             report.ops,
             report.simulated_ms,
             one.elapsed().as_secs_f64(),
-            if report.violations.is_empty() {
-                ""
-            } else {
-                ", FAILED"
-            }
+            if report.violations.is_empty() { "" } else { ", FAILED" }
         );
         ops += report.ops;
         simulated += report.simulated_ms;

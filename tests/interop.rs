@@ -45,7 +45,12 @@ fn require_python_packages(py: &Path) {
     let out = Command::new(py)
         .args(["-c", "import grpc, grpc_tools.protoc, kazoo"])
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}; install Python 3 and run scripts/install-python-deps", py.display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {}: {e}; install Python 3 and run scripts/install-python-deps",
+                py.display()
+            )
+        });
     assert!(
         out.status.success(),
         "{} lacks the interop packages (grpcio, grpcio-tools, kazoo): run scripts/install-python-deps\n{}",
@@ -104,7 +109,11 @@ impl Replicas {
         for (i, (_, log)) in self.children.iter().enumerate() {
             let text = fs::read_to_string(log).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
-            out += &format!("--- replica {i} ({}), last lines:\n{}\n", log.display(), lines[lines.len().saturating_sub(25)..].join("\n"));
+            out += &format!(
+                "--- replica {i} ({}), last lines:\n{}\n",
+                log.display(),
+                lines[lines.len().saturating_sub(25)..].join("\n")
+            );
         }
         out
     }
@@ -141,7 +150,14 @@ fn run_interop(variant: &str) {
     let mut client = Command::new(&py)
         .arg("-u")
         .arg(&script)
-        .args(["--zk", &zk.connect_string(), "--variant", variant, "--replicas", &REPLICAS.to_string()])
+        .args([
+            "--zk",
+            &zk.connect_string(),
+            "--variant",
+            variant,
+            "--replicas",
+            &REPLICAS.to_string(),
+        ])
         .arg("--proto")
         .arg(proto())
         .stdin(Stdio::null())

@@ -10,7 +10,12 @@ fn chain_proto_matches_the_shared_file() {
         // A checkout without the shared directory beside it can only check what it has.
         Err(e) => {
             eprintln!("../shared/chain.proto not readable ({e}); checking the package and services only");
-            for needle in ["package adb;", "service HeadChainReplica", "service TailChainReplica", "service TailClient"] {
+            for needle in [
+                "package adb;",
+                "service HeadChainReplica",
+                "service TailChainReplica",
+                "service TailClient",
+            ] {
                 assert!(ours.contains(needle), "proto/chain.proto lost {needle:?}");
             }
         }

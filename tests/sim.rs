@@ -25,7 +25,10 @@ fn variant_name(v: Variant) -> &'static str {
 }
 
 fn replay_command(seed: u64, v: Variant) -> String {
-    format!("CHAIN_SIM_SEED={seed} cargo test --features sim --test sim {}_variant -- --nocapture", variant_name(v))
+    format!(
+        "CHAIN_SIM_SEED={seed} cargo test --features sim --test sim {}_variant -- --nocapture",
+        variant_name(v)
+    )
 }
 
 fn fail(report: &Report, v: Variant) -> String {
@@ -46,7 +49,10 @@ fn run_seeds(v: Variant) {
         let mut cfg = SimConfig::new(seed, v);
         cfg.print_trace = true;
         let report = run(cfg);
-        println!("SEED={seed} trace hash {:016x}, {} events, {} ops", report.trace_hash, report.events, report.ops);
+        println!(
+            "SEED={seed} trace hash {:016x}, {} events, {} ops",
+            report.trace_hash, report.events, report.ops
+        );
         assert!(report.violations.is_empty(), "{}", fail(&report, v));
         return;
     }
@@ -56,9 +62,19 @@ fn run_seeds(v: Variant) {
     let started = Instant::now();
     let reports: Vec<Report> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
-            .map(|t| s.spawn(move || (base + t..base + seeds).step_by(threads as usize).map(|seed| run(SimConfig::new(seed, v))).collect::<Vec<_>>()))
+            .map(|t| {
+                s.spawn(move || {
+                    (base + t..base + seeds)
+                        .step_by(threads as usize)
+                        .map(|seed| run(SimConfig::new(seed, v)))
+                        .collect::<Vec<_>>()
+                })
+            })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().expect("a simulation thread panicked")).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a simulation thread panicked"))
+            .collect()
     });
     let elapsed = started.elapsed().as_secs_f64();
     let ops: usize = reports.iter().map(|r| r.ops).sum();
@@ -73,7 +89,13 @@ fn run_seeds(v: Variant) {
         reports.len() as f64 / elapsed
     );
     let failures: Vec<String> = reports.iter().filter(|r| !r.violations.is_empty()).map(|r| fail(r, v)).collect();
-    assert!(failures.is_empty(), "{} of {} seeds failed; first:\n{}", failures.len(), reports.len(), failures[0]);
+    assert!(
+        failures.is_empty(),
+        "{} of {} seeds failed; first:\n{}",
+        failures.len(),
+        reports.len(),
+        failures[0]
+    );
 }
 
 #[test]

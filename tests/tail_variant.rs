@@ -78,29 +78,17 @@ struct StubHead {
 }
 
 impl StubHead {
-    async fn write(
-        &self,
-        host: String,
-        port: i32,
-        cxid: i32,
-    ) -> Result<Response<adb::HeadResponse>, Status> {
+    async fn write(&self, host: String, port: i32, cxid: i32) -> Result<Response<adb::HeadResponse>, Status> {
         self.seen.lock().unwrap().push((host.clone(), port, cxid));
         let rc = match self.mode {
             StubMode::NotHead => 1,
             StubMode::AcceptSilently => 0,
             StubMode::CallBackFirst => {
-                let endpoint =
-                    tonic::transport::Endpoint::from_shared(format!("http://{host}:{port}"))
-                        .expect("callback address");
-                let r = TailClientClient::new(
-                    endpoint
-                        .connect()
-                        .await
-                        .expect("dial the client's callback server"),
-                )
-                .cxid_processed(adb::CxidProcessedRequest { cxid })
-                .await
-                .expect("cxidProcessed");
+                let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{host}:{port}")).expect("callback address");
+                let r = TailClientClient::new(endpoint.connect().await.expect("dial the client's callback server"))
+                    .cxid_processed(adb::CxidProcessedRequest { cxid })
+                    .await
+                    .expect("cxidProcessed");
                 assert_eq!(r.get_ref().rc, 0, "the client acknowledges its callback");
                 0
             }
@@ -111,35 +99,20 @@ impl StubHead {
 
 #[tonic::async_trait]
 impl TailChainReplica for StubHead {
-    async fn propose_state_update(
-        &self,
-        _: Request<adb::TailStateUpdateRequest>,
-    ) -> Result<Response<adb::ChainResponse>, Status> {
+    async fn propose_state_update(&self, _: Request<adb::TailStateUpdateRequest>) -> Result<Response<adb::ChainResponse>, Status> {
         Err(Status::unimplemented("stub head"))
     }
-    async fn get_latest_xid(
-        &self,
-        _: Request<adb::LatestXidRequest>,
-    ) -> Result<Response<adb::LatestXidResponse>, Status> {
+    async fn get_latest_xid(&self, _: Request<adb::LatestXidRequest>) -> Result<Response<adb::LatestXidResponse>, Status> {
         Ok(Response::new(adb::LatestXidResponse { rc: 1, xid: 0 }))
     }
-    async fn state_transfer(
-        &self,
-        _: Request<adb::TailStateTransferRequest>,
-    ) -> Result<Response<adb::ChainResponse>, Status> {
+    async fn state_transfer(&self, _: Request<adb::TailStateTransferRequest>) -> Result<Response<adb::ChainResponse>, Status> {
         Err(Status::unimplemented("stub head"))
     }
-    async fn increment(
-        &self,
-        request: Request<adb::TailIncrementRequest>,
-    ) -> Result<Response<adb::HeadResponse>, Status> {
+    async fn increment(&self, request: Request<adb::TailIncrementRequest>) -> Result<Response<adb::HeadResponse>, Status> {
         let r = request.into_inner();
         self.write(r.host, r.port, r.cxid).await
     }
-    async fn delete(
-        &self,
-        request: Request<adb::TailDeleteRequest>,
-    ) -> Result<Response<adb::HeadResponse>, Status> {
+    async fn delete(&self, request: Request<adb::TailDeleteRequest>) -> Result<Response<adb::HeadResponse>, Status> {
         let r = request.into_inner();
         self.write(r.host, r.port, r.cxid).await
     }
@@ -157,15 +130,10 @@ struct RunningStub {
 
 impl RunningStub {
     async fn start(mode: StubMode) -> RunningStub {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind stub head");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind stub head");
         let addr = listener.local_addr().unwrap();
         let seen: Seen = Arc::default();
-        let service = TailChainReplicaServer::new(StubHead {
-            mode,
-            seen: seen.clone(),
-        });
+        let service = TailChainReplicaServer::new(StubHead { mode, seen: seen.clone() });
         let (stop, stopped) = oneshot::channel::<()>();
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let task = tokio::spawn(async move {
@@ -185,22 +153,14 @@ impl RunningStub {
     }
 
     fn cxids(&self) -> Vec<i32> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, _, cxid)| *cxid)
-            .collect()
+        self.seen.lock().unwrap().iter().map(|(_, _, cxid)| *cxid).collect()
     }
 
     async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if tokio::time::timeout(Duration::from_secs(2), &mut self.task)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(Duration::from_secs(2), &mut self.task).await.is_err() {
             self.task.abort();
         }
     }
@@ -209,12 +169,7 @@ impl RunningStub {
 async fn admin(connect: &str) -> ZooKeeper {
     let zk = tokio::time::timeout(
         Duration::from_secs(15),
-        ZooKeeper::connect_with_retry_time(
-            connect,
-            Duration::from_secs(10),
-            |_| {},
-            Duration::from_millis(200),
-        ),
+        ZooKeeper::connect_with_retry_time(connect, Duration::from_secs(10), |_| {}, Duration::from_millis(200)),
     )
     .await
     .expect("admin connect timed out")
@@ -224,14 +179,9 @@ async fn admin(connect: &str) -> ZooKeeper {
 }
 
 async fn register(zk: &ZooKeeper, path: &str, addr: &str) {
-    zk.create(
-        path,
-        addr.as_bytes().to_vec(),
-        Acl::open_unsafe().clone(),
-        CreateMode::Persistent,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("create {path}: {e:?}"));
+    zk.create(path, addr.as_bytes().to_vec(), Acl::open_unsafe().clone(), CreateMode::Persistent)
+        .await
+        .unwrap_or_else(|e| panic!("create {path}: {e:?}"));
 }
 
 async fn tail_client(zk: &str, root: &str, op_timeout: Duration) -> ChainClient {
@@ -241,9 +191,7 @@ async fn tail_client(zk: &str, root: &str, op_timeout: Duration) -> ChainClient 
         variant: Variant::Tail,
         ..ClientOptions::default()
     };
-    ChainClient::connect(&zk_config(zk, root), opts)
-        .await
-        .expect("client connects")
+    ChainClient::connect(&zk_config(zk, root), opts).await.expect("client connects")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,10 +216,7 @@ async fn a_callback_that_overtakes_the_acceptance_counts() {
         c.callback_addr().unwrap(),
         "the head is told where the client listens"
     );
-    assert_eq!(
-        host, "127.0.0.1",
-        "the callback server is on loopback by default"
-    );
+    assert_eq!(host, "127.0.0.1", "the callback server is on loopback by default");
 
     c.close().await;
     stub.stop().await;
@@ -304,11 +249,7 @@ async fn an_accepted_write_without_callback_is_unknown_and_not_retried() {
         }
         other => panic!("the same for a delete, got {other:?}"),
     }
-    assert_eq!(
-        stub.cxids().len(),
-        2,
-        "an accepted write is never sent again"
-    );
+    assert_eq!(stub.cxids().len(), 2, "an accepted write is never sent again");
 
     c.close().await;
     stub.stop().await;
@@ -331,22 +272,13 @@ async fn not_the_head_is_retried_at_the_new_head_with_the_same_cxid() {
     });
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while old.cxids().len() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the client never retried at the old head"
-        );
+        assert!(std::time::Instant::now() < deadline, "the client never retried at the old head");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The membership changes: the old head leaves and a new one (lowest id) takes its place.
-    admin
-        .delete("/stub/1", None)
-        .await
-        .expect("delete old head");
+    admin.delete("/stub/1", None).await.expect("delete old head");
     register(&admin, "/stub/2", &new.addr.to_string()).await;
-    write
-        .await
-        .unwrap()
-        .expect("the write succeeds at the new head");
+    write.await.unwrap().expect("the write succeeds at the new head");
 
     let tried: Vec<i32> = old.cxids();
     let accepted = new.cxids();
@@ -369,43 +301,23 @@ async fn unknown_cxids_are_answered_and_close_stops_the_callback_server() {
     let zk = start_zk();
     // An empty chain: the callback server runs whether or not anyone is there to call it.
     let c = tail_client(&zk.connect_string(), "/nobody", Duration::from_secs(2)).await;
-    let addr = c
-        .callback_addr()
-        .expect("a tail-variant client has a callback address");
+    let addr = c.callback_addr().expect("a tail-variant client has a callback address");
     let local = c.callback_local_addr().unwrap();
     assert!(local.ip().is_loopback(), "{local}");
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
-    let mut cb = TailClientClient::new(
-        endpoint
-            .connect()
-            .await
-            .expect("the callback server accepts connections"),
-    );
+    let mut cb = TailClientClient::new(endpoint.connect().await.expect("the callback server accepts connections"));
     for cxid in [0, 1, -1, 123_456, i32::MAX] {
-        let r = cb
-            .cxid_processed(adb::CxidProcessedRequest { cxid })
-            .await
-            .expect("cxidProcessed");
-        assert_eq!(
-            r.get_ref().rc,
-            0,
-            "cxid {cxid} that nobody waits for is answered rc=0"
-        );
+        let r = cb.cxid_processed(adb::CxidProcessedRequest { cxid }).await.expect("cxidProcessed");
+        assert_eq!(r.get_ref().rc, 0, "cxid {cxid} that nobody waits for is answered rc=0");
     }
     drop(cb);
 
     c.close().await;
     let refused = tokio::net::TcpStream::connect(local).await;
-    assert!(
-        refused.is_err(),
-        "the callback server still accepts connections after close"
-    );
+    assert!(refused.is_err(), "the callback server still accepts connections after close");
 
     let head = client(&zk.connect_string(), "/nobody", Variant::Head).await;
-    assert!(
-        head.callback_addr().is_none(),
-        "the head variant runs no callback server"
-    );
+    assert!(head.callback_addr().is_none(), "the head variant runs no callback server");
     head.close().await;
 }
 
@@ -431,11 +343,7 @@ async fn a_client_the_tail_cannot_reach_learns_nothing_though_its_write_applied(
         Err(ClientError::Unknown(_)) => {}
         other => panic!("without a callback the outcome is unknown, got {other:?}"),
     }
-    assert_eq!(
-        reader.get("behind-nat").await.unwrap(),
-        1,
-        "the write itself went through"
-    );
+    assert_eq!(reader.get("behind-nat").await.unwrap(), 1, "the write itself went through");
     unreachable.close().await;
     reader.close().await;
 }
@@ -469,23 +377,14 @@ async fn a_head_variant_client_is_told_the_chain_speaks_the_other_variant() {
 fn chainctl(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_chainctl"))
         .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn chainctl");
     if let Some(text) = stdin {
         use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     }
     tokio::task::block_in_place(|| child.wait_with_output()).expect("chainctl output")
 }
@@ -505,21 +404,12 @@ fn ok_stdout(what: &str, out: &Output) -> String {
 async fn chainctl_speaks_the_tail_variant() {
     let zk = start_zk();
     let zk_hosts = zk.connect_string();
-    let rs: Vec<ReplicaProc> = (0..3)
-        .map(|_| ReplicaProc::start(&zk_hosts, "/tailchain", Variant::Tail))
-        .collect();
+    let rs: Vec<ReplicaProc> = (0..3).map(|_| ReplicaProc::start(&zk_hosts, "/tailchain", Variant::Tail)).collect();
     let c = client(&zk_hosts, "/tailchain", Variant::Tail).await;
     let addrs: Vec<&str> = rs.iter().map(|r| r.addr.as_str()).collect();
     wait_chain(&c, &addrs, Duration::from_secs(30)).await;
     // No --root: --variant tail looks under /tailchain.
-    let base = [
-        "--zk",
-        zk_hosts.as_str(),
-        "--variant",
-        "tail",
-        "--timeout-ms",
-        "10000",
-    ];
+    let base = ["--zk", zk_hosts.as_str(), "--variant", "tail", "--timeout-ms", "10000"];
     let run = |extra: &[&str], stdin: Option<&str>| chainctl(&[&base[..], extra].concat(), stdin);
 
     ok_stdout("inc", &run(&["inc", "k", "5"], None));
@@ -528,21 +418,11 @@ async fn chainctl_speaks_the_tail_variant() {
     ok_stdout("del", &run(&["del", "k"], None));
     assert_eq!(ok_stdout("get", &run(&["get", "k"], None)), "0\n");
 
-    let shell = ok_stdout(
-        "shell",
-        &run(
-            &["shell"],
-            Some("inc s 3\nget s\ninc s -1\nget s\ndel s\nget s\n"),
-        ),
-    );
+    let shell = ok_stdout("shell", &run(&["shell"], Some("inc s 3\nget s\ninc s -1\nget s\ndel s\nget s\n")));
     assert_eq!(shell, "ok\n3\nok\n2\nok\n0\n");
 
     let status = ok_stdout("status", &run(&["status"], None));
-    let rows: Vec<Vec<&str>> = status
-        .lines()
-        .skip(1)
-        .map(|l| l.split_whitespace().collect())
-        .collect();
+    let rows: Vec<Vec<&str>> = status.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(
         rows.iter().map(|r| r[0]).collect::<Vec<_>>(),
         ["head", "middle", "tail"],
@@ -553,20 +433,13 @@ async fn chainctl_speaks_the_tail_variant() {
         "every replica applied the 6 writes:\n{status}"
     );
 
-    let fill = ok_stdout(
-        "fill",
-        &run(&["fill", "--keys", "20", "--concurrency", "4"], None),
-    );
+    let fill = ok_stdout("fill", &run(&["fill", "--keys", "20", "--concurrency", "4"], None));
     assert!(fill.starts_with("wrote 20 keys"), "{fill}");
     assert_eq!(c.get("fill19").await.unwrap(), 1);
 
-    let probe = ok_stdout(
-        "probe",
-        &run(&["probe", "--key", "p", "--seconds", "1"], None),
-    );
+    let probe = ok_stdout("probe", &run(&["probe", "--key", "p", "--seconds", "1"], None));
     assert!(
-        probe.lines().any(|l| l.ends_with(" ok write"))
-            && probe.lines().all(|l| l.contains(" ok ")),
+        probe.lines().any(|l| l.ends_with(" ok write")) && probe.lines().all(|l| l.contains(" ok ")),
         "{probe}"
     );
 
@@ -588,45 +461,12 @@ async fn chainctl_speaks_the_tail_variant() {
             None,
         ),
     );
-    assert!(
-        bench.contains("\"target\":\"chain\"") && bench.contains("\"errors\":0"),
-        "{bench}"
-    );
+    assert!(bench.contains("\"target\":\"chain\"") && bench.contains("\"errors\":0"), "{bench}");
 
     // The head variant against this chain is refused, not left "unknown".
-    let wrong = chainctl(
-        &[
-            "--zk",
-            zk_hosts.as_str(),
-            "--root",
-            "/tailchain",
-            "inc",
-            "k",
-            "1",
-        ],
-        None,
-    );
-    assert_eq!(
-        wrong.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&wrong.stderr)
-    );
-    let bad = chainctl(
-        &[
-            "--zk",
-            zk_hosts.as_str(),
-            "--callback-listen",
-            "127.0.0.1:0",
-            "get",
-            "k",
-        ],
-        None,
-    );
-    assert_eq!(
-        bad.status.code(),
-        Some(2),
-        "callback flags without --variant tail are an error"
-    );
+    let wrong = chainctl(&["--zk", zk_hosts.as_str(), "--root", "/tailchain", "inc", "k", "1"], None);
+    assert_eq!(wrong.status.code(), Some(1), "{}", String::from_utf8_lossy(&wrong.stderr));
+    let bad = chainctl(&["--zk", zk_hosts.as_str(), "--callback-listen", "127.0.0.1:0", "get", "k"], None);
+    assert_eq!(bad.status.code(), Some(2), "callback flags without --variant tail are an error");
     c.close().await;
 }

@@ -30,8 +30,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "chainrep=debug,zookeeper_async=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "chainrep=debug,zookeeper_async=warn".into()),
         )
         .try_init();
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
@@ -42,7 +41,11 @@ fn start_zk() -> ZkServer {
 }
 
 fn cfg(connect: &str, root: &str) -> ZkConfig {
-    ZkConfig { connect: connect.to_string(), root: root.to_string(), session_timeout: SESSION }
+    ZkConfig {
+        connect: connect.to_string(),
+        root: root.to_string(),
+        session_timeout: SESSION,
+    }
 }
 
 struct Replica {
@@ -55,7 +58,11 @@ struct Replica {
 impl Replica {
     fn spawn(cfg: ZkConfig, advertise: &str) -> Replica {
         let (tx, events) = mpsc::channel(256);
-        Replica { coord: ZkCoordinator::spawn(cfg, advertise.to_string(), tx), events, seen: Vec::new() }
+        Replica {
+            coord: ZkCoordinator::spawn(cfg, advertise.to_string(), tx),
+            events,
+            seen: Vec::new(),
+        }
     }
 
     /// Waits for the first event matching `pred`, skipping others.
@@ -97,7 +104,8 @@ impl Replica {
     }
 
     async fn session_lost(&mut self) {
-        self.wait_for("SessionLost", |ev| matches!(ev, MembershipEvent::SessionLost).then_some(())).await
+        self.wait_for("SessionLost", |ev| matches!(ev, MembershipEvent::SessionLost).then_some(()))
+            .await
     }
 
     /// Events that arrive within `d`, without waiting for anything in particular.
@@ -121,7 +129,10 @@ async fn admin(connect: &str) -> ZooKeeper {
     .await
     .expect("admin connect timed out")
     .expect("admin connect");
-    timeout(SOON, zk.exists("/", false)).await.expect("admin handshake timed out").expect("admin handshake");
+    timeout(SOON, zk.exists("/", false))
+        .await
+        .expect("admin handshake timed out")
+        .expect("admin handshake");
     zk
 }
 
@@ -165,7 +176,16 @@ async fn two_replicas_join_in_session_order_and_leave_cleanly() {
     assert!(id_a < id_b, "session ids {id_a:x} {id_b:x}");
     assert_eq!(
         view_a,
-        vec![Member { id: id_a, addr: "127.0.0.1:7001".into() }, Member { id: id_b, addr: "127.0.0.1:7002".into() }]
+        vec![
+            Member {
+                id: id_a,
+                addr: "127.0.0.1:7001".into()
+            },
+            Member {
+                id: id_b,
+                addr: "127.0.0.1:7002".into()
+            }
+        ]
     );
 
     // On the server: lowercase hex names, ephemeral, address on the first line.
@@ -176,13 +196,19 @@ async fn two_replicas_join_in_session_order_and_leave_cleanly() {
         assert!(name.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)), "{name}");
     }
     assert_eq!(data(&zk, &format!("/headchain/{id_a:x}")).await, "127.0.0.1:7001\n");
-    let stat = zk.exists(&format!("/headchain/{id_b:x}"), false).await.unwrap().expect("znode of b");
+    let stat = zk
+        .exists(&format!("/headchain/{id_b:x}"), false)
+        .await
+        .unwrap()
+        .expect("znode of b");
     assert_eq!(stat.ephemeral_owner as u64, id_b);
 
     // Liveness reports keep coming, each about a round trip that started recently.
     let alive = a.drain_for(SESSION).await;
-    let alives: Vec<Instant> =
-        alive.iter().filter_map(|e| if let MembershipEvent::Alive { at } = e { Some(*at) } else { None }).collect();
+    let alives: Vec<Instant> = alive
+        .iter()
+        .filter_map(|e| if let MembershipEvent::Alive { at } = e { Some(*at) } else { None })
+        .collect();
     assert!(alives.len() >= 2, "expected Alive about every {:?}, got {alive:?}", SESSION / 4);
     assert!(alives.iter().all(|at| at.elapsed() < SESSION * 2));
 
@@ -191,11 +217,21 @@ async fn two_replicas_join_in_session_order_and_leave_cleanly() {
     b.coord.close().await;
     assert_eq!(children(&zk, "/headchain").await, vec![format!("{id_a:x}")]);
     let view = a.view_of_len(1).await;
-    assert_eq!(view, vec![Member { id: id_a, addr: "127.0.0.1:7001".into() }]);
+    assert_eq!(
+        view,
+        vec![Member {
+            id: id_a,
+            addr: "127.0.0.1:7001".into()
+        }]
+    );
     assert!(closed_at.elapsed() < SESSION, "leaving took {:?}", closed_at.elapsed());
     // The closed one says nothing more, and close is idempotent.
     b.coord.close().await;
-    assert!(b.drain_for(Duration::from_millis(200)).await.iter().all(|e| matches!(e, MembershipEvent::Alive { .. })));
+    assert!(b
+        .drain_for(Duration::from_millis(200))
+        .await
+        .iter()
+        .all(|e| matches!(e, MembershipEvent::Alive { .. })));
 
     a.coord.close().await;
     assert_eq!(children(&zk, "/headchain").await, Vec::<String>::new());
@@ -207,7 +243,9 @@ async fn foreign_and_malformed_children_are_ignored() {
     let _serial = serial();
     let server = start_zk();
     let zk = admin(&server.connect_string()).await;
-    zk.create("/chain", vec![], Acl::open_unsafe().clone(), CreateMode::Persistent).await.unwrap();
+    zk.create("/chain", vec![], Acl::open_unsafe().clone(), CreateMode::Persistent)
+        .await
+        .unwrap();
     // Present before we join, and added after.
     create(&zk, "/chain/not-hex", "127.0.0.1:1").await;
     create(&zk, "/chain/ABC", "127.0.0.1:1").await;
@@ -216,7 +254,10 @@ async fn foreign_and_malformed_children_are_ignored() {
 
     let mut r = Replica::spawn(cfg(&server.connect_string(), "/chain"), "10.1.2.3:7000");
     let id = r.joined().await;
-    let me = Member { id, addr: "10.1.2.3:7000".into() };
+    let me = Member {
+        id,
+        addr: "10.1.2.3:7000".into(),
+    };
     r.view_where("a view of just us", |v| v == [me.clone()]).await;
 
     create(&zk, "/chain/a2", "host:0").await;
@@ -227,7 +268,16 @@ async fn foreign_and_malformed_children_are_ignored() {
     // A well-formed one (the fake session id sorts first) with extra lines.
     create(&zk, "/chain/5", "other:9\nsecond line ignored\n").await;
     let view = r.view_where("a view with the well-formed extra member", |v| v.len() == 2).await;
-    assert_eq!(view, vec![Member { id: 5, addr: "other:9".into() }, me.clone()]);
+    assert_eq!(
+        view,
+        vec![
+            Member {
+                id: 5,
+                addr: "other:9".into()
+            },
+            me.clone()
+        ]
+    );
     // Nothing malformed ever made it into a view.
     for ev in &r.seen {
         if let MembershipEvent::View(v) = ev {
@@ -264,7 +314,13 @@ async fn deleted_root_is_session_loss_then_recreated_on_join() {
     let id2 = r.joined().await;
     assert_ne!(id, id2, "a new registration needs a new session");
     let view = r.view_of_len(1).await;
-    assert_eq!(view, vec![Member { id: id2, addr: "127.0.0.1:7100".into() }]);
+    assert_eq!(
+        view,
+        vec![Member {
+            id: id2,
+            addr: "127.0.0.1:7100".into()
+        }]
+    );
     assert_eq!(children(&zk, "/deep/er/root").await, vec![format!("{id2:x}")]);
 
     // Only our own znode vanishing counts the same way.
@@ -290,8 +346,9 @@ async fn session_expiry_reports_loss_and_rejoins_with_a_new_session() {
     let other_id = other.joined().await;
     other.view_of_len(2).await;
     // A client cut off with it loses its session too, and must recover by itself.
-    let watcher =
-        ZkWatcher::connect(&cfg(&proxy.connect_string(), "/headchain"), Duration::from_secs(5)).await.unwrap();
+    let watcher = ZkWatcher::connect(&cfg(&proxy.connect_string(), "/headchain"), Duration::from_secs(5))
+        .await
+        .unwrap();
     let mut members = watcher.members();
     assert_eq!(members.borrow().len(), 2);
 
@@ -303,7 +360,11 @@ async fn session_expiry_reports_loss_and_rejoins_with_a_new_session() {
     // ZooKeeper counts the timeout from the last thing it heard, which can be a ping sent up to
     // a third of the timeout before the partition, and it expires sessions in whole ticks; so
     // the znode may go somewhat before SESSION has passed since the cut, never right away.
-    assert!(partitioned_at.elapsed() >= SESSION / 2, "expired after {:?}", partitioned_at.elapsed());
+    assert!(
+        partitioned_at.elapsed() >= SESSION / 2,
+        "expired after {:?}",
+        partitioned_at.elapsed()
+    );
     proxy.heal();
 
     cut_off.session_lost().await;
@@ -346,7 +407,10 @@ async fn session_expiry_reports_loss_and_rejoins_with_a_new_session() {
 async fn zookeeper_restart_keeps_the_session_and_the_watch() {
     let _serial = serial();
     let mut server = start_zk();
-    let cfg = ZkConfig { session_timeout: Duration::from_secs(6), ..cfg(&server.connect_string(), "/headchain") };
+    let cfg = ZkConfig {
+        session_timeout: Duration::from_secs(6),
+        ..cfg(&server.connect_string(), "/headchain")
+    };
     let mut r = Replica::spawn(cfg, "127.0.0.1:7300");
     let id = r.joined().await;
     r.view_of_len(1).await;
@@ -357,7 +421,13 @@ async fn zookeeper_restart_keeps_the_session_and_the_watch() {
     create(&zk, "/headchain/1", "newcomer:1").await;
     // The library does not restore watches after reconnecting; the coordinator re-arms it.
     let view = r.view_of_len(2).await;
-    assert_eq!(view[1], Member { id, addr: "127.0.0.1:7300".into() });
+    assert_eq!(
+        view[1],
+        Member {
+            id,
+            addr: "127.0.0.1:7300".into()
+        }
+    );
     let restarted = Instant::now();
     r.wait_for("Alive after the restart", |ev| match ev {
         MembershipEvent::Alive { at } if *at > restarted => Some(()),
@@ -419,19 +489,37 @@ async fn watcher_follows_the_membership() {
     let id_a = a.joined().await;
     let mut b = Replica::spawn(c.clone(), "127.0.0.1:7502");
     let id_b = b.joined().await;
-    let got =
-        timeout(SOON, members.wait_for(|m| m.len() == 2)).await.expect("watcher sees two").expect("watch open").clone();
+    let got = timeout(SOON, members.wait_for(|m| m.len() == 2))
+        .await
+        .expect("watcher sees two")
+        .expect("watch open")
+        .clone();
     assert_eq!(got.iter().map(|m| m.id).collect::<Vec<_>>(), vec![id_a.min(id_b), id_a.max(id_b)]);
-    assert!(got.contains(&Member { id: id_a, addr: "127.0.0.1:7501".into() }));
+    assert!(got.contains(&Member {
+        id: id_a,
+        addr: "127.0.0.1:7501".into()
+    }));
 
     a.coord.close().await;
-    let got =
-        timeout(SOON, members.wait_for(|m| m.len() == 1)).await.expect("watcher sees one").expect("watch open").clone();
-    assert_eq!(got, vec![Member { id: id_b, addr: "127.0.0.1:7502".into() }]);
+    let got = timeout(SOON, members.wait_for(|m| m.len() == 1))
+        .await
+        .expect("watcher sees one")
+        .expect("watch open")
+        .clone();
+    assert_eq!(
+        got,
+        vec![Member {
+            id: id_b,
+            addr: "127.0.0.1:7502".into()
+        }]
+    );
 
     // Root deleted and recreated under the watcher.
     b.coord.close().await;
-    timeout(SOON, members.wait_for(|m| m.is_empty())).await.expect("watcher sees none").expect("watch open");
+    timeout(SOON, members.wait_for(|m| m.is_empty()))
+        .await
+        .expect("watcher sees none")
+        .expect("watch open");
     let zk = admin(&server.connect_string()).await;
     zk.delete("/w", None).await.unwrap();
     sleep(Duration::from_millis(300)).await;
@@ -442,7 +530,13 @@ async fn watcher_follows_the_membership() {
         .expect("watcher sees the new root")
         .expect("watch open")
         .clone();
-    assert_eq!(got, vec![Member { id: id_c, addr: "127.0.0.1:7503".into() }]);
+    assert_eq!(
+        got,
+        vec![Member {
+            id: id_c,
+            addr: "127.0.0.1:7503".into()
+        }]
+    );
 
     c2.coord.close().await;
     watcher.close().await;
@@ -467,7 +561,10 @@ async fn nothing_listening_fails_in_time_without_spinning() {
     let c = cfg(&format!("127.0.0.1:{port}"), "/headchain");
 
     let started = Instant::now();
-    let err = ZkWatcher::connect(&c, Duration::from_secs(1)).await.err().expect("nothing listens there");
+    let err = ZkWatcher::connect(&c, Duration::from_secs(1))
+        .await
+        .err()
+        .expect("nothing listens there");
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
     let msg = format!("{err:#}");
     assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
@@ -518,21 +615,39 @@ async fn chroot_in_the_connect_string() {
 
     let mut r = Replica::spawn(cfg(&chrooted, "/headchain"), "127.0.0.1:7700");
     let id = r.joined().await;
-    assert_eq!(r.view_of_len(1).await, vec![Member { id, addr: "127.0.0.1:7700".into() }]);
+    assert_eq!(
+        r.view_of_len(1).await,
+        vec![Member {
+            id,
+            addr: "127.0.0.1:7700".into()
+        }]
+    );
     // The chroot did not exist; it was created like the root's other parents.
     assert_eq!(children(&zk, "/apps/chain/headchain").await, vec![format!("{id:x}")]);
     assert!(zk.exists("/headchain", false).await.unwrap().is_none());
 
-    let watcher = ZkWatcher::connect(&cfg(&chrooted, "/headchain"), Duration::from_secs(5)).await.unwrap();
-    assert_eq!(*watcher.members().borrow(), vec![Member { id, addr: "127.0.0.1:7700".into() }]);
+    let watcher = ZkWatcher::connect(&cfg(&chrooted, "/headchain"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        *watcher.members().borrow(),
+        vec![Member {
+            id,
+            addr: "127.0.0.1:7700".into()
+        }]
+    );
     // The same root outside the chroot is a different chain.
-    let outside =
-        ZkWatcher::connect(&cfg(&server.connect_string(), "/headchain"), Duration::from_secs(5)).await.unwrap();
+    let outside = ZkWatcher::connect(&cfg(&server.connect_string(), "/headchain"), Duration::from_secs(5))
+        .await
+        .unwrap();
     assert!(outside.members().borrow().is_empty());
 
     r.coord.close().await;
     let mut m = watcher.members();
-    timeout(SOON, m.wait_for(|m| m.is_empty())).await.expect("watcher sees the leave").unwrap();
+    timeout(SOON, m.wait_for(|m| m.is_empty()))
+        .await
+        .expect("watcher sees the leave")
+        .unwrap();
     watcher.close().await;
     outside.close().await;
     assert_eq!(zk.get_children("/apps/chain/headchain", false).await, Ok(vec![]));
@@ -570,5 +685,8 @@ fn harness_restarts_on_the_same_port_and_data() {
     let pid = server.pid().expect("running");
     drop(server);
     // Drop killed and reaped it.
-    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "ZooKeeper {pid} survived drop");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "ZooKeeper {pid} survived drop"
+    );
 }

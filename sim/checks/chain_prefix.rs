@@ -19,7 +19,10 @@ pub fn check(w: &mut World) {
                 w.violations.push(msg);
             }
             None if last == 0 => {}
-            None => w.violations.push(format!("chain prefix: replica {p} applied xid {last}, beyond any xid a head issued ({})", w.canon.len())),
+            None => w.violations.push(format!(
+                "chain prefix: replica {p} applied xid {last}, beyond any xid a head issued ({})",
+                w.canon.len()
+            )),
         }
     }
 }

@@ -7,7 +7,8 @@ use crate::sim::world::World;
 
 pub fn check(w: &mut World) {
     let Some(tail) = w.zk.members().last().cloned() else {
-        w.violations.push("no lost writes: no replica is left in the chain for the final read".into());
+        w.violations
+            .push("no lost writes: no replica is left in the chain for the final read".into());
         return;
     };
     let Some(proc) = w.proc_of_addr(&tail.addr) else { return };
@@ -15,9 +16,16 @@ pub fn check(w: &mut World) {
     for k in 0..w.cfg.keys {
         let key = format!("k{k}");
         match w.procs[proc].replica.as_ref().map(|r| r.client_read(&key)) {
-            Some(Ok(v)) => w.history.push(Op { key, kind: OpKind::Get(v), invoked: now, returned: Some(now) }),
+            Some(Ok(v)) => w.history.push(Op {
+                key,
+                kind: OpKind::Get(v),
+                invoked: now,
+                returned: Some(now),
+            }),
             other => {
-                w.violations.push(format!("liveness: the settled tail (replica {proc}) refused the final read of {key}: {other:?}"));
+                w.violations.push(format!(
+                    "liveness: the settled tail (replica {proc}) refused the final read of {key}: {other:?}"
+                ));
                 return;
             }
         }

@@ -65,9 +65,7 @@ impl Outcome {
 fn from_client(r: Result<Option<i32>, ClientError>) -> Outcome {
     match r {
         Ok(v) => Outcome::Done(v),
-        Err(e @ (ClientError::Rejected(_) | ClientError::Timeout(..))) => {
-            Outcome::NoEffect(e.to_string())
-        }
+        Err(e @ (ClientError::Rejected(_) | ClientError::Timeout(..))) => Outcome::NoEffect(e.to_string()),
         Err(e @ ClientError::Unknown(_)) => Outcome::Unknown(e.to_string()),
     }
 }
@@ -84,9 +82,7 @@ impl Backend {
 
     async fn call(&self, req: &Request) -> Outcome {
         match (self, req) {
-            (Backend::Head(c), Request::Inc(k, d)) => {
-                from_client(c.inc(k, *d).await.map(|()| None))
-            }
+            (Backend::Head(c), Request::Inc(k, d)) => from_client(c.inc(k, *d).await.map(|()| None)),
             (Backend::Head(c), Request::Del(k)) => from_client(c.del(k).await.map(|()| None)),
             (Backend::Head(c), Request::Get(k)) => from_client(c.get(k).await.map(Some)),
             (Backend::Tail(c), Request::Inc(k, d)) => c.write(k, Some(*d)).await,
@@ -118,18 +114,12 @@ pub async fn backend(world: &Arc<World>, c: usize, view: watch::Receiver<Vec<Mem
         keepalive: false,
     });
     match world.cfg.variant {
-        Variant::Head => Backend::Head(ChainClient::with_membership(
-            view,
-            connector,
-            options(world),
-        )),
+        Variant::Head => Backend::Head(ChainClient::with_membership(view, connector, options(world))),
         Variant::Tail => {
             let waiters: Arc<Mutex<BTreeMap<i32, oneshot::Sender<()>>>> = Arc::default();
             let service = TailClientServer::new(Callbacks(waiters.clone()));
             let server = tonic::transport::Server::builder().add_service(service);
-            tokio::spawn(server.serve_with_incoming(
-                tokio_stream::wrappers::UnboundedReceiverStream::new(incoming),
-            ));
+            tokio::spawn(server.serve_with_incoming(tokio_stream::wrappers::UnboundedReceiverStream::new(incoming)));
             Backend::Tail(TailVariantClient {
                 view,
                 connector,
@@ -170,10 +160,7 @@ pub async fn run_client(world: Arc<World>, c: usize) {
         let returned = world.now_ms();
         world.trace.record(
             returned,
-            &format!(
-                "client {c} op {i}: {req:?} invoked at {invoked}: {}",
-                outcome.class()
-            ),
+            &format!("client {c} op {i}: {req:?} invoked at {invoked}: {}", outcome.class()),
         );
         record(&world, c, &req, invoked, returned, &outcome);
     }
@@ -207,8 +194,7 @@ fn record(world: &World, c: usize, req: &Request, invoked: u64, returned: u64, o
     }
     // `op_timeout` bounds an operation, retries included; the last attempt may add one RPC
     // deadline and one connect timeout (tonic's deadline starts once connected).
-    let bound = (world.cfg.op_timeout + world.cfg.client_rpc_timeout + Duration::from_millis(1_200))
-        .as_millis() as u64;
+    let bound = (world.cfg.op_timeout + world.cfg.client_rpc_timeout + Duration::from_millis(1_200)).as_millis() as u64;
     if returned - invoked > bound {
         world.violation(format!(
             "client deadline: client {c} {req:?} invoked at {invoked} ms took {} ms ({outcome:?})",
@@ -217,9 +203,7 @@ fn record(world: &World, c: usize, req: &Request, invoked: u64, returned: u64, o
     }
     if let Some(healed) = *lock(&world.healed_at) {
         // Once the chain had time to settle, every operation must complete.
-        if invoked >= healed + world.cfg.settle_time.as_millis() as u64
-            && !matches!(outcome, Outcome::Done(_))
-        {
+        if invoked >= healed + world.cfg.settle_time.as_millis() as u64 && !matches!(outcome, Outcome::Done(_)) {
             world.violation(format!(
                 "liveness: client {c} {req:?} invoked at {invoked} ms, after faults stopped at {healed} ms, ended {outcome:?}"
             ));
@@ -249,9 +233,7 @@ fn never_sent(status: &Status) -> bool {
         return false;
     }
     let text = format!("{} {:?}", status.message(), status);
-    text.contains("tcp connect error")
-        || text.contains("Connection refused")
-        || text.contains("error trying to connect")
+    text.contains("tcp connect error") || text.contains("Connection refused") || text.contains("error trying to connect")
 }
 
 pub struct TailVariantClient {
@@ -340,28 +322,18 @@ impl TailVariantClient {
             };
             match result {
                 Ok(r) if r.get_ref().rc == 0 => {
-                    break wait_for_callback(
-                        &mut done,
-                        deadline,
-                        format!("{} accepted cxid {cxid}, no callback", head.addr),
-                    )
-                    .await
+                    break wait_for_callback(&mut done, deadline, format!("{} accepted cxid {cxid}, no callback", head.addr)).await
                 }
                 Ok(_) => last = format!("{} is not the head", head.addr),
                 Err(s)
-                    if s.code() == Code::Unavailable
-                        && (never_sent(&s)
-                            || s.message().starts_with("the head cannot take writes now")) =>
+                    if s.code() == Code::Unavailable && (never_sent(&s) || s.message().starts_with("the head cannot take writes now")) =>
                 {
                     last = format!("{}: {}", head.addr, s.message())
                 }
                 Err(s)
                     if matches!(
                         s.code(),
-                        Code::InvalidArgument
-                            | Code::OutOfRange
-                            | Code::ResourceExhausted
-                            | Code::FailedPrecondition
+                        Code::InvalidArgument | Code::OutOfRange | Code::ResourceExhausted | Code::FailedPrecondition
                     ) =>
                 {
                     break Outcome::NoEffect(s.to_string())
@@ -371,12 +343,7 @@ impl TailVariantClient {
                     break wait_for_callback(
                         &mut done,
                         deadline,
-                        format!(
-                            "{}: {} ({:?}), no callback",
-                            head.addr,
-                            s.message(),
-                            s.code()
-                        ),
+                        format!("{}: {} ({:?}), no callback", head.addr, s.message(), s.code()),
                     )
                     .await
                 }
@@ -400,10 +367,7 @@ impl TailVariantClient {
                 Ok(c) => c,
                 Err(e) => return Outcome::NoEffect(e),
             };
-            match client
-                .get(self.request(adb::GetRequest { key: key.into() }))
-                .await
-            {
+            match client.get(self.request(adb::GetRequest { key: key.into() })).await {
                 Ok(r) if r.get_ref().rc == 0 => return Outcome::Done(Some(r.get_ref().value)),
                 Ok(_) => last = format!("{} is not serving reads as tail", tail.addr),
                 Err(s) => last = format!("{}: {}", tail.addr, s.message()),
@@ -414,11 +378,7 @@ impl TailVariantClient {
     }
 }
 
-async fn wait_for_callback(
-    done: &mut oneshot::Receiver<()>,
-    deadline: Instant,
-    why_unknown: String,
-) -> Outcome {
+async fn wait_for_callback(done: &mut oneshot::Receiver<()>, deadline: Instant, why_unknown: String) -> Outcome {
     match tokio::time::timeout_at(deadline, done).await {
         Ok(Ok(())) => Outcome::Done(None),
         _ => Outcome::Unknown(why_unknown),

@@ -85,12 +85,7 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    pub fn new(
-        net: Arc<Net>,
-        dice: SharedDice,
-        trace: SharedTrace,
-        session_timeout: Duration,
-    ) -> Arc<Coordinator> {
+    pub fn new(net: Arc<Net>, dice: SharedDice, trace: SharedTrace, session_timeout: Duration) -> Arc<Coordinator> {
         let state = State {
             counter: 0,
             sessions: BTreeMap::new(),
@@ -236,11 +231,7 @@ impl Coordinator {
         // Registrations that are due.
         let procs: Vec<Proc> = st.replicas.keys().copied().collect();
         for proc in procs {
-            let due = st
-                .replicas
-                .get(&proc)
-                .and_then(|w| w.join_at)
-                .is_some_and(|t| t <= now);
+            let due = st.replicas.get(&proc).and_then(|w| w.join_at).is_some_and(|t| t <= now);
             if !due {
                 continue;
             }
@@ -253,8 +244,7 @@ impl Coordinator {
             }
             st.counter += 1;
             let id = (self.dice.range(1, 4) << 56) | st.counter;
-            let first_pulse =
-                now + Duration::from_millis(self.dice.range(1, pulse.as_millis() as u64 + 1));
+            let first_pulse = now + Duration::from_millis(self.dice.range(1, pulse.as_millis() as u64 + 1));
             st.sessions.insert(
                 id,
                 Session {
@@ -297,11 +287,7 @@ impl Coordinator {
             if !self.reachable(s.proc) {
                 continue;
             }
-            let Some(w) = st
-                .replicas
-                .get_mut(&s.proc)
-                .filter(|w| w.session == Some(*id))
-            else {
+            let Some(w) = st.replicas.get_mut(&s.proc).filter(|w| w.session == Some(*id)) else {
                 continue;
             };
             if s.expired {
@@ -328,13 +314,8 @@ impl Coordinator {
             }
         }
         // Sessions nobody can be told about any more.
-        st.sessions.retain(|id, s| {
-            !s.expired
-                || st
-                    .replicas
-                    .get(&s.proc)
-                    .is_some_and(|w| w.session == Some(*id))
-        });
+        st.sessions
+            .retain(|id, s| !s.expired || st.replicas.get(&s.proc).is_some_and(|w| w.session == Some(*id)));
 
         // Views, to every live, reachable session and every client whose view is not stalled.
         let members: Vec<Member> = st
@@ -346,9 +327,7 @@ impl Coordinator {
             })
             .collect();
         for (proc, w) in st.replicas.iter_mut() {
-            let live = w
-                .session
-                .is_some_and(|id| st.sessions.get(&id).is_some_and(|s| !s.expired));
+            let live = w.session.is_some_and(|id| st.sessions.get(&id).is_some_and(|s| !s.expired));
             if !live || w.told.as_ref() == Some(&members) || !self.reachable(*proc) {
                 continue;
             }

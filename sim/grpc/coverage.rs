@@ -43,11 +43,6 @@ impl<S: Subscriber> Layer<S> for Counter {
     fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
         let mut m = Message(String::new());
         event.record(&mut m);
-        *(self.0)
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(m.0)
-            .or_default() += 1;
+        *(self.0).0.lock().unwrap_or_else(|e| e.into_inner()).entry(m.0).or_default() += 1;
     }
 }

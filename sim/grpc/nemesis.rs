@@ -29,9 +29,7 @@ pub async fn run_nemesis(world: Arc<World>) {
         match world.dice.range(0, 12) {
             0 | 1 => {
                 if let Some(v) = expendable(&world) {
-                    world
-                        .trace
-                        .note(world.now_ms(), &format!("nemesis: crash replica {v}"));
+                    world.trace.note(world.now_ms(), &format!("nemesis: crash replica {v}"));
                     world.crash(v);
                     let back = Duration::from_millis(world.dice.range(300, 2 * timeout_ms));
                     let w = world.clone();
@@ -39,8 +37,7 @@ pub async fn run_nemesis(world: Arc<World>) {
                         tokio::time::sleep(back).await;
                         // Unless healing restarted it first.
                         if !w.is_up(v) {
-                            w.trace
-                                .note(w.now_ms(), &format!("nemesis: restart replica {v}"));
+                            w.trace.note(w.now_ms(), &format!("nemesis: restart replica {v}"));
                             w.boot(v).await;
                         }
                     });
@@ -69,28 +66,21 @@ pub async fn run_nemesis(world: Arc<World>) {
             7 => {
                 let c = world.dice.range(0, world.cfg.clients as u64) as usize;
                 let t = world.dice.range(200, 2 * timeout_ms);
-                world.trace.note(
-                    world.now_ms(),
-                    &format!("nemesis: client {c} sees no membership change for {t} ms"),
-                );
                 world
-                    .coord
-                    .stall_client(c, Instant::now() + Duration::from_millis(t));
+                    .trace
+                    .note(world.now_ms(), &format!("nemesis: client {c} sees no membership change for {t} ms"));
+                world.coord.stall_client(c, Instant::now() + Duration::from_millis(t));
             }
             8 => {
                 if let Some(r) = world.add_replica().await {
-                    world
-                        .trace
-                        .note(world.now_ms(), &format!("nemesis: new replica {r} joins"));
+                    world.trace.note(world.now_ms(), &format!("nemesis: new replica {r} joins"));
                 }
             }
             9 => {
                 let up = world.up_replicas();
                 let a = world.dice.pick(&up).map(Place::Replica);
                 let b = if world.dice.chance(300_000) {
-                    Some(Place::Client(
-                        world.dice.range(0, world.cfg.clients as u64) as usize
-                    ))
+                    Some(Place::Client(world.dice.range(0, world.cfg.clients as u64) as usize))
                 } else {
                     world.dice.pick(&up).map(Place::Replica)
                 };
@@ -102,10 +92,9 @@ pub async fn run_nemesis(world: Arc<World>) {
             }
             10 => {
                 if let Some((a, b)) = world.net.reset_one() {
-                    world.trace.note(
-                        world.now_ms(),
-                        &format!("nemesis: reset a connection from {a:?} to {b:?}"),
-                    );
+                    world
+                        .trace
+                        .note(world.now_ms(), &format!("nemesis: reset a connection from {a:?} to {b:?}"));
                 }
             }
             _ => {}
@@ -114,15 +103,10 @@ pub async fn run_nemesis(world: Arc<World>) {
 }
 
 fn cut(world: &Arc<World>, a: Place, b: Place) {
-    let t = Duration::from_millis(
-        world
-            .dice
-            .range(100, 2 * world.cfg.session_timeout.as_millis() as u64),
-    );
-    world.trace.note(
-        world.now_ms(),
-        &format!("nemesis: cut {a:?} from {b:?} for {} ms", t.as_millis()),
-    );
+    let t = Duration::from_millis(world.dice.range(100, 2 * world.cfg.session_timeout.as_millis() as u64));
+    world
+        .trace
+        .note(world.now_ms(), &format!("nemesis: cut {a:?} from {b:?} for {} ms", t.as_millis()));
     world.net.cut(a, b);
     let w = world.clone();
     tokio::spawn(async move {
@@ -136,18 +120,10 @@ fn cut(world: &Arc<World>, a: Place, b: Place) {
 fn slow(world: &Arc<World>, a: Place, b: Place) {
     let rpc = world.cfg.rpc_timeout.as_millis() as u64;
     let extra = Duration::from_millis(world.dice.range(rpc / 2, 3 * rpc));
-    let t = Duration::from_millis(
-        world
-            .dice
-            .range(200, 2 * world.cfg.session_timeout.as_millis() as u64),
-    );
+    let t = Duration::from_millis(world.dice.range(200, 2 * world.cfg.session_timeout.as_millis() as u64));
     world.trace.note(
         world.now_ms(),
-        &format!(
-            "nemesis: {a:?}-{b:?} {} ms slower for {} ms",
-            extra.as_millis(),
-            t.as_millis()
-        ),
+        &format!("nemesis: {a:?}-{b:?} {} ms slower for {} ms", extra.as_millis(), t.as_millis()),
     );
     world.net.slow(a, b, extra);
     let w = world.clone();
@@ -166,9 +142,7 @@ fn expendable(world: &World) -> Option<usize> {
         h != victim
             && world.is_synced(h)
             && !world.net.is_cut(Place::Replica(h), Place::Coordinator)
-            && world
-                .session_of(h)
-                .is_some_and(|s| world.coord.heard_within(s, fresh))
+            && world.session_of(h).is_some_and(|s| world.coord.heard_within(s, fresh))
     });
     survivor.then_some(victim)
 }

@@ -49,9 +49,7 @@ pub struct World {
 
 impl World {
     pub fn now_ms(&self) -> u64 {
-        Instant::now()
-            .saturating_duration_since(self.start)
-            .as_millis() as u64
+        Instant::now().saturating_duration_since(self.start).as_millis() as u64
     }
 
     pub fn violation(&self, v: String) {
@@ -80,10 +78,7 @@ impl World {
     }
 
     fn with_core<R>(&self, r: usize, f: impl FnOnce(&mut node::Core) -> R) -> Option<R> {
-        let shared = lock(&self.replicas)[r]
-            .node
-            .as_ref()
-            .map(|n| n.shared.clone())?;
+        let shared = lock(&self.replicas)[r].node.as_ref().map(|n| n.shared.clone())?;
         Some(shared.with_core(f))
     }
 
@@ -133,20 +128,9 @@ impl World {
             from: proc,
             keepalive: true,
         });
-        let local = addr
-            .parse()
-            .unwrap_or_else(|_| SocketAddr::from(([10, 0, 0, 1], 7000)));
+        let local = addr.parse().unwrap_or_else(|_| SocketAddr::from(([10, 0, 0, 1], 7000)));
         let cfg = self.node_config(classic);
-        let node = node::start_with(
-            &cfg,
-            UnboundedReceiverStream::new(incoming),
-            local,
-            addr,
-            connector,
-            events,
-            join,
-        )
-        .await;
+        let node = node::start_with(&cfg, UnboundedReceiverStream::new(incoming), local, addr, connector, events, join).await;
         lock(&self.replicas)[r].node = Some(node);
     }
 
@@ -205,8 +189,7 @@ pub fn run(cfg: GrpcSimConfig) -> Report {
         Ok(rt) => rt,
         Err(e) => return Report::broken(&cfg, format!("cannot build the runtime: {e}")),
     };
-    let report =
-        tracing::subscriber::with_default(coverage.subscriber(), || rt.block_on(play(cfg)));
+    let report = tracing::subscriber::with_default(coverage.subscriber(), || rt.block_on(play(cfg)));
     // Dropping the runtime cancels every task still running, replicas' included.
     drop(rt);
     Report {
@@ -219,12 +202,7 @@ async fn play(cfg: GrpcSimConfig) -> Report {
     let dice = SharedDice::new(cfg.seed);
     let trace = SharedTrace::new(cfg.print_trace);
     let net = Net::new(dice.clone());
-    let coord = Coordinator::new(
-        net.clone(),
-        dice.clone(),
-        trace.clone(),
-        cfg.session_timeout,
-    );
+    let coord = Coordinator::new(net.clone(), dice.clone(), trace.clone(), cfg.session_timeout);
     let replicas = (0..cfg.initial_replicas)
         .map(|i| Replica {
             addr: format!("10.0.0.{}:7000", i + 1),
@@ -249,9 +227,7 @@ async fn play(cfg: GrpcSimConfig) -> Report {
     for r in 0..cfg.initial_replicas {
         world.boot(r).await;
     }
-    let clients: Vec<_> = (0..cfg.clients)
-        .map(|c| tokio::spawn(run_client(world.clone(), c)))
-        .collect();
+    let clients: Vec<_> = (0..cfg.clients).map(|c| tokio::spawn(run_client(world.clone(), c))).collect();
     let nemesis = if cfg.faults {
         tokio::spawn(run_nemesis(world.clone()))
     } else {
@@ -286,12 +262,7 @@ async fn play(cfg: GrpcSimConfig) -> Report {
             ops.sort_by_key(|o| o.invoked);
             let listing: Vec<String> = ops
                 .iter()
-                .map(|o| {
-                    format!(
-                        "  {:?} invoked {} returned {:?}",
-                        o.kind, o.invoked, o.returned
-                    )
-                })
+                .map(|o| format!("  {:?} invoked {} returned {:?}", o.kind, o.invoked, o.returned))
                 .collect();
             world.violation(format!(
                 "linearizability: key {} has no linearization:\n{}",
@@ -334,10 +305,9 @@ async fn final_reads(world: &Arc<World>) {
         match client.read(&key).await {
             Outcome::Done(v) => {
                 let v = v.unwrap_or(0);
-                world.trace.note(
-                    world.now_ms(),
-                    &format!("final read {key} = {v} at {}", tail.addr),
-                );
+                world
+                    .trace
+                    .note(world.now_ms(), &format!("final read {key} = {v} at {}", tail.addr));
                 lock(&world.history).push(Op {
                     key,
                     kind: OpKind::Get(v),
@@ -369,14 +339,10 @@ fn check_replicas_agree(world: &World) {
             continue;
         }
         let addr = lock(&world.replicas)[r].addr.clone();
-        if let Some((synced, last, store)) =
-            world.with_core(r, |c| (c.is_synced(), c.last_applied(), c.store().clone()))
-        {
+        if let Some((synced, last, store)) = world.with_core(r, |c| (c.is_synced(), c.last_applied(), c.store().clone())) {
             world.trace.note(
                 world.now_ms(),
-                &format!(
-                    "final state of {addr} ({session:x}): synced={synced} xid={last} {store:?}"
-                ),
+                &format!("final state of {addr} ({session:x}): synced={synced} xid={last} {store:?}"),
             );
             states.push((addr, synced, last, store));
         }
@@ -388,26 +354,18 @@ fn check_replicas_agree(world: &World) {
             states.len()
         ));
     }
-    let diverged = states
-        .windows(2)
-        .any(|w| (w[0].1, w[0].2, &w[0].3) != (w[1].1, w[1].2, &w[1].3));
+    let diverged = states.windows(2).any(|w| (w[0].1, w[0].2, &w[0].3) != (w[1].1, w[1].2, &w[1].3));
     if states.iter().any(|s| !s.1) || diverged {
         let listing: Vec<String> = states
             .iter()
             .map(|(a, s, x, st)| format!("  {a}: synced={s} xid={x} {st:?}"))
             .collect();
-        world.violation(format!(
-            "settled: the chain's replicas do not agree:\n{}",
-            listing.join("\n")
-        ));
+        world.violation(format!("settled: the chain's replicas do not agree:\n{}", listing.join("\n")));
     }
 }
 
 fn describe_all(world: &World) -> String {
-    let mut out = format!(
-        "at {} ms, coordinator members (chain order):",
-        world.now_ms()
-    );
+    let mut out = format!("at {} ms, coordinator members (chain order):", world.now_ms());
     for m in world.coord.members() {
         out.push_str(&format!(" {:x}@{}", m.id, m.addr));
     }

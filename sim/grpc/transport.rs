@@ -89,10 +89,7 @@ impl Link {
 
     fn break_now(&self) {
         self.broken.store(true, Ordering::SeqCst);
-        let wakers: Vec<Waker> = lock(&self.wakers)
-            .iter_mut()
-            .filter_map(Option::take)
-            .collect();
+        let wakers: Vec<Waker> = lock(&self.wakers).iter_mut().filter_map(Option::take).collect();
         for w in wakers {
             w.wake();
         }
@@ -102,8 +99,7 @@ impl Link {
     }
 
     fn finished(&self) -> bool {
-        self.broken.load(Ordering::SeqCst)
-            || lock(&self.relays).iter().all(AbortHandle::is_finished)
+        self.broken.load(Ordering::SeqCst) || lock(&self.relays).iter().all(AbortHandle::is_finished)
     }
 }
 
@@ -128,22 +124,14 @@ impl SimIo {
 }
 
 impl AsyncRead for SimIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         self.check(0, cx)?;
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for SimIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.check(1, cx)?;
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
@@ -238,11 +226,7 @@ impl Net {
     }
 
     fn extra_delay(&self, a: Place, b: Place) -> Duration {
-        lock(&self.state)
-            .slow
-            .get(&pair(a, b))
-            .copied()
-            .unwrap_or_default()
+        lock(&self.state).slow.get(&pair(a, b)).copied().unwrap_or_default()
     }
 
     /// Resets one open connection between two replicas, as a middlebox might; says which.
@@ -252,18 +236,10 @@ impl Net {
             .conns
             .values()
             .filter(|c| !c.link.finished())
-            .filter(|c| {
-                matches!(
-                    (c.dialer.place, c.listener.place),
-                    (Place::Replica(_), Place::Replica(_))
-                )
-            })
+            .filter(|c| matches!((c.dialer.place, c.listener.place), (Place::Replica(_), Place::Replica(_))))
             .map(|c| (c.dialer, c.listener, c.link.clone()))
             .collect();
-        if open
-            .iter()
-            .any(|(_, _, l)| l.in_flight.load(Ordering::SeqCst) > 0)
-        {
+        if open.iter().any(|(_, _, l)| l.in_flight.load(Ordering::SeqCst) > 0) {
             open.retain(|(_, _, l)| l.in_flight.load(Ordering::SeqCst) > 0);
         }
         let i = self.dice.range(0, open.len() as u64) as usize;
@@ -281,13 +257,7 @@ impl Net {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut st = lock(&self.state);
         st.alive.insert(p.place, p.inc);
-        st.hosts.insert(
-            addr.to_string(),
-            Host {
-                proc: p,
-                incoming: tx,
-            },
-        );
+        st.hosts.insert(addr.to_string(), Host { proc: p, incoming: tx });
         rx
     }
 
@@ -356,19 +326,11 @@ impl Net {
 
     /// Open a connection from process `from` to whoever listens on `addr`.
     pub async fn dial(self: &Arc<Self>, from: Proc, addr: &str) -> io::Result<SimIo> {
-        let refused = |why: &str| {
-            io::Error::new(
-                io::ErrorKind::ConnectionRefused,
-                format!("Connection refused: {why}"),
-            )
-        };
+        let refused = |why: &str| io::Error::new(io::ErrorKind::ConnectionRefused, format!("Connection refused: {why}"));
         tokio::time::sleep(self.delay()).await;
         loop {
             if !self.is_alive(from) {
-                return Err(io::Error::new(
-                    io::ErrorKind::ConnectionAborted,
-                    "the dialing process is gone",
-                ));
+                return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "the dialing process is gone"));
             }
             let target = lock(&self.state).hosts.get(addr).map(|h| h.proc);
             let Some(target) = target else {
@@ -405,10 +367,8 @@ impl Net {
         let (dr, dw) = tokio::io::split(dialer_relay);
         let (lr, lw) = tokio::io::split(listener_relay);
         let relays = vec![
-            self.clone()
-                .relay(dr, lw, from.place, listener.place, link.clone()),
-            self.clone()
-                .relay(lr, dw, listener.place, from.place, link.clone()),
+            self.clone().relay(dr, lw, from.place, listener.place, link.clone()),
+            self.clone().relay(lr, dw, listener.place, from.place, link.clone()),
         ];
         lock(&link.relays).extend(relays.into_iter().flatten());
         st.conns.retain(|_, c| !c.link.finished());
@@ -493,8 +453,7 @@ pub struct SimConnect {
 
 impl Connect for SimConnect {
     fn channel(&self, addr: &str) -> Result<Channel, String> {
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad address {addr:?}: {e}"))?;
+        let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|e| format!("bad address {addr:?}: {e}"))?;
         let mut endpoint = endpoint.connect_timeout(Duration::from_secs(1));
         if self.keepalive {
             endpoint = endpoint
@@ -502,11 +461,9 @@ impl Connect for SimConnect {
                 .keep_alive_timeout(Duration::from_secs(5));
         }
         let (net, from, addr) = (self.net.clone(), self.from, addr.to_string());
-        Ok(
-            endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
-                let (net, addr) = (net.clone(), addr.clone());
-                async move { net.dial(from, &addr).await.map(TokioIo::new) }
-            })),
-        )
+        Ok(endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+            let (net, addr) = (net.clone(), addr.clone());
+            async move { net.dial(from, &addr).await.map(TokioIo::new) }
+        })))
     }
 }

@@ -62,7 +62,9 @@ fn config(args: Args) -> Result<NodeConfig, String> {
             (zk, listen)
         }
         [zk, port] => {
-            let port: u16 = port.parse().map_err(|_| format!("PORT must be a number from 1 to 65535, got {port:?}"))?;
+            let port: u16 = port
+                .parse()
+                .map_err(|_| format!("PORT must be a number from 1 to 65535, got {port:?}"))?;
             if port == 0 {
                 return Err("PORT must be a number from 1 to 65535, got 0".into());
             }
@@ -83,10 +85,16 @@ fn config(args: Args) -> Result<NodeConfig, String> {
     if !root.starts_with('/') || (root.len() > 1 && root.ends_with('/')) {
         return Err(format!("--root must be an absolute ZooKeeper path like /headchain, got {root:?}"));
     }
-    let zk = ZkConfig { connect: zk, root, session_timeout: Duration::from_millis(args.session_timeout_ms) };
+    let zk = ZkConfig {
+        connect: zk,
+        root,
+        session_timeout: Duration::from_millis(args.session_timeout_ms),
+    };
     let mut cfg = NodeConfig::new(zk, listen, variant);
     if listen.ip().is_unspecified() && args.advertise.is_none() {
-        return Err(format!("listening on {listen} needs --advertise HOST:PORT so peers know where to connect"));
+        return Err(format!(
+            "listening on {listen} needs --advertise HOST:PORT so peers know where to connect"
+        ));
     }
     cfg.advertise = args.advertise;
     cfg.core.max_key_bytes = args.max_key_bytes as usize;
@@ -118,7 +126,10 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    eprintln!("chain-replica: serving on {} (advertised as {})", running.local_addr, running.advertise);
+    eprintln!(
+        "chain-replica: serving on {} (advertised as {})",
+        running.local_addr, running.advertise
+    );
     let outcome = tokio::select! {
         biased;
         r = running.wait() => r,

@@ -204,7 +204,14 @@ async fn run_bench(chain: Option<std::sync::Arc<ChainClient>>, b: BenchArgs) -> 
             }
         },
     };
-    let cfg = BenchConfig { concurrency: b.concurrency as usize, duration, warmup, mix: b.mix, keys: b.keys, value_range: b.value_range };
+    let cfg = BenchConfig {
+        concurrency: b.concurrency as usize,
+        duration,
+        warmup,
+        mix: b.mix,
+        keys: b.keys,
+        value_range: b.value_range,
+    };
     let report = bench::run(std::sync::Arc::new(target), &cfg).await;
     if b.json {
         println!("{}", report.to_json());
@@ -226,7 +233,10 @@ async fn fill(client: std::sync::Arc<ChainClient>, keys: u64, prefix: String, co
                 if i >= keys {
                     return Ok::<(), String>(());
                 }
-                client.inc(&format!("{prefix}{i}"), 1).await.map_err(|e| format!("key {prefix}{i}: {e}"))?;
+                client
+                    .inc(&format!("{prefix}{i}"), 1)
+                    .await
+                    .map_err(|e| format!("key {prefix}{i}: {e}"))?;
             }
         }));
     }
@@ -250,7 +260,11 @@ async fn fill(client: std::sync::Arc<ChainClient>, keys: u64, prefix: String, co
 
 async fn probe(client: &ChainClient, key: &str, duration: Duration) -> ExitCode {
     // Wall-clock stamps, so a script can line them up with when it killed a replica.
-    let stamp = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let stamp = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+    };
     let started = std::time::Instant::now();
     let mut out = std::io::stdout();
     while started.elapsed() < duration {
@@ -279,7 +293,10 @@ async fn noop_server(listen: std::net::SocketAddr) -> ExitCode {
     match tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .max_concurrent_streams(Some(chainrep::runtime::node::MAX_STREAMS_PER_CONNECTION))
-        .add_service(service).serve_with_incoming(incoming).await {
+        .add_service(service)
+        .serve_with_incoming(incoming)
+        .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: no-op server failed: {e}");
@@ -334,9 +351,7 @@ async fn main() -> ExitCode {
         }
         .to_string()
     });
-    if variant == Variant::Head
-        && (args.callback_advertise.is_some() || args.callback_listen.is_some())
-    {
+    if variant == Variant::Head && (args.callback_advertise.is_some() || args.callback_listen.is_some()) {
         eprintln!("error: --callback-listen and --callback-advertise only apply to --variant tail");
         return ExitCode::from(2);
     }
@@ -409,13 +424,24 @@ async fn main() -> ExitCode {
             if status.is_empty() {
                 println!("no replicas under {root}");
             }
-            println!("{:<10} {:<22} {:<18} {:>10} {:>8} {:>8}", "ROLE", "ADDRESS", "SESSION", "LAST_XID", "SYNCED", "KEYS");
+            println!(
+                "{:<10} {:<22} {:<18} {:>10} {:>8} {:>8}",
+                "ROLE", "ADDRESS", "SESSION", "LAST_XID", "SYNCED", "KEYS"
+            );
             for s in status {
                 let (xid, synced, keys) = match &s.described {
                     Some(d) => (d.last_applied_xid.to_string(), d.synced.to_string(), d.keys.to_string()),
                     None => (s.latest_xid.map_or("?".into(), |x| x.to_string()), "?".into(), "?".into()),
                 };
-                println!("{:<10} {:<22} {:<18} {:>10} {:>8} {:>8}", s.position, s.member.addr, format!("{:x}", s.member.id), xid, synced, keys);
+                println!(
+                    "{:<10} {:<22} {:<18} {:>10} {:>8} {:>8}",
+                    s.position,
+                    s.member.addr,
+                    format!("{:x}", s.member.id),
+                    xid,
+                    synced,
+                    keys
+                );
             }
             ExitCode::SUCCESS
         }

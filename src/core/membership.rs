@@ -70,7 +70,10 @@ mod tests {
     use super::*;
 
     fn m(id: NodeId) -> Member {
-        Member { id, addr: format!("h:{id}") }
+        Member {
+            id,
+            addr: format!("h:{id}"),
+        }
     }
 
     #[test]

@@ -19,10 +19,10 @@ mod session;
 mod types;
 mod write_path;
 
-#[cfg(test)]
-mod tests;
 #[cfg(any(test, feature = "sim"))]
 pub mod testkit;
+#[cfg(test)]
+mod tests;
 
 pub use write_path::WriteAccepted;
 

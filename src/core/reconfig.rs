@@ -146,7 +146,11 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             // that does not see the asker above it may yet pull the state and act as head, and
             // one with an unasked replica above it sees a member the asker's view lacks (or is
             // answering for a session of its own process that held state) that may hold it.
-            return if asker_above && pred_ok { PullAnswer::NoState } else { PullAnswer::NotNow };
+            return if asker_above && pred_ok {
+                PullAnswer::NoState
+            } else {
+                PullAnswer::NotNow
+            };
         }
         // A replica we promised the state to is out of the running once it told the asker it
         // has none: it said so only seeing the asker above it, and a replica with a predecessor

@@ -37,8 +37,17 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         if !matches!(self.link, Link::Transferring | Link::Streaming) {
             return;
         }
-        let (Some(me), Some(succ)) = (self.me, self.succ.clone()) else { return };
-        self.net.send(&succ, self.link_epoch, PeerRequest::Propose { src: me, update: update.clone() });
+        let (Some(me), Some(succ)) = (self.me, self.succ.clone()) else {
+            return;
+        };
+        self.net.send(
+            &succ,
+            self.link_epoch,
+            PeerRequest::Propose {
+                src: me,
+                update: update.clone(),
+            },
+        );
     }
 
     /// This replica is the tail and `updates` have just become durable.
@@ -207,7 +216,9 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             // state again. Duplicates are harmless: the receiver skips xids it already applied.
             _ => {
                 if matches!(self.link, Link::Transferring | Link::Streaming) {
-                    self.link = Link::NeedsTransfer { retry_at: now + self.backoff };
+                    self.link = Link::NeedsTransfer {
+                        retry_at: now + self.backoff,
+                    };
                     self.backoff = (self.backoff * 2).min(self.cfg.retry_max_ms);
                 }
             }

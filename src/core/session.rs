@@ -41,7 +41,8 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
 
     fn reset(&mut self, me: Option<NodeId>) {
         for (_, token) in std::mem::take(&mut self.pending) {
-            self.net.complete_client(token, WriteOutcome::Unknown("the replica lost its ZooKeeper session"));
+            self.net
+                .complete_client(token, WriteOutcome::Unknown("the replica lost its ZooKeeper session"));
         }
         self.me = me;
         self.pred = None;

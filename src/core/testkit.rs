@@ -5,9 +5,8 @@
 //! messages are delivered in the order they were sent, sender by sender in id order.
 
 use super::{
-    ClientOrigin, ClientToken, Clock, Config, Coordinator, Member, Millis, Network, NodeId,
-    PeerReply, PeerRequest, ReadRejected, Replica, Role, WriteAccepted, WriteOp, WriteOutcome,
-    WriteRejected,
+    ClientOrigin, ClientToken, Clock, Config, Coordinator, Member, Millis, Network, NodeId, PeerReply, PeerRequest, ReadRejected, Replica,
+    Role, WriteAccepted, WriteOp, WriteOutcome, WriteRejected,
 };
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -53,10 +52,7 @@ pub struct RecordingNet {
 
 impl RecordingNet {
     pub fn outcome_of(&self, token: ClientToken) -> Option<&WriteOutcome> {
-        self.completed
-            .iter()
-            .find(|(t, _)| *t == token)
-            .map(|(_, o)| o)
+        self.completed.iter().find(|(t, _)| *t == token).map(|(_, o)| o)
     }
 }
 
@@ -102,12 +98,7 @@ pub fn members(ids: &[NodeId]) -> Vec<Member> {
 
 /// A replica on its own, joined as `id`, with a live lease and no view yet.
 pub fn replica(cfg: Config, clock: &ManualClock, id: NodeId) -> TestReplica {
-    let mut r = Replica::new(
-        cfg,
-        clock.clone(),
-        RecordingNet::default(),
-        RecordingCoord::default(),
-    );
+    let mut r = Replica::new(cfg, clock.clone(), RecordingNet::default(), RecordingCoord::default());
     r.start();
     r.on_joined(id);
     r.on_session_alive(clock.now());
@@ -199,15 +190,11 @@ impl Cluster {
     }
 
     pub fn get(&self, id: NodeId) -> &TestReplica {
-        self.replicas
-            .get(&id)
-            .unwrap_or_else(|| panic!("no replica {id}"))
+        self.replicas.get(&id).unwrap_or_else(|| panic!("no replica {id}"))
     }
 
     pub fn get_mut(&mut self, id: NodeId) -> &mut TestReplica {
-        self.replicas
-            .get_mut(&id)
-            .unwrap_or_else(|| panic!("no replica {id}"))
+        self.replicas.get_mut(&id).unwrap_or_else(|| panic!("no replica {id}"))
     }
 
     pub fn ids(&self) -> Vec<NodeId> {
@@ -248,10 +235,7 @@ impl Cluster {
 
     /// Messages waiting in `from`'s outbox.
     pub fn pending_from(&self, from: NodeId) -> &[Outgoing] {
-        self.replicas
-            .get(&from)
-            .map(|r| r.net().outbox.as_slice())
-            .unwrap_or(&[])
+        self.replicas.get(&from).map(|r| r.net().outbox.as_slice()).unwrap_or(&[])
     }
 
     pub fn in_flight(&self) -> usize {
@@ -266,10 +250,7 @@ impl Cluster {
 
     /// Serve `msg` at its target, or find the target gone; the sender hears nothing yet.
     pub fn serve(&mut self, msg: &Outgoing) -> PeerReply {
-        match self
-            .route(msg.to.id)
-            .and_then(|id| self.replicas.get_mut(&id))
-        {
+        match self.route(msg.to.id).and_then(|id| self.replicas.get_mut(&id)) {
             Some(target) => target.on_addressed_request(Some(msg.to.id), msg.request.clone()),
             None => PeerReply::Unreachable,
         }
@@ -362,34 +343,20 @@ impl Cluster {
     /// Replicas that consider themselves head (or head and tail).
     pub fn heads(&self) -> Vec<NodeId> {
         let is_head = |r: &TestReplica| matches!(r.role(), Role::Head | Role::Single);
-        self.replicas
-            .iter()
-            .filter(|(_, r)| is_head(r))
-            .map(|(id, _)| *id)
-            .collect()
+        self.replicas.iter().filter(|(_, r)| is_head(r)).map(|(id, _)| *id).collect()
     }
 
     pub fn tails(&self) -> Vec<NodeId> {
         let is_tail = |r: &TestReplica| matches!(r.role(), Role::Tail | Role::Single);
-        self.replicas
-            .iter()
-            .filter(|(_, r)| is_tail(r))
-            .map(|(id, _)| *id)
-            .collect()
+        self.replicas.iter().filter(|(_, r)| is_tail(r)).map(|(id, _)| *id).collect()
     }
 
     pub fn head(&self) -> NodeId {
-        *self
-            .heads()
-            .first()
-            .expect("no replica thinks it is the head")
+        *self.heads().first().expect("no replica thinks it is the head")
     }
 
     pub fn tail(&self) -> NodeId {
-        *self
-            .tails()
-            .last()
-            .expect("no replica thinks it is the tail")
+        *self.tails().last().expect("no replica thinks it is the tail")
     }
 
     pub fn token(&mut self) -> ClientToken {
@@ -411,20 +378,9 @@ impl Cluster {
     }
 
     /// `increment(key, delta)` at the head.
-    pub fn inc(
-        &mut self,
-        key: &str,
-        delta: i32,
-    ) -> (ClientToken, Result<WriteAccepted, WriteRejected>) {
+    pub fn inc(&mut self, key: &str, delta: i32) -> (ClientToken, Result<WriteAccepted, WriteRejected>) {
         let head = self.head();
-        self.write_at(
-            head,
-            WriteOp::Inc {
-                key: key.into(),
-                delta,
-            },
-            None,
-        )
+        self.write_at(head, WriteOp::Inc { key: key.into(), delta }, None)
     }
 
     pub fn del(&mut self, key: &str) -> (ClientToken, Result<WriteAccepted, WriteRejected>) {
@@ -439,8 +395,6 @@ impl Cluster {
 
     /// How `token`'s write ended, at whichever replica completed it.
     pub fn outcome(&self, token: ClientToken) -> Option<&WriteOutcome> {
-        self.replicas
-            .values()
-            .find_map(|r| r.net().outcome_of(token))
+        self.replicas.values().find_map(|r| r.net().outcome_of(token))
     }
 }

@@ -15,10 +15,7 @@ fn tail_cfg() -> Config {
 }
 
 fn inc(key: &str, delta: i32) -> WriteOp {
-    WriteOp::Inc {
-        key: key.into(),
-        delta,
-    }
+    WriteOp::Inc { key: key.into(), delta }
 }
 
 fn del(key: &str) -> WriteOp {
@@ -73,12 +70,7 @@ fn queued_proposes(c: &Cluster, from: NodeId) -> Vec<(NodeId, NodeId, Update)> {
 }
 
 /// Requests delivered so far from `from` to `to` whose kind `pick` accepts.
-fn delivered_between(
-    c: &Cluster,
-    from: NodeId,
-    to: NodeId,
-    pick: impl Fn(&PeerRequest) -> bool,
-) -> usize {
+fn delivered_between(c: &Cluster, from: NodeId, to: NodeId, pick: impl Fn(&PeerRequest) -> bool) -> usize {
     c.delivered
         .iter()
         .filter(|(f, m)| *f == from && m.to.id == to && pick(&m.request))
@@ -94,10 +86,7 @@ fn completed(c: &Cluster, id: NodeId) -> Vec<(ClientToken, WriteOutcome)> {
 }
 
 fn committed(tokens: &[ClientToken]) -> Vec<(ClientToken, WriteOutcome)> {
-    tokens
-        .iter()
-        .map(|t| (*t, WriteOutcome::Committed))
-        .collect()
+    tokens.iter().map(|t| (*t, WriteOutcome::Committed)).collect()
 }
 
 fn assert_same_state(c: &Cluster) {
@@ -106,11 +95,7 @@ fn assert_same_state(c: &Cluster) {
     for &id in &ids[1..] {
         let r = c.get(id);
         assert!(r.is_synced(), "{id} is not synced");
-        assert_eq!(
-            r.last_applied(),
-            first.last_applied(),
-            "last_applied at {id}"
-        );
+        assert_eq!(r.last_applied(), first.last_applied(), "last_applied at {id}");
         assert_eq!(r.store(), first.store(), "store at {id}");
     }
 }
@@ -133,10 +118,7 @@ fn replicas_take_roles_from_the_view_in_numeric_order() {
     // The roles show in what each replica accepts.
     let (t, r) = c.write_at(0xff, inc("k", 1), None);
     assert_eq!(r, Ok(WriteAccepted::Pending(1)));
-    assert_eq!(
-        c.write_at(0x100, inc("k", 1), None).1,
-        Err(WriteRejected::NotHead)
-    );
+    assert_eq!(c.write_at(0x100, inc("k", 1), None).1, Err(WriteRejected::NotHead));
     assert_eq!(c.get(0xff).client_read("k"), Err(ReadRejected::NotTail));
     c.settle();
     assert_eq!(c.outcome(t), Some(&WriteOutcome::Committed));
@@ -157,10 +139,7 @@ fn a_lone_replica_is_head_and_tail_and_one_outside_the_view_is_neither() {
     assert_eq!(c.get(9).role(), Role::Outside);
     c.set_view_for(&[9], &[7]);
     assert_eq!(c.get(9).role(), Role::Outside);
-    assert_eq!(
-        c.write_at(9, inc("k", 1), None).1,
-        Err(WriteRejected::NotHead)
-    );
+    assert_eq!(c.write_at(9, inc("k", 1), None).1, Err(WriteRejected::NotHead));
     assert_eq!(c.get(9).client_read("k"), Err(ReadRejected::NotTail));
 }
 
@@ -178,10 +157,7 @@ fn views_arriving_at_different_times_hand_over_the_tail_safely() {
     assert_eq!(c.get(2).client_read("k"), Ok(5));
     assert_eq!(c.get(3).client_read("k"), Err(ReadRejected::NotTail));
     c.settle();
-    assert!(
-        !c.get(3).is_synced(),
-        "nobody who sees 3 could have sent it the state"
-    );
+    assert!(!c.get(3).is_synced(), "nobody who sees 3 could have sent it the state");
 
     c.set_view_for(&[2], &[1, 2, 3]);
     c.settle();
@@ -209,14 +185,8 @@ fn views_arriving_at_different_times_hand_over_the_tail_safely() {
 fn writes_off_the_head_are_refused() {
     let mut c = Cluster::with_nodes(head_cfg(), &[1, 2, 3]);
     for id in [2, 3] {
-        assert_eq!(
-            c.write_at(id, inc("k", 1), None).1,
-            Err(WriteRejected::NotHead)
-        );
-        assert_eq!(
-            c.write_at(id, del("k"), None).1,
-            Err(WriteRejected::NotHead)
-        );
+        assert_eq!(c.write_at(id, inc("k", 1), None).1, Err(WriteRejected::NotHead));
+        assert_eq!(c.write_at(id, del("k"), None).1, Err(WriteRejected::NotHead));
         assert_eq!(c.get(id).last_applied(), 0);
     }
     assert_eq!(c.in_flight(), 0);
@@ -272,21 +242,12 @@ fn keys_must_be_non_empty_and_within_the_byte_limit() {
     // Four two-byte characters fit; five do not, although five characters are under 8.
     assert_eq!(c.inc("éééé", 1).1, Ok(WriteAccepted::Pending(2)));
     for bad in ["123456789", "ééééé", ""] {
-        assert!(
-            matches!(c.inc(bad, 1).1, Err(WriteRejected::InvalidKey(_))),
-            "{bad:?}"
-        );
-        assert!(
-            matches!(c.del(bad).1, Err(WriteRejected::InvalidKey(_))),
-            "{bad:?}"
-        );
+        assert!(matches!(c.inc(bad, 1).1, Err(WriteRejected::InvalidKey(_))), "{bad:?}");
+        assert!(matches!(c.del(bad).1, Err(WriteRejected::InvalidKey(_))), "{bad:?}");
     }
     c.settle();
     for bad in ["123456789", "ééééé", ""] {
-        assert!(
-            matches!(c.read(bad), Err(ReadRejected::InvalidKey(_))),
-            "{bad:?}"
-        );
+        assert!(matches!(c.read(bad), Err(ReadRejected::InvalidKey(_))), "{bad:?}");
     }
     assert_eq!(c.get(1).last_applied(), 2);
     assert_eq!(c.read("12345678"), Ok(1));
@@ -308,10 +269,7 @@ fn delete_sets_zero_missing_keys_read_zero_and_deltas_may_be_negative() {
     c.settle();
     assert_eq!(c.read("k"), Ok(0));
     for id in [1, 2] {
-        assert!(
-            !c.get(id).store().contains_key("k"),
-            "a zero is not stored at {id}"
-        );
+        assert!(!c.get(id).store().contains_key("k"), "a zero is not stored at {id}");
     }
 
     // Deleting a missing key is still a write with an xid of its own.
@@ -351,17 +309,11 @@ fn head_completes_a_client_only_once_the_tail_reports_its_xid() {
     for _ in 0..3 {
         c.deliver_next(1);
     }
-    assert!(
-        completed(&c, 1).is_empty(),
-        "a middle applying it is not enough"
-    );
+    assert!(completed(&c, 1).is_empty(), "a middle applying it is not enough");
     for _ in 0..3 {
         c.deliver_next(2);
     }
-    assert!(
-        completed(&c, 1).is_empty(),
-        "not before the head hears of it"
-    );
+    assert!(completed(&c, 1).is_empty(), "not before the head hears of it");
     // The tail keeps one xidProcessed in flight: the first is for xid 1 only.
     let notes: Vec<&PeerRequest> = c.pending_from(3).iter().map(|m| &m.request).collect();
     assert_eq!(notes, vec![&PeerRequest::XidProcessed(1)]);
@@ -380,23 +332,14 @@ fn head_completes_a_client_only_once_the_tail_reports_its_xid() {
 fn one_xid_processed_completes_every_write_up_to_it_and_no_later_one() {
     let mut c = Cluster::with_nodes(head_cfg(), &[1, 2]);
     let t: Vec<ClientToken> = (0..10).map(|i| c.inc("k", i).0).collect();
-    assert_eq!(
-        c.get_mut(1).on_peer_request(PeerRequest::XidProcessed(7)),
-        PeerReply::Accepted
-    );
+    assert_eq!(c.get_mut(1).on_peer_request(PeerRequest::XidProcessed(7)), PeerReply::Accepted);
     assert_eq!(completed(&c, 1), committed(&t[..7]));
     assert_eq!(c.get(1).describe().pending_len, 3);
     assert_eq!(c.get(1).describe().sent_len, 3);
     // An older report changes nothing.
-    assert_eq!(
-        c.get_mut(1).on_peer_request(PeerRequest::XidProcessed(5)),
-        PeerReply::Accepted
-    );
+    assert_eq!(c.get_mut(1).on_peer_request(PeerRequest::XidProcessed(5)), PeerReply::Accepted);
     assert_eq!(completed(&c, 1).len(), 7);
-    assert_eq!(
-        c.get_mut(1).on_peer_request(PeerRequest::XidProcessed(10)),
-        PeerReply::Accepted
-    );
+    assert_eq!(c.get_mut(1).on_peer_request(PeerRequest::XidProcessed(10)), PeerReply::Accepted);
     assert_eq!(completed(&c, 1), committed(&t));
 }
 
@@ -418,10 +361,7 @@ fn a_replica_takes_updates_only_from_its_predecessor() {
     let mut c = middle_with_small_window();
     let r = c.get_mut(2);
     assert_eq!(r.on_peer_request(propose(3, 1, "k", 1)), PeerReply::Refused);
-    assert_eq!(
-        r.on_peer_request(propose(99, 1, "k", 1)),
-        PeerReply::Refused
-    );
+    assert_eq!(r.on_peer_request(propose(99, 1, "k", 1)), PeerReply::Refused);
     assert_eq!(r.on_peer_request(propose(2, 1, "k", 1)), PeerReply::Refused);
     assert_eq!(
         r.on_peer_request(propose(1, 0, "k", 1)),
@@ -430,10 +370,7 @@ fn a_replica_takes_updates_only_from_its_predecessor() {
     );
     assert_eq!(r.last_applied(), 0);
     assert!(r.store().is_empty());
-    assert_eq!(
-        r.on_peer_request(propose(1, 1, "k", 1)),
-        PeerReply::Accepted
-    );
+    assert_eq!(r.on_peer_request(propose(1, 1, "k", 1)), PeerReply::Accepted);
     assert_eq!(r.last_applied(), 1);
     // Applied, then passed on under its own name.
     assert_eq!(queued_proposes(&c, 2), vec![(3, 2, upd(1, "k", 1))]);
@@ -443,47 +380,22 @@ fn a_replica_takes_updates_only_from_its_predecessor() {
 fn duplicates_are_accepted_without_being_applied_again() {
     let mut c = middle_with_small_window();
     let r = c.get_mut(2);
-    assert_eq!(
-        r.on_peer_request(propose(1, 1, "k", 1)),
-        PeerReply::Accepted
-    );
-    assert_eq!(
-        r.on_peer_request(propose(1, 2, "k", 2)),
-        PeerReply::Accepted
-    );
-    assert_eq!(
-        r.on_peer_request(propose(1, 1, "k", 50)),
-        PeerReply::Accepted
-    );
-    assert_eq!(
-        r.on_peer_request(propose(1, 2, "j", 60)),
-        PeerReply::Accepted
-    );
+    assert_eq!(r.on_peer_request(propose(1, 1, "k", 1)), PeerReply::Accepted);
+    assert_eq!(r.on_peer_request(propose(1, 2, "k", 2)), PeerReply::Accepted);
+    assert_eq!(r.on_peer_request(propose(1, 1, "k", 50)), PeerReply::Accepted);
+    assert_eq!(r.on_peer_request(propose(1, 2, "j", 60)), PeerReply::Accepted);
     assert_eq!(r.last_applied(), 2);
     assert_eq!(r.store(), &store(&[("k", 2)]));
-    assert_eq!(
-        queued_proposes(&c, 2).len(),
-        2,
-        "a duplicate is not passed on"
-    );
+    assert_eq!(queued_proposes(&c, 2).len(), 2, "a duplicate is not passed on");
 }
 
 #[test]
 fn an_update_after_a_gap_waits_for_the_gap_to_fill() {
     let mut c = middle_with_small_window();
     let r = c.get_mut(2);
-    assert_eq!(
-        r.on_peer_request(propose(1, 1, "k", 1)),
-        PeerReply::Accepted
-    );
-    assert_eq!(
-        r.on_peer_request(propose(1, 3, "k", 3)),
-        PeerReply::Accepted
-    );
-    assert_eq!(
-        r.on_peer_request(propose(1, 4, "j", 4)),
-        PeerReply::Accepted
-    );
+    assert_eq!(r.on_peer_request(propose(1, 1, "k", 1)), PeerReply::Accepted);
+    assert_eq!(r.on_peer_request(propose(1, 3, "k", 3)), PeerReply::Accepted);
+    assert_eq!(r.on_peer_request(propose(1, 4, "j", 4)), PeerReply::Accepted);
     assert_eq!(
         r.on_peer_request(propose(1, 3, "k", 3)),
         PeerReply::Accepted,
@@ -493,17 +405,11 @@ fn an_update_after_a_gap_waits_for_the_gap_to_fill() {
     assert_eq!(r.store(), &store(&[("k", 1)]));
     assert_eq!(r.describe().reorder_len, 2);
 
-    assert_eq!(
-        r.on_peer_request(propose(1, 2, "k", 2)),
-        PeerReply::Accepted
-    );
+    assert_eq!(r.on_peer_request(propose(1, 2, "k", 2)), PeerReply::Accepted);
     assert_eq!(r.last_applied(), 4);
     assert_eq!(r.store(), &store(&[("k", 3), ("j", 4)]));
     assert_eq!(r.describe().reorder_len, 0);
-    let passed_on: Vec<Xid> = queued_proposes(&c, 2)
-        .iter()
-        .map(|(_, _, u)| u.xid)
-        .collect();
+    let passed_on: Vec<Xid> = queued_proposes(&c, 2).iter().map(|(_, _, u)| u.xid).collect();
     assert_eq!(passed_on, vec![1, 2, 3, 4]);
 }
 
@@ -511,34 +417,19 @@ fn an_update_after_a_gap_waits_for_the_gap_to_fill() {
 fn updates_too_far_ahead_are_refused_and_the_reorder_buffer_stays_bounded() {
     let mut c = middle_with_small_window();
     let r = c.get_mut(2);
-    assert_eq!(
-        r.on_peer_request(propose(1, 1, "k", 1)),
-        PeerReply::Accepted
-    );
+    assert_eq!(r.on_peer_request(propose(1, 1, "k", 1)), PeerReply::Accepted);
     // last_applied 1, window 4: xid 5 is the furthest that may wait.
     assert_eq!(r.on_peer_request(propose(1, 6, "k", 6)), PeerReply::Refused);
-    assert_eq!(
-        r.on_peer_request(propose(1, 1_000_000, "k", 6)),
-        PeerReply::Refused
-    );
+    assert_eq!(r.on_peer_request(propose(1, 1_000_000, "k", 6)), PeerReply::Refused);
     assert_eq!(r.describe().reorder_len, 0);
     for xid in [5, 4, 3] {
-        assert_eq!(
-            r.on_peer_request(propose(1, xid, "k", xid as i32)),
-            PeerReply::Accepted
-        );
+        assert_eq!(r.on_peer_request(propose(1, xid, "k", xid as i32)), PeerReply::Accepted);
     }
     assert_eq!(r.on_peer_request(propose(1, 6, "k", 6)), PeerReply::Refused);
     assert!(r.describe().reorder_len <= r.config().max_reorder);
-    assert_eq!(
-        r.on_peer_request(propose(1, 2, "k", 2)),
-        PeerReply::Accepted
-    );
+    assert_eq!(r.on_peer_request(propose(1, 2, "k", 2)), PeerReply::Accepted);
     assert_eq!(r.last_applied(), 5);
-    assert_eq!(
-        r.on_peer_request(propose(1, 6, "k", 6)),
-        PeerReply::Accepted
-    );
+    assert_eq!(r.on_peer_request(propose(1, 6, "k", 6)), PeerReply::Accepted);
     assert_eq!(r.last_applied(), 6);
 }
 
@@ -570,10 +461,7 @@ fn reads_need_a_synced_tail_with_a_live_lease() {
     c.advance(lease - 1);
     assert_eq!(c.get(3).client_read("k"), Ok(4), "the lease still holds");
     c.advance(1);
-    assert!(matches!(
-        c.get(3).client_read("k"),
-        Err(ReadRejected::Unavailable(_))
-    ));
+    assert!(matches!(c.get(3).client_read("k"), Err(ReadRejected::Unavailable(_))));
     let now = c.now();
     c.get_mut(3).on_session_alive(now);
     assert_eq!(c.get(3).client_read("k"), Ok(4));
@@ -586,10 +474,7 @@ fn get_latest_xid_is_answered_only_by_the_tail() {
     ok(c.inc("k", 1));
     c.settle();
     for id in [1, 2] {
-        assert_eq!(
-            c.get_mut(id).on_peer_request(PeerRequest::GetLatestXid),
-            PeerReply::LatestXid(None)
-        );
+        assert_eq!(c.get_mut(id).on_peer_request(PeerRequest::GetLatestXid), PeerReply::LatestXid(None));
     }
     assert_eq!(
         c.get_mut(3).on_peer_request(PeerRequest::GetLatestXid),
@@ -598,10 +483,7 @@ fn get_latest_xid_is_answered_only_by_the_tail() {
     c.lease_paused.insert(3);
     let lease = c.cfg.lease_ms;
     c.advance(lease);
-    assert_eq!(
-        c.get_mut(3).on_peer_request(PeerRequest::GetLatestXid),
-        PeerReply::LatestXid(None)
-    );
+    assert_eq!(c.get_mut(3).on_peer_request(PeerRequest::GetLatestXid), PeerReply::LatestXid(None));
 }
 
 #[test]
@@ -609,21 +491,12 @@ fn xid_processed_is_refused_off_the_head_and_beyond_the_last_issued_xid() {
     let mut c = Cluster::with_nodes(head_cfg(), &[1, 2, 3]);
     let (t, _) = c.inc("k", 1);
     for id in [2, 3] {
-        assert_eq!(
-            c.get_mut(id).on_peer_request(PeerRequest::XidProcessed(1)),
-            PeerReply::Refused
-        );
+        assert_eq!(c.get_mut(id).on_peer_request(PeerRequest::XidProcessed(1)), PeerReply::Refused);
     }
-    assert_eq!(
-        c.get_mut(1).on_peer_request(PeerRequest::XidProcessed(2)),
-        PeerReply::Refused
-    );
+    assert_eq!(c.get_mut(1).on_peer_request(PeerRequest::XidProcessed(2)), PeerReply::Refused);
     assert!(completed(&c, 1).is_empty());
     assert_eq!(c.get(1).describe().tail_processed, 0);
-    assert_eq!(
-        c.get_mut(1).on_peer_request(PeerRequest::XidProcessed(1)),
-        PeerReply::Accepted
-    );
+    assert_eq!(c.get_mut(1).on_peer_request(PeerRequest::XidProcessed(1)), PeerReply::Accepted);
     assert_eq!(completed(&c, 1), committed(&[t]));
 }
 
@@ -643,25 +516,13 @@ fn sent_lists_stay_bounded(cfg: Config) {
         c.deliver_all();
         for id in [1, 2] {
             let d = c.get(id).describe();
-            assert!(
-                d.sent_len <= bound,
-                "write {i}: {id} holds {} sent updates",
-                d.sent_len
-            );
-            assert!(
-                d.pending_len <= bound,
-                "write {i}: {id} holds {} pending",
-                d.pending_len
-            );
+            assert!(d.sent_len <= bound, "write {i}: {id} holds {} sent updates", d.sent_len);
+            assert!(d.pending_len <= bound, "write {i}: {id} holds {} pending", d.pending_len);
         }
     }
     c.settle();
     for id in [1, 2] {
-        assert_eq!(
-            c.get(id).describe().sent_len,
-            0,
-            "sent list at {id} after the load stops"
-        );
+        assert_eq!(c.get(id).describe().sent_len, 0, "sent list at {id} after the load stops");
     }
     assert_eq!(c.read("k"), Ok(500));
 }
@@ -684,11 +545,7 @@ fn without_polling_a_middle_sent_list_only_grows() {
         ok(c.inc("k", 1));
         c.deliver_all();
     }
-    assert_eq!(
-        c.get(1).describe().sent_len,
-        0,
-        "the head hears xidProcessed"
-    );
+    assert_eq!(c.get(1).describe().sent_len, 0, "the head hears xidProcessed");
     assert_eq!(c.get(2).describe().sent_len, 20);
     let poll = c.cfg.poll_interval_ms;
     c.advance(poll);
@@ -715,10 +572,7 @@ fn a_new_tail_gets_a_state_transfer_and_refuses_reads_until_then() {
     c.set_view(&[1, 2, 3]);
     assert_eq!(c.get(3).role(), Role::Tail);
     assert_eq!(c.get(3).client_read("a"), Err(ReadRejected::NotTail));
-    assert_eq!(
-        c.get_mut(3).on_peer_request(PeerRequest::GetLatestXid),
-        PeerReply::LatestXid(None)
-    );
+    assert_eq!(c.get_mut(3).on_peer_request(PeerRequest::GetLatestXid), PeerReply::LatestXid(None));
     let transfers: Vec<&Transfer> = c
         .pending_from(2)
         .iter()
@@ -762,19 +616,10 @@ fn removing_a_middle_makes_its_predecessor_resend_and_pending_writes_complete() 
     assert_eq!(c.get(3).last_applied(), 1);
     c.set_view_for(&[3], &[1, 3]);
     c.settle();
-    assert!(
-        delivered_between(&c, 1, 3, is_transfer) >= 2,
-        "refused, then resent"
-    );
+    assert!(delivered_between(&c, 1, 3, is_transfer) >= 2, "refused, then resent");
     assert_eq!(c.get(3).last_applied(), 4);
     assert_eq!(c.get(3).client_read("k"), Ok(4));
-    assert_eq!(
-        completed(&c, 1)
-            .iter()
-            .filter(|(tok, _)| t.contains(tok))
-            .count(),
-        3
-    );
+    assert_eq!(completed(&c, 1).iter().filter(|(tok, _)| t.contains(tok)).count(), 3);
     for tok in &t {
         assert_eq!(c.outcome(*tok), Some(&WriteOutcome::Committed));
     }
@@ -820,10 +665,7 @@ fn removing_the_head_lets_the_next_replica_continue_the_xid_sequence() {
 
     let (t, r) = c.inc("k", 10);
     assert_eq!(r, Ok(WriteAccepted::Pending(4)));
-    let mine: Vec<(NodeId, NodeId, Xid)> = queued_proposes(&c, 2)
-        .into_iter()
-        .map(|(to, src, u)| (to, src, u.xid))
-        .collect();
+    let mine: Vec<(NodeId, NodeId, Xid)> = queued_proposes(&c, 2).into_iter().map(|(to, src, u)| (to, src, u.xid)).collect();
     assert!(mine.contains(&(3, 2, 4)), "{mine:?}");
     c.settle();
     assert_eq!(c.outcome(t), Some(&WriteOutcome::Committed));
@@ -846,14 +688,8 @@ fn a_replica_joining_at_the_head_pulls_the_state_before_taking_writes() {
     c.set_view(&[5, 10, 20]);
     assert_eq!(c.head(), 5);
     assert!(!c.get(5).is_synced());
-    assert!(matches!(
-        c.write_at(5, inc("x", 1), None).1,
-        Err(WriteRejected::Unavailable(_))
-    ));
-    assert_eq!(
-        c.write_at(10, inc("x", 1), None).1,
-        Err(WriteRejected::NotHead)
-    );
+    assert!(matches!(c.write_at(5, inc("x", 1), None).1, Err(WriteRejected::Unavailable(_))));
+    assert_eq!(c.write_at(10, inc("x", 1), None).1, Err(WriteRejected::NotHead));
 
     c.settle();
     assert!(delivered_between(&c, 5, 10, |r| matches!(r, PeerRequest::PullState { .. })) >= 1);
@@ -899,10 +735,7 @@ fn a_head_joiner_waits_until_the_old_head_sees_it() {
     c.settle();
     assert!(c.get(5).is_synced());
     assert_eq!(c.get(5).last_applied(), 2);
-    assert_eq!(
-        c.write_at(5, inc("k", 1), None).1,
-        Ok(WriteAccepted::Pending(3))
-    );
+    assert_eq!(c.write_at(5, inc("k", 1), None).1, Ok(WriteAccepted::Pending(3)));
     c.settle();
     assert_eq!(c.read("k"), Ok(3));
     assert_same_state(&c);
@@ -1023,16 +856,8 @@ fn a_replica_that_may_still_become_head_does_not_claim_to_have_no_state() {
         c.get_mut(5).on_tick();
         c.deliver_all();
     }
-    let synced_heads: Vec<NodeId> = c
-        .heads()
-        .into_iter()
-        .filter(|id| c.get(*id).is_synced())
-        .collect();
-    assert_eq!(
-        synced_heads,
-        vec![10],
-        "two heads would issue the same xids"
-    );
+    let synced_heads: Vec<NodeId> = c.heads().into_iter().filter(|id| c.get(*id).is_synced()).collect();
+    assert_eq!(synced_heads, vec![10], "two heads would issue the same xids");
 
     c.set_view(&[5, 10, 15, 20]);
     c.settle_for(10);
@@ -1079,10 +904,7 @@ fn a_pull_answer_that_arrives_after_a_new_head_appeared_is_dropped() {
     }
     assert!(c.get(3).is_synced());
     assert_eq!(c.get(3).last_applied(), 1);
-    assert!(
-        !c.get(5).is_synced(),
-        "3's transfer to 5 is still on its way"
-    );
+    assert!(!c.get(5).is_synced(), "3's transfer to 5 is still on its way");
     // Taking the stale answer now would put xids 2 and 3 of a dead history under 3's.
     c.reply(5, &pull, late);
     let (t, r) = c.write_at(3, inc("k", 10), None);
@@ -1115,10 +937,7 @@ fn a_process_that_rejoined_does_not_answer_no_state_for_its_old_session() {
     c.deliver_all();
     c.get_mut(5).on_tick();
     c.deliver_all();
-    assert!(
-        !c.get(5).is_synced(),
-        "5 started an empty chain while 30 holds the state"
-    );
+    assert!(!c.get(5).is_synced(), "5 started an empty chain while 30 holds the state");
 
     c.set_view(&[5, 30, 40]);
     c.settle();
@@ -1148,10 +967,7 @@ fn a_process_that_rejoined_above_the_state_holder_does_not_answer_for_its_old_se
         c.get_mut(5).on_tick();
         c.deliver_all();
     }
-    assert!(
-        !c.get(5).is_synced(),
-        "5 started an empty chain while 50 holds the state"
-    );
+    assert!(!c.get(5).is_synced(), "5 started an empty chain while 50 holds the state");
 }
 
 #[test]
@@ -1202,9 +1018,7 @@ fn with_an_expired_lease_the_head_refuses_writes_and_the_tail_reads() {
     c.advance(lease);
     assert_eq!(
         c.inc("k", 1).1,
-        Err(WriteRejected::Unavailable(
-            "its ZooKeeper session is not confirmed alive"
-        ))
+        Err(WriteRejected::Unavailable("its ZooKeeper session is not confirmed alive"))
     );
     assert_eq!(c.get(1).last_applied(), 1);
     assert_eq!(c.in_flight(), 0);
@@ -1263,27 +1077,12 @@ fn losing_the_session_drops_everything_and_joins_again_as_a_new_replica() {
     assert_eq!(c.get_mut(1).coordinator_mut().joins, joins + 1);
     let d = c.get(1).describe();
     assert_eq!(
-        (
-            d.session_id,
-            d.role,
-            d.synced,
-            d.last_applied,
-            d.keys,
-            d.pending_len,
-            d.sent_len
-        ),
+        (d.session_id, d.role, d.synced, d.last_applied, d.keys, d.pending_len, d.sent_len),
         (None, Role::Outside, false, 0, 0, 0, 0)
     );
-    assert_eq!(
-        c.write_at(1, inc("k", 1), None).1,
-        Err(WriteRejected::NotHead)
-    );
+    assert_eq!(c.write_at(1, inc("k", 1), None).1, Err(WriteRejected::NotHead));
     c.get_mut(1).on_session_lost();
-    assert_eq!(
-        c.get_mut(1).coordinator_mut().joins,
-        joins + 1,
-        "joining once is enough"
-    );
+    assert_eq!(c.get_mut(1).coordinator_mut().joins, joins + 1, "joining once is enough");
 
     // The coordinator answers with a new session: the same process is a new, empty replica.
     let mut again = c.crash(1).unwrap();
@@ -1317,27 +1116,16 @@ fn tail_variant_head_answers_at_once_and_the_tail_calls_the_client_back() {
     c.deliver_next(1);
     c.deliver_next(1);
     c.deliver_next(2);
-    assert_eq!(
-        c.get(3).net().notified,
-        vec![origin(41)],
-        "called back once applied, no sooner"
-    );
+    assert_eq!(c.get(3).net().notified, vec![origin(41)], "called back once applied, no sooner");
     c.settle();
     assert_eq!(c.get(3).net().notified, vec![origin(41), origin(42)]);
     for id in [1, 2] {
         assert!(c.get(id).net().notified.is_empty());
     }
     assert!(c.replicas.values().all(|r| r.net().completed.is_empty()));
-    assert_eq!(
-        delivered_between(&c, 3, 1, |r| matches!(r, PeerRequest::XidProcessed(_))),
-        0
-    );
+    assert_eq!(delivered_between(&c, 3, 1, |r| matches!(r, PeerRequest::XidProcessed(_))), 0);
     assert_eq!(c.read("k"), Ok(2));
-    assert_eq!(
-        c.get(1).describe().sent_len,
-        0,
-        "polling trims the head too"
-    );
+    assert_eq!(c.get(1).describe().sent_len, 0, "polling trims the head too");
 }
 
 #[test]
@@ -1354,11 +1142,7 @@ fn tail_variant_new_tail_calls_back_updates_still_in_flight() {
     c.set_view(&[1, 2]);
     assert_eq!(c.get(2).net().notified, vec![origin(2), origin(3)]);
     c.settle();
-    assert_eq!(
-        c.get(2).net().notified,
-        vec![origin(2), origin(3)],
-        "each only once"
-    );
+    assert_eq!(c.get(2).net().notified, vec![origin(2), origin(3)], "each only once");
     let (_, r) = c.write_at(1, inc("k", 1), Some(origin(4)));
     assert_eq!(r, Ok(WriteAccepted::Forwarded(4)));
     c.settle();
@@ -1495,12 +1279,7 @@ mod random {
         }
 
         fn pick_message(&self, from: u8, to: u8) -> Option<(NodeId, usize)> {
-            let senders: Vec<NodeId> = self
-                .c
-                .ids()
-                .into_iter()
-                .filter(|id| !self.c.pending_from(*id).is_empty())
-                .collect();
+            let senders: Vec<NodeId> = self.c.ids().into_iter().filter(|id| !self.c.pending_from(*id).is_empty()).collect();
             let sender = *senders.get(from as usize % senders.len().max(1))?;
             let outbox = self.c.pending_from(sender);
             let targets: BTreeSet<NodeId> = outbox.iter().map(|m| m.to.id).collect();
@@ -1533,12 +1312,7 @@ mod random {
                     delta: delta.into(),
                 }
             };
-            let Some(&head) = self
-                .c
-                .heads()
-                .iter()
-                .find(|id| self.c.get(**id).is_synced())
-            else {
+            let Some(&head) = self.c.heads().iter().find(|id| self.c.get(**id).is_synced()) else {
                 return;
             };
             let origin = ClientOrigin {
@@ -1560,10 +1334,7 @@ mod random {
             // Whatever a dead head issued from here on is gone, and nobody was told otherwise.
             let lost: Vec<Xid> = self.log.range(xid..).map(|(x, _)| *x).collect();
             for x in &lost {
-                assert!(
-                    !self.committed.contains(x),
-                    "xid {x} was committed, and now {head} reissues {xid}"
-                );
+                assert!(!self.committed.contains(x), "xid {x} was committed, and now {head} reissues {xid}");
                 self.log.remove(x);
             }
             let value = self.c.get(head).store().get(key).copied().unwrap_or(0);
@@ -1731,28 +1502,18 @@ mod random {
 
         fn commit(&mut self, token: ClientToken) {
             let (xid, _) = self.issued[&token];
-            let entry = self
-                .log
-                .get(&xid)
-                .and_then(|u| u.origin.as_ref())
-                .map(|o| o.cxid as ClientToken);
-            assert_eq!(
-                entry,
-                Some(token),
-                "token {token} committed, but xid {xid} no longer holds it"
-            );
+            let entry = self.log.get(&xid).and_then(|u| u.origin.as_ref()).map(|o| o.cxid as ClientToken);
+            assert_eq!(entry, Some(token), "token {token} committed, but xid {xid} no longer holds it");
             self.committed.insert(xid);
         }
 
         fn fold(&self, upto: Xid) -> Store {
             let mut s = Store::new();
             for x in 1..=upto {
-                let u = self.log.get(&x).unwrap_or_else(|| {
-                    panic!(
-                        "xid {x} applied but never issued (log {:?})",
-                        self.log.keys()
-                    )
-                });
+                let u = self
+                    .log
+                    .get(&x)
+                    .unwrap_or_else(|| panic!("xid {x} applied but never issued (log {:?})", self.log.keys()));
                 if u.value == 0 {
                     s.remove(&u.key);
                 } else {
@@ -1775,16 +1536,8 @@ mod random {
                 let d = r.describe();
                 assert!(d.reorder_len <= r.config().max_reorder);
             }
-            let writable: Vec<NodeId> = self
-                .c
-                .heads()
-                .into_iter()
-                .filter(|id| self.c.get(*id).is_synced())
-                .collect();
-            assert!(
-                writable.len() <= 1,
-                "two replicas take writes: {writable:?}"
-            );
+            let writable: Vec<NodeId> = self.c.heads().into_iter().filter(|id| self.c.get(*id).is_synced()).collect();
+            assert!(writable.len() <= 1, "two replicas take writes: {writable:?}");
         }
 
         /// Everyone learns the final view and every retry runs out.
@@ -1804,28 +1557,17 @@ mod random {
             let ids = self.c.ids();
             for id in &ids {
                 let r = self.c.get(*id);
-                assert!(
-                    r.is_synced(),
-                    "{id} never got the state: {:?}",
-                    r.describe()
-                );
+                assert!(r.is_synced(), "{id} never got the state: {:?}", r.describe());
             }
             assert_same_state(&self.c);
             let tail = self.c.tail();
             let at_tail = self.c.get(tail).last_applied();
             if let Some(&x) = self.committed.last() {
-                assert!(
-                    at_tail >= x,
-                    "committed xid {x} is not at the tail ({at_tail})"
-                );
+                assert!(at_tail >= x, "committed xid {x} is not at the tail ({at_tail})");
             }
             for (id, r) in &self.c.replicas {
                 let d = r.describe();
-                assert_eq!(
-                    (d.sent_len, d.pending_len, d.reorder_len),
-                    (0, 0, 0),
-                    "{id} still holds work"
-                );
+                assert_eq!((d.sent_len, d.pending_len, d.reorder_len), (0, 0, 0), "{id} still holds work");
             }
             // A write taken by a replica that is still alive reaches its client: only a dead
             // head's writes may be lost.
@@ -1847,10 +1589,7 @@ mod random {
                 port: 1,
                 cxid: token as i32,
             });
-            let r = self
-                .c
-                .get_mut(head)
-                .client_write(token, inc("a", delta), origin);
+            let r = self.c.get_mut(head).client_write(token, inc("a", delta), origin);
             assert!(r.is_ok(), "the settled chain refuses a write: {r:?}");
             self.c.settle();
             assert_eq!(self.c.read("a"), Ok(before + delta));

@@ -26,12 +26,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     ///
     /// `origin` is the tail variant's callback address; `token` the head variant's handle for
     /// the waiting call.
-    pub fn client_write(
-        &mut self,
-        token: ClientToken,
-        op: WriteOp,
-        origin: Option<ClientOrigin>,
-    ) -> Result<WriteAccepted, WriteRejected> {
+    pub fn client_write(&mut self, token: ClientToken, op: WriteOp, origin: Option<ClientOrigin>) -> Result<WriteAccepted, WriteRejected> {
         if !self.is_head_role() {
             return Err(WriteRejected::NotHead);
         }
@@ -57,11 +52,17 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             return Err(WriteRejected::Busy(format!("{} writes wait for the tail", self.pending.len())));
         }
         if self.sent.len() >= self.cfg.max_sent {
-            return Err(WriteRejected::Busy(format!("{} updates are not yet applied at the tail", self.sent.len())));
+            return Err(WriteRejected::Busy(format!(
+                "{} updates are not yet applied at the tail",
+                self.sent.len()
+            )));
         }
 
         // A transfer may have carried the last xid there is (the wire allows any u64).
-        let xid = self.last_applied.checked_add(1).ok_or(WriteRejected::Unavailable("the chain has used up its xids"))?;
+        let xid = self
+            .last_applied
+            .checked_add(1)
+            .ok_or(WriteRejected::Unavailable("the chain has used up its xids"))?;
         let key = match op {
             WriteOp::Inc { key, .. } | WriteOp::Del { key } => key,
         };

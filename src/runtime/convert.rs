@@ -9,7 +9,12 @@ pub fn origin_from_wire(host: String, port: i32, cxid: i32) -> Option<ClientOrig
 }
 
 pub fn head_update_to_wire(src: u64, u: &Update) -> adb::HeadStateUpdateRequest {
-    adb::HeadStateUpdateRequest { src, xid: u.xid, key: u.key.clone(), value: u.value }
+    adb::HeadStateUpdateRequest {
+        src,
+        xid: u.xid,
+        key: u.key.clone(),
+        value: u.value,
+    }
 }
 
 pub fn tail_update_to_wire(src: u64, u: &Update) -> adb::TailStateUpdateRequest {
@@ -17,16 +22,40 @@ pub fn tail_update_to_wire(src: u64, u: &Update) -> adb::TailStateUpdateRequest 
         Some(o) => (o.host.clone(), o.port, o.cxid),
         None => (String::new(), 0, 0),
     };
-    adb::TailStateUpdateRequest { src, xid: u.xid, key: u.key.clone(), value: u.value, host, port, cxid }
+    adb::TailStateUpdateRequest {
+        src,
+        xid: u.xid,
+        key: u.key.clone(),
+        value: u.value,
+        host,
+        port,
+        cxid,
+    }
 }
 
 pub fn head_update_from_wire(r: adb::HeadStateUpdateRequest) -> (u64, Update) {
-    (r.src, Update { xid: r.xid, key: r.key, value: r.value, origin: None })
+    (
+        r.src,
+        Update {
+            xid: r.xid,
+            key: r.key,
+            value: r.value,
+            origin: None,
+        },
+    )
 }
 
 pub fn tail_update_from_wire(r: adb::TailStateUpdateRequest) -> (u64, Update) {
     let origin = origin_from_wire(r.host, r.port, r.cxid);
-    (r.src, Update { xid: r.xid, key: r.key, value: r.value, origin })
+    (
+        r.src,
+        Update {
+            xid: r.xid,
+            key: r.key,
+            value: r.value,
+            origin,
+        },
+    )
 }
 
 fn state_to_wire(state: &Store) -> std::collections::HashMap<String, i32> {

@@ -88,7 +88,15 @@ pub struct TonicNetwork {
 impl TonicNetwork {
     pub fn new(cfg: NetConfig, replies: mpsc::UnboundedSender<ReplyEvent>, connector: Arc<dyn Connect>) -> Self {
         let callbacks = Arc::new(Semaphore::new(cfg.max_callbacks_in_flight));
-        TonicNetwork { cfg, links: BTreeMap::new(), replies, waiters: HashMap::new(), callbacks, callback_channels: HashMap::new(), connector }
+        TonicNetwork {
+            cfg,
+            links: BTreeMap::new(),
+            replies,
+            waiters: HashMap::new(),
+            callbacks,
+            callback_channels: HashMap::new(),
+            connector,
+        }
     }
 
     /// Register the call waiting on `token`; the core completes it through `complete_client`.
@@ -104,7 +112,8 @@ impl TonicNetwork {
 
     /// Drop the links of peers that left the view; their tasks end with their queues.
     pub fn retain_links(&mut self, members: &[Member]) {
-        self.links.retain(|id, link| members.iter().any(|m| m.id == *id && m.addr == link.addr));
+        self.links
+            .retain(|id, link| members.iter().any(|m| m.id == *id && m.addr == link.addr));
     }
 
     fn link(&mut self, to: &Member) -> Option<&PeerLink> {
@@ -121,9 +130,20 @@ impl TonicNetwork {
                 }
             };
             let (queue, rx) = mpsc::channel(self.cfg.queue_limit);
-            let task = LinkTask { peer: to.id, channel, cfg: self.cfg.clone(), replies: self.replies.clone() };
+            let task = LinkTask {
+                peer: to.id,
+                channel,
+                cfg: self.cfg.clone(),
+                replies: self.replies.clone(),
+            };
             tokio::spawn(task.run(rx));
-            self.links.insert(to.id, PeerLink { addr: to.addr.clone(), queue });
+            self.links.insert(
+                to.id,
+                PeerLink {
+                    addr: to.addr.clone(),
+                    queue,
+                },
+            );
         }
         self.links.get(&to.id)
     }
@@ -158,7 +178,12 @@ impl crate::core::Network for TonicNetwork {
             None => false,
         };
         if !queued {
-            let _ = self.replies.send(ReplyEvent { from: to.id, epoch, kind, reply: PeerReply::Unreachable });
+            let _ = self.replies.send(ReplyEvent {
+                from: to.id,
+                epoch,
+                kind,
+                reply: PeerReply::Unreachable,
+            });
         }
     }
 
@@ -255,7 +280,9 @@ impl StreamLink {
     }
 
     async fn send(&self, task: &LinkTask, src: NodeId, batch: Vec<(u64, crate::core::Update)>) {
-        let Some((epoch, last_xid)) = batch.last().map(|(e, u)| (*e, u.xid)) else { return };
+        let Some((epoch, last_xid)) = batch.last().map(|(e, u)| (*e, u.xid)) else {
+            return;
+        };
         let report_lost = || task.report(epoch, RequestKind::Propose(last_xid), PeerReply::Unreachable);
         match self.window.acquire().await {
             Ok(permit) => permit.forget(),
@@ -326,7 +353,10 @@ impl LinkTask {
                         match this.open_stream().await {
                             Ok(s) => stream = Some(s),
                             Err(status) if status.code() == tonic::Code::Unimplemented => {
-                                tracing::info!(peer = format_args!("{:x}", this.peer), "peer has no replication stream; using proposeStateUpdate");
+                                tracing::info!(
+                                    peer = format_args!("{:x}", this.peer),
+                                    "peer has no replication stream; using proposeStateUpdate"
+                                );
                                 classic_only = true;
                                 for (e, update) in batch {
                                     this.spawn_classic(&slots, e, PeerRequest::Propose { src, update }).await;
@@ -351,7 +381,9 @@ impl LinkTask {
                     if let Some(s) = &stream {
                         s.drain(this.cfg.transfer_timeout).await;
                     }
-                    let Ok(barrier) = slots.clone().acquire_many_owned(all_slots).await else { return };
+                    let Ok(barrier) = slots.clone().acquire_many_owned(all_slots).await else {
+                        return;
+                    };
                     let reply = this.call(request).await;
                     this.report(epoch, kind, reply);
                     drop(barrier);
@@ -387,7 +419,10 @@ impl LinkTask {
         let link = StreamLink {
             tx,
             window: Arc::new(Semaphore::new(STREAM_WINDOW)),
-            in_flight: Arc::new(std::sync::Mutex::new(InFlight { batches: std::collections::VecDeque::new(), broken: false })),
+            in_flight: Arc::new(std::sync::Mutex::new(InFlight {
+                batches: std::collections::VecDeque::new(),
+                broken: false,
+            })),
         };
         let (window, in_flight, task) = (link.window.clone(), link.in_flight.clone(), self.clone());
         tokio::spawn(async move {
@@ -417,7 +452,12 @@ impl LinkTask {
     }
 
     fn report(&self, epoch: u64, kind: RequestKind, reply: PeerReply) {
-        let _ = self.replies.send(ReplyEvent { from: self.peer, epoch, kind, reply });
+        let _ = self.replies.send(ReplyEvent {
+            from: self.peer,
+            epoch,
+            kind,
+            reply,
+        });
     }
 
     async fn call(&self, request: PeerRequest) -> PeerReply {
@@ -452,26 +492,47 @@ impl LinkTask {
         let rc = |rc: u32| if rc == 0 { PeerReply::Accepted } else { PeerReply::Refused };
         let head = self.cfg.variant == Variant::Head;
         Ok(match request {
-            PeerRequest::Propose { src, update } if head => {
-                rc(self.head_client().propose_state_update(addressed(convert::head_update_to_wire(src, &update), peer, timeout)).await?.into_inner().rc)
-            }
-            PeerRequest::Propose { src, update } => {
-                rc(self.tail_client().propose_state_update(addressed(convert::tail_update_to_wire(src, &update), peer, timeout)).await?.into_inner().rc)
-            }
-            PeerRequest::Transfer(t) if head => {
-                rc(self.head_client().state_transfer(addressed(convert::head_transfer_to_wire(&t), peer, timeout)).await?.into_inner().rc)
-            }
-            PeerRequest::Transfer(t) => {
-                rc(self.tail_client().state_transfer(addressed(convert::tail_transfer_to_wire(&t), peer, timeout)).await?.into_inner().rc)
-            }
-            PeerRequest::XidProcessed(xid) => {
-                rc(self.head_client().xid_processed(addressed(adb::XidProcessedRequest { xid }, peer, timeout)).await?.into_inner().rc)
-            }
+            PeerRequest::Propose { src, update } if head => rc(self
+                .head_client()
+                .propose_state_update(addressed(convert::head_update_to_wire(src, &update), peer, timeout))
+                .await?
+                .into_inner()
+                .rc),
+            PeerRequest::Propose { src, update } => rc(self
+                .tail_client()
+                .propose_state_update(addressed(convert::tail_update_to_wire(src, &update), peer, timeout))
+                .await?
+                .into_inner()
+                .rc),
+            PeerRequest::Transfer(t) if head => rc(self
+                .head_client()
+                .state_transfer(addressed(convert::head_transfer_to_wire(&t), peer, timeout))
+                .await?
+                .into_inner()
+                .rc),
+            PeerRequest::Transfer(t) => rc(self
+                .tail_client()
+                .state_transfer(addressed(convert::tail_transfer_to_wire(&t), peer, timeout))
+                .await?
+                .into_inner()
+                .rc),
+            PeerRequest::XidProcessed(xid) => rc(self
+                .head_client()
+                .xid_processed(addressed(adb::XidProcessedRequest { xid }, peer, timeout))
+                .await?
+                .into_inner()
+                .rc),
             PeerRequest::GetLatestXid => {
                 let r = if head {
-                    self.head_client().get_latest_xid(addressed(adb::LatestXidRequest {}, peer, timeout)).await?.into_inner()
+                    self.head_client()
+                        .get_latest_xid(addressed(adb::LatestXidRequest {}, peer, timeout))
+                        .await?
+                        .into_inner()
                 } else {
-                    self.tail_client().get_latest_xid(addressed(adb::LatestXidRequest {}, peer, timeout)).await?.into_inner()
+                    self.tail_client()
+                        .get_latest_xid(addressed(adb::LatestXidRequest {}, peer, timeout))
+                        .await?
+                        .into_inner()
                 };
                 PeerReply::LatestXid((r.rc == 0).then_some(r.xid))
             }
@@ -479,7 +540,11 @@ impl LinkTask {
                 let client = ChainExtClient::new(self.channel.clone())
                     .max_decoding_message_size(self.cfg.max_message_bytes)
                     .max_encoding_message_size(self.cfg.max_message_bytes);
-                let r = client.clone().pull_state(addressed(ext::PullStateRequest { src, stateless }, peer, timeout)).await?.into_inner();
+                let r = client
+                    .clone()
+                    .pull_state(addressed(ext::PullStateRequest { src, stateless }, peer, timeout))
+                    .await?
+                    .into_inner();
                 PeerReply::Pulled(match (r.rc, r.state) {
                     (0, Some(state)) => PullAnswer::State(convert::tail_transfer_from_wire(state)),
                     (2, _) => PullAnswer::NoState,

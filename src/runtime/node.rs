@@ -92,8 +92,15 @@ impl NodeConfig {
             zk,
             listen,
             advertise: None,
-            core: core::Config { variant, lease_ms, ..core::Config::default() },
-            net: NetConfig { variant, ..NetConfig::default() },
+            core: core::Config {
+                variant,
+                lease_ms,
+                ..core::Config::default()
+            },
+            net: NetConfig {
+                variant,
+                ..NetConfig::default()
+            },
             tick: Duration::from_millis(10),
         }
     }
@@ -112,7 +119,10 @@ pub struct RunningNode {
 impl RunningNode {
     /// Serve until the server fails or `shutdown` is called from elsewhere.
     pub async fn wait(&mut self) -> anyhow::Result<()> {
-        (&mut self.server).await.context("server task failed")?.context("gRPC server failed")
+        (&mut self.server)
+            .await
+            .context("server task failed")?
+            .context("gRPC server failed")
     }
 
     /// Leave the chain cleanly: our znode goes at once instead of after the session timeout.
@@ -138,7 +148,9 @@ impl RunningNode {
 
 /// A replica in production: TCP on `cfg.listen`, membership in ZooKeeper.
 pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
-    let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let local_addr = listener.local_addr().context("listener has no local address")?;
     let advertise = cfg.advertise.clone().unwrap_or_else(|| local_addr.to_string());
     let (event_tx, event_rx) = mpsc::channel(1024);
@@ -171,8 +183,16 @@ where
 {
     let (reply_tx, reply_rx) = mpsc::unbounded_channel();
     let clock = RuntimeClock { base: Instant::now() };
-    let core = Replica::new(cfg.core.clone(), clock, TonicNetwork::new(cfg.net.clone(), reply_tx, connector), JoinRequest(join));
-    let shared = Arc::new(Shared { core: Mutex::new(core), tokens: AtomicU64::new(1) });
+    let core = Replica::new(
+        cfg.core.clone(),
+        clock,
+        TonicNetwork::new(cfg.net.clone(), reply_tx, connector),
+        JoinRequest(join),
+    );
+    let shared = Arc::new(Shared {
+        core: Mutex::new(core),
+        tokens: AtomicU64::new(1),
+    });
 
     let tasks = vec![
         tokio::spawn(pump_replies(shared.clone(), reply_rx)),
@@ -192,15 +212,27 @@ where
         // drops it (GOAWAY ENHANCE_YOUR_CALM), turning every one into an unknown outcome.
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
         .add_service(health_service)
-        .add_service(ChainExtServer::new(service.clone()).max_decoding_message_size(max).max_encoding_message_size(max));
+        .add_service(
+            ChainExtServer::new(service.clone())
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        );
     router = match cfg.core.variant {
         Variant::Head => {
             health.set_serving::<HeadChainReplicaServer<ChainService>>().await;
-            router.add_service(HeadChainReplicaServer::new(service).max_decoding_message_size(max).max_encoding_message_size(max))
+            router.add_service(
+                HeadChainReplicaServer::new(service)
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
         }
         Variant::Tail => {
             health.set_serving::<TailChainReplicaServer<ChainService>>().await;
-            router.add_service(TailChainReplicaServer::new(service).max_decoding_message_size(max).max_encoding_message_size(max))
+            router.add_service(
+                TailChainReplicaServer::new(service)
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
         }
     };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -208,7 +240,15 @@ where
         let _ = stop_rx.await;
     }));
     tracing::info!(listen = %local_addr, %advertise, "replica serving");
-    RunningNode { local_addr, advertise, shared, zk: None, stop_server: Some(stop_tx), server, tasks }
+    RunningNode {
+        local_addr,
+        advertise,
+        shared,
+        zk: None,
+        stop_server: Some(stop_tx),
+        server,
+        tasks,
+    }
 }
 
 /// Replies are applied in batches: one lock for many replies under load.

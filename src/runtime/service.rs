@@ -7,9 +7,11 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use super::node::Shared;
 use super::network::ADDRESSEE_HEADER;
-use crate::core::{ClientOrigin, NodeId, PeerReply, PeerRequest, PullAnswer, ReadRejected, WriteAccepted, WriteOp, WriteOutcome, WriteRejected};
+use super::node::Shared;
+use crate::core::{
+    ClientOrigin, NodeId, PeerReply, PeerRequest, PullAnswer, ReadRejected, WriteAccepted, WriteOp, WriteOutcome, WriteRejected,
+};
 use crate::pb::adb;
 use crate::pb::chainrep::ext;
 
@@ -21,12 +23,18 @@ pub struct ChainService {
 
 impl ChainService {
     pub fn new(shared: Arc<Shared>) -> Self {
-        ChainService { shared, replicate_stream: true }
+        ChainService {
+            shared,
+            replicate_stream: true,
+        }
     }
 
     /// Answer `Replicate` UNIMPLEMENTED, so predecessors fall back to `proposeStateUpdate`.
     pub fn without_replicate_stream(self) -> Self {
-        ChainService { replicate_stream: false, ..self }
+        ChainService {
+            replicate_stream: false,
+            ..self
+        }
     }
 
     fn peer(&self, to: Option<NodeId>, request: PeerRequest) -> PeerReply {
@@ -61,7 +69,9 @@ impl ChainService {
             Ok((WriteAccepted::Pending(xid), waiter)) => match waiter.await {
                 Ok(WriteOutcome::Committed) => Ok(Response::new(adb::HeadResponse { rc: 0 })),
                 Ok(WriteOutcome::Unknown(why)) => Err(Status::unknown(format!("outcome of write xid {xid} unknown: {why}"))),
-                Err(_) => Err(Status::unknown(format!("outcome of write xid {xid} unknown: the replica stopped tracking it"))),
+                Err(_) => Err(Status::unknown(format!(
+                    "outcome of write xid {xid} unknown: the replica stopped tracking it"
+                ))),
             },
             Err(WriteRejected::NotHead) => Ok(Response::new(adb::HeadResponse { rc: 1 })),
             Err(e) => Err(write_rejection_status(&e)),
@@ -116,11 +126,24 @@ impl adb::head_chain_replica_server::HeadChainReplica for ChainService {
 
     async fn increment(&self, request: Request<adb::IncrementRequest>) -> Result<Response<adb::HeadResponse>, Status> {
         let r = request.into_inner();
-        self.write(WriteOp::Inc { key: r.key, delta: r.incr_value }, None).await
+        self.write(
+            WriteOp::Inc {
+                key: r.key,
+                delta: r.incr_value,
+            },
+            None,
+        )
+        .await
     }
 
     async fn delete(&self, request: Request<adb::DeleteRequest>) -> Result<Response<adb::HeadResponse>, Status> {
-        self.write(WriteOp::Del { key: request.into_inner().key }, None).await
+        self.write(
+            WriteOp::Del {
+                key: request.into_inner().key,
+            },
+            None,
+        )
+        .await
     }
 
     async fn get(&self, request: Request<adb::GetRequest>) -> Result<Response<adb::GetResponse>, Status> {
@@ -153,7 +176,14 @@ impl adb::tail_chain_replica_server::TailChainReplica for ChainService {
     async fn increment(&self, request: Request<adb::TailIncrementRequest>) -> Result<Response<adb::HeadResponse>, Status> {
         let r = request.into_inner();
         let origin = callback_origin(r.host, r.port, r.cxid)?;
-        self.write(WriteOp::Inc { key: r.key, delta: r.incr_value }, Some(origin)).await
+        self.write(
+            WriteOp::Inc {
+                key: r.key,
+                delta: r.incr_value,
+            },
+            Some(origin),
+        )
+        .await
     }
 
     async fn delete(&self, request: Request<adb::TailDeleteRequest>) -> Result<Response<adb::HeadResponse>, Status> {
@@ -170,7 +200,9 @@ impl adb::tail_chain_replica_server::TailChainReplica for ChainService {
 /// The tail variant cannot tell a client its write is done without a callback address.
 fn callback_origin(host: String, port: i32, cxid: i32) -> Result<ClientOrigin, Status> {
     if host.is_empty() || !(1..=65535).contains(&port) {
-        return Err(Status::invalid_argument(format!("the client callback address {host:?}:{port} is not a valid host:port")));
+        return Err(Status::invalid_argument(format!(
+            "the client callback address {host:?}:{port} is not a valid host:port"
+        )));
     }
     Ok(ClientOrigin { host, port, cxid })
 }
@@ -224,9 +256,18 @@ impl ext::chain_ext_server::ChainExt for ChainService {
     async fn pull_state(&self, request: Request<ext::PullStateRequest>) -> Result<Response<ext::PullStateResponse>, Status> {
         let to = addressee(&request);
         let r = request.into_inner();
-        let answer = self.peer(to, PeerRequest::PullState { src: r.src, stateless: r.stateless });
+        let answer = self.peer(
+            to,
+            PeerRequest::PullState {
+                src: r.src,
+                stateless: r.stateless,
+            },
+        );
         Ok(Response::new(match answer {
-            PeerReply::Pulled(PullAnswer::State(t)) => ext::PullStateResponse { rc: 0, state: Some(convert::tail_transfer_to_wire(&t)) },
+            PeerReply::Pulled(PullAnswer::State(t)) => ext::PullStateResponse {
+                rc: 0,
+                state: Some(convert::tail_transfer_to_wire(&t)),
+            },
             PeerReply::Pulled(PullAnswer::NoState) => ext::PullStateResponse { rc: 2, state: None },
             _ => ext::PullStateResponse { rc: 1, state: None },
         }))

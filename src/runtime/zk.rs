@@ -57,7 +57,11 @@ pub struct ZkConfig {
 
 impl ZkConfig {
     pub fn new(connect: impl Into<String>) -> ZkConfig {
-        ZkConfig { connect: connect.into(), root: DEFAULT_ROOT.to_string(), session_timeout: Duration::from_secs(10) }
+        ZkConfig {
+            connect: connect.into(),
+            root: DEFAULT_ROOT.to_string(),
+            session_timeout: Duration::from_secs(10),
+        }
     }
 }
 

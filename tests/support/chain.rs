@@ -47,7 +47,13 @@ impl ReplicaProc {
             .stderr(out)
             .spawn()
             .expect("spawn chain-replica");
-        ReplicaProc { child: Some(child), port, addr, log, _dir: dir }
+        ReplicaProc {
+            child: Some(child),
+            port,
+            addr,
+            log,
+            _dir: dir,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -63,7 +69,10 @@ impl ReplicaProc {
     }
 
     pub fn signal(&self, sig: &str) {
-        let status = Command::new("kill").args([sig, &self.pid().to_string()]).status().expect("run kill");
+        let status = Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .expect("run kill");
         assert!(status.success(), "kill {sig} failed");
     }
 
@@ -86,12 +95,23 @@ impl Drop for ReplicaProc {
 }
 
 pub fn zk_config(zk: &str, root: &str) -> ZkConfig {
-    ZkConfig { connect: zk.to_string(), root: root.to_string(), session_timeout: Duration::from_secs(10) }
+    ZkConfig {
+        connect: zk.to_string(),
+        root: root.to_string(),
+        session_timeout: Duration::from_secs(10),
+    }
 }
 
 pub async fn client(zk: &str, root: &str, variant: Variant) -> ChainClient {
-    let opts = ClientOptions { op_timeout: Duration::from_secs(20), rpc_timeout: Duration::from_secs(5), variant, ..ClientOptions::default() };
-    ChainClient::connect(&zk_config(zk, root), opts).await.expect("client connects to ZooKeeper")
+    let opts = ClientOptions {
+        op_timeout: Duration::from_secs(20),
+        rpc_timeout: Duration::from_secs(5),
+        variant,
+        ..ClientOptions::default()
+    };
+    ChainClient::connect(&zk_config(zk, root), opts)
+        .await
+        .expect("client connects to ZooKeeper")
 }
 
 /// Waits until the chain has exactly the replicas at `addrs` (in any order), each synced, and

@@ -33,9 +33,7 @@ pub const TAIL: Flavor = Flavor {
 
 impl Flavor {
     fn start_replicas(self, zk: &str, n: usize) -> Vec<ReplicaProc> {
-        (0..n)
-            .map(|_| ReplicaProc::start(zk, self.root, self.variant))
-            .collect()
+        (0..n).map(|_| ReplicaProc::start(zk, self.root, self.variant)).collect()
     }
 }
 
@@ -53,8 +51,7 @@ const NOBODY_PORT: i32 = 9;
 
 impl Direct {
     pub fn new(addr: &str, variant: Variant) -> Direct {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .expect("replica address");
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("replica address");
         let channel = endpoint.connect_lazy();
         match variant {
             Variant::Head => Direct::Head(HeadChainReplicaClient::new(channel)),
@@ -65,13 +62,7 @@ impl Direct {
     pub async fn increment(&mut self, key: &str, delta: i32) -> Result<u32, tonic::Status> {
         let key = key.to_string();
         let r = match self {
-            Direct::Head(c) => {
-                c.increment(adb::IncrementRequest {
-                    key,
-                    incr_value: delta,
-                })
-                .await?
-            }
+            Direct::Head(c) => c.increment(adb::IncrementRequest { key, incr_value: delta }).await?,
             Direct::Tail(c) => {
                 let req = adb::TailIncrementRequest {
                     key,
@@ -105,9 +96,7 @@ impl Direct {
 
     /// `(rc, value)`.
     pub async fn get(&mut self, key: &str) -> Result<(u32, i32), tonic::Status> {
-        let req = adb::GetRequest {
-            key: key.to_string(),
-        };
+        let req = adb::GetRequest { key: key.to_string() };
         let r = match self {
             Direct::Head(c) => c.get(req).await?,
             Direct::Tail(c) => c.get(req).await?,
@@ -131,11 +120,7 @@ pub async fn single_replica_semantics(f: Flavor) {
     let c = client(&zk.connect_string(), f.root, f.variant).await;
     wait_chain(&c, &[&r.addr], Duration::from_secs(20)).await;
 
-    assert_eq!(
-        c.get("missing").await.unwrap(),
-        0,
-        "a key never written reads 0"
-    );
+    assert_eq!(c.get("missing").await.unwrap(), 0, "a key never written reads 0");
     c.inc("a", 5).await.unwrap();
     c.inc("a", -7).await.unwrap();
     assert_eq!(c.get("a").await.unwrap(), -2, "negative deltas apply");
@@ -148,11 +133,7 @@ pub async fn single_replica_semantics(f: Flavor) {
         Err(ClientError::Rejected(s)) => assert_eq!(s.code(), tonic::Code::OutOfRange, "{s:?}"),
         other => panic!("overflow must be rejected with OUT_OF_RANGE, got {other:?}"),
     }
-    assert_eq!(
-        c.get("big").await.unwrap(),
-        i32::MAX - 1,
-        "a rejected overflow changes nothing"
-    );
+    assert_eq!(c.get("big").await.unwrap(), i32::MAX - 1, "a rejected overflow changes nothing");
     c.inc("small", i32::MIN).await.unwrap();
     match c.inc("small", -1).await {
         Err(ClientError::Rejected(s)) => assert_eq!(s.code(), tonic::Code::OutOfRange),
@@ -174,11 +155,7 @@ pub async fn three_replicas_answer_by_role(f: Flavor) {
     let c = client(&zk.connect_string(), f.root, f.variant).await;
     let addrs: Vec<&str> = rs.iter().map(|r| r.addr.as_str()).collect();
     let status = wait_chain(&c, &addrs, Duration::from_secs(30)).await;
-    let (head, middle, tail) = (
-        &status[0].member.addr,
-        &status[1].member.addr,
-        &status[2].member.addr,
-    );
+    let (head, middle, tail) = (&status[0].member.addr, &status[1].member.addr, &status[2].member.addr);
     assert!(
         status[0].member.id < status[1].member.id && status[1].member.id < status[2].member.id,
         "chain order is numeric session order"
@@ -204,11 +181,7 @@ pub async fn three_replicas_answer_by_role(f: Flavor) {
     let latest = direct(tail).get_latest_xid().await.unwrap();
     assert_eq!(latest, (0, 2), "the tail reports the last applied xid");
     assert_eq!(direct(tail).get("x").await.unwrap(), (0, 7));
-    assert_eq!(
-        c.get("x").await.unwrap(),
-        7,
-        "the wrong-role requests changed nothing"
-    );
+    assert_eq!(c.get("x").await.unwrap(), 7, "the wrong-role requests changed nothing");
     c.close().await;
 }
 
@@ -225,9 +198,7 @@ pub async fn concurrent_clients_sum_exactly(f: Flavor) {
         tasks.push(tokio::spawn(async move {
             for i in 0..200 {
                 let key = format!("k{}", (t + i) % 8);
-                c.inc(&key, 1)
-                    .await
-                    .unwrap_or_else(|e| panic!("client {t} increment {i}: {e}"));
+                c.inc(&key, 1).await.unwrap_or_else(|e| panic!("client {t} increment {i}: {e}"));
             }
         }));
     }
@@ -237,10 +208,7 @@ pub async fn concurrent_clients_sum_exactly(f: Flavor) {
     let mut total = 0;
     for k in 0..8 {
         let v = c.get(&format!("k{k}")).await.unwrap();
-        assert_eq!(
-            v, 800,
-            "key k{k}: 32 clients x 200 increments spread over 8 keys"
-        );
+        assert_eq!(v, 800, "key k{k}: 32 clients x 200 increments spread over 8 keys");
         total += v;
     }
     assert_eq!(total, 6400);
@@ -260,9 +228,7 @@ pub async fn killing_head_middle_and_tail_loses_nothing(f: Flavor) {
     let mut acked = 0;
     let mut maybe = 0;
     for i in 0..20 {
-        c.inc("acked", 1)
-            .await
-            .unwrap_or_else(|e| panic!("warm-up write {i}: {e}"));
+        c.inc("acked", 1).await.unwrap_or_else(|e| panic!("warm-up write {i}: {e}"));
         acked += 1;
     }
     for victim in ["head", "middle", "tail"] {
@@ -355,9 +321,7 @@ pub async fn a_paused_tail_never_serves_stale_reads(f: Flavor) {
     old_tail.signal("-STOP");
     // Past the session timeout the chain drops it and the middle becomes the tail.
     tokio::time::sleep(Duration::from_millis(SESSION_TIMEOUT_MS * 2)).await;
-    c.inc("v", 1)
-        .await
-        .expect("writes continue without the paused tail");
+    c.inc("v", 1).await.expect("writes continue without the paused tail");
     assert_eq!(c.get("v").await.unwrap(), 2);
 
     // Ask the old tail at once on resuming, and keep asking while it notices what happened.
@@ -368,10 +332,7 @@ pub async fn a_paused_tail_never_serves_stale_reads(f: Flavor) {
     while std::time::Instant::now() < until {
         if let Ok((0, value)) = stale.get("v").await {
             answered += 1;
-            assert_eq!(
-                value, 2,
-                "the resumed old tail answered a read with stale data"
-            );
+            assert_eq!(value, 2, "the resumed old tail answered a read with stale data");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -47,7 +47,13 @@ impl ZkServer {
             .tempdir()
             .context("cannot create a temporary directory for ZooKeeper")?;
         let port = free_port()?;
-        let mut server = ZkServer { dir, port, classpath, java, child: None };
+        let mut server = ZkServer {
+            dir,
+            port,
+            classpath,
+            java,
+            child: None,
+        };
         server.write_config()?;
         server.launch()?;
         Ok(server)
@@ -219,7 +225,10 @@ fn handshake(addr: SocketAddr) -> io::Result<()> {
     sock.read_exact(&mut len)?;
     let len = i32::from_be_bytes(len);
     if !(16..=1024).contains(&len) {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("odd ConnectResponse length {len}")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("odd ConnectResponse length {len}"),
+        ));
     }
     let mut resp = vec![0u8; len as usize];
     sock.read_exact(&mut resp)?;
@@ -254,7 +263,10 @@ fn java_binary() -> anyhow::Result<PathBuf> {
             return Ok(java);
         }
     }
-    for dir in std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).unwrap_or_default() {
+    for dir in std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+    {
         let java = dir.join("java");
         if java.is_file() {
             return Ok(java);
@@ -328,12 +340,16 @@ pub fn zookeeper_classpath() -> anyhow::Result<String> {
     let dirs = jar_dirs();
     for dir in &dirs {
         let Ok(entries) = fs::read_dir(dir) else { continue };
-        let mut names: Vec<String> =
-            entries.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect();
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
         names.sort();
         // Prefer the unversioned symlink Debian maintains, so upgrades keep working.
-        let Some(server) =
-            names.iter().find(|n| *n == "zookeeper.jar").or_else(|| names.iter().find(|n| is_server_jar(n)))
+        let Some(server) = names
+            .iter()
+            .find(|n| *n == "zookeeper.jar")
+            .or_else(|| names.iter().find(|n| is_server_jar(n)))
         else {
             continue;
         };
@@ -373,7 +389,10 @@ fn find_jar<'a>(names: &'a [String], base: &str) -> Option<&'a String> {
 }
 
 fn find_jar_in(dir: &Path, base: &str) -> Option<PathBuf> {
-    let names: Vec<String> =
-        fs::read_dir(dir).ok()?.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect();
+    let names: Vec<String> = fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
     find_jar(&names, base).map(|n| dir.join(n))
 }

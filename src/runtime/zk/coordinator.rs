@@ -43,7 +43,12 @@ impl ZkCoordinator {
         let (join, join_rx) = watch::channel(0u64);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (done_tx, done) = watch::channel(false);
-        let task = Task { advertise, events, join: join_rx, shutdown: shutdown_rx };
+        let task = Task {
+            advertise,
+            events,
+            join: join_rx,
+            shutdown: shutdown_rx,
+        };
         tokio::spawn(async move {
             match Target::new(&cfg) {
                 Ok(target) => task.run(target).await,
@@ -56,7 +61,9 @@ impl ZkCoordinator {
             }
             let _ = done_tx.send(true);
         });
-        ZkCoordinator { inner: Arc::new(Inner { join, shutdown, done }) }
+        ZkCoordinator {
+            inner: Arc::new(Inner { join, shutdown, done }),
+        }
     }
 
     /// After `SessionLost`: open a new session and register again. Calls made before the loss
@@ -134,7 +141,10 @@ impl Task {
             };
             match ended {
                 Ended::Shutdown => {
-                    info!("leaving the chain: deleting {} and closing session 0x{:x}", reg.path, reg.session_id);
+                    info!(
+                        "leaving the chain: deleting {} and closing session 0x{:x}",
+                        reg.path, reg.session_id
+                    );
                     session.close(Some(&reg.path)).await;
                     return;
                 }
@@ -208,12 +218,14 @@ impl Task {
 
             // zookeeper-async has no call returning the session id: an ephemeral znode's owner is it.
             let probe = target.child(PROBE_PREFIX);
-            let (probe_path, stat) =
-                match session.op(zk.create2(&probe, Vec::new(), acl(), CreateMode::EphemeralSequential)).await {
-                    Ok(r) => r,
-                    Err(e) if e.is(ZkError::NoNode) => continue,
-                    Err(e) => return Err(anyhow!("cannot create {probe}*: {e}")),
-                };
+            let (probe_path, stat) = match session
+                .op(zk.create2(&probe, Vec::new(), acl(), CreateMode::EphemeralSequential))
+                .await
+            {
+                Ok(r) => r,
+                Err(e) if e.is(ZkError::NoNode) => continue,
+                Err(e) => return Err(anyhow!("cannot create {probe}*: {e}")),
+            };
             let session_id = stat.ephemeral_owner as u64;
             if let Err(e) = session.op(zk.delete(&probe_path, None)).await {
                 // Harmless: it is ephemeral and not a member name.
@@ -249,7 +261,14 @@ impl Task {
 
     /// Reports membership until the session is lost. Cancelled on shutdown.
     async fn serve(&self, target: &Target, session: &mut ZkSession, reg: &Registration) -> Ended {
-        if self.events.send(MembershipEvent::Joined { session_id: reg.session_id }).await.is_err() {
+        if self
+            .events
+            .send(MembershipEvent::Joined {
+                session_id: reg.session_id,
+            })
+            .await
+            .is_err()
+        {
             return Ended::Shutdown;
         }
         // Signals so far predate the registration: the first listing below covers them. An
@@ -387,7 +406,10 @@ impl Task {
 
     /// Lists the members and arms a child watch.
     async fn list(&self, target: &Target, session: &ZkSession, reg: &Registration) -> Result<Vec<Member>, ListError> {
-        let names = match session.op(session.zk().get_children_w(&target.root, session.watch_callback())).await {
+        let names = match session
+            .op(session.zk().get_children_w(&target.root, session.watch_callback()))
+            .await
+        {
             Ok(names) => names,
             Err(e) if e.is(ZkError::NoNode) => return Err(ListError::Lost(format!("{} was deleted", target.root))),
             Err(e) => return Err(ListError::Failed(e)),
@@ -414,11 +436,7 @@ enum ListError {
 }
 
 /// Reads and parses the member znodes among `names`, sorted by id. Malformed ones are skipped.
-pub(super) async fn read_members(
-    session: &ZkSession,
-    target: &Target,
-    names: &[String],
-) -> Result<Vec<Member>, OpError> {
+pub(super) async fn read_members(session: &ZkSession, target: &Target, names: &[String]) -> Result<Vec<Member>, OpError> {
     let mut members = Vec::with_capacity(names.len());
     for name in names {
         if let Err(e) = parse_member_id(name) {

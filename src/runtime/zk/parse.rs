@@ -76,11 +76,24 @@ pub fn parse_member(name: &str, data: &[u8]) -> Result<Member, MemberError> {
         return Err(MemberError::Empty { name: name.to_string() });
     }
     let (host, port) = split_host_port(line).map_err(|e| match e {
-        HostPortError::MissingPort => MemberError::MissingPort { name: name.to_string(), line: line.to_string() },
-        HostPortError::EmptyHost => MemberError::EmptyHost { name: name.to_string(), line: line.to_string() },
-        HostPortError::BadPort(port) => MemberError::BadPort { name: name.to_string(), line: line.to_string(), port },
+        HostPortError::MissingPort => MemberError::MissingPort {
+            name: name.to_string(),
+            line: line.to_string(),
+        },
+        HostPortError::EmptyHost => MemberError::EmptyHost {
+            name: name.to_string(),
+            line: line.to_string(),
+        },
+        HostPortError::BadPort(port) => MemberError::BadPort {
+            name: name.to_string(),
+            line: line.to_string(),
+            port,
+        },
     })?;
-    Ok(Member { id, addr: format!("{host}:{port}") })
+    Ok(Member {
+        id,
+        addr: format!("{host}:{port}"),
+    })
 }
 
 enum HostPortError {
@@ -163,12 +176,18 @@ pub fn parse_connect_string(s: &str) -> Result<(Vec<String>, Option<String>), Co
     for entry in hosts_part.split(',') {
         let entry = entry.trim();
         if entry.is_empty() {
-            return Err(ConnectStringError::EmptyEntry { input: s.to_string(), entry: entry.to_string() });
+            return Err(ConnectStringError::EmptyEntry {
+                input: s.to_string(),
+                entry: entry.to_string(),
+            });
         }
         split_host_port(entry).map_err(|e| match e {
             HostPortError::MissingPort => ConnectStringError::MissingPort { entry: entry.to_string() },
             HostPortError::EmptyHost => ConnectStringError::EmptyHost { entry: entry.to_string() },
-            HostPortError::BadPort(port) => ConnectStringError::BadPort { entry: entry.to_string(), port },
+            HostPortError::BadPort(port) => ConnectStringError::BadPort {
+                entry: entry.to_string(),
+                port,
+            },
         })?;
         hosts.push(entry.to_string());
     }
@@ -198,7 +217,10 @@ mod tests {
     use super::*;
 
     fn member(id: u64, addr: &str) -> Member {
-        Member { id, addr: addr.to_string() }
+        Member {
+            id,
+            addr: addr.to_string(),
+        }
     }
 
     #[test]
@@ -206,7 +228,10 @@ mod tests {
         assert_eq!(parse_member("1a2b", b"10.0.0.1:7000"), Ok(member(0x1a2b, "10.0.0.1:7000")));
         assert_eq!(parse_member("ffffffffffffffff", b"h:1\n"), Ok(member(u64::MAX, "h:1")));
         assert_eq!(parse_member("1", b"localhost:65535"), Ok(member(1, "localhost:65535")));
-        assert_eq!(parse_member("72d5a8c0e9a10000", b"[::1]:7000"), Ok(member(0x72d5a8c0e9a10000, "[::1]:7000")));
+        assert_eq!(
+            parse_member("72d5a8c0e9a10000", b"[::1]:7000"),
+            Ok(member(0x72d5a8c0e9a10000, "[::1]:7000"))
+        );
     }
 
     #[test]
@@ -259,7 +284,11 @@ mod tests {
             let data = format!("host:{port}");
             assert_eq!(
                 parse_member("abc", data.as_bytes()),
-                Err(MemberError::BadPort { name: name.clone(), line: data.clone(), port: port.to_string() }),
+                Err(MemberError::BadPort {
+                    name: name.clone(),
+                    line: data.clone(),
+                    port: port.to_string()
+                }),
                 "port {port:?}"
             );
         }
@@ -275,13 +304,22 @@ mod tests {
 
     #[test]
     fn connect_string_ok() {
-        assert_eq!(parse_connect_string("127.0.0.1:2181"), Ok((vec!["127.0.0.1:2181".to_string()], None)));
+        assert_eq!(
+            parse_connect_string("127.0.0.1:2181"),
+            Ok((vec!["127.0.0.1:2181".to_string()], None))
+        );
         assert_eq!(
             parse_connect_string(" a:1, b:2 ,c:65535/app/x "),
-            Ok((vec!["a:1".to_string(), "b:2".to_string(), "c:65535".to_string()], Some("/app/x".to_string())))
+            Ok((
+                vec!["a:1".to_string(), "b:2".to_string(), "c:65535".to_string()],
+                Some("/app/x".to_string())
+            ))
         );
         assert_eq!(parse_connect_string("a:1/"), Ok((vec!["a:1".to_string()], None)));
-        assert_eq!(parse_connect_string("[::1]:2181/c"), Ok((vec!["[::1]:2181".to_string()], Some("/c".to_string()))));
+        assert_eq!(
+            parse_connect_string("[::1]:2181/c"),
+            Ok((vec!["[::1]:2181".to_string()], Some("/c".to_string())))
+        );
     }
 
     #[test]
@@ -289,16 +327,33 @@ mod tests {
         assert_eq!(parse_connect_string(""), Err(ConnectStringError::Empty));
         assert_eq!(parse_connect_string("   "), Err(ConnectStringError::Empty));
         assert!(matches!(parse_connect_string("/chroot"), Err(ConnectStringError::NoHosts { .. })));
-        assert!(matches!(parse_connect_string("a:1,,b:2"), Err(ConnectStringError::EmptyEntry { .. })));
+        assert!(matches!(
+            parse_connect_string("a:1,,b:2"),
+            Err(ConnectStringError::EmptyEntry { .. })
+        ));
         assert!(matches!(parse_connect_string("a:1,"), Err(ConnectStringError::EmptyEntry { .. })));
-        assert_eq!(parse_connect_string("zk"), Err(ConnectStringError::MissingPort { entry: "zk".to_string() }));
-        assert_eq!(parse_connect_string("zk:"), Err(ConnectStringError::MissingPort { entry: "zk:".to_string() }));
-        assert_eq!(parse_connect_string(":2181"), Err(ConnectStringError::EmptyHost { entry: ":2181".to_string() }));
+        assert_eq!(
+            parse_connect_string("zk"),
+            Err(ConnectStringError::MissingPort { entry: "zk".to_string() })
+        );
+        assert_eq!(
+            parse_connect_string("zk:"),
+            Err(ConnectStringError::MissingPort { entry: "zk:".to_string() })
+        );
+        assert_eq!(
+            parse_connect_string(":2181"),
+            Err(ConnectStringError::EmptyHost {
+                entry: ":2181".to_string()
+            })
+        );
         for port in ["0", "65536", "x", "-1", "+2181"] {
             let s = format!("zk:{port}");
             assert_eq!(
                 parse_connect_string(&s),
-                Err(ConnectStringError::BadPort { entry: s.clone(), port: port.to_string() }),
+                Err(ConnectStringError::BadPort {
+                    entry: s.clone(),
+                    port: port.to_string()
+                }),
                 "{s}"
             );
         }

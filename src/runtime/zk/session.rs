@@ -46,7 +46,12 @@ impl Target {
                 session_timeout
             );
         }
-        Ok(Target { hosts_label: hosts.join(","), hosts, root, session_timeout })
+        Ok(Target {
+            hosts_label: hosts.join(","),
+            hosts,
+            root,
+            session_timeout,
+        })
     }
 
     /// Longest wait for a single ZooKeeper call: past the session timeout a reply proves
@@ -186,7 +191,11 @@ impl ZkSession {
             if let Ok(Some(_)) = self.op(self.zk.exists(&prefix, false)).await {
                 continue;
             }
-            match self.op(self.zk.create(&prefix, Vec::new(), Acl::open_unsafe().clone(), CreateMode::Persistent)).await
+            match self
+                .op(self
+                    .zk
+                    .create(&prefix, Vec::new(), Acl::open_unsafe().clone(), CreateMode::Persistent))
+                .await
             {
                 Ok(_) => tracing::info!("created ZooKeeper znode {prefix}"),
                 Err(e) if e.is(ZkError::NodeExists) => {}

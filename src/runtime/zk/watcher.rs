@@ -45,7 +45,11 @@ impl ZkWatcher {
         let (tx, members) = watch::channel(initial);
         let (stop, stop_rx) = oneshot::channel();
         let task = tokio::spawn(run(session, target, tx, stop_rx));
-        Ok(ZkWatcher { members, stop: Some(stop), task })
+        Ok(ZkWatcher {
+            members,
+            stop: Some(stop),
+            task,
+        })
     }
 
     /// The current members, sorted by id; updated on every change.
@@ -73,7 +77,10 @@ impl Drop for ZkWatcher {
 /// its creation.
 async fn list(session: &ZkSession, target: &Target) -> Result<Vec<Member>, OpError> {
     loop {
-        match session.op(session.zk().get_children_w(&target.root, session.watch_callback())).await {
+        match session
+            .op(session.zk().get_children_w(&target.root, session.watch_callback()))
+            .await
+        {
             Ok(names) => return read_members(session, target, &names).await,
             Err(e) if e.is(ZkError::NoNode) => {}
             Err(e) => return Err(e),

@@ -27,16 +27,34 @@ pub enum Event {
     View(Vec<IdSpec>),
     /// A view that contains the replica itself and these others.
     ViewWithMe(Vec<IdSpec>),
-    Peer { to: ToSpec, request: RequestSpec },
+    Peer {
+        to: ToSpec,
+        request: RequestSpec,
+    },
     /// The reply to the `pick`-th request still waiting in the replica's outbox.
-    Reply { pick: u8, reply: ReplySpec },
+    Reply {
+        pick: u8,
+        reply: ReplySpec,
+    },
     /// A reply to a request the replica may never have sent. The runtime never makes one up,
     /// but a late reply to a superseded link or pull looks just like this.
-    ForgedReply { from: IdSpec, epoch: u8, kind: KindSpec, reply: ReplySpec },
-    Write { op: OpSpec, origin: Option<OriginSpec> },
+    ForgedReply {
+        from: IdSpec,
+        epoch: u8,
+        kind: KindSpec,
+        reply: ReplySpec,
+    },
+    Write {
+        op: OpSpec,
+        origin: Option<OriginSpec>,
+    },
     Read(KeySpec),
-    Tick { advance_ms: u16 },
-    Alive { ago_ms: u16 },
+    Tick {
+        advance_ms: u16,
+    },
+    Alive {
+        ago_ms: u16,
+    },
     SessionLost,
     Joined(IdSpec),
 }
@@ -192,11 +210,20 @@ fn key(spec: &KeySpec) -> String {
 }
 
 fn origin(spec: &Option<OriginSpec>) -> Option<ClientOrigin> {
-    spec.as_ref().map(|o| ClientOrigin { host: "client".into(), port: o.port, cxid: o.cxid })
+    spec.as_ref().map(|o| ClientOrigin {
+        host: "client".into(),
+        port: o.port,
+        cxid: o.cxid,
+    })
 }
 
 fn update(s: &Subject, spec: &UpdateSpec) -> Update {
-    Update { xid: xid(s, spec.xid), key: key(&spec.key), value: spec.value, origin: origin(&spec.origin) }
+    Update {
+        xid: xid(s, spec.xid),
+        key: key(&spec.key),
+        value: spec.value,
+        origin: origin(&spec.origin),
+    }
 }
 
 fn transfer(s: &Subject, spec: &TransferSpec) -> Transfer {
@@ -212,13 +239,23 @@ fn transfer(s: &Subject, spec: &TransferSpec) -> Transfer {
                         Some(k) => ((*k).clone(), state[*k]),
                         None => ("k0".to_string(), 0),
                     };
-                    Update { xid: x, key, value, origin: None }
+                    Update {
+                        xid: x,
+                        key,
+                        value,
+                        origin: None,
+                    }
                 })
                 .collect()
         }
         SentSpec::Raw(updates) => updates.iter().map(|u| update(s, u)).collect(),
     };
-    Transfer { src: id(s, spec.src), state_xid, state, sent }
+    Transfer {
+        src: id(s, spec.src),
+        state_xid,
+        state,
+        sent,
+    }
 }
 
 fn reply(s: &Subject, spec: &ReplySpec) -> PeerReply {
@@ -235,13 +272,17 @@ fn reply(s: &Subject, spec: &ReplySpec) -> PeerReply {
 
 fn request(s: &Subject, spec: &RequestSpec) -> PeerRequest {
     match spec {
-        RequestSpec::Propose { src, update: u } => PeerRequest::Propose { src: id(s, *src), update: update(s, u) },
+        RequestSpec::Propose { src, update: u } => PeerRequest::Propose {
+            src: id(s, *src),
+            update: update(s, u),
+        },
         RequestSpec::Transfer(t) => PeerRequest::Transfer(transfer(s, t)),
         RequestSpec::XidProcessed(x) => PeerRequest::XidProcessed(xid(s, *x)),
         RequestSpec::GetLatestXid => PeerRequest::GetLatestXid,
-        RequestSpec::PullState { src, stateless } => {
-            PeerRequest::PullState { src: id(s, *src), stateless: stateless.iter().map(|i| id(s, *i)).collect() }
-        }
+        RequestSpec::PullState { src, stateless } => PeerRequest::PullState {
+            src: id(s, *src),
+            stateless: stateless.iter().map(|i| id(s, *i)).collect(),
+        },
     }
 }
 
@@ -284,13 +325,21 @@ pub fn step(s: &mut Subject, event: &Event) {
             let r = reply(s, r);
             s.reply(msg.to.id, msg.epoch, msg.request.kind(), r);
         }
-        Event::ForgedReply { from, epoch, kind: k, reply: r } => {
+        Event::ForgedReply {
+            from,
+            epoch,
+            kind: k,
+            reply: r,
+        } => {
             let (from, k, r) = (id(s, *from), kind(s, k), reply(s, r));
             s.reply(from, u64::from(*epoch), k, r);
         }
         Event::Write { op, origin: o } => {
             let op = match op {
-                OpSpec::Inc(k, delta) => WriteOp::Inc { key: key(k), delta: *delta },
+                OpSpec::Inc(k, delta) => WriteOp::Inc {
+                    key: key(k),
+                    delta: *delta,
+                },
                 OpSpec::Del(k) => WriteOp::Del { key: key(k) },
             };
             let _ = s.write(op, origin(o));

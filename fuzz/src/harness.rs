@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chainrep::core::testkit::{members, replica, ManualClock, TestReplica};
 use chainrep::core::{
-    ClientOrigin, ClientToken, Config, Describe, Member, NodeId, PeerReply, PeerRequest, ReadRejected, Role,
-    Store, Transfer, Update, Variant, WriteAccepted, WriteOp, WriteRejected, Xid,
+    ClientOrigin, ClientToken, Config, Describe, Member, NodeId, PeerReply, PeerRequest, ReadRejected, Role, Store, Transfer, Update,
+    Variant, WriteAccepted, WriteOp, WriteRejected, Xid,
 };
 
 /// The chain every prepared replica belongs to: `A` heads it, `B` is in the middle, `C` is
@@ -129,7 +129,12 @@ pub struct Subject {
 }
 
 fn seed_update(xid: Xid, key: &str, value: i32) -> Update {
-    Update { xid, key: key.into(), value, origin: None }
+    Update {
+        xid,
+        key: key.into(),
+        value,
+        origin: None,
+    }
 }
 
 /// The state a prepared middle or tail is given: xids 1..=6 applied, 5 and 6 still unacknowledged.
@@ -138,13 +143,20 @@ fn seed_transfer(src: NodeId) -> Transfer {
         src,
         state_xid: 6,
         // The zero entry is there on purpose: a transfer may carry one, the store must not.
-        state: [("k0", 1), ("k2", -3), ("k3", 7), ("k5", 0)].into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        state: [("k0", 1), ("k2", -3), ("k3", 7), ("k5", 0)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
         sent: vec![seed_update(5, "k3", 7), seed_update(6, "k0", 1)],
     }
 }
 
 pub fn seed_origin(cxid: i32) -> ClientOrigin {
-    ClientOrigin { host: "client".into(), port: 9000, cxid }
+    ClientOrigin {
+        host: "client".into(),
+        port: 9000,
+        cxid,
+    }
 }
 
 impl Subject {
@@ -178,16 +190,34 @@ impl Subject {
                 s.seed_writes();
                 s.view(&CHAIN);
                 s.accept_outbox();
-                s.seed_write(WriteOp::Inc { key: "k3".into(), delta: 7 });
-                s.seed_write(WriteOp::Inc { key: "k0".into(), delta: 1 });
+                s.seed_write(WriteOp::Inc {
+                    key: "k3".into(),
+                    delta: 7,
+                });
+                s.seed_write(WriteOp::Inc {
+                    key: "k0".into(),
+                    delta: 1,
+                });
             }
             Setup::Middle | Setup::Tail => {
                 let pred = if setup == Setup::Middle { A } else { B };
                 s.view(&CHAIN);
                 s.peer(Addressee::Me, PeerRequest::Transfer(seed_transfer(pred)));
                 s.accept_outbox();
-                s.peer(Addressee::Me, PeerRequest::Propose { src: pred, update: seed_update(7, "k1", 5) });
-                s.peer(Addressee::Me, PeerRequest::Propose { src: pred, update: seed_update(9, "k4", 2) });
+                s.peer(
+                    Addressee::Me,
+                    PeerRequest::Propose {
+                        src: pred,
+                        update: seed_update(7, "k1", 5),
+                    },
+                );
+                s.peer(
+                    Addressee::Me,
+                    PeerRequest::Propose {
+                        src: pred,
+                        update: seed_update(9, "k4", 2),
+                    },
+                );
             }
             Setup::UnsyncedMiddle | Setup::UnsyncedTail => s.view(&CHAIN),
             Setup::StatelessHead => {
@@ -220,9 +250,18 @@ impl Subject {
     }
 
     fn seed_writes(&mut self) {
-        self.seed_write(WriteOp::Inc { key: "k0".into(), delta: 1 });
-        self.seed_write(WriteOp::Inc { key: "k1".into(), delta: 2 });
-        self.seed_write(WriteOp::Inc { key: "k2".into(), delta: -3 });
+        self.seed_write(WriteOp::Inc {
+            key: "k0".into(),
+            delta: 1,
+        });
+        self.seed_write(WriteOp::Inc {
+            key: "k1".into(),
+            delta: 2,
+        });
+        self.seed_write(WriteOp::Inc {
+            key: "k2".into(),
+            delta: -3,
+        });
         self.seed_write(WriteOp::Del { key: "k1".into() });
     }
 
@@ -239,7 +278,8 @@ impl Subject {
         for msg in outbox {
             match msg.request {
                 PeerRequest::Propose { .. } | PeerRequest::Transfer(_) | PeerRequest::XidProcessed(_) => {
-                    self.replica.on_peer_reply(msg.to.id, msg.epoch, msg.request.kind(), PeerReply::Accepted);
+                    self.replica
+                        .on_peer_reply(msg.to.id, msg.epoch, msg.request.kind(), PeerReply::Accepted);
                 }
                 _ => self.replica.net_mut().outbox.push(msg),
             }
@@ -264,7 +304,10 @@ impl Subject {
     }
 
     pub fn before(&self) -> Before {
-        Before { describe: self.replica.describe(), store: self.replica.store().clone() }
+        Before {
+            describe: self.replica.describe(),
+            store: self.replica.store().clone(),
+        }
     }
 
     /// The structural invariants: true after every step, whatever came in.
@@ -289,35 +332,59 @@ impl Subject {
 
         let sent: Vec<Xid> = r.sent().map(|u| u.xid).collect();
         assert_eq!(sent.len(), d.sent_len, "describe().sent_len ({})", ctx());
-        assert!(sent.windows(2).all(|w| w[0] < w[1]), "sent list {sent:?} not strictly increasing ({})", ctx());
+        assert!(
+            sent.windows(2).all(|w| w[0] < w[1]),
+            "sent list {sent:?} not strictly increasing ({})",
+            ctx()
+        );
         if let (Some(first), Some(last)) = (sent.first(), sent.last()) {
             assert!(*last <= d.last_applied, "sent list {sent:?} past last_applied ({})", ctx());
-            assert!(*first > d.tail_processed, "sent list {sent:?} holds xids the tail applied ({})", ctx());
+            assert!(
+                *first > d.tail_processed,
+                "sent list {sent:?} holds xids the tail applied ({})",
+                ctx()
+            );
         }
 
         // The reorder window holds xids last_applied+2 ..= last_applied+max_reorder.
         assert!(d.reorder_len < cfg.max_reorder.max(1), "reorder buffer over its bound ({})", ctx());
         assert!(d.sent_len <= cfg.max_sent, "sent list over its bound ({})", ctx());
-        assert!(d.pending_len <= cfg.max_pending_writes, "pending clients over their bound ({})", ctx());
+        assert!(
+            d.pending_len <= cfg.max_pending_writes,
+            "pending clients over their bound ({})",
+            ctx()
+        );
 
         let net = r.net();
         let mut seen = BTreeSet::new();
         for (token, outcome) in &net.completed {
             assert!(seen.insert(*token), "client {token} completed twice ({outcome:?}; {})", ctx());
-            assert!(self.pending_tokens.contains_key(token), "client {token} completed but never pending ({})", ctx());
+            assert!(
+                self.pending_tokens.contains_key(token),
+                "client {token} completed but never pending ({})",
+                ctx()
+            );
         }
         // Checked in the state they were made in: "committed" only for an xid the tail has,
         // and only while the session is known alive (a new head may reuse the xids otherwise).
         for (token, outcome) in &net.completed[self.completions_checked.get()..] {
             if *outcome == chainrep::core::WriteOutcome::Committed {
                 let xid = self.pending_tokens[token];
-                assert!(xid <= d.tail_processed, "client {token} (xid {xid}) committed before the tail had it ({})", ctx());
+                assert!(
+                    xid <= d.tail_processed,
+                    "client {token} (xid {xid}) committed before the tail had it ({})",
+                    ctx()
+                );
                 assert!(self.lease_valid(), "client {token} committed on a lapsed lease ({})", ctx());
             }
         }
         self.completions_checked.set(net.completed.len());
         if cfg.variant == Variant::Tail {
-            assert!(net.completed.is_empty() && d.pending_len == 0, "tail variant tracks clients ({})", ctx());
+            assert!(
+                net.completed.is_empty() && d.pending_len == 0,
+                "tail variant tracks clients ({})",
+                ctx()
+            );
         }
     }
 
@@ -333,8 +400,17 @@ impl Subject {
 
     fn check_unchanged(&self, before: &Before, step: &dyn std::fmt::Debug) {
         let ctx = || format!("{:?}/{:?} after {step:?}", self.setup, self.variant());
-        assert_eq!(self.replica.describe(), before.describe, "refused or read-only step changed describe() ({})", ctx());
-        assert!(self.replica.store() == &before.store, "refused or read-only step changed the store ({})", ctx());
+        assert_eq!(
+            self.replica.describe(),
+            before.describe,
+            "refused or read-only step changed describe() ({})",
+            ctx()
+        );
+        assert!(
+            self.replica.store() == &before.store,
+            "refused or read-only step changed the store ({})",
+            ctx()
+        );
     }
 
     /// The checks every step within a session ends with.
@@ -350,12 +426,23 @@ impl Subject {
         let step = (&to, &request, &reply);
         self.after_step(&before, &step);
         let d = self.replica.describe();
-        let ctx = || format!("{:?}/{:?} after {step:?}: {:?} -> {d:?}", self.setup, self.variant(), before.describe);
+        let ctx = || {
+            format!(
+                "{:?}/{:?} after {step:?}: {:?} -> {d:?}",
+                self.setup,
+                self.variant(),
+                before.describe
+            )
+        };
         match (&request, &reply) {
             (_, PeerReply::Accepted) => {}
             (PeerRequest::GetLatestXid, PeerReply::LatestXid(Some(xid))) => {
                 assert_eq!(*xid, d.last_applied, "getLatestXid answered another xid ({})", ctx());
-                assert!(self.acts_as(&[Role::Tail, Role::Single]) && d.synced, "getLatestXid answered off a synced tail ({})", ctx());
+                assert!(
+                    self.acts_as(&[Role::Tail, Role::Single]) && d.synced,
+                    "getLatestXid answered off a synced tail ({})",
+                    ctx()
+                );
                 assert!(self.lease_valid(), "getLatestXid answered on a lapsed lease ({})", ctx());
                 self.check_unchanged(&before, &step);
                 return reply;
@@ -381,11 +468,20 @@ impl Subject {
                 assert!(d.last_applied >= t.state_xid, "transfer accepted but not installed ({})", ctx());
                 if d.last_applied == t.state_xid {
                     let expected: Store = t.state.iter().filter(|(_, v)| **v != 0).map(|(k, v)| (k.clone(), *v)).collect();
-                    assert!(self.replica.store() == &expected, "installed store differs from the transfer ({})", ctx());
+                    assert!(
+                        self.replica.store() == &expected,
+                        "installed store differs from the transfer ({})",
+                        ctx()
+                    );
                 }
             }
             PeerRequest::XidProcessed(xid) => {
-                assert_eq!(d.last_applied, before.describe.last_applied, "xidProcessed applied something ({})", ctx());
+                assert_eq!(
+                    d.last_applied,
+                    before.describe.last_applied,
+                    "xidProcessed applied something ({})",
+                    ctx()
+                );
                 assert!(self.replica.store() == &before.store, "xidProcessed changed the store ({})", ctx());
                 assert!(d.tail_processed >= *xid, "xidProcessed accepted but not recorded ({})", ctx());
             }
@@ -421,7 +517,10 @@ impl Subject {
                 xid
             }
         };
-        assert!(self.acts_as(&[Role::Head, Role::Single]) && before.describe.synced, "write accepted off a synced head ({step:?})");
+        assert!(
+            self.acts_as(&[Role::Head, Role::Single]) && before.describe.synced,
+            "write accepted off a synced head ({step:?})"
+        );
         assert!(self.lease_valid(), "write accepted on a lapsed lease ({step:?})");
         let read = |s: &Store, k: &str| s.get(k).copied().unwrap_or(0);
         let expected = match &op {
@@ -430,7 +529,11 @@ impl Subject {
         };
         assert_eq!(xid, before.describe.last_applied + 1, "write got xid {xid} ({step:?})");
         assert_eq!(self.replica.last_applied(), xid, "write not applied at once ({step:?})");
-        assert_eq!(Some(read(self.replica.store(), op.key())), expected, "write applied the wrong value ({step:?})");
+        assert_eq!(
+            Some(read(self.replica.store(), op.key())),
+            expected,
+            "write applied the wrong value ({step:?})"
+        );
         result
     }
 
@@ -443,7 +546,10 @@ impl Subject {
         self.check_unchanged(&before, &step);
         if let Ok(v) = result {
             assert_eq!(v, before.store.get(key).copied().unwrap_or(0), "read another value ({step:?})");
-            assert!(self.acts_as(&[Role::Tail, Role::Single]) && before.describe.synced, "read served off a synced tail ({step:?})");
+            assert!(
+                self.acts_as(&[Role::Tail, Role::Single]) && before.describe.synced,
+                "read served off a synced tail ({step:?})"
+            );
             assert!(self.lease_valid(), "read served on a lapsed lease ({step:?})");
         }
         result
@@ -466,7 +572,10 @@ impl Subject {
         self.after_step(&before, &("alive", ago_ms));
         // A renewed lease may only answer clients the tail already confirmed.
         let (b, mut a) = (&before.describe, self.replica.describe());
-        assert!(a.pending_len <= b.pending_len, "alive({ago_ms}) added pending clients: {b:?} -> {a:?}");
+        assert!(
+            a.pending_len <= b.pending_len,
+            "alive({ago_ms}) added pending clients: {b:?} -> {a:?}"
+        );
         a.pending_len = b.pending_len;
         assert_eq!(&a, b, "alive({ago_ms}) changed more than its pending clients");
         assert!(self.replica.store() == &before.store, "alive({ago_ms}) changed the store");
@@ -481,7 +590,11 @@ impl Subject {
         self.replica.on_view(members.clone());
         let step = ("view", &members);
         self.after_step(&before, &step);
-        assert_eq!(self.replica.last_applied(), before.describe.last_applied, "a view applied something ({step:?})");
+        assert_eq!(
+            self.replica.last_applied(),
+            before.describe.last_applied,
+            "a view applied something ({step:?})"
+        );
         assert!(self.replica.store() == &before.store, "a view changed the store ({step:?})");
     }
 

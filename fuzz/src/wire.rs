@@ -31,7 +31,13 @@ pub const PEER_TYPES: [&str; 6] = [
 ];
 
 /// Message types of the `client_requests` target, in selector order.
-pub const CLIENT_TYPES: [&str; 5] = ["IncrementRequest", "DeleteRequest", "GetRequest", "TailIncrementRequest", "TailDeleteRequest"];
+pub const CLIENT_TYPES: [&str; 5] = [
+    "IncrementRequest",
+    "DeleteRequest",
+    "GetRequest",
+    "TailIncrementRequest",
+    "TailDeleteRequest",
+];
 
 /// Message types of the `ext_requests` target, in selector order.
 pub const EXT_TYPES: [&str; 2] = ["PullStateRequest", "ReplicateBatch"];
@@ -69,16 +75,28 @@ pub fn peer_requests(data: &[u8]) {
         }),
         2 => adb::HeadStateTransferRequest::decode(body).ok().map(|m| {
             let t = convert::head_transfer_from_wire(m);
-            assert_eq!(convert::head_transfer_from_wire(convert::head_transfer_to_wire(&t)), t, "head transfer round trip");
+            assert_eq!(
+                convert::head_transfer_from_wire(convert::head_transfer_to_wire(&t)),
+                t,
+                "head transfer round trip"
+            );
             (HEAD, Call::Peer(PeerRequest::Transfer(t)))
         }),
         3 => adb::TailStateTransferRequest::decode(body).ok().map(|m| {
             let t = convert::tail_transfer_from_wire(m);
-            assert_eq!(convert::tail_transfer_from_wire(convert::tail_transfer_to_wire(&t)), t, "tail transfer round trip");
+            assert_eq!(
+                convert::tail_transfer_from_wire(convert::tail_transfer_to_wire(&t)),
+                t,
+                "tail transfer round trip"
+            );
             (TAIL, Call::Peer(PeerRequest::Transfer(t)))
         }),
-        4 => adb::XidProcessedRequest::decode(body).ok().map(|m| (HEAD, Call::Peer(PeerRequest::XidProcessed(m.xid)))),
-        _ => adb::LatestXidRequest::decode(body).ok().map(|_| (BOTH, Call::Peer(PeerRequest::GetLatestXid))),
+        4 => adb::XidProcessedRequest::decode(body)
+            .ok()
+            .map(|m| (HEAD, Call::Peer(PeerRequest::XidProcessed(m.xid)))),
+        _ => adb::LatestXidRequest::decode(body)
+            .ok()
+            .map(|_| (BOTH, Call::Peer(PeerRequest::GetLatestXid))),
     };
     if let Some((variants, call)) = decoded {
         feed_everywhere(variants, Addressee::from_byte(to), &call);
@@ -89,13 +107,27 @@ pub fn peer_requests(data: &[u8]) {
 pub fn client_requests(data: &[u8]) {
     let Some((kind, _, body)) = split(data) else { return };
     let decoded = match kind as usize % CLIENT_TYPES.len() {
-        0 => adb::IncrementRequest::decode(body)
+        0 => adb::IncrementRequest::decode(body).ok().map(|m| {
+            (
+                HEAD,
+                Some(Call::Write(
+                    WriteOp::Inc {
+                        key: m.key,
+                        delta: m.incr_value,
+                    },
+                    None,
+                )),
+            )
+        }),
+        1 => adb::DeleteRequest::decode(body)
             .ok()
-            .map(|m| (HEAD, Some(Call::Write(WriteOp::Inc { key: m.key, delta: m.incr_value }, None)))),
-        1 => adb::DeleteRequest::decode(body).ok().map(|m| (HEAD, Some(Call::Write(WriteOp::Del { key: m.key }, None)))),
+            .map(|m| (HEAD, Some(Call::Write(WriteOp::Del { key: m.key }, None)))),
         2 => adb::GetRequest::decode(body).ok().map(|m| (BOTH, Some(Call::Read(m.key)))),
         3 => adb::TailIncrementRequest::decode(body).ok().map(|m| {
-            let op = WriteOp::Inc { key: m.key, delta: m.incr_value };
+            let op = WriteOp::Inc {
+                key: m.key,
+                delta: m.incr_value,
+            };
             (TAIL, callback_origin(m.host, m.port, m.cxid).map(|o| Call::Write(op, Some(o))))
         }),
         _ => adb::TailDeleteRequest::decode(body).ok().map(|m| {
@@ -113,16 +145,22 @@ pub fn client_requests(data: &[u8]) {
 pub fn ext_requests(data: &[u8]) {
     let Some((kind, to, body)) = split(data) else { return };
     let decoded = match kind as usize % EXT_TYPES.len() {
-        0 => ext::PullStateRequest::decode(body)
-            .ok()
-            .map(|m| Call::Peer(PeerRequest::PullState { src: m.src, stateless: m.stateless })),
+        0 => ext::PullStateRequest::decode(body).ok().map(|m| {
+            Call::Peer(PeerRequest::PullState {
+                src: m.src,
+                stateless: m.stateless,
+            })
+        }),
         _ => ext::ReplicateBatch::decode(body).ok().map(|m| {
             let src = m.src;
             // The update's own `src` field is ignored: the batch names the sender once.
             let proposals = m
                 .updates
                 .into_iter()
-                .map(|u| PeerRequest::Propose { src, update: convert::tail_update_from_wire(u).1 })
+                .map(|u| PeerRequest::Propose {
+                    src,
+                    update: convert::tail_update_from_wire(u).1,
+                })
                 .collect();
             Call::Batch(proposals)
         }),
@@ -184,6 +222,12 @@ fn epilogue(s: &mut Subject) {
     s.alive(0);
     s.tick(1_001);
     let origin = (s.variant() == Variant::Tail).then(|| crate::harness::seed_origin(1));
-    let _ = s.write(WriteOp::Inc { key: "k0".into(), delta: 1 }, origin);
+    let _ = s.write(
+        WriteOp::Inc {
+            key: "k0".into(),
+            delta: 1,
+        },
+        origin,
+    );
     let _ = s.read("k0");
 }

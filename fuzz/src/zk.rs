@@ -39,15 +39,27 @@ fn member(name: &str, data: &[u8]) {
     }
     match parse_member(name, data) {
         Ok(m) => {
-            assert_eq!(id.as_ref().ok(), Some(&m.id), "parse_member and parse_member_id disagree on {name:?}");
+            assert_eq!(
+                id.as_ref().ok(),
+                Some(&m.id),
+                "parse_member and parse_member_id disagree on {name:?}"
+            );
             assert_eq!(format!("{:x}", m.id), name);
-            let (host, port) = m.addr.rsplit_once(':').unwrap_or_else(|| panic!("address {:?} has no port", m.addr));
+            let (host, port) = m
+                .addr
+                .rsplit_once(':')
+                .unwrap_or_else(|| panic!("address {:?} has no port", m.addr));
             assert!(!host.is_empty(), "address {:?} has no host", m.addr);
             assert!(!host.contains('\n'), "address {:?} spans lines", m.addr);
             assert!(port.bytes().all(|b| b.is_ascii_digit()), "address {:?}: port not digits", m.addr);
             assert!(matches!(port.parse::<u16>(), Ok(1..)), "address {:?}: port out of range", m.addr);
             // The address we keep is the normal form of what was read: reading it back changes nothing.
-            assert_eq!(parse_member(name, m.addr.as_bytes()).as_ref(), Ok(&m), "address {:?} does not read back", m.addr);
+            assert_eq!(
+                parse_member(name, m.addr.as_bytes()).as_ref(),
+                Ok(&m),
+                "address {:?} does not read back",
+                m.addr
+            );
         }
         Err(e) => {
             let named = match &e {
@@ -78,7 +90,10 @@ fn connect_string(s: &str) {
     }
     if let Some(c) = &chroot {
         assert!(c.starts_with('/') && c != "/", "{s:?}: chroot {c:?}");
-        assert!(chainrep::runtime::zk::parse_connect_string(&format!("h:1{c}")).is_ok(), "{s:?}: chroot {c:?} does not read back");
+        assert!(
+            chainrep::runtime::zk::parse_connect_string(&format!("h:1{c}")).is_ok(),
+            "{s:?}: chroot {c:?} does not read back"
+        );
     }
     // What we parsed, written out again, reads the same.
     let rebuilt = format!("{}{}", hosts.join(","), chroot.as_deref().unwrap_or(""));

@@ -1,6 +1,6 @@
 //! Faults: crashes and restarts as new sessions, pauses past the session timeout, partitions
 //! between replicas, from ZooKeeper and from clients, clients whose view of the membership
-//! stalls, and new replicas joining.
+//! stalls, new replicas joining, and every session ending at once (the root deleted).
 //!
 //! The nemesis never takes away the last replica that holds the state: a run in which every
 //! holder died would lose acknowledged writes by bad luck, and the checks could not tell that
@@ -19,6 +19,14 @@ impl World {
         }
         let next = self.dice.range(100, 600);
         self.schedule(next, Ev::Nemesis);
+        if self.mass_loss_recovering {
+            if self.retained_holders().is_empty() {
+                self.mass_loss_recovering = false;
+                self.trace.note(self.now(), "nemesis: recovered from the loss of every session");
+            } else {
+                return;
+            }
+        }
 
         let action = self.dice.range(0, 10);
         match action {
@@ -83,8 +91,32 @@ impl World {
                     self.trace.note(self.now(), &format!("nemesis: new replica {p} joins"));
                 }
             }
+            9 if self.dice.chance(150_000) && self.has_fresh_holder() => {
+                self.trace.note(self.now(), "nemesis: every ZooKeeper session ends at once");
+                self.zk_expire_all();
+                self.mass_loss_recovering = true;
+            }
             _ => {}
         }
+    }
+
+    /// Live replicas that kept a copy of the state from a session they lost.
+    fn retained_holders(&self) -> Vec<usize> {
+        (0..self.procs.len())
+            .filter(|&p| {
+                self.procs[p].status != Status::Crashed && self.procs[p].replica.as_ref().is_some_and(|r| r.describe().retained.is_some())
+            })
+            .collect()
+    }
+
+    /// A live replica holds the chain's state and is current with ZooKeeper, so it holds every
+    /// acknowledged write and will keep it when its session ends.
+    fn has_fresh_holder(&self) -> bool {
+        self.live_synced().into_iter().any(|h| {
+            let session = self.procs[h].replica.as_ref().and_then(|r| r.session_id());
+            session.is_some_and(|s| self.zk.heard_recently(s, self.now(), self.cfg.session_timeout / 2))
+                && !self.is_blocked(Endpoint::Replica(h), Endpoint::Zk)
+        })
     }
 
     fn partition(&mut self, a: Endpoint, b: Endpoint) {

@@ -181,6 +181,9 @@ pub struct World {
     pub ops_finished: usize,
     /// Writes the head accepted, by (client, operation): acknowledging one marks its xid.
     pub pending_xids: BTreeMap<(usize, u64), core::Xid>,
+    /// Every session was ended at once: no more faults until no live replica holds a retained
+    /// copy, because until a head adopts one, the copies are the only state there is.
+    pub mass_loss_recovering: bool,
 }
 
 impl World {
@@ -201,6 +204,7 @@ impl World {
             history: Vec::new(),
             canon: Canon::default(),
             trace,
+            mass_loss_recovering: false,
             phase: Phase::Faults,
             violations: Vec::new(),
             ops_finished: 0,
@@ -277,6 +281,7 @@ impl World {
             max_sent: self.cfg.max_sent,
             max_reorder: self.cfg.max_reorder,
             lease_ms: self.cfg.session_timeout / 2,
+            retained_settle_ms: self.cfg.session_timeout / 2,
             ..core::Config::default()
         };
         self.zk.forget_replica_watchers(proc);

@@ -17,7 +17,8 @@ pub enum Watcher {
 #[derive(Clone, Debug)]
 pub enum WatchEvent {
     Joined(NodeId),
-    View(Vec<Member>),
+    /// Members and the view's version, which grows with every change (ZooKeeper's pzxid).
+    View(Vec<Member>, u64),
     Alive(Millis),
     SessionLost,
 }
@@ -34,6 +35,7 @@ pub struct ZkModel {
     counter: u64,
     sessions: BTreeMap<NodeId, Session>,
     znodes: BTreeMap<NodeId, String>,
+    version: u64,
     watchers: BTreeMap<Watcher, Millis>,
     /// The session each replica watcher's notifications belong to.
     watcher_session: BTreeMap<Watcher, NodeId>,
@@ -105,7 +107,7 @@ impl World {
             })
             .collect();
         for w in watchers {
-            self.watch_send(w, WatchEvent::View(members.clone()));
+            self.watch_send(w, WatchEvent::View(members.clone(), self.zk.version));
         }
     }
 
@@ -133,6 +135,7 @@ impl World {
             },
         );
         self.zk.znodes.insert(id, self.procs[proc].addr.clone());
+        self.zk.version += 1;
         let watcher = Watcher::Replica(proc, inc);
         self.zk.watchers.entry(watcher).or_insert(now);
         self.zk.watcher_session.insert(watcher, id);
@@ -144,7 +147,7 @@ impl World {
     pub fn zk_watch(&mut self, watcher: Watcher, event: WatchEvent) {
         match watcher {
             Watcher::Client(c) => {
-                if let WatchEvent::View(members) = event {
+                if let WatchEvent::View(members, _) = event {
                     self.clients[c].view = members;
                 }
             }
@@ -154,7 +157,7 @@ impl World {
                 }
                 self.with_replica(proc, |r| match event {
                     WatchEvent::Joined(id) => r.on_joined(id),
-                    WatchEvent::View(members) => r.on_view(members),
+                    WatchEvent::View(members, version) => r.on_view(members, version),
                     WatchEvent::Alive(at) => r.on_session_alive(at),
                     WatchEvent::SessionLost => r.on_session_lost(),
                 });
@@ -221,10 +224,27 @@ impl World {
                 self.trace.note(now, &format!("session {id:x} of replica {proc} expired"));
             }
             self.zk.znodes.remove(id);
+            self.zk.version += 1;
         }
         if !expired.is_empty() {
             self.broadcast_view();
         }
         self.schedule(20, Ev::ZkExpiry);
+    }
+
+    /// Every session ends at once, as when an operator deletes the root (the production
+    /// coordinator treats a vanished znode as a lost session) or ZooKeeper loses sight of every
+    /// replica. Each replica hears of it at its next round trip.
+    pub fn zk_expire_all(&mut self) {
+        let now = self.now();
+        for (id, s) in self.zk.sessions.iter_mut().filter(|(_, s)| !s.expired) {
+            s.expired = true;
+            self.trace.note(now, &format!("session {id:x} of replica {} ended", s.proc));
+        }
+        if !self.zk.znodes.is_empty() {
+            self.zk.znodes.clear();
+            self.zk.version += 1;
+            self.broadcast_view();
+        }
     }
 }

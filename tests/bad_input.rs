@@ -860,7 +860,6 @@ async fn a_missing_root_is_created() {
 /// An operator wipes the tree (`deleteall /headchain`): ZooKeeper cannot delete a znode with
 /// children, so the members go first, then the root.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "FAILS: after the root is deleted every replica drops its state and rejoins; the chain restarts empty and every acknowledged write reads 0"]
 async fn a_root_deleted_while_running_loses_nothing() {
     let _serial = serial();
     let chain = Chain::start(3, &[]).await;

@@ -287,13 +287,22 @@ mod core_targets {
             write(
                 "ext_requests",
                 vec![
-                    wire(0, TO_ME, ext::PullStateRequest { src: A, stateless: vec![] }),
+                    wire(
+                        0,
+                        TO_ME,
+                        ext::PullStateRequest {
+                            src: A,
+                            stateless: vec![],
+                            retained: false,
+                        },
+                    ),
                     wire(
                         0,
                         TO_ME,
                         ext::PullStateRequest {
                             src: A,
                             stateless: vec![B],
+                            retained: true,
                         },
                     ),
                     wire(

@@ -9,7 +9,7 @@
 use arbitrary::{Arbitrary, Unstructured};
 use chainrep::core::testkit::member;
 use chainrep::core::{
-    ClientOrigin, NodeId, PeerReply, PeerRequest, PullAnswer, RequestKind, Store, Transfer, Update, Variant, WriteOp, Xid,
+    ClientOrigin, NodeId, PeerReply, PeerRequest, PullAnswer, RequestKind, RetainedMark, Store, Transfer, Update, Variant, WriteOp, Xid,
 };
 
 use crate::harness::{Addressee, Setup, Subject, A, B, C, D};
@@ -125,11 +125,18 @@ pub struct TransferSpec {
 
 #[derive(Arbitrary, Debug, Clone)]
 pub enum RequestSpec {
-    Propose { src: IdSpec, update: UpdateSpec },
+    Propose {
+        src: IdSpec,
+        update: UpdateSpec,
+    },
     Transfer(TransferSpec),
     XidProcessed(XidSpec),
     GetLatestXid,
-    PullState { src: IdSpec, stateless: Vec<IdSpec> },
+    PullState {
+        src: IdSpec,
+        stateless: Vec<IdSpec>,
+        retained: bool,
+    },
 }
 
 #[derive(Arbitrary, Debug, Clone)]
@@ -141,6 +148,7 @@ pub enum ReplySpec {
     State(TransferSpec),
     NotNow,
     NoState,
+    Retained { view_version: u64, xid: XidSpec },
 }
 
 #[derive(Arbitrary, Debug, Clone)]
@@ -267,6 +275,10 @@ fn reply(s: &Subject, spec: &ReplySpec) -> PeerReply {
         ReplySpec::State(t) => PeerReply::Pulled(PullAnswer::State(transfer(s, t))),
         ReplySpec::NotNow => PeerReply::Pulled(PullAnswer::NotNow),
         ReplySpec::NoState => PeerReply::Pulled(PullAnswer::NoState),
+        ReplySpec::Retained { view_version, xid: x } => PeerReply::Pulled(PullAnswer::Retained(RetainedMark {
+            view_version: *view_version,
+            xid: xid(s, *x),
+        })),
     }
 }
 
@@ -279,9 +291,10 @@ fn request(s: &Subject, spec: &RequestSpec) -> PeerRequest {
         RequestSpec::Transfer(t) => PeerRequest::Transfer(transfer(s, t)),
         RequestSpec::XidProcessed(x) => PeerRequest::XidProcessed(xid(s, *x)),
         RequestSpec::GetLatestXid => PeerRequest::GetLatestXid,
-        RequestSpec::PullState { src, stateless } => PeerRequest::PullState {
+        RequestSpec::PullState { src, stateless, retained } => PeerRequest::PullState {
             src: id(s, *src),
             stateless: stateless.iter().map(|i| id(s, *i)).collect(),
+            retained: *retained,
         },
     }
 }

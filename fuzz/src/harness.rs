@@ -41,6 +41,9 @@ pub fn config(variant: Variant) -> Config {
         max_pending_writes: 8,
         max_sent: 16,
         max_reorder: 8,
+        // No wait before a lone or stateless head starts or adopts a retained copy, so short
+        // inputs reach what follows.
+        retained_settle_ms: 0,
         ..Config::default()
     }
 }
@@ -126,6 +129,8 @@ pub struct Subject {
     lease_until: u64,
     /// Completions already checked against the state they happened in.
     completions_checked: Cell<usize>,
+    /// Version of the last view delivered; each view is a new one, as in ZooKeeper.
+    view_version: u64,
 }
 
 fn seed_update(xid: Xid, key: &str, value: i32) -> Update {
@@ -178,15 +183,18 @@ impl Subject {
             pending_tokens: BTreeMap::new(),
             lease_until,
             completions_checked: Cell::new(0),
+            view_version: 0,
         };
         match setup {
             Setup::Fresh => {}
             Setup::Single => {
                 s.view(&[A]);
+                s.tick(0);
                 s.seed_writes();
             }
             Setup::Head => {
                 s.view(&[A]);
+                s.tick(0);
                 s.seed_writes();
                 s.view(&CHAIN);
                 s.accept_outbox();
@@ -587,7 +595,8 @@ impl Subject {
 
     pub fn view_members(&mut self, members: Vec<Member>) {
         let before = self.before();
-        self.replica.on_view(members.clone());
+        self.view_version += 1;
+        self.replica.on_view(members.clone(), self.view_version);
         let step = ("view", &members);
         self.after_step(&before, &step);
         assert_eq!(

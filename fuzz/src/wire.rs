@@ -149,6 +149,7 @@ pub fn ext_requests(data: &[u8]) {
             Call::Peer(PeerRequest::PullState {
                 src: m.src,
                 stateless: m.stateless,
+                retained: m.retained,
             })
         }),
         _ => ext::ReplicateBatch::decode(body).ok().map(|m| {

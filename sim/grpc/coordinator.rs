@@ -71,6 +71,8 @@ struct State {
     counter: u64,
     sessions: BTreeMap<NodeId, Session>,
     members: BTreeMap<NodeId, String>,
+    /// Grows with every change of `members`, like the root's pzxid.
+    version: u64,
     replicas: BTreeMap<Proc, ReplicaWatch>,
     clients: Vec<ClientWatch>,
 }
@@ -90,6 +92,7 @@ impl Coordinator {
             counter: 0,
             sessions: BTreeMap::new(),
             members: BTreeMap::new(),
+            version: 0,
             replicas: BTreeMap::new(),
             clients: Vec::new(),
         };
@@ -258,6 +261,7 @@ impl Coordinator {
                 continue;
             };
             st.members.insert(id, w.addr.clone());
+            st.version += 1;
             w.join_at = None;
             w.session = Some(id);
             // As the production coordinator does: the view that includes us, then the first
@@ -273,7 +277,13 @@ impl Coordinator {
             w.told = Some(members.clone());
             let at = self.later(now);
             w.out.send(at, MembershipEvent::Joined { session_id: id });
-            w.out.send(at, MembershipEvent::View(members));
+            w.out.send(
+                at,
+                MembershipEvent::View {
+                    members,
+                    version: st.version,
+                },
+            );
             w.out.send(at, MembershipEvent::Alive { at: now });
             notes.push(format!("session {id:x} for {:?} at {}", proc, w.addr));
         }
@@ -310,6 +320,7 @@ impl Coordinator {
             if !s.expired && now.saturating_duration_since(s.last_heard) > self.session_timeout {
                 s.expired = true;
                 st.members.remove(id);
+                st.version += 1;
                 notes.push(format!("session {id:x} of {:?} expired", s.proc));
             }
         }
@@ -333,7 +344,13 @@ impl Coordinator {
             }
             w.told = Some(members.clone());
             let at = self.later(now);
-            w.out.send(at, MembershipEvent::View(members.clone()));
+            w.out.send(
+                at,
+                MembershipEvent::View {
+                    members: members.clone(),
+                    version: st.version,
+                },
+            );
         }
         for c in st.clients.iter_mut() {
             if c.told.as_ref() == Some(&members) || now < c.stalled_until {

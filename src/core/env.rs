@@ -4,7 +4,7 @@
 //! which reports the outcome back through the `Replica::on_*` methods. Production implements
 //! these with tokio, tonic and ZooKeeper; the simulator with a seeded event queue.
 
-use super::types::{ClientOrigin, ClientToken, Member, Millis, NodeId, Transfer, Update, WriteOutcome, Xid};
+use super::types::{ClientOrigin, ClientToken, Member, Millis, NodeId, RetainedMark, Transfer, Update, WriteOutcome, Xid};
 
 /// Monotonic milliseconds. Virtual in the simulator, so the core never reads a wall clock.
 pub trait Clock {
@@ -23,8 +23,13 @@ pub enum PeerRequest {
     XidProcessed(Xid),
     /// `getLatestXid`, asked of the tail to trim sent lists.
     GetLatestXid,
-    /// `chainrep.ext.pullState`: a stateless new head asks a replica below it for the state.
-    PullState { src: NodeId, stateless: Vec<NodeId> },
+    /// `chainrep.ext.pullState`: a stateless new head asks a replica below it for the state,
+    /// or, with `retained`, for the copy it kept when it lost an earlier session.
+    PullState {
+        src: NodeId,
+        stateless: Vec<NodeId>,
+        retained: bool,
+    },
 }
 
 impl PeerRequest {
@@ -57,6 +62,8 @@ pub enum PullAnswer {
     NotNow,
     /// The responder holds no state itself.
     NoState,
+    /// The responder holds no state, but kept a copy from a session it lost.
+    Retained(RetainedMark),
 }
 
 /// What came back for a `PeerRequest`. Every request the core sends gets exactly one reply,

@@ -51,6 +51,11 @@ pub struct Config {
     pub poll_interval_ms: Millis,
     pub retry_min_ms: Millis,
     pub retry_max_ms: Millis,
+    /// How long a head that finds no state anywhere but in retained copies waits for the
+    /// membership to stop changing before it adopts the best copy. After every session is lost
+    /// at once (the root deleted, ZooKeeper cut off from all replicas) the replicas register
+    /// again one by one, and the best copy may belong to the last of them.
+    pub retained_settle_ms: Millis,
 }
 
 impl Default for Config {
@@ -65,6 +70,7 @@ impl Default for Config {
             poll_interval_ms: 50,
             retry_min_ms: 20,
             retry_max_ms: 1_000,
+            retained_settle_ms: 3_000,
         }
     }
 }
@@ -101,6 +107,26 @@ struct Pull {
     next_at: Millis,
     /// Members that told us they hold no state, since the last view change.
     stateless: BTreeSet<NodeId>,
+    /// Those of them that kept a copy from a lost session, and where it stands.
+    retained: BTreeMap<NodeId, RetainedMark>,
+    /// Whether the pull in flight asks for a retained copy.
+    asked_retained: bool,
+    /// No state anywhere but in retained copies: the best is adopted at this time if the view
+    /// has not changed by then.
+    settle_until: Option<Millis>,
+}
+
+/// The state a replica held when it lost its session. It is not the chain's state (a replica
+/// with a new session is a new node), but if every session was lost at once it is all that is
+/// left, and a head that finds no state in the chain adopts the best copy instead of starting
+/// empty. Copies rank by `RetainedMark`: a replica removed from the chain earlier (whose
+/// unacknowledged updates another head may have reused xids for) last saw an older view than
+/// the replicas that carried on, and among the members of one view, histories are prefixes of
+/// each other, so the longest holds every acknowledged write.
+#[derive(Clone, Debug)]
+struct RetainedState {
+    mark: RetainedMark,
+    store: Store,
 }
 
 /// A snapshot for `chainctl status` and the simulator's checks.
@@ -115,6 +141,8 @@ pub struct Describe {
     pub reorder_len: usize,
     pub pending_len: usize,
     pub keys: usize,
+    /// The copy kept from a lost session, if any (see `RetainedState`).
+    pub retained: Option<RetainedMark>,
 }
 
 pub struct Replica<C, N, K> {
@@ -125,6 +153,10 @@ pub struct Replica<C, N, K> {
 
     me: Option<NodeId>,
     view: View,
+    /// `on_view`'s version of `view`.
+    view_version: u64,
+    /// Version of the newest view that listed this replica.
+    member_version: u64,
     pred: Option<NodeId>,
     succ: Option<Member>,
 
@@ -149,6 +181,7 @@ pub struct Replica<C, N, K> {
     pull: Pull,
     /// The replica we last gave our state to by `pullState`; it alone may pull again.
     pulled_by: Option<NodeId>,
+    retained: Option<RetainedState>,
 
     lease_until: Millis,
 }
@@ -163,6 +196,8 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             coord,
             me: None,
             view: View::default(),
+            view_version: 0,
+            member_version: 0,
             pred: None,
             succ: None,
             synced: false,
@@ -179,6 +214,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             poll: Poll::default(),
             pull: Pull::default(),
             pulled_by: None,
+            retained: None,
             lease_until: 0,
         }
     }
@@ -239,6 +275,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             reorder_len: self.reorder.len(),
             pending_len: self.pending.len(),
             keys: self.store.len(),
+            retained: self.retained.as_ref().map(|r| r.mark),
         }
     }
 
@@ -281,7 +318,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             PeerRequest::Transfer(t) => accepted(self.on_state_transfer(t)),
             PeerRequest::XidProcessed(xid) => accepted(self.on_xid_processed(xid)),
             PeerRequest::GetLatestXid => PeerReply::LatestXid(self.on_get_latest_xid()),
-            PeerRequest::PullState { src, stateless } => PeerReply::Pulled(self.on_pull_state(src, &stateless)),
+            PeerRequest::PullState { src, stateless, retained } => PeerReply::Pulled(self.on_pull_state(src, &stateless, retained)),
         }
     }
 

@@ -10,22 +10,25 @@ use super::*;
 
 impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     /// A new membership snapshot. Views reach replicas at different times; each acts on its own.
-    pub fn on_view(&mut self, members: Vec<Member>) {
+    /// A membership view. `version` orders views: it grows with every change of membership
+    /// (ZooKeeper's pzxid of the root), across a deleted and recreated root too.
+    pub fn on_view(&mut self, members: Vec<Member>, version: u64) {
         self.view = View::new(members);
+        self.view_version = version;
         self.pull.stateless.clear();
+        self.pull.retained.clear();
+        self.pull.settle_until = None;
         let Some(me) = self.me else { return };
         let now = self.clock.now();
+        if self.view.contains(me) {
+            self.member_version = self.member_version.max(version);
+        }
 
         let pred = self.view.predecessor(me).map(|m| m.id);
         if pred != self.pred {
             // Held updates came from the old predecessor; the new one starts with a transfer.
             self.pred = pred;
             self.reorder.clear();
-        }
-        if self.view.members().len() == 1 && self.view.contains(me) && !self.synced {
-            // Nobody else is left who could hold state: this replica starts the chain afresh.
-            tracing::info!(session = format_args!("{me:x}"), "alone in the chain: starting with empty state");
-            self.synced = true;
         }
         if self.pulled_by.is_some_and(|p| !self.view.contains(p)) {
             self.pulled_by = None;
@@ -104,6 +107,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.store.retain(|_, v| *v != 0);
         self.last_applied = t.state_xid;
         self.synced = true;
+        self.retained = None;
         self.sent = t.sent.into();
         // A sender with a larger bound (another implementation) may hand us more than we keep.
         // Dropping the oldest is safe as in `apply_and_pass_on`: a hole means a whole transfer.
@@ -134,7 +138,9 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     }
 
     /// `chainrep.ext.pullState` from `src`, a replica above us that holds no state.
-    pub fn on_pull_state(&mut self, src: NodeId, stateless: &[NodeId]) -> PullAnswer {
+    /// With `want_retained` the asker found no state anywhere and wants our retained copy; a
+    /// replica that holds the chain's state by now answers with that instead.
+    pub fn on_pull_state(&mut self, src: NodeId, stateless: &[NodeId], want_retained: bool) -> PullAnswer {
         let Some(me) = self.me else { return PullAnswer::NoState };
         let asker_above = src < me && self.view.contains(src);
         // Our predecessor must be the asker or a replica the asker found stateless: then no one
@@ -146,10 +152,18 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             // that does not see the asker above it may yet pull the state and act as head, and
             // one with an unasked replica above it sees a member the asker's view lacks (or is
             // answering for a session of its own process that held state) that may hold it.
-            return if asker_above && pred_ok {
-                PullAnswer::NoState
-            } else {
-                PullAnswer::NotNow
+            if !(asker_above && pred_ok) {
+                return PullAnswer::NotNow;
+            }
+            return match &self.retained {
+                None => PullAnswer::NoState,
+                Some(r) if want_retained => PullAnswer::State(Transfer {
+                    src: me,
+                    state_xid: r.mark.xid,
+                    state: r.store.clone(),
+                    sent: Vec::new(),
+                }),
+                Some(r) => PullAnswer::Retained(r.mark),
             };
         }
         // A replica we promised the state to is out of the running once it told the asker it
@@ -173,22 +187,90 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         if self.synced || self.pred.is_some() || self.pull.in_flight.is_some() || now < self.pull.next_at {
             return;
         }
-        let below = self.view.below(me);
-        if below.is_empty() {
+        if !self.view.contains(me) {
             return;
         }
+        let below = self.view.below(me);
         match below.iter().find(|m| !self.pull.stateless.contains(&m.id)).cloned() {
-            Some(target) => {
-                self.pull.in_flight = Some(target.id);
-                let stateless = self.pull.stateless.iter().copied().collect();
-                self.net.send(&target, 0, PeerRequest::PullState { src: me, stateless });
-            }
-            None => {
-                // Every other member says it holds nothing: the state died with its holders.
+            Some(target) => self.send_pull(me, &target, false),
+            None => self.no_state_in_chain(me, now),
+        }
+    }
+
+    fn send_pull(&mut self, me: NodeId, target: &Member, retained: bool) {
+        self.pull.in_flight = Some(target.id);
+        self.pull.asked_retained = retained;
+        let stateless = self.pull.stateless.iter().copied().collect();
+        self.net.send(
+            target,
+            0,
+            PeerRequest::PullState {
+                src: me,
+                stateless,
+                retained,
+            },
+        );
+    }
+
+    /// Every other member says it holds nothing (or there is no other member): the state died
+    /// with its holders, or they all lost their sessions and kept copies (`RetainedState`).
+    /// Either way, wait until the view has not changed for `retained_settle_ms`: replicas whose
+    /// sessions ended at the same time as ours may still be registering again, and starting an
+    /// empty chain before they do would wipe their copies. Then adopt the best copy, or start
+    /// empty if there is none.
+    fn no_state_in_chain(&mut self, me: NodeId, now: Millis) {
+        let own = self.retained.as_ref().map(|r| r.mark);
+        // Ties go to the lowest id, so every asker picks the same copy.
+        let other = self
+            .pull
+            .retained
+            .iter()
+            .map(|(id, mark)| (*mark, std::cmp::Reverse(*id)))
+            .max()
+            .map(|(mark, std::cmp::Reverse(id))| (mark, id));
+        let settle_until = *self
+            .pull
+            .settle_until
+            .get_or_insert(now.saturating_add(self.cfg.retained_settle_ms));
+        if now < settle_until {
+            return;
+        }
+        if own.is_none() && other.is_none() {
+            if self.view.members().len() == 1 {
+                tracing::info!(session = format_args!("{me:x}"), "alone in the chain: starting with empty state");
+            } else {
                 tracing::warn!("no replica in the chain holds state: starting with empty state");
-                self.synced = true;
-                let now = self.clock.now();
-                self.restart_link(now);
+            }
+            self.synced = true;
+            self.restart_link(now);
+            return;
+        }
+        match other {
+            Some((mark, holder)) if own.is_none_or(|own| mark > own) => {
+                let Some(target) = self.view.members().iter().find(|m| m.id == holder).cloned() else {
+                    self.pull.retained.remove(&holder);
+                    return;
+                };
+                tracing::warn!(
+                    holder = format_args!("{holder:x}"),
+                    xid = mark.xid,
+                    "no replica in the chain holds state: pulling the best copy kept from a lost session"
+                );
+                self.send_pull(me, &target, true);
+            }
+            _ => {
+                let Some(r) = self.retained.take() else { return };
+                tracing::warn!(
+                    xid = r.mark.xid,
+                    "no replica in the chain holds state: adopting the copy this process kept from its lost session"
+                );
+                let t = Transfer {
+                    src: me,
+                    state_xid: r.mark.xid,
+                    state: r.store,
+                    sent: Vec::new(),
+                };
+                self.install(t, false);
             }
         }
     }
@@ -203,11 +285,17 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
                 if self.synced || self.pred.is_some() || !transfer_is_well_formed(&t) {
                     return;
                 }
-                let from_successor = self.succ.as_ref().is_some_and(|s| s.id == from);
+                // A retained copy is not what the successor holds now.
+                let from_successor = !self.pull.asked_retained && self.succ.as_ref().is_some_and(|s| s.id == from);
                 self.install(t, from_successor);
             }
             PeerReply::Pulled(PullAnswer::NoState) => {
                 self.pull.stateless.insert(from);
+                self.pull.retained.remove(&from);
+            }
+            PeerReply::Pulled(PullAnswer::Retained(mark)) => {
+                self.pull.stateless.insert(from);
+                self.pull.retained.insert(from, mark);
             }
             _ => {
                 // Not now, or unreachable: start over from the top of the chain after a pause,

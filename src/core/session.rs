@@ -13,7 +13,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     pub fn on_joined(&mut self, id: NodeId) {
         self.reset(Some(id));
         let members = self.view.members().to_vec();
-        self.on_view(members);
+        self.on_view(members, self.view_version);
     }
 
     /// The runtime confirmed the session alive by an exchange it *started* at `at`.
@@ -26,10 +26,27 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         }
     }
 
-    /// The session expired or was closed: stop serving, forget everything, join again.
+    /// The session expired or was closed: stop serving, join again as a new replica. The state
+    /// is kept aside (`RetainedState`) in case every other holder lost its session too; a copy
+    /// from an earlier loss stays if this session never got the chain's state.
     pub fn on_session_lost(&mut self) {
         if self.me.is_none() {
             return;
+        }
+        if self.synced {
+            let mark = RetainedMark {
+                view_version: self.member_version,
+                xid: self.last_applied,
+            };
+            tracing::info!(
+                xid = mark.xid,
+                view = mark.view_version,
+                "keeping this session's state as a last resort"
+            );
+            self.retained = Some(RetainedState {
+                mark,
+                store: std::mem::take(&mut self.store),
+            });
         }
         self.reset(None);
         self.coord.join();
@@ -45,6 +62,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
                 .complete_client(token, WriteOutcome::Unknown("the replica lost its ZooKeeper session"));
         }
         self.me = me;
+        self.member_version = 0;
         self.pred = None;
         self.succ = None;
         self.synced = false;

@@ -121,6 +121,9 @@ pub struct Cluster {
     /// keeps its address, so requests meant for its old self still reach it.
     pub aliases: BTreeMap<NodeId, NodeId>,
     next_token: ClientToken,
+    /// The last membership set handed out and its version: a new set gets the next version,
+    /// as ZooKeeper's pzxid grows with every change of children.
+    view_version: (Vec<NodeId>, u64),
 }
 
 impl Cluster {
@@ -133,6 +136,7 @@ impl Cluster {
             delivered: Vec::new(),
             aliases: BTreeMap::new(),
             next_token: 1,
+            view_version: (Vec::new(), 0),
         }
     }
 
@@ -146,6 +150,10 @@ impl Cluster {
         };
         c.add(first);
         c.set_view(&[first]);
+        // Alone, it starts the chain once the view has settled.
+        c.tick_all();
+        c.advance(c.cfg.retained_settle_ms);
+        c.tick_all();
         for &id in ids.iter().filter(|&&id| id != first) {
             c.add(id);
         }
@@ -209,9 +217,15 @@ impl Cluster {
 
     /// Deliver the view `ids` to `targets` only: views reach replicas at different times.
     pub fn set_view_for(&mut self, targets: &[NodeId], ids: &[NodeId]) {
+        let mut set = ids.to_vec();
+        set.sort_unstable();
+        if set != self.view_version.0 {
+            self.view_version = (set, self.view_version.1 + 1);
+        }
+        let version = self.view_version.1;
         for t in targets {
             if let Some(r) = self.replicas.get_mut(t) {
-                r.on_view(members(ids));
+                r.on_view(members(ids), version);
             }
         }
     }

@@ -1629,3 +1629,85 @@ mod random {
         }
     }
 }
+
+#[test]
+fn every_session_lost_at_once_the_chain_recovers_from_the_retained_copies() {
+    let mut c = Cluster::with_nodes(head_cfg(), &[1, 2, 3]);
+    for i in 0..4 {
+        ok(c.inc(&format!("k{i}"), i + 1));
+    }
+    c.settle();
+    // The root is deleted: every replica loses its registration and joins again. The old tail
+    // comes back first and finds itself alone; it must not start an empty chain at once, nor
+    // adopt its own copy before the others had time to return.
+    c.rejoin(3, 30);
+    c.set_view(&[30]);
+    c.settle_for(1);
+    assert!(!c.get(30).is_synced(), "adopted a copy before the view settled");
+    c.rejoin(1, 10);
+    c.rejoin(2, 20);
+    c.set_view(&[10, 20, 30]);
+    c.settle_for(6);
+    assert_eq!(c.head(), 10);
+    assert_same_state(&c);
+    for i in 0..4 {
+        assert_eq!(c.read(&format!("k{i}")), Ok(i + 1), "k{i} after recovery");
+    }
+    for id in c.ids() {
+        assert_eq!(c.get(id).describe().retained, None, "{id} still keeps a retained copy");
+    }
+    let (t, _) = c.inc("k0", 10);
+    c.settle();
+    assert_eq!(c.outcome(t), Some(&WriteOutcome::Committed));
+    assert_eq!(c.read("k0"), Ok(11));
+}
+
+#[test]
+fn a_copy_from_a_head_removed_earlier_loses_to_the_chain_that_carried_on() {
+    let mut c = Cluster::with_nodes(head_cfg(), &[1, 2, 3]);
+    ok(c.inc("k", 1));
+    c.settle();
+    // Head 1 takes a write that never leaves it, then loses its session.
+    let (lost, r) = c.inc("k", 100);
+    assert_eq!(r, Ok(WriteAccepted::Pending(2)));
+    c.get_mut(1).net_mut().outbox.clear();
+    c.get_mut(1).on_session_lost();
+    assert_eq!(
+        c.outcome(lost),
+        Some(&WriteOutcome::Unknown("the replica lost its ZooKeeper session"))
+    );
+    // The chain carries on without it and reuses xid 2 for an acknowledged write.
+    c.set_view_for(&[2, 3], &[2, 3]);
+    c.settle();
+    let (t, r) = c.write_at(2, inc("k", 5), None);
+    assert_eq!(r, Ok(WriteAccepted::Pending(2)));
+    c.settle();
+    assert_eq!(c.outcome(t), Some(&WriteOutcome::Committed));
+    // Then every session ends; the old head comes back with the lowest id and leads the pull.
+    c.rejoin(1, 11);
+    c.rejoin(2, 12);
+    c.rejoin(3, 13);
+    assert_eq!(c.get(11).describe().retained.map(|m| m.xid), Some(2));
+    assert_eq!(c.get(12).describe().retained.map(|m| m.xid), Some(2));
+    c.set_view(&[11, 12, 13]);
+    c.settle_for(6);
+    assert_same_state(&c);
+    assert_eq!(c.read("k"), Ok(6), "the acknowledged write survives, the forked one does not");
+}
+
+#[test]
+fn a_replica_alone_with_a_retained_copy_adopts_it_after_the_view_settles() {
+    let mut c = Cluster::with_nodes(head_cfg(), &[1]);
+    ok(c.inc("k", 3));
+    c.settle();
+    c.rejoin(1, 2);
+    c.set_view(&[2]);
+    assert!(!c.get(2).is_synced());
+    c.settle_for(6);
+    assert!(c.get(2).is_synced());
+    assert_eq!(c.read("k"), Ok(3));
+    let (t, r) = c.inc("k", 1);
+    assert_eq!(r, Ok(WriteAccepted::Pending(2)), "xids continue from the copy");
+    c.settle();
+    assert_eq!(c.outcome(t), Some(&WriteOutcome::Committed));
+}

@@ -60,6 +60,14 @@ pub struct Transfer {
     pub sent: Vec<Update>,
 }
 
+/// Where a retained copy of the state stands: the version of the last membership view that
+/// listed its holder, then its xid. Copies compare in that order; see `RetainedState`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RetainedMark {
+    pub view_version: u64,
+    pub xid: Xid,
+}
+
 /// What a client asks the head to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WriteOp {

@@ -17,7 +17,9 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::transport::{Channel, Endpoint};
 
 use super::convert;
-use crate::core::{ClientOrigin, ClientToken, Member, NodeId, PeerReply, PeerRequest, PullAnswer, RequestKind, Variant, WriteOutcome};
+use crate::core::{
+    ClientOrigin, ClientToken, Member, NodeId, PeerReply, PeerRequest, PullAnswer, RequestKind, RetainedMark, Variant, WriteOutcome,
+};
 use crate::pb::adb;
 use crate::pb::adb::head_chain_replica_client::HeadChainReplicaClient;
 use crate::pb::adb::tail_chain_replica_client::TailChainReplicaClient;
@@ -536,17 +538,21 @@ impl LinkTask {
                 };
                 PeerReply::LatestXid((r.rc == 0).then_some(r.xid))
             }
-            PeerRequest::PullState { src, stateless } => {
+            PeerRequest::PullState { src, stateless, retained } => {
                 let client = ChainExtClient::new(self.channel.clone())
                     .max_decoding_message_size(self.cfg.max_message_bytes)
                     .max_encoding_message_size(self.cfg.max_message_bytes);
                 let r = client
                     .clone()
-                    .pull_state(addressed(ext::PullStateRequest { src, stateless }, peer, timeout))
+                    .pull_state(addressed(ext::PullStateRequest { src, stateless, retained }, peer, timeout))
                     .await?
                     .into_inner();
                 PeerReply::Pulled(match (r.rc, r.state) {
                     (0, Some(state)) => PullAnswer::State(convert::tail_transfer_from_wire(state)),
+                    (2, _) if r.has_retained => PullAnswer::Retained(RetainedMark {
+                        view_version: r.retained_view_version,
+                        xid: r.retained_xid,
+                    }),
                     (2, _) => PullAnswer::NoState,
                     _ => PullAnswer::NotNow,
                 })

@@ -95,6 +95,10 @@ impl NodeConfig {
             core: core::Config {
                 variant,
                 lease_ms,
+                // Replicas whose sessions all ended at once notice within a quarter of the
+                // session timeout (the coordinator's check period) and register again; half of
+                // it lets the last of them return before a head starts or adopts anything.
+                retained_settle_ms: lease_ms,
                 ..core::Config::default()
             },
             net: NetConfig {
@@ -271,9 +275,9 @@ async fn pump_membership(shared: Arc<Shared>, mut events: mpsc::Receiver<Members
                 tracing::info!(session = format_args!("{session_id:x}"), "joined the chain");
                 core.on_joined(session_id);
             }
-            MembershipEvent::View(members) => {
+            MembershipEvent::View { members, version } => {
                 core.net_mut().retain_links(&members);
-                core.on_view(members);
+                core.on_view(members, version);
                 tracing::debug!(role = core.role().as_str(), "new view");
             }
             MembershipEvent::Alive { at } => {

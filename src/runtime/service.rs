@@ -261,15 +261,30 @@ impl ext::chain_ext_server::ChainExt for ChainService {
             PeerRequest::PullState {
                 src: r.src,
                 stateless: r.stateless,
+                retained: r.retained,
             },
         );
         Ok(Response::new(match answer {
             PeerReply::Pulled(PullAnswer::State(t)) => ext::PullStateResponse {
                 rc: 0,
                 state: Some(convert::tail_transfer_to_wire(&t)),
+                ..Default::default()
             },
-            PeerReply::Pulled(PullAnswer::NoState) => ext::PullStateResponse { rc: 2, state: None },
-            _ => ext::PullStateResponse { rc: 1, state: None },
+            PeerReply::Pulled(PullAnswer::NoState) => ext::PullStateResponse {
+                rc: 2,
+                ..Default::default()
+            },
+            PeerReply::Pulled(PullAnswer::Retained(mark)) => ext::PullStateResponse {
+                rc: 2,
+                has_retained: true,
+                retained_view_version: mark.view_version,
+                retained_xid: mark.xid,
+                ..Default::default()
+            },
+            _ => ext::PullStateResponse {
+                rc: 1,
+                ..Default::default()
+            },
         }))
     }
 

@@ -69,8 +69,10 @@ impl ZkConfig {
 pub enum MembershipEvent {
     /// Our znode is registered under this session id; it is our node id until `SessionLost`.
     Joined { session_id: u64 },
-    /// Full membership snapshot, sorted by id (consumers must not rely on the order).
-    View(Vec<crate::core::Member>),
+    /// Full membership snapshot, sorted by id (consumers must not rely on the order), and its
+    /// version: the root's pzxid, ZooKeeper's transaction id of the last change of children,
+    /// which only grows, even across a deleted and recreated root.
+    View { members: Vec<crate::core::Member>, version: u64 },
     /// A ZooKeeper round trip that was *started* at `at` succeeded on our session, so the
     /// session cannot expire before `at` + session timeout.
     Alive { at: tokio::time::Instant },

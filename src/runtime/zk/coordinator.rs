@@ -22,6 +22,9 @@ const CONNECT_BUDGET_MAX: Duration = Duration::from_secs(5);
 const RELIST_RETRY: Duration = Duration::from_millis(250);
 /// Name prefix of the temporary znode that reveals our session id. Not hex, so members ignore it.
 const PROBE_PREFIX: &str = "_session-probe-";
+/// Listings in a row that may find the children changed under them before we wait for the
+/// next watch instead.
+const MAX_LIST_ATTEMPTS: u32 = 3;
 
 /// Handle to the background task; clones share it. When the last handle is dropped the task
 /// closes the session by itself, but only `close` waits for that.
@@ -291,19 +294,19 @@ impl Task {
             if need_list && session.connected() {
                 need_list = false;
                 match self.list(target, session, reg).await {
-                    Ok(view) => {
+                    Ok((members, version)) => {
                         armed = true;
                         relist_at = None;
-                        if last_view.as_ref() != Some(&view) {
-                            last_view = Some(view.clone());
-                            if self.events.send(MembershipEvent::View(view)).await.is_err() {
+                        if last_view.as_ref() != Some(&members) {
+                            last_view = Some(members.clone());
+                            if self.events.send(MembershipEvent::View { members, version }).await.is_err() {
                                 return Ended::Shutdown;
                             }
                         }
                     }
                     Err(ListError::Lost(why)) => return Ended::Lost(why),
-                    Err(ListError::Failed(e)) => {
-                        debug!("listing {} failed: {e}; retrying", target.root);
+                    Err(ListError::Failed(why)) => {
+                        debug!("listing {} failed: {why}; retrying", target.root);
                         armed = false;
                         relist_at = Some(Instant::now() + RELIST_RETRY);
                     }
@@ -404,15 +407,37 @@ impl Task {
         }
     }
 
-    /// Lists the members and arms a child watch.
-    async fn list(&self, target: &Target, session: &ZkSession, reg: &Registration) -> Result<Vec<Member>, ListError> {
-        let names = match session
-            .op(session.zk().get_children_w(&target.root, session.watch_callback()))
-            .await
-        {
-            Ok(names) => names,
-            Err(e) if e.is(ZkError::NoNode) => return Err(ListError::Lost(format!("{} was deleted", target.root))),
-            Err(e) => return Err(ListError::Failed(e)),
+    /// Lists the members and arms a child watch; returns them with the view's version.
+    async fn list(&self, target: &Target, session: &ZkSession, reg: &Registration) -> Result<(Vec<Member>, u64), ListError> {
+        let deleted = || ListError::Lost(format!("{} was deleted", target.root));
+        // zookeeper-async has no getChildren2, so the listing's version (the root's pzxid) is
+        // read before and after it; equal means no child changed in between. Reads on one
+        // session are served in order.
+        let pzxid = || async {
+            match session.op(session.zk().exists(&target.root, false)).await {
+                Ok(Some(stat)) => Ok(stat.pzxid as u64),
+                Ok(None) => Err(deleted()),
+                Err(e) => Err(ListError::Failed(e.to_string())),
+            }
+        };
+        let mut attempt = 0;
+        let (names, version) = loop {
+            let before = pzxid().await?;
+            let names = match session
+                .op(session.zk().get_children_w(&target.root, session.watch_callback()))
+                .await
+            {
+                Ok(names) => names,
+                Err(e) if e.is(ZkError::NoNode) => return Err(deleted()),
+                Err(e) => return Err(ListError::Failed(e.to_string())),
+            };
+            if pzxid().await? == before {
+                break (names, before);
+            }
+            attempt += 1;
+            if attempt == MAX_LIST_ATTEMPTS {
+                return Err(ListError::Failed(format!("{} kept changing while being listed", target.root)));
+            }
         };
         if session.expired() {
             return Err(ListError::Lost("ZooKeeper reported the session expired".to_string()));
@@ -421,18 +446,20 @@ impl Task {
         if !names.contains(&own) {
             return Err(ListError::Lost(format!("{} is no longer listed under {}", reg.path, target.root)));
         }
-        let members = read_members(session, target, &names).await.map_err(ListError::Failed)?;
+        let members = read_members(session, target, &names)
+            .await
+            .map_err(|e| ListError::Failed(e.to_string()))?;
         if session.expired() {
             return Err(ListError::Lost("ZooKeeper reported the session expired".to_string()));
         }
-        Ok(members)
+        Ok((members, version))
     }
 }
 
 enum ListError {
     /// Our registration is gone: the session must be replaced.
     Lost(String),
-    Failed(OpError),
+    Failed(String),
 }
 
 /// Reads and parses the member znodes among `names`, sorted by id. Malformed ones are skipped.

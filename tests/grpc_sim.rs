@@ -11,13 +11,9 @@ use std::time::Instant;
 use chainrep::core::Variant;
 use chainrep::sim::grpc::{run, variant_name, GrpcSimConfig, Report};
 
-fn env_u64(name: &str) -> Option<u64> {
-    let raw = std::env::var(name).ok()?;
-    match raw.trim().parse() {
-        Ok(v) => Some(v),
-        Err(_) => panic!("{name} must be a number, got {raw:?}"),
-    }
-}
+#[path = "support/seeds.rs"]
+mod seeds;
+use seeds::env_u64;
 
 fn fail(report: &Report) -> String {
     format!(

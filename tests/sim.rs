@@ -7,22 +7,12 @@
 use std::time::Instant;
 
 use chainrep::core::Variant;
+use chainrep::sim::grpc::variant_name;
 use chainrep::sim::{run, Report, SimConfig};
 
-fn env_u64(name: &str) -> Option<u64> {
-    let raw = std::env::var(name).ok()?;
-    match raw.trim().parse() {
-        Ok(v) => Some(v),
-        Err(_) => panic!("{name} must be a number, got {raw:?}"),
-    }
-}
-
-fn variant_name(v: Variant) -> &'static str {
-    match v {
-        Variant::Head => "head",
-        Variant::Tail => "tail",
-    }
-}
+#[path = "support/seeds.rs"]
+mod seeds;
+use seeds::env_u64;
 
 fn replay_command(seed: u64, v: Variant) -> String {
     format!(

@@ -665,7 +665,11 @@ impl CallbackServer {
         let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
-            .add_service(TailClientServer::new(CallbackService { waiters: waiters.clone() }));
+            // cxidProcessed carries one int32: nothing near even the replicas' small limit.
+            .add_service(
+                TailClientServer::new(CallbackService { waiters: waiters.clone() })
+                    .max_decoding_message_size(crate::runtime::limits::MIN_SMALL_MESSAGE_BYTES),
+            );
         // A dropped sender stops the server too, so a client dropped without `close` does not
         // leave it serving.
         let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {

@@ -1,6 +1,7 @@
 //! Production runtime: tonic, tokio and ZooKeeper around the deterministic core.
 
 pub mod convert;
+pub mod limits;
 pub mod network;
 pub mod node;
 pub mod service;

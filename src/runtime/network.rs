@@ -44,7 +44,8 @@ pub struct NetConfig {
     pub queue_limit: usize,
     /// Calls to one peer in flight at once.
     pub max_in_flight: usize,
-    /// Largest gRPC message sent or accepted (state transfers are the big ones).
+    /// Largest gRPC message sent, and accepted on the methods that carry a state or a batch
+    /// (`stateTransfer`, `Replicate`); every other method accepts `limits::small_message_limit`.
     pub max_message_bytes: usize,
     /// Client callbacks (tail variant) in flight at once; past it they are dropped and logged.
     pub max_callbacks_in_flight: usize,

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::limits::{self, MessageLimits};
 use super::network::{Connect, NetConfig, ReplyEvent, TcpConnect, TonicNetwork};
 use super::service::ChainService;
 use super::zk::{MembershipEvent, ZkConfig, ZkCoordinator};
@@ -205,34 +206,37 @@ where
     if !cfg.net.replicate_stream {
         service = service.without_replicate_stream();
     }
-    let max = cfg.net.max_message_bytes;
+    let limits = MessageLimits {
+        small: limits::small_message_limit(cfg.core.max_key_bytes),
+        large: cfg.net.max_message_bytes,
+    };
     let mut router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         // Without a cap h2 lets one connection pile up thousands of unread requests and then
         // drops it (GOAWAY ENHANCE_YOUR_CALM), turning every one into an unknown outcome.
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
-        .add_service(health_service)
-        .add_service(
+        .add_service(health_service.max_decoding_message_size(limits.small))
+        .add_service(limits.split(|decode, encode| {
             ChainExtServer::new(service.clone())
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        );
+                .max_decoding_message_size(decode)
+                .max_encoding_message_size(encode)
+        }));
     router = match cfg.core.variant {
         Variant::Head => {
             health.set_serving::<HeadChainReplicaServer<ChainService>>().await;
-            router.add_service(
-                HeadChainReplicaServer::new(service)
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
-            )
+            router.add_service(limits.split(|decode, encode| {
+                HeadChainReplicaServer::new(service.clone())
+                    .max_decoding_message_size(decode)
+                    .max_encoding_message_size(encode)
+            }))
         }
         Variant::Tail => {
             health.set_serving::<TailChainReplicaServer<ChainService>>().await;
-            router.add_service(
-                TailChainReplicaServer::new(service)
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
-            )
+            router.add_service(limits.split(|decode, encode| {
+                TailChainReplicaServer::new(service.clone())
+                    .max_decoding_message_size(decode)
+                    .max_encoding_message_size(encode)
+            }))
         }
     };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();

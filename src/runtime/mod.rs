@@ -5,4 +5,5 @@ pub mod limits;
 pub mod network;
 pub mod node;
 pub mod service;
+pub mod tls;
 pub mod zk;

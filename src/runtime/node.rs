@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::limits::{self, MessageLimits};
 use super::network::{Connect, NetConfig, ReplyEvent, TcpConnect, TonicNetwork};
 use super::service::ChainService;
+use super::tls::{TlsConfig, TlsConnect};
 use super::zk::{MembershipEvent, ZkConfig, ZkCoordinator};
 use crate::core::{self, Clock, Millis, Replica, Variant};
 use crate::pb::adb::head_chain_replica_server::HeadChainReplicaServer;
@@ -80,6 +81,9 @@ pub struct NodeConfig {
     pub advertise: Option<String>,
     pub core: core::Config,
     pub net: NetConfig,
+    /// `Some`: serve TLS only, require a certificate from its CA on replica-to-replica calls,
+    /// and dial peers over TLS with its certificate. `None`: plaintext, every caller trusted.
+    pub tls: Option<TlsConfig>,
     /// Timer period for retries and polls.
     pub tick: Duration,
 }
@@ -102,6 +106,7 @@ impl NodeConfig {
                 variant,
                 ..NetConfig::default()
             },
+            tls: None,
             tick: Duration::from_millis(10),
         }
     }
@@ -161,7 +166,17 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         Arc::new(move || zk.request_join()) as Arc<dyn Fn() + Send + Sync>
     };
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut node = start_with(&cfg, incoming, local_addr, advertise, Arc::new(TcpConnect), event_rx, join).await;
+    let connector: Arc<dyn Connect> = match &cfg.tls {
+        Some(tls) => Arc::new(TlsConnect(tls.clone())),
+        None => Arc::new(TcpConnect),
+    };
+    let mut node = match start_with(&cfg, incoming, local_addr, advertise, connector, event_rx, join).await {
+        Ok(node) => node,
+        Err(e) => {
+            zk.close().await;
+            return Err(e);
+        }
+    };
     node.zk = Some(zk);
     Ok(node)
 }
@@ -176,12 +191,19 @@ pub async fn start_with<S, IO, E>(
     connector: Arc<dyn Connect>,
     membership: mpsc::Receiver<MembershipEvent>,
     join: Arc<dyn Fn() + Send + Sync>,
-) -> RunningNode
+) -> anyhow::Result<RunningNode>
 where
     S: tokio_stream::Stream<Item = Result<IO, E>> + Send + 'static,
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &cfg.tls {
+        let server = tls
+            .server()
+            .context("TLS needs this replica's own certificate and key (--tls-cert, --tls-key)")?;
+        builder = builder.tls_config(server).context("cannot serve TLS with these files")?;
+    }
     let (reply_tx, reply_rx) = mpsc::unbounded_channel();
     let clock = RuntimeClock { base: Instant::now() };
     let core = Replica::new(
@@ -206,11 +228,14 @@ where
     if !cfg.net.replicate_stream {
         service = service.without_replicate_stream();
     }
+    if cfg.tls.is_some() {
+        service = service.with_peer_certificates_required();
+    }
     let limits = MessageLimits {
         small: limits::small_message_limit(cfg.core.max_key_bytes),
         large: cfg.net.max_message_bytes,
     };
-    let mut router = tonic::transport::Server::builder()
+    let mut router = builder
         .tcp_nodelay(true)
         // Without a cap h2 lets one connection pile up thousands of unread requests and then
         // drops it (GOAWAY ENHANCE_YOUR_CALM), turning every one into an unknown outcome.
@@ -243,8 +268,8 @@ where
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = stop_rx.await;
     }));
-    tracing::info!(listen = %local_addr, %advertise, "replica serving");
-    RunningNode {
+    tracing::info!(listen = %local_addr, %advertise, tls = cfg.tls.is_some(), "replica serving");
+    Ok(RunningNode {
         local_addr,
         advertise,
         shared,
@@ -252,7 +277,7 @@ where
         stop_server: Some(stop_tx),
         server,
         tasks,
-    }
+    })
 }
 
 /// Replies are applied in batches: one lock for many replies under load.

@@ -158,9 +158,11 @@ fn wrong_variant(addr: &str, variant: Variant, s: &Status) -> Status {
 /// replica that died mid-call. So after such a transport failure, a plaintext client asks the
 /// replica directly (`speaks_tls_only`). A TLS-only server cannot have read a plaintext
 /// request, so nothing was applied, and retrying cannot help: the client is set up wrong.
-async fn plaintext_to_tls(addr: &str, tls: bool, s: &Status, deadline: Instant) -> Option<Status> {
+/// `plaintext_tcp`: the client dials plain TCP itself (no TLS, no custom connector, whose
+/// addresses need not be TCP at all).
+async fn plaintext_to_tls(addr: &str, plaintext_tcp: bool, s: &Status, deadline: Instant) -> Option<Status> {
     let transport_failure = std::error::Error::source(s).is_some() && matches!(s.code(), Code::Internal | Code::Unknown | Code::Cancelled);
-    if tls || !transport_failure || !speaks_tls_only(addr, deadline).await {
+    if !plaintext_tcp || !transport_failure || !speaks_tls_only(addr, deadline).await {
         return None;
     }
     Some(Status::unavailable(format!(
@@ -298,6 +300,10 @@ impl ChainClient {
         Ok(channel)
     }
 
+    fn plaintext_tcp(&self) -> bool {
+        self.opts.tls.is_none() && self.connector.is_none()
+    }
+
     fn head_client(&self, addr: &str) -> Result<HeadChainReplicaClient<Channel>, Status> {
         Ok(HeadChainReplicaClient::new(self.channel(addr)?))
     }
@@ -366,7 +372,7 @@ impl ChainClient {
             };
             let client = self.head_client(&head.addr).map_err(ClientError::Rejected)?;
             let result = match call(client, self).await {
-                Err(s) => match plaintext_to_tls(&head.addr, self.opts.tls.is_some(), &s, deadline).await {
+                Err(s) => match plaintext_to_tls(&head.addr, self.plaintext_tcp(), &s, deadline).await {
                     Some(refused) => return Err(ClientError::Rejected(refused)),
                     None => Err(s),
                 },
@@ -430,7 +436,7 @@ impl ChainClient {
                 }
             };
             if let Err(s) = &result {
-                if let Some(refused) = plaintext_to_tls(&head.addr, self.opts.tls.is_some(), s, deadline).await {
+                if let Some(refused) = plaintext_to_tls(&head.addr, self.plaintext_tcp(), s, deadline).await {
                     return Err(ClientError::Rejected(refused));
                 }
             }
@@ -479,7 +485,7 @@ impl ChainClient {
                 Err(s) if s.code() == Code::Unimplemented => {
                     return Err(ClientError::Rejected(wrong_variant(&tail.addr, self.opts.variant, &s)))
                 }
-                Err(s) => match plaintext_to_tls(&tail.addr, self.opts.tls.is_some(), &s, deadline).await {
+                Err(s) => match plaintext_to_tls(&tail.addr, self.plaintext_tcp(), &s, deadline).await {
                     Some(refused) => return Err(ClientError::Rejected(refused)),
                     // Reads change nothing, so any other failure is simply retried.
                     None => last = format!("{}: {}", tail.addr, s.message()),

@@ -16,10 +16,19 @@ use super::network::Connect;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The chain's CA and, for replicas (and clients that present one), a certificate and key.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TlsConfig {
     ca: Certificate,
     identity: Option<Identity>,
+}
+
+/// By hand: the derived form would print the private key wherever options are logged.
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("has_identity", &self.identity.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 fn read_pem(what: &str, path: &Path, marker: &str) -> anyhow::Result<Vec<u8>> {
@@ -125,5 +134,32 @@ pub struct TlsConnect(pub TlsConfig);
 impl Connect for TlsConnect {
     fn channel(&self, addr: &str) -> Result<Channel, String> {
         Ok(super::network::tune(self.0.endpoint(addr)?).connect_lazy())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_that_are_not_pem_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let e = TlsConfig::load(&junk, None).unwrap_err();
+        assert!(format!("{e:#}").contains("is not a PEM CA certificate"), "{e:#}");
+        let e = TlsConfig::load(&dir.path().join("missing.pem"), None).unwrap_err();
+        assert!(format!("{e:#}").contains("cannot read the CA certificate"), "{e:#}");
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_key() {
+        let tls = TlsConfig {
+            ca: Certificate::from_pem("-----BEGIN CERTIFICATE-----"),
+            identity: Some(Identity::from_pem("cert", "SECRET KEY MATERIAL")),
+        };
+        let shown = format!("{tls:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("has_identity: true"), "{shown}");
     }
 }

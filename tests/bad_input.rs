@@ -746,11 +746,16 @@ async fn spoofed_future_xid_from_the_predecessors_id() {
     // With TLS 1.3 the client sends its certificate after the server's Finished, so the
     // server's alert shows as whichever transport failure the call meets first.
     assert!(matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Cancelled), "{s:?}");
-    // A plaintext spoofer does not get through either.
+    // A plaintext spoofer does not get through either: its connection fails, as an h2
+    // protocol error (the server's TLS alert read as a frame) or a connection closed or reset
+    // under the call, by timing.
     let r = direct(&middle).propose_state_update(spoof.clone()).await;
     let s = r.expect_err("plaintext proposeStateUpdate to a TLS replica");
     eprintln!("plaintext: {s:?}");
-    assert!(matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Internal), "{s:?}");
+    assert!(
+        matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled),
+        "{s:?}"
+    );
 
     // The same call with the chain's own certificate reaches the core (which refuses this
     // stranger's stale xid as usual): the refusals above are the certificate check.

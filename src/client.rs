@@ -27,6 +27,7 @@ use crate::pb::adb::tail_client_server::{TailClient, TailClientServer};
 use crate::pb::chainrep::ext;
 use crate::pb::chainrep::ext::chain_ext_client::ChainExtClient;
 use crate::runtime::network::Connect;
+use crate::runtime::tls::TlsConfig;
 use crate::runtime::zk::{ZkConfig, ZkWatcher};
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +74,10 @@ pub struct ClientOptions {
     /// refused before it is sent (`RESOURCE_EXHAUSTED`), so a stalled tail cannot grow the
     /// client's memory without bound.
     pub max_waiting_writes: usize,
+    /// `Some` for a TLS chain: replicas must present a certificate from its CA. A certificate
+    /// of our own, if loaded, is presented to the replicas and, in the tail variant, is the
+    /// callback server's, which then takes calls only from holders of the CA's certificates.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ClientOptions {
@@ -84,6 +89,7 @@ impl Default for ClientOptions {
             callback_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             callback_advertise: None,
             max_waiting_writes: 65_536,
+            tls: None,
         }
     }
 }
@@ -116,7 +122,11 @@ fn never_sent(status: &Status) -> bool {
         return false;
     }
     let text = format!("{} {:?}", status.message(), status);
-    text.contains("tcp connect error") || text.contains("Connection refused") || text.contains("error trying to connect")
+    text.contains("tcp connect error")
+        || text.contains("Connection refused")
+        || text.contains("error trying to connect")
+        // We refused the replica's certificate during the TLS handshake, before any request.
+        || text.contains("invalid peer certificate")
 }
 
 /// What one failed write attempt at the head tells us.
@@ -140,6 +150,40 @@ fn wrong_variant(addr: &str, variant: Variant, s: &Status) -> Status {
         "{addr} does not serve {service}: is the chain not the {flag} variant? ({})",
         s.message()
     ))
+}
+
+/// A plaintext client that meets a TLS-only replica sees its connection fail in whichever way
+/// comes first: h2 reading the server's TLS alert as an oversized frame (`INTERNAL`), a reset
+/// (`UNKNOWN`) or a connection closed under the call (`CANCELLED`); the last two look like a
+/// replica that died mid-call. So after such a transport failure, a plaintext client asks the
+/// replica directly (`speaks_tls_only`). A TLS-only server cannot have read a plaintext
+/// request, so nothing was applied, and retrying cannot help: the client is set up wrong.
+/// `plaintext_tcp`: the client dials plain TCP itself (no TLS, no custom connector, whose
+/// addresses need not be TCP at all).
+async fn plaintext_to_tls(addr: &str, plaintext_tcp: bool, s: &Status, deadline: Instant) -> Option<Status> {
+    let transport_failure = std::error::Error::source(s).is_some() && matches!(s.code(), Code::Internal | Code::Unknown | Code::Cancelled);
+    if !plaintext_tcp || !transport_failure || !speaks_tls_only(addr, deadline).await {
+        return None;
+    }
+    Some(Status::unavailable(format!(
+        "{addr} did not answer in plaintext HTTP/2 ({}): it serves TLS only; give the chain's CA (chainctl --tls-ca, ClientOptions::tls)",
+        s.message()
+    )))
+}
+
+/// Sends the HTTP/2 connection preface on a fresh connection: a TLS server takes it for a
+/// broken ClientHello and answers with a TLS alert record (content type 21, version 3.x).
+async fn speaks_tls_only(addr: &str, deadline: Instant) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let probe = async {
+        let mut conn = tokio::net::TcpStream::connect(addr).await.ok()?;
+        conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.ok()?;
+        let mut head = [0u8; 2];
+        conn.read_exact(&mut head).await.ok()?;
+        Some(head == [21, 3])
+    };
+    let until = (Instant::now() + Duration::from_millis(500)).min(deadline);
+    matches!(tokio::time::timeout_at(until, probe).await, Ok(Some(true)))
 }
 
 fn classify_write_error(addr: &str, variant: Variant, s: Status) -> WriteFailure {
@@ -244,13 +288,20 @@ impl ChainClient {
             channels.insert(addr.to_string(), channel.clone());
             return Ok(channel);
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| Status::invalid_argument(format!("bad replica address {addr:?}: {e}")))?
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true);
+        let endpoint = match &self.opts.tls {
+            Some(tls) => tls.endpoint(addr).map_err(Status::invalid_argument)?,
+            None => Endpoint::from_shared(format!("http://{addr}"))
+                .map_err(|e| Status::invalid_argument(format!("bad replica address {addr:?}: {e}")))?,
+        }
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true);
         let channel = endpoint.connect_lazy();
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
+    }
+
+    fn plaintext_tcp(&self) -> bool {
+        self.opts.tls.is_none() && self.connector.is_none()
     }
 
     fn head_client(&self, addr: &str) -> Result<HeadChainReplicaClient<Channel>, Status> {
@@ -320,7 +371,14 @@ impl ChainClient {
                 continue;
             };
             let client = self.head_client(&head.addr).map_err(ClientError::Rejected)?;
-            match call(client, self).await {
+            let result = match call(client, self).await {
+                Err(s) => match plaintext_to_tls(&head.addr, self.plaintext_tcp(), &s, deadline).await {
+                    Some(refused) => return Err(ClientError::Rejected(refused)),
+                    None => Err(s),
+                },
+                answer => answer,
+            };
+            match result {
                 Ok(r) if r.get_ref().rc == 0 => return Ok(()),
                 // Not the head (any more, or yet): nothing was applied; find the head again.
                 Ok(_) => last = format!("{} is not the head", head.addr),
@@ -377,6 +435,11 @@ impl ChainClient {
                     client.delete(self.request(req)).await
                 }
             };
+            if let Err(s) = &result {
+                if let Some(refused) = plaintext_to_tls(&head.addr, self.plaintext_tcp(), s, deadline).await {
+                    return Err(ClientError::Rejected(refused));
+                }
+            }
             match result {
                 Ok(r) if r.get_ref().rc == 0 => {
                     let why = format!(
@@ -422,8 +485,11 @@ impl ChainClient {
                 Err(s) if s.code() == Code::Unimplemented => {
                     return Err(ClientError::Rejected(wrong_variant(&tail.addr, self.opts.variant, &s)))
                 }
-                // Reads change nothing, so any other failure is simply retried.
-                Err(s) => last = format!("{}: {}", tail.addr, s.message()),
+                Err(s) => match plaintext_to_tls(&tail.addr, self.plaintext_tcp(), &s, deadline).await {
+                    Some(refused) => return Err(ClientError::Rejected(refused)),
+                    // Reads change nothing, so any other failure is simply retried.
+                    None => last = format!("{}: {}", tail.addr, s.message()),
+                },
             }
             self.pause(deadline).await;
         }
@@ -663,9 +729,24 @@ impl CallbackServer {
         let waiters = Waiters::new(random_first_cxid(), opts.max_waiting_writes);
         let (stop, stopped) = oneshot::channel::<()>();
         let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let router = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &opts.tls {
+            // A TLS chain's tail dials callbacks over TLS; only the chain's replicas may call
+            // (a forged cxidProcessed would report a write done that is not).
+            let server = tls.server_requiring_client_certs().ok_or_else(|| {
+                anyhow!("a tail-variant client of a TLS chain needs its own certificate and key: the tail calls it back over TLS")
+            })?;
+            builder = builder
+                .tls_config(server)
+                .context("cannot serve TLS for tail callbacks with these files")?;
+        }
+        let router = builder
             .tcp_nodelay(true)
-            .add_service(TailClientServer::new(CallbackService { waiters: waiters.clone() }));
+            // cxidProcessed carries one int32: nothing near even the replicas' small limit.
+            .add_service(
+                TailClientServer::new(CallbackService { waiters: waiters.clone() })
+                    .max_decoding_message_size(crate::runtime::limits::MIN_SMALL_MESSAGE_BYTES),
+            );
         // A dropped sender stops the server too, so a client dropped without `close` does not
         // leave it serving.
         let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {

@@ -16,8 +16,9 @@ use chainrep::core::Variant;
 use chainrep::pb::adb;
 use chainrep::pb::adb::tail_chain_replica_server::{TailChainReplica, TailChainReplicaServer};
 use chainrep::pb::adb::tail_client_client::TailClientClient;
-use support::chain::{client, start_zk, wait_chain, zk_config, ReplicaProc};
+use support::chain::{client, client_with_tls, start_zk, wait_chain, zk_config, ReplicaProc};
 use support::scenarios::{self, TAIL};
+use support::tls::TestPki;
 use support::zk::free_port;
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
@@ -468,5 +469,48 @@ async fn chainctl_speaks_the_tail_variant() {
     assert_eq!(wrong.status.code(), Some(1), "{}", String::from_utf8_lossy(&wrong.stderr));
     let bad = chainctl(&["--zk", zk_hosts.as_str(), "--callback-listen", "127.0.0.1:0", "get", "k"], None);
     assert_eq!(bad.status.code(), Some(2), "callback flags without --variant tail are an error");
+    c.close().await;
+}
+
+/// A TLS tail-variant chain: the tail calls clients back over TLS, presenting its certificate,
+/// so a client needs a certificate of the chain's CA for its callback server; a client with
+/// the CA alone is told so at once, and a callback server takes no call without a certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_chain_calls_back_over_tls() {
+    let zk = start_zk();
+    let zk_hosts = zk.connect_string();
+    let pki = TestPki::new();
+    let flags = pki.replica.replica_flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let rs: Vec<ReplicaProc> = (0..2)
+        .map(|_| ReplicaProc::start_with(&zk_hosts, TAIL.root, Variant::Tail, &flags))
+        .collect();
+    let c = client_with_tls(&zk_hosts, TAIL.root, Variant::Tail, Some(pki.replica.with_identity())).await;
+    let addrs: Vec<&str> = rs.iter().map(|r| r.addr.as_str()).collect();
+    wait_chain(&c, &addrs, Duration::from_secs(30)).await;
+    c.inc("k", 5).await.expect("a write acknowledged by a callback over TLS");
+    c.del("d").await.expect("a delete acknowledged by a callback over TLS");
+    assert_eq!(c.get("k").await.unwrap(), 5);
+
+    // Without a certificate of its own the client cannot take the tail's callbacks.
+    let opts = ClientOptions {
+        variant: Variant::Tail,
+        tls: Some(pki.replica.ca_only()),
+        ..ClientOptions::default()
+    };
+    let e = ChainClient::connect(&zk_config(&zk_hosts, TAIL.root), opts)
+        .await
+        .err()
+        .expect("a tail-variant TLS client without a certificate");
+    assert!(format!("{e:#}").contains("needs its own certificate and key"), "{e:#}");
+
+    // The callback server is TLS and wants the chain's certificates: a caller without one
+    // cannot report a write done.
+    let callback = c.callback_local_addr().expect("callback server");
+    let endpoint = pki.replica.ca_only().endpoint(&callback.to_string()).unwrap();
+    let r = TailClientClient::new(endpoint.connect_lazy())
+        .cxid_processed(adb::CxidProcessedRequest { cxid: 1 })
+        .await;
+    assert!(r.is_err(), "a callback without a certificate: {r:?}");
     c.close().await;
 }

@@ -130,7 +130,10 @@ impl World {
         });
         let local = addr.parse().unwrap_or_else(|_| SocketAddr::from(([10, 0, 0, 1], 7000)));
         let cfg = self.node_config(classic);
-        let node = node::start_with(&cfg, UnboundedReceiverStream::new(incoming), local, addr, connector, events, join).await;
+        // Only TLS can fail to start, and simulated replicas are plaintext.
+        let node = node::start_with(&cfg, UnboundedReceiverStream::new(incoming), local, addr, connector, events, join)
+            .await
+            .expect("a plaintext simulated replica starts");
         lock(&self.replicas)[r].node = Some(node);
     }
 

@@ -4,6 +4,8 @@
 //! chain-replica --zk HOSTS --listen IP:PORT [--advertise HOST:PORT] [--root /headchain] ...
 //! chain-replica ZKHOST:PORT PORT          # the seed's positional form, listening on 127.0.0.1:PORT
 //! ```
+//!
+//! `--tls-cert PEM --tls-key PEM --tls-ca PEM` turn on TLS (README, "Security").
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -13,6 +15,7 @@ use clap::{Parser, ValueEnum};
 
 use chainrep::core::Variant;
 use chainrep::runtime::node::{self, NodeConfig};
+use chainrep::runtime::tls::TlsConfig;
 use chainrep::runtime::zk::{parse_connect_string, ZkConfig};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -49,6 +52,17 @@ struct Args {
     /// Client writes waiting for the tail before the head answers RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     max_pending_writes: u64,
+    /// PEM certificate (chain) this replica presents, as a server to everyone and as a client
+    /// to its peers. With --tls-key and --tls-ca: serve TLS only, and take replica-to-replica
+    /// calls only from callers with a certificate from --tls-ca.
+    #[arg(long, value_name = "PEM")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM")]
+    tls_key: Option<std::path::PathBuf>,
+    /// PEM certificate of the CA that signed every replica's certificate.
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<std::path::PathBuf>,
     /// The seed's positional form: ZKHOST:PORT PORT
     #[arg(conflicts_with_all = ["zk", "listen"], num_args = 0..=2, value_names = ["ZKHOST:PORT", "PORT"])]
     positional: Vec<String>,
@@ -99,6 +113,24 @@ fn config(args: Args) -> Result<NodeConfig, String> {
     cfg.advertise = args.advertise;
     cfg.core.max_key_bytes = args.max_key_bytes as usize;
     cfg.core.max_pending_writes = args.max_pending_writes as usize;
+    cfg.tls = match (args.tls_cert, args.tls_key, args.tls_ca) {
+        (None, None, None) => None,
+        (Some(cert), Some(key), Some(ca)) => Some(TlsConfig::load(&ca, Some((&cert, &key))).map_err(|e| format!("{e:#}"))?),
+        (cert, key, ca) => {
+            let missing: Vec<&str> = [
+                (cert.is_none(), "--tls-cert"),
+                (key.is_none(), "--tls-key"),
+                (ca.is_none(), "--tls-ca"),
+            ]
+            .into_iter()
+            .filter_map(|(absent, flag)| absent.then_some(flag))
+            .collect();
+            return Err(format!(
+                "--tls-cert, --tls-key and --tls-ca go together (all three for TLS, none for plaintext); missing {}",
+                missing.join(" and ")
+            ));
+        }
+    };
     Ok(cfg)
 }
 

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use chainrep::bench::{self, BenchConfig, Mix, Target};
 use chainrep::client::{ChainClient, ClientError, ClientOptions};
 use chainrep::core::Variant;
+use chainrep::runtime::tls::TlsConfig;
 use chainrep::runtime::zk::ZkConfig;
 
 #[derive(Parser, Debug)]
@@ -36,6 +37,16 @@ struct Args {
     /// Time one operation may take, retries included.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     timeout_ms: u64,
+    /// PEM certificate of the chain's CA: talk TLS to the replicas (chain-replica --tls-ca).
+    #[arg(long, value_name = "PEM")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// PEM client certificate to present (with --tls-key and --tls-ca). Not needed for inc,
+    /// del, get and status; --variant tail on a TLS chain needs one for its callback server.
+    #[arg(long, value_name = "PEM")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM")]
+    tls_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -355,6 +366,20 @@ async fn main() -> ExitCode {
         eprintln!("error: --callback-listen and --callback-advertise only apply to --variant tail");
         return ExitCode::from(2);
     }
+    let tls = match (&args.tls_ca, &args.tls_cert, &args.tls_key) {
+        (None, None, None) => Ok(None),
+        (Some(ca), None, None) => TlsConfig::load(ca, None).map(Some),
+        (Some(ca), Some(cert), Some(key)) => TlsConfig::load(ca, Some((cert, key))).map(Some),
+        (None, _, _) => Err(anyhow::anyhow!("--tls-cert and --tls-key need --tls-ca")),
+        _ => Err(anyhow::anyhow!("--tls-cert and --tls-key go together")),
+    };
+    let tls = match tls {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let zk = ZkConfig {
         connect: zk_hosts.clone(),
         root: root.clone(),
@@ -364,6 +389,7 @@ async fn main() -> ExitCode {
         op_timeout: Duration::from_millis(args.timeout_ms),
         variant,
         callback_advertise: args.callback_advertise.clone(),
+        tls,
         ..ClientOptions::default()
     };
     if let Some(listen) = args.callback_listen {

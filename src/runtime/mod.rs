@@ -1,7 +1,9 @@
 //! Production runtime: tonic, tokio and ZooKeeper around the deterministic core.
 
 pub mod convert;
+pub mod limits;
 pub mod network;
 pub mod node;
 pub mod service;
+pub mod tls;
 pub mod zk;

@@ -46,7 +46,8 @@ pub struct NetConfig {
     pub queue_limit: usize,
     /// Calls to one peer in flight at once.
     pub max_in_flight: usize,
-    /// Largest gRPC message sent or accepted (state transfers are the big ones).
+    /// Largest gRPC message sent, and accepted on the methods that carry a state or a batch
+    /// (`stateTransfer`, `Replicate`); every other method accepts `limits::small_message_limit`.
     pub max_message_bytes: usize,
     /// Client callbacks (tail variant) in flight at once; past it they are dropped and logged.
     pub max_callbacks_in_flight: usize,
@@ -163,13 +164,17 @@ pub struct TcpConnect;
 impl Connect for TcpConnect {
     fn channel(&self, addr: &str) -> Result<Channel, String> {
         let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|e| format!("bad address {addr:?}: {e}"))?;
-        Ok(endpoint
-            .connect_timeout(Duration::from_secs(1))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy())
+        Ok(tune(endpoint).connect_lazy())
     }
+}
+
+/// The connection settings of every replica-to-replica channel, plaintext or TLS.
+pub fn tune(endpoint: Endpoint) -> Endpoint {
+    endpoint
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
 }
 
 impl crate::core::Network for TonicNetwork {
@@ -230,6 +235,14 @@ impl crate::core::Network for TonicNetwork {
                 Err(_) => tracing::info!(client = %addr, cxid, "client callback timed out; dropped"),
             }
         });
+    }
+}
+
+/// A peer that does not take us for a replica (TLS chain, our certificate missing or from
+/// another CA) refuses every call the same way, so the chain stalls there: say so loudly.
+fn warn_if_refused_as_peer(peer: NodeId, status: &tonic::Status) {
+    if status.code() == tonic::Code::Unauthenticated {
+        tracing::warn!(peer = format_args!("{peer:x}"), %status, "the peer refused us as a replica");
     }
 }
 
@@ -366,6 +379,7 @@ impl LinkTask {
                                 continue;
                             }
                             Err(status) => {
+                                warn_if_refused_as_peer(this.peer, &status);
                                 tracing::debug!(peer = format_args!("{:x}", this.peer), %status, "cannot open replication stream");
                                 stream = None;
                                 if let Some((e, u)) = batch.last() {
@@ -470,6 +484,7 @@ impl LinkTask {
         match tokio::time::timeout(timeout, self.call_inner(request, timeout)).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(status)) => {
+                warn_if_refused_as_peer(self.peer, &status);
                 tracing::debug!(peer = format_args!("{:x}", self.peer), %status, "peer call failed");
                 PeerReply::Unreachable
             }

@@ -12,8 +12,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::limits::{self, MessageLimits};
 use super::network::{Connect, NetConfig, ReplyEvent, TcpConnect, TonicNetwork};
 use super::service::ChainService;
+use super::tls::{TlsConfig, TlsConnect};
 use super::zk::{MembershipEvent, ZkConfig, ZkCoordinator};
 use crate::core::{self, Clock, Millis, Replica, Variant};
 use crate::pb::adb::head_chain_replica_server::HeadChainReplicaServer;
@@ -79,6 +81,9 @@ pub struct NodeConfig {
     pub advertise: Option<String>,
     pub core: core::Config,
     pub net: NetConfig,
+    /// `Some`: serve TLS only, require a certificate from its CA on replica-to-replica calls,
+    /// and dial peers over TLS with its certificate. `None`: plaintext, every caller trusted.
+    pub tls: Option<TlsConfig>,
     /// Timer period for retries and polls.
     pub tick: Duration,
 }
@@ -105,6 +110,7 @@ impl NodeConfig {
                 variant,
                 ..NetConfig::default()
             },
+            tls: None,
             tick: Duration::from_millis(10),
         }
     }
@@ -164,7 +170,17 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         Arc::new(move || zk.request_join()) as Arc<dyn Fn() + Send + Sync>
     };
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut node = start_with(&cfg, incoming, local_addr, advertise, Arc::new(TcpConnect), event_rx, join).await;
+    let connector: Arc<dyn Connect> = match &cfg.tls {
+        Some(tls) => Arc::new(TlsConnect(tls.clone())),
+        None => Arc::new(TcpConnect),
+    };
+    let mut node = match start_with(&cfg, incoming, local_addr, advertise, connector, event_rx, join).await {
+        Ok(node) => node,
+        Err(e) => {
+            zk.close().await;
+            return Err(e);
+        }
+    };
     node.zk = Some(zk);
     Ok(node)
 }
@@ -179,12 +195,19 @@ pub async fn start_with<S, IO, E>(
     connector: Arc<dyn Connect>,
     membership: mpsc::Receiver<MembershipEvent>,
     join: Arc<dyn Fn() + Send + Sync>,
-) -> RunningNode
+) -> anyhow::Result<RunningNode>
 where
     S: tokio_stream::Stream<Item = Result<IO, E>> + Send + 'static,
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &cfg.tls {
+        let server = tls
+            .server()
+            .context("TLS needs this replica's own certificate and key (--tls-cert, --tls-key)")?;
+        builder = builder.tls_config(server).context("cannot serve TLS with these files")?;
+    }
     let (reply_tx, reply_rx) = mpsc::unbounded_channel();
     let clock = RuntimeClock { base: Instant::now() };
     let core = Replica::new(
@@ -209,42 +232,48 @@ where
     if !cfg.net.replicate_stream {
         service = service.without_replicate_stream();
     }
-    let max = cfg.net.max_message_bytes;
-    let mut router = tonic::transport::Server::builder()
+    if cfg.tls.is_some() {
+        service = service.with_peer_certificates_required();
+    }
+    let limits = MessageLimits {
+        small: limits::small_message_limit(cfg.core.max_key_bytes),
+        large: cfg.net.max_message_bytes,
+    };
+    let mut router = builder
         .tcp_nodelay(true)
         // Without a cap h2 lets one connection pile up thousands of unread requests and then
         // drops it (GOAWAY ENHANCE_YOUR_CALM), turning every one into an unknown outcome.
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
-        .add_service(health_service)
-        .add_service(
+        .add_service(health_service.max_decoding_message_size(limits.small))
+        .add_service(limits.split(|decode, encode| {
             ChainExtServer::new(service.clone())
-                .max_decoding_message_size(max)
-                .max_encoding_message_size(max),
-        );
+                .max_decoding_message_size(decode)
+                .max_encoding_message_size(encode)
+        }));
     router = match cfg.core.variant {
         Variant::Head => {
             health.set_serving::<HeadChainReplicaServer<ChainService>>().await;
-            router.add_service(
-                HeadChainReplicaServer::new(service)
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
-            )
+            router.add_service(limits.split(|decode, encode| {
+                HeadChainReplicaServer::new(service.clone())
+                    .max_decoding_message_size(decode)
+                    .max_encoding_message_size(encode)
+            }))
         }
         Variant::Tail => {
             health.set_serving::<TailChainReplicaServer<ChainService>>().await;
-            router.add_service(
-                TailChainReplicaServer::new(service)
-                    .max_decoding_message_size(max)
-                    .max_encoding_message_size(max),
-            )
+            router.add_service(limits.split(|decode, encode| {
+                TailChainReplicaServer::new(service.clone())
+                    .max_decoding_message_size(decode)
+                    .max_encoding_message_size(encode)
+            }))
         }
     };
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = stop_rx.await;
     }));
-    tracing::info!(listen = %local_addr, %advertise, "replica serving");
-    RunningNode {
+    tracing::info!(listen = %local_addr, %advertise, tls = cfg.tls.is_some(), "replica serving");
+    Ok(RunningNode {
         local_addr,
         advertise,
         shared,
@@ -252,7 +281,7 @@ where
         stop_server: Some(stop_tx),
         server,
         tasks,
-    }
+    })
 }
 
 /// Replies are applied in batches: one lock for many replies under load.

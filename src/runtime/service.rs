@@ -19,6 +19,7 @@ use crate::pb::chainrep::ext;
 pub struct ChainService {
     shared: Arc<Shared>,
     replicate_stream: bool,
+    peer_certificates_required: bool,
 }
 
 impl ChainService {
@@ -26,7 +27,37 @@ impl ChainService {
         ChainService {
             shared,
             replicate_stream: true,
+            peer_certificates_required: false,
         }
+    }
+
+    /// Refuse replica-to-replica calls from callers without a verified client certificate.
+    /// Only meaningful behind a TLS server whose client CA is the chain's: the TLS layer has
+    /// already verified any certificate presented, so presenting one is what makes a peer.
+    pub fn with_peer_certificates_required(self) -> Self {
+        ChainService {
+            peer_certificates_required: true,
+            ..self
+        }
+    }
+
+    /// Guards every method that changes what a replica holds or acknowledges on another
+    /// replica's word (`proposeStateUpdate`, `stateTransfer`, `xidProcessed`, `Replicate`) or
+    /// hands out the whole state (`PullState`). Session ids are public in ZooKeeper, so the
+    /// `src` a message names proves nothing. Client methods, `getLatestXid` (read-only: the
+    /// tail's last xid, which `chainctl status` shows) and `Describe` stay open.
+    fn check_peer<T>(&self, request: &Request<T>, method: &str) -> Result<(), Status> {
+        if !self.peer_certificates_required || request.peer_certs().is_some_and(|certs| !certs.is_empty()) {
+            return Ok(());
+        }
+        tracing::warn!(
+            caller = ?request.remote_addr(),
+            method,
+            "refused a replica-to-replica call without a peer certificate"
+        );
+        Err(Status::unauthenticated(format!(
+            "{method} is a replica-to-replica call: a peer certificate is required (a client certificate signed by the chain's CA, as chain-replica --tls-cert presents)"
+        )))
     }
 
     /// Answer `Replicate` UNIMPLEMENTED, so predecessors fall back to `proposeStateUpdate`.
@@ -110,6 +141,7 @@ pub fn write_rejection_status(e: &WriteRejected) -> Status {
 #[tonic::async_trait]
 impl adb::head_chain_replica_server::HeadChainReplica for ChainService {
     async fn propose_state_update(&self, request: Request<adb::HeadStateUpdateRequest>) -> Result<Response<adb::ChainResponse>, Status> {
+        self.check_peer(&request, "proposeStateUpdate")?;
         let to = addressee(&request);
         let (src, update) = convert::head_update_from_wire(request.into_inner());
         self.peer_rc(to, PeerRequest::Propose { src, update })
@@ -120,6 +152,7 @@ impl adb::head_chain_replica_server::HeadChainReplica for ChainService {
     }
 
     async fn state_transfer(&self, request: Request<adb::HeadStateTransferRequest>) -> Result<Response<adb::ChainResponse>, Status> {
+        self.check_peer(&request, "stateTransfer")?;
         let to = addressee(&request);
         self.peer_rc(to, PeerRequest::Transfer(convert::head_transfer_from_wire(request.into_inner())))
     }
@@ -151,6 +184,7 @@ impl adb::head_chain_replica_server::HeadChainReplica for ChainService {
     }
 
     async fn xid_processed(&self, request: Request<adb::XidProcessedRequest>) -> Result<Response<adb::ChainResponse>, Status> {
+        self.check_peer(&request, "xidProcessed")?;
         let to = addressee(&request);
         self.peer_rc(to, PeerRequest::XidProcessed(request.into_inner().xid))
     }
@@ -159,6 +193,7 @@ impl adb::head_chain_replica_server::HeadChainReplica for ChainService {
 #[tonic::async_trait]
 impl adb::tail_chain_replica_server::TailChainReplica for ChainService {
     async fn propose_state_update(&self, request: Request<adb::TailStateUpdateRequest>) -> Result<Response<adb::ChainResponse>, Status> {
+        self.check_peer(&request, "proposeStateUpdate")?;
         let to = addressee(&request);
         let (src, update) = convert::tail_update_from_wire(request.into_inner());
         self.peer_rc(to, PeerRequest::Propose { src, update })
@@ -169,6 +204,7 @@ impl adb::tail_chain_replica_server::TailChainReplica for ChainService {
     }
 
     async fn state_transfer(&self, request: Request<adb::TailStateTransferRequest>) -> Result<Response<adb::ChainResponse>, Status> {
+        self.check_peer(&request, "stateTransfer")?;
         let to = addressee(&request);
         self.peer_rc(to, PeerRequest::Transfer(convert::tail_transfer_from_wire(request.into_inner())))
     }
@@ -212,6 +248,7 @@ impl ext::chain_ext_server::ChainExt for ChainService {
     type ReplicateStream = tokio_stream::wrappers::ReceiverStream<Result<ext::ReplicateAck, Status>>;
 
     async fn replicate(&self, request: Request<tonic::Streaming<ext::ReplicateBatch>>) -> Result<Response<Self::ReplicateStream>, Status> {
+        self.check_peer(&request, "Replicate")?;
         if !self.replicate_stream {
             return Err(Status::unimplemented("this replica speaks only the classic proposeStateUpdate"));
         }
@@ -254,6 +291,7 @@ impl ext::chain_ext_server::ChainExt for ChainService {
     }
 
     async fn pull_state(&self, request: Request<ext::PullStateRequest>) -> Result<Response<ext::PullStateResponse>, Status> {
+        self.check_peer(&request, "PullState")?;
         let to = addressee(&request);
         let r = request.into_inner();
         let answer = self.peer(

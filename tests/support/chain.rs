@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use chainrep::client::{ChainClient, ClientOptions, MemberStatus};
 use chainrep::core::Variant;
+use chainrep::runtime::tls::TlsConfig;
 use chainrep::runtime::zk::ZkConfig;
 
 use super::zk::free_port;
@@ -103,10 +104,16 @@ pub fn zk_config(zk: &str, root: &str) -> ZkConfig {
 }
 
 pub async fn client(zk: &str, root: &str, variant: Variant) -> ChainClient {
+    client_with_tls(zk, root, variant, None).await
+}
+
+/// A client of a TLS chain when `tls` is given.
+pub async fn client_with_tls(zk: &str, root: &str, variant: Variant, tls: Option<TlsConfig>) -> ChainClient {
     let opts = ClientOptions {
         op_timeout: Duration::from_secs(20),
         rpc_timeout: Duration::from_secs(5),
         variant,
+        tls,
         ..ClientOptions::default()
     };
     ChainClient::connect(&zk_config(zk, root), opts)

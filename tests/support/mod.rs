@@ -6,4 +6,5 @@
 pub mod chain;
 pub mod proxy;
 pub mod scenarios;
+pub mod tls;
 pub mod zk;

@@ -85,11 +85,9 @@ impl World {
                     .note(self.now(), &format!("nemesis: client {c} sees no membership change for {t} ms"));
                 self.clients[c].view_stalled_until = self.now() + t;
             }
-            8 => {
-                if self.procs.len() < self.cfg.max_replicas {
-                    let p = self.add_replica();
-                    self.trace.note(self.now(), &format!("nemesis: new replica {p} joins"));
-                }
+            8 if self.procs.len() < self.cfg.max_replicas => {
+                let p = self.add_replica();
+                self.trace.note(self.now(), &format!("nemesis: new replica {p} joins"));
             }
             9 if self.dice.chance(150_000) && self.has_fresh_holder() => {
                 self.trace.note(self.now(), "nemesis: every ZooKeeper session ends at once");

@@ -396,6 +396,8 @@ impl World {
         );
     }
 
+    // One argument per field of the `Ev::PeerArrive` it unpacks.
+    #[allow(clippy::too_many_arguments)]
     fn peer_arrive(
         &mut self,
         from: usize,

@@ -713,6 +713,7 @@ async fn spoofed_future_xid_from_the_predecessors_id() {
         .pull_state(ext::PullStateRequest {
             src: head_id,
             stateless: vec![],
+            retained: true,
         })
         .await;
     assert_eq!(code(&r), Code::Unauthenticated, "PullState: {r:?}");

@@ -443,6 +443,14 @@ async fn chainctl_speaks_the_tail_variant() {
         probe.lines().any(|l| l.ends_with(" ok write")) && probe.lines().all(|l| l.contains(" ok ")),
         "{probe}"
     );
+    // `INVOKED DONE outcome op`, invoked no later than done.
+    assert!(
+        probe.lines().all(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            f.len() == 4 && matches!((f[0].parse::<u128>(), f[1].parse::<u128>()), (Ok(i), Ok(d)) if i <= d)
+        }),
+        "{probe}"
+    );
 
     let bench = ok_stdout(
         "bench",

@@ -84,8 +84,10 @@ enum Command {
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=10_000))]
         concurrency: u64,
     },
-    /// Write and read one key in a loop, printing `UNIX_MILLIS ok|fail write|read` lines as each
-    /// completes: outages show as gaps, e.g. while a replica is killed.
+    /// Write and read one key in a loop, printing `INVOKED_MILLIS DONE_MILLIS ok|fail write|read`
+    /// (Unix milliseconds) as each completes: outages show as gaps, e.g. while a replica is
+    /// killed. The invocation time tells an operation started after an event from one that was
+    /// already on its way.
     Probe {
         #[arg(long, default_value = "probe")]
         key: String,
@@ -279,10 +281,12 @@ async fn probe(client: &ChainClient, key: &str, duration: Duration) -> ExitCode 
     let started = std::time::Instant::now();
     let mut out = std::io::stdout();
     while started.elapsed() < duration {
+        let invoked = stamp();
         let w = client.inc(key, 1).await;
-        let _ = writeln!(out, "{} {} write", stamp(), if w.is_ok() { "ok" } else { "fail" });
+        let _ = writeln!(out, "{invoked} {} {} write", stamp(), if w.is_ok() { "ok" } else { "fail" });
+        let invoked = stamp();
         let r = client.get(key).await;
-        let _ = writeln!(out, "{} {} read", stamp(), if r.is_ok() { "ok" } else { "fail" });
+        let _ = writeln!(out, "{invoked} {} {} read", stamp(), if r.is_ok() { "ok" } else { "fail" });
         let _ = out.flush();
         if w.is_err() && r.is_err() {
             tokio::time::sleep(Duration::from_millis(5)).await;

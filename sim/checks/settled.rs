@@ -1,5 +1,8 @@
 //! Once faults stop and the chain settles, every member holds the state, at the last xid any
-//! head issued: replication catches everyone up, not just the tail.
+//! head issued: replication catches everyone up, not just the tail. And every sent list is
+//! empty: the tail has applied everything, and each replica must have learned so (the head
+//! from `xidProcessed`, the others by asking the tail), or sent lists only ever shrink by
+//! hitting their bound.
 
 use crate::sim::world::{Status, World};
 
@@ -22,6 +25,13 @@ pub fn check(w: &mut World) {
                 r.last_applied()
             );
             w.violations.push(msg);
+        }
+        let sent = r.describe().sent_len;
+        if sent > 0 {
+            w.violations.push(format!(
+                "settled chain: replica {p} (session {:x}) still holds {sent} updates in its sent list after the tail applied everything",
+                m.id
+            ));
         }
     }
 }

@@ -1711,3 +1711,62 @@ fn a_replica_alone_with_a_retained_copy_adopts_it_after_the_view_settles() {
     c.settle();
     assert_eq!(c.outcome(t), Some(&WriteOutcome::Committed));
 }
+
+/// The conditions under which a replica hands its state to a stateless head, one at a time:
+/// the asker must be above it in its own view, its predecessor must be the asker or a replica
+/// the asker found stateless, it must not have promised the state to someone still in the
+/// running, and its lease must be valid. Otherwise "not now". A replica without state says
+/// "no state" only under the first two conditions.
+#[test]
+fn pull_state_is_answered_only_under_each_of_its_conditions() {
+    let mut c = Cluster::with_nodes(head_cfg(), &[20]);
+    ok(c.inc("k", 1));
+    c.settle();
+    c.advance(1);
+
+    // 20 sees 15 above it (stateless), and not yet the asker 10.
+    c.set_view_for(&[20], &[15, 20]);
+    assert_eq!(
+        c.get_mut(20).on_pull_state(10, &[15], false),
+        PullAnswer::NotNow,
+        "asker not in the view"
+    );
+    // 20 sees the asker above it.
+    c.set_view_for(&[20], &[10, 15, 20]);
+    assert_eq!(c.get_mut(20).on_pull_state(30, &[15], false), PullAnswer::NotNow, "asker below");
+    assert_eq!(
+        c.get_mut(20).on_pull_state(20, &[15], false),
+        PullAnswer::NotNow,
+        "asker is the responder's own id"
+    );
+    assert_eq!(
+        c.get_mut(20).on_pull_state(10, &[], false),
+        PullAnswer::NotNow,
+        "predecessor neither asker nor stateless"
+    );
+    assert!(matches!(c.get_mut(20).on_pull_state(10, &[15], false), PullAnswer::State(_)));
+    // Promised to 10: another asker gets it only if 10 told it "no state".
+    c.set_view_for(&[20], &[5, 10, 15, 20]);
+    assert_eq!(c.get_mut(20).on_pull_state(5, &[15], false), PullAnswer::NotNow, "promised to 10");
+    assert!(matches!(c.get_mut(20).on_pull_state(5, &[10, 15], false), PullAnswer::State(_)));
+    // Lease lapsed.
+    c.lease_paused.insert(20);
+    c.advance(c.cfg.lease_ms + 1);
+    assert_eq!(c.get_mut(20).on_pull_state(5, &[10, 15], false), PullAnswer::NotNow, "lease lapsed");
+
+    // A replica without state.
+    c.add(40);
+    c.set_view_for(&[40], &[15, 40]);
+    assert_eq!(
+        c.get_mut(40).on_pull_state(10, &[15], false),
+        PullAnswer::NotNow,
+        "asker not in the view"
+    );
+    c.set_view_for(&[40], &[10, 15, 40]);
+    assert_eq!(
+        c.get_mut(40).on_pull_state(10, &[], false),
+        PullAnswer::NotNow,
+        "predecessor neither asker nor stateless"
+    );
+    assert_eq!(c.get_mut(40).on_pull_state(10, &[15], false), PullAnswer::NoState);
+}

@@ -170,6 +170,11 @@ pub struct Replica<C, N, K> {
     sent: VecDeque<Update>,
     /// Updates from the predecessor that arrived ahead of a gap.
     reorder: BTreeMap<Xid, Update>,
+    /// Updates held for a gap were dropped when the predecessor changed. A predecessor that
+    /// comes back (our views can go A, B, A while A saw no change) believes we hold them and
+    /// never resends them, so until a state transfer arrives an update past a gap is refused,
+    /// which makes the sender fall back to a whole state transfer.
+    dropped_held: bool,
     /// Head variant: clients waiting for their xid to reach the tail.
     pending: BTreeMap<Xid, ClientToken>,
 
@@ -206,6 +211,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             tail_processed: 0,
             sent: VecDeque::new(),
             reorder: BTreeMap::new(),
+            dropped_held: false,
             pending: BTreeMap::new(),
             link: Link::Idle,
             link_epoch: 0,

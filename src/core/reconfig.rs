@@ -28,6 +28,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         if pred != self.pred {
             // Held updates came from the old predecessor; the new one starts with a transfer.
             self.pred = pred;
+            self.dropped_held |= !self.reorder.is_empty();
             self.reorder.clear();
         }
         if self.pulled_by.is_some_and(|p| !self.view.contains(p)) {
@@ -108,6 +109,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.last_applied = t.state_xid;
         self.synced = true;
         self.retained = None;
+        self.dropped_held = false;
         self.sent = t.sent.into();
         // A sender with a larger bound (another implementation) may hand us more than we keep.
         // Dropping the oldest is safe as in `apply_and_pass_on`: a hole means a whole transfer.

@@ -100,6 +100,9 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             return true;
         }
         if update.xid > self.last_applied + 1 {
+            if self.dropped_held {
+                return false;
+            }
             if self.reorder.contains_key(&update.xid) {
                 return true;
             }

@@ -71,6 +71,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.tail_processed = 0;
         self.sent.clear();
         self.reorder.clear();
+        self.dropped_held = false;
         self.link = Link::Idle;
         self.link_epoch += 1;
         self.backoff = self.cfg.retry_min_ms;

@@ -1605,6 +1605,67 @@ mod random {
         m.check_settled();
     }
 
+    /// Found by the proptest below (shrunk): the middle holds xid 3 past a gap, sees a new
+    /// predecessor join and leave (dropping what it held) while the head saw neither view, and
+    /// the head never resends xid 3: the middle was stuck at xid 2 for good.
+    #[test]
+    fn a_predecessor_that_comes_back_resends_what_was_dropped() {
+        let ops = [
+            Op::Write {
+                key: 0,
+                delta: 0,
+                delete: false,
+            },
+            Op::Write {
+                key: 0,
+                delta: 0,
+                delete: false,
+            },
+            Op::SyncViews,
+            Op::Write {
+                key: 0,
+                delta: 0,
+                delete: false,
+            },
+            Op::Write {
+                key: 0,
+                delta: 0,
+                delete: false,
+            },
+            Op::Write {
+                key: 0,
+                delta: 0,
+                delete: false,
+            },
+            Op::Write {
+                key: 0,
+                delta: 0,
+                delete: false,
+            },
+            Op::Deliver { from: 0, to: 0 },
+            Op::Write {
+                key: 0,
+                delta: 0,
+                delete: false,
+            },
+            Op::Write {
+                key: 0,
+                delta: 0,
+                delete: false,
+            },
+            Op::Overtake { from: 255, to: 0, skip: 1 },
+            Op::Join { pos: 1, seen_by: 148 },
+            Op::Crash { victim: 33, seen_by: 0 },
+            Op::Release { index: 0 },
+            Op::Write {
+                key: 0,
+                delta: 0,
+                delete: false,
+            },
+        ];
+        run(head_cfg(), &ops);
+    }
+
     proptest! {
         // 256 cases unless PROPTEST_CASES says otherwise.
         #![proptest_config(ProptestConfig::default())]

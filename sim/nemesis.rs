@@ -20,7 +20,7 @@ impl World {
         let next = self.dice.range(100, 600);
         self.schedule(next, Ev::Nemesis);
         if self.mass_loss_recovering {
-            if self.retained_holders().is_empty() {
+            if !self.any_retained_copy() {
                 self.mass_loss_recovering = false;
                 self.trace.note(self.now(), "nemesis: recovered from the loss of every session");
             } else {
@@ -98,23 +98,17 @@ impl World {
         }
     }
 
-    /// Live replicas that kept a copy of the state from a session they lost.
-    fn retained_holders(&self) -> Vec<usize> {
-        (0..self.procs.len())
-            .filter(|&p| {
-                self.procs[p].status != Status::Crashed && self.procs[p].replica.as_ref().is_some_and(|r| r.describe().retained.is_some())
-            })
-            .collect()
+    /// Whether a live replica kept a copy of the state from a session it lost.
+    fn any_retained_copy(&self) -> bool {
+        self.procs
+            .iter()
+            .any(|p| p.status != Status::Crashed && p.replica.as_ref().is_some_and(|r| r.describe().retained.is_some()))
     }
 
     /// A live replica holds the chain's state and is current with ZooKeeper, so it holds every
     /// acknowledged write and will keep it when its session ends.
     fn has_fresh_holder(&self) -> bool {
-        self.live_synced().into_iter().any(|h| {
-            let session = self.procs[h].replica.as_ref().and_then(|r| r.session_id());
-            session.is_some_and(|s| self.zk.heard_recently(s, self.now(), self.cfg.session_timeout / 2))
-                && !self.is_blocked(Endpoint::Replica(h), Endpoint::Zk)
-        })
+        self.live_synced().into_iter().any(|h| self.is_fresh(h))
     }
 
     fn partition(&mut self, a: Endpoint, b: Endpoint) {
@@ -133,16 +127,14 @@ impl World {
     }
 
     fn can_lose(&self, victim: usize) -> bool {
-        // A survivor must be fresh in ZooKeeper's eyes too: one just back from a pause may
-        // still be listed while its session is about to expire.
-        let fresh = |h: usize| {
-            let session = self.procs[h].replica.as_ref().and_then(|r| r.session_id());
-            session.is_some_and(|s| self.zk.heard_recently(s, self.now(), self.cfg.session_timeout / 2))
-        };
-        self.procs[victim].status == Status::Up
-            && self
-                .live_synced()
-                .into_iter()
-                .any(|h| h != victim && fresh(h) && !self.is_blocked(Endpoint::Replica(h), Endpoint::Zk))
+        self.procs[victim].status == Status::Up && self.live_synced().into_iter().any(|h| h != victim && self.is_fresh(h))
+    }
+
+    /// Current in ZooKeeper's eyes and able to stay so: a replica just back from a pause may
+    /// still be listed while its session is about to expire.
+    fn is_fresh(&self, h: usize) -> bool {
+        let session = self.procs[h].replica.as_ref().and_then(|r| r.session_id());
+        session.is_some_and(|s| self.zk.heard_recently(s, self.now(), self.cfg.session_timeout / 2))
+            && !self.is_blocked(Endpoint::Replica(h), Endpoint::Zk)
     }
 }

@@ -129,6 +129,19 @@ struct RetainedState {
     store: Store,
 }
 
+impl RetainedState {
+    /// The copy as a state transfer from `src`, the process's current session. No sent list:
+    /// whoever installs it passes the whole state on.
+    fn into_transfer(self, src: NodeId) -> Transfer {
+        Transfer {
+            src,
+            state_xid: self.mark.xid,
+            state: self.store,
+            sent: Vec::new(),
+        }
+    }
+}
+
 /// A snapshot for `chainctl status` and the simulator's checks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Describe {

@@ -159,12 +159,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             }
             return match &self.retained {
                 None => PullAnswer::NoState,
-                Some(r) if want_retained => PullAnswer::State(Transfer {
-                    src: me,
-                    state_xid: r.mark.xid,
-                    state: r.store.clone(),
-                    sent: Vec::new(),
-                }),
+                Some(r) if want_retained => PullAnswer::State(r.clone().into_transfer(me)),
                 Some(r) => PullAnswer::Retained(r.mark),
             };
         }
@@ -266,13 +261,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
                     xid = r.mark.xid,
                     "no replica in the chain holds state: adopting the copy this process kept from its lost session"
                 );
-                let t = Transfer {
-                    src: me,
-                    state_xid: r.mark.xid,
-                    state: r.store,
-                    sent: Vec::new(),
-                };
-                self.install(t, false);
+                self.install(r.into_transfer(me), false);
             }
         }
     }

@@ -421,8 +421,8 @@ impl Task {
             }
         };
         let mut attempt = 0;
+        let mut before = pzxid().await?;
         let (names, version) = loop {
-            let before = pzxid().await?;
             let names = match session
                 .op(session.zk().get_children_w(&target.root, session.watch_callback()))
                 .await
@@ -431,9 +431,11 @@ impl Task {
                 Err(e) if e.is(ZkError::NoNode) => return Err(deleted()),
                 Err(e) => return Err(ListError::Failed(e.to_string())),
             };
-            if pzxid().await? == before {
+            let after = pzxid().await?;
+            if after == before {
                 break (names, before);
             }
+            before = after;
             attempt += 1;
             if attempt == MAX_LIST_ATTEMPTS {
                 return Err(ListError::Failed(format!("{} kept changing while being listed", target.root)));

@@ -71,6 +71,12 @@ fn untoken(t: ClientToken) -> (usize, u64, u32) {
 }
 
 impl World {
+    /// Give a client `n` more operations to run, starting now.
+    pub fn add_client_ops(&mut self, c: usize, n: usize) {
+        self.clients[c].ops_left += n;
+        self.schedule(0, Ev::ClientWake { client: c });
+    }
+
     pub fn client_wake(&mut self, c: usize) {
         if self.clients[c].current.is_some() || self.clients[c].ops_left == 0 {
             return;

@@ -13,6 +13,7 @@ mod env;
 pub mod grpc;
 pub mod linearizability;
 mod nemesis;
+mod quiet;
 mod trace;
 mod world;
 mod zk;
@@ -95,9 +96,15 @@ pub fn run(cfg: SimConfig) -> Report {
     let mut world = world::World::new(cfg.clone());
     world.run();
     if world.violations.is_empty() {
-        // Let the chain settle after the last client finished, then read every key.
+        // Let the chain settle after the last client finished; then a few more operations on a
+        // quiet network, counting what they cost; then read every key.
         let until = world.now() + cfg.settle_time;
         world.run_until(until);
+        world.check_settled();
+        if world.violations.is_empty() {
+            let quiet = world.quiet_phase();
+            world.check_cost(&quiet);
+        }
         world.check_end();
     }
     if !world.violations.is_empty() {

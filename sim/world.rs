@@ -138,6 +138,33 @@ impl Ev {
     }
 }
 
+/// Peer requests sent, by method (duplicates the network makes are not counted).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerSends {
+    pub propose: u64,
+    pub transfer: u64,
+    pub xid_processed: u64,
+    pub get_latest_xid: u64,
+    pub pull_state: u64,
+}
+
+impl PeerSends {
+    fn count(&mut self, kind: RequestKind) {
+        let counter = match kind {
+            RequestKind::Propose(_) => &mut self.propose,
+            RequestKind::Transfer(_) => &mut self.transfer,
+            RequestKind::XidProcessed(_) => &mut self.xid_processed,
+            RequestKind::GetLatestXid => &mut self.get_latest_xid,
+            RequestKind::PullState => &mut self.pull_state,
+        };
+        *counter += 1;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.propose + self.transfer + self.xid_processed + self.get_latest_xid + self.pull_state
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
     Up,
@@ -184,6 +211,9 @@ pub struct World {
     /// Every session was ended at once: no more faults until no live replica holds a retained
     /// copy, because until a head adopts one, the copies are the only state there is.
     pub mass_loss_recovering: bool,
+    pub peer_sends: PeerSends,
+    /// The quiet phase: no delay long enough to miss a deadline.
+    pub short_delays_only: bool,
 }
 
 impl World {
@@ -205,6 +235,8 @@ impl World {
             canon: Canon::default(),
             trace,
             mass_loss_recovering: false,
+            peer_sends: PeerSends::default(),
+            short_delays_only: false,
             phase: Phase::Faults,
             violations: Vec::new(),
             ops_finished: 0,
@@ -248,7 +280,8 @@ impl World {
 
     /// A network delay: mostly short, sometimes long, which is what reorders messages.
     pub fn delay(&mut self) -> Millis {
-        if self.dice.chance(50_000) {
+        // A long delay each way outlasts the RPC deadline, which is a fault like any other.
+        if !self.short_delays_only && self.dice.chance(50_000) {
             self.dice.range(10, 120)
         } else {
             self.dice.range(1, 8)
@@ -339,6 +372,7 @@ impl World {
 
     fn send_peer(&mut self, from: usize, inc: u32, to: core::Member, epoch: u64, request: PeerRequest) {
         let kind = request.kind();
+        self.peer_sends.count(kind);
         let reply_to = (from, inc, to.id);
         let target = self.proc_of_addr(&to.addr);
         let lost = match target {

@@ -3,10 +3,12 @@
 
 mod bounded_queues;
 mod chain_prefix;
+mod cost;
 mod linearizable;
 mod no_lost_writes;
 mod settled;
 
+use super::quiet::Quiet;
 use super::world::World;
 
 impl World {
@@ -15,9 +17,17 @@ impl World {
         bounded_queues::check(self);
     }
 
+    /// Once the chain has had time to settle after the faults.
+    pub fn check_settled(&mut self) {
+        settled::check(self);
+    }
+
+    pub fn check_cost(&mut self, quiet: &Quiet) {
+        cost::check(self, quiet);
+    }
+
     /// After the run: final reads, then the history checks.
     pub fn check_end(&mut self) {
-        settled::check(self);
         no_lost_writes::check(self);
         linearizable::check(self);
     }

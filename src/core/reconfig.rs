@@ -172,10 +172,12 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             return PullAnswer::NotNow;
         }
         self.pulled_by = Some(src);
-        match self.snapshot() {
-            Some(t) => PullAnswer::State(t),
-            None => PullAnswer::NoState,
-        }
+        let Some(t) = self.snapshot() else { return PullAnswer::NoState };
+        // The asker, our predecessor from now on, starts from exactly this snapshot and sends us
+        // every update after it: what an earlier predecessor sent and we dropped is superseded,
+        // and refusing gaps would only cost whole transfers.
+        self.dropped_held = false;
+        PullAnswer::State(t)
     }
 
     /// A replica at the head with no state asks the replicas below it, in chain order, for it.

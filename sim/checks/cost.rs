@@ -1,0 +1,50 @@
+//! What the quiet phase (`sim::quiet`) cost is what a healthy chain costs: each update crosses
+//! each link once, no state is transferred or pulled, the tail's progress flows back at most
+//! once per update (head variant) or one poll per interval per replica, and an idle chain sends
+//! nothing at all.
+
+use crate::core::{Config, Variant};
+use crate::sim::quiet::{Quiet, IDLE_MS};
+use crate::sim::world::World;
+
+pub fn check(w: &mut World, q: &Quiet) {
+    let links = q.members.saturating_sub(1) as u64;
+    let mut wrong = Vec::new();
+    if q.busy.propose != q.writes * links {
+        wrong.push(format!(
+            "{} proposeStateUpdate for {} updates over {links} links (each update crosses each link once)",
+            q.busy.propose, q.writes
+        ));
+    }
+    if q.busy.transfer != 0 || q.busy.pull_state != 0 {
+        wrong.push(format!(
+            "{} state transfers and {} pulls on a settled chain",
+            q.busy.transfer, q.busy.pull_state
+        ));
+    }
+    let xid_processed_bound = if w.cfg.variant == Variant::Head { q.writes } else { 0 };
+    if q.busy.xid_processed > xid_processed_bound {
+        wrong.push(format!(
+            "{} xidProcessed for {} updates ({xid_processed_bound} at most)",
+            q.busy.xid_processed, q.writes
+        ));
+    }
+    // One poll in flight per replica, the next one an interval after the answer.
+    let poll_bound = links * (q.busy_ms / Config::default().poll_interval_ms + 1);
+    if q.busy.get_latest_xid > poll_bound {
+        wrong.push(format!(
+            "{} getLatestXid in {} ms ({poll_bound} at most)",
+            q.busy.get_latest_xid, q.busy_ms
+        ));
+    }
+    if q.idle.total() != 0 {
+        wrong.push(format!("an idle chain sent {:?} in {IDLE_MS} ms", q.idle));
+    }
+    if !wrong.is_empty() {
+        w.violations.push(format!(
+            "cost: on the settled chain of {} replicas, {}",
+            q.members,
+            wrong.join("; ")
+        ));
+    }
+}

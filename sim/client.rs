@@ -4,6 +4,7 @@
 //! Only what is safe is retried: a write refused before anything was applied (not the head,
 //! unavailable, busy), and any read. A write whose answer is lost is recorded as unknown.
 
+use super::checks::KeyVerdict;
 use super::linearizability::{Op, OpKind};
 use super::world::{Endpoint, Ev, Phase, Status, World};
 use crate::core::{ClientOrigin, ClientToken, Member, Millis, ReadRejected, Variant, WriteAccepted, WriteOp, WriteOutcome, WriteRejected};
@@ -81,7 +82,7 @@ impl World {
         if self.clients[c].current.is_some() || self.clients[c].ops_left == 0 {
             return;
         }
-        let key = format!("k{}", self.dice.range(0, self.cfg.keys as u64));
+        let key = self.draw_key();
         let req = match self.dice.range(0, 10) {
             0..=4 => ClientReq::Write(WriteOp::Inc {
                 key,
@@ -103,6 +104,20 @@ impl World {
         let deadline = self.cfg.op_timeout;
         self.schedule(deadline, Ev::ClientDeadline { client: c, op });
         self.client_send(c);
+    }
+
+    /// Mostly one of the run's few keys; now and then one that is empty, one byte too long, or
+    /// exactly as long as allowed, so key validation is judged too (`checks::valid_keys`).
+    fn draw_key(&mut self) -> String {
+        if self.dice.chance(20_000) {
+            let limit = self.cfg.max_key_bytes;
+            return match self.dice.range(0, 3) {
+                0 => String::new(),
+                1 => "x".repeat(limit + 1),
+                _ => "y".repeat(limit),
+            };
+        }
+        format!("k{}", self.dice.range(0, self.cfg.keys as u64))
     }
 
     fn client_send(&mut self, c: usize) {
@@ -155,11 +170,22 @@ impl World {
         } else {
             match req {
                 ClientReq::Write(w) => self.head_write(c, op, attempt, to, w),
-                ClientReq::Read(key) => self.with_replica(to, |r| match r.client_read(&key) {
-                    Ok(v) => ClientResult::Value(v),
-                    Err(ReadRejected::InvalidKey(_)) => ClientResult::Refused,
-                    Err(_) => ClientResult::Retry,
-                }),
+                ClientReq::Read(key) => {
+                    let result = self.with_replica(to, |r| r.client_read(&key));
+                    if let Some(result) = &result {
+                        let verdict = match result {
+                            Ok(_) => KeyVerdict::Served,
+                            Err(ReadRejected::InvalidKey(_)) => KeyVerdict::Invalid,
+                            Err(_) => KeyVerdict::NotJudged,
+                        };
+                        self.check_key_verdict(&key, verdict);
+                    }
+                    result.map(|r| match r {
+                        Ok(v) => ClientResult::Value(v),
+                        Err(ReadRejected::InvalidKey(_)) => ClientResult::Refused,
+                        Err(_) => ClientResult::Retry,
+                    })
+                }
             }
         };
         if let Some(result) = result {
@@ -175,6 +201,12 @@ impl World {
         });
         let issued_op = w.clone();
         let result = self.with_replica(to, |r| r.client_write(token(c, op, attempt), w, origin))?;
+        let verdict = match &result {
+            Ok(_) => KeyVerdict::Served,
+            Err(WriteRejected::InvalidKey(_)) => KeyVerdict::Invalid,
+            Err(_) => KeyVerdict::NotJudged,
+        };
+        self.check_key_verdict(issued_op.key(), verdict);
         match result {
             Ok(WriteAccepted::Pending(xid) | WriteAccepted::Forwarded(xid)) => {
                 if let Err(v) = self.canon.issued(xid, &issued_op) {

@@ -30,6 +30,8 @@ pub struct SimConfig {
     pub clients: usize,
     pub ops_per_client: usize,
     pub keys: usize,
+    /// The replicas' key length limit; clients now and then send keys just past it.
+    pub max_key_bytes: usize,
     pub faults: bool,
     /// Per message, in millionths.
     pub drop_ppm: u64,
@@ -60,6 +62,7 @@ impl SimConfig {
             clients: 4,
             ops_per_client: 55,
             keys: 3,
+            max_key_bytes: 16,
             faults: true,
             drop_ppm: 20_000,
             dup_ppm: 10_000,

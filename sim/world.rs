@@ -243,6 +243,21 @@ impl World {
             pending_xids: BTreeMap::new(),
             cfg,
         };
+        // A quarter of the runs use tiny bounds, so the code at each limit runs too: a head
+        // refusing writes as busy, a middle dropping the oldest of its sent list, a reorder
+        // window that fills. The window stays at least one per client: in the quiet phase up to
+        // that many updates are in flight at once, and a smaller window would refuse them and
+        // cost whole transfers there, which `checks::cost` counts as waste.
+        if w.dice.chance(250_000) {
+            w.cfg.max_pending_writes = w.dice.range(1, 4) as usize;
+            w.cfg.max_sent = w.dice.range(2, 8) as usize;
+            w.cfg.max_reorder = w.cfg.clients + w.dice.range(0, 3) as usize;
+            let note = format!(
+                "tiny bounds: {} pending writes, {} sent, {} reordered",
+                w.cfg.max_pending_writes, w.cfg.max_sent, w.cfg.max_reorder
+            );
+            w.trace.note(0, &note);
+        }
         // Some runs start smaller, so one- and two-replica chains (head and tail at once) are
         // exercised too; the nemesis adds replicas as the run goes.
         let initial = w.dice.range(1, w.cfg.initial_replicas as u64 + 1) as usize;
@@ -313,6 +328,7 @@ impl World {
             max_pending_writes: self.cfg.max_pending_writes,
             max_sent: self.cfg.max_sent,
             max_reorder: self.cfg.max_reorder,
+            max_key_bytes: self.cfg.max_key_bytes,
             lease_ms: self.cfg.session_timeout / 2,
             retained_settle_ms: self.cfg.session_timeout / 2,
             ..core::Config::default()

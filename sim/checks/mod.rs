@@ -7,6 +7,9 @@ mod cost;
 mod linearizable;
 mod no_lost_writes;
 mod settled;
+mod valid_keys;
+
+pub use valid_keys::KeyVerdict;
 
 use super::quiet::Quiet;
 use super::world::World;
@@ -20,6 +23,11 @@ impl World {
     /// Once the chain has had time to settle after the faults.
     pub fn check_settled(&mut self) {
         settled::check(self);
+    }
+
+    /// A replica's answer to a client request, as far as the key goes.
+    pub fn check_key_verdict(&mut self, key: &str, verdict: KeyVerdict) {
+        valid_keys::check(self, key, verdict);
     }
 
     pub fn check_cost(&mut self, quiet: &Quiet) {

@@ -1,6 +1,7 @@
 //! Faults: crashes and restarts as new sessions, pauses past the session timeout, partitions
 //! between replicas, from ZooKeeper and from clients, clients whose view of the membership
-//! stalls, new replicas joining, and every session ending at once (the root deleted).
+//! stalls, replicas whose membership notifications lag while their lease holds, new replicas
+//! joining, and every session ending at once (the root deleted).
 //!
 //! The nemesis never takes away the last replica that holds the state: a run in which every
 //! holder died would lose acknowledged writes by bad luck, and the checks could not tell that
@@ -28,7 +29,7 @@ impl World {
             }
         }
 
-        let action = self.dice.range(0, 10);
+        let action = self.dice.range(0, 11);
         match action {
             0 | 1 => {
                 if let Some(v) = self.expendable() {
@@ -93,6 +94,18 @@ impl World {
                 self.trace.note(self.now(), "nemesis: every ZooKeeper session ends at once");
                 self.zk_expire_all();
                 self.mass_loss_recovering = true;
+            }
+            10 => {
+                // The replica keeps its lease but acts on an old membership: a new head above it
+                // or a new successor below it goes unseen for a while, which is when the guards
+                // on pulling state and on answering as tail matter.
+                let up: Vec<usize> = (0..self.procs.len()).filter(|&p| self.procs[p].status == Status::Up).collect();
+                if let Some(p) = self.dice.pick(&up) {
+                    let t = self.dice.range(200, 3 * self.cfg.session_timeout / 2);
+                    self.trace
+                        .note(self.now(), &format!("nemesis: replica {p} sees no membership change for {t} ms"));
+                    self.stall_membership(p, self.now() + t);
+                }
             }
             _ => {}
         }

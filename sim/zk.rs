@@ -37,6 +37,14 @@ pub struct ZkModel {
     znodes: BTreeMap<NodeId, String>,
     version: u64,
     watchers: BTreeMap<Watcher, Millis>,
+    /// What the replica learns from its own requests (registering, the heartbeat that renews
+    /// the lease, the heartbeat that finds the session gone) travels apart from membership
+    /// listings, which may lag behind: the production runtime keeps sending heartbeats while a
+    /// listing fails and is retried.
+    session_lane: BTreeMap<Watcher, Millis>,
+    /// A replica's membership notifications reach it no earlier than this (a slow listing),
+    /// while its heartbeats, and so its lease, carry on.
+    membership_stalled_until: BTreeMap<usize, Millis>,
     /// The session each replica watcher's notifications belong to.
     watcher_session: BTreeMap<Watcher, NodeId>,
 }
@@ -48,6 +56,7 @@ impl ZkModel {
 
     pub fn forget_replica_watchers(&mut self, proc: usize) {
         self.watchers.retain(|w, _| !matches!(w, Watcher::Replica(p, _) if *p == proc));
+        self.session_lane.retain(|w, _| !matches!(w, Watcher::Replica(p, _) if *p == proc));
         self.watcher_session
             .retain(|w, _| !matches!(w, Watcher::Replica(p, _) if *p == proc));
     }
@@ -78,14 +87,34 @@ impl World {
     /// Deliver to one watcher, after everything already on its way to it.
     fn watch_send(&mut self, watcher: Watcher, event: WatchEvent) {
         let d = self.delay();
-        let free = self.zk.watchers.get(&watcher).copied().unwrap_or(0);
+        let listing = matches!(event, WatchEvent::View(..));
+        let lane = if listing {
+            &mut self.zk.watchers
+        } else {
+            &mut self.zk.session_lane
+        };
+        let free = lane.get(&watcher).copied().unwrap_or(0);
         let mut at = (self.now() + d).max(free + 1);
-        if let Watcher::Client(c) = watcher {
+        match watcher {
             // A client whose ZooKeeper connection stalls keeps using its old view meanwhile.
-            at = at.max(self.clients[c].view_stalled_until);
+            Watcher::Client(c) => at = at.max(self.clients[c].view_stalled_until),
+            Watcher::Replica(p, _) if listing => {
+                at = at.max(self.zk.membership_stalled_until.get(&p).copied().unwrap_or(0));
+            }
+            Watcher::Replica(..) => {}
         }
-        self.zk.watchers.insert(watcher, at);
+        let lane = if listing {
+            &mut self.zk.watchers
+        } else {
+            &mut self.zk.session_lane
+        };
+        lane.insert(watcher, at);
         self.schedule_at(at, Ev::ZkWatch { watcher, event });
+    }
+
+    /// Hold back `proc`'s membership listings until `until`; its heartbeats carry on.
+    pub fn stall_membership(&mut self, proc: usize, until: Millis) {
+        self.zk.membership_stalled_until.insert(proc, until);
     }
 
     fn broadcast_view(&mut self) {

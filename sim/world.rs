@@ -417,7 +417,13 @@ impl World {
         };
         let sent_at = self.now();
         if self.dice.chance(self.dup_ppm) {
-            let t = self.delay();
+            // Some duplicates arrive long after the original, when the sender may no longer
+            // be the receiver's neighbour, or no longer alive.
+            let t = if self.dice.chance(250_000) {
+                self.dice.range(200, 2 * self.cfg.session_timeout)
+            } else {
+                self.delay()
+            };
             self.schedule(
                 t,
                 Ev::PeerArrive {

@@ -10,6 +10,7 @@ mod checks;
 mod client;
 mod dice;
 mod env;
+mod failover;
 pub mod grpc;
 pub mod linearizability;
 mod nemesis;
@@ -100,13 +101,17 @@ pub fn run(cfg: SimConfig) -> Report {
     world.run();
     if world.violations.is_empty() {
         // Let the chain settle after the last client finished; then a few more operations on a
-        // quiet network, counting what they cost; then read every key.
+        // quiet network, counting what they cost; then more while the tail crashes; then read
+        // every key.
         let until = world.now() + cfg.settle_time;
         world.run_until(until);
         world.check_settled();
         if world.violations.is_empty() {
             let quiet = world.quiet_phase();
             world.check_cost(&quiet);
+        }
+        if world.violations.is_empty() {
+            world.failover_phase();
         }
         world.check_end();
     }

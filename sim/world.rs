@@ -214,6 +214,8 @@ pub struct World {
     pub peer_sends: PeerSends,
     /// The quiet phase: no delay long enough to miss a deadline.
     pub short_delays_only: bool,
+    /// This run uses tiny bounds on queues (see `World::new`).
+    pub tiny_bounds: bool,
 }
 
 impl World {
@@ -237,6 +239,7 @@ impl World {
             mass_loss_recovering: false,
             peer_sends: PeerSends::default(),
             short_delays_only: false,
+            tiny_bounds: false,
             phase: Phase::Faults,
             violations: Vec::new(),
             ops_finished: 0,
@@ -249,6 +252,7 @@ impl World {
         // that many updates are in flight at once, and a smaller window would refuse them and
         // cost whole transfers there, which `checks::cost` counts as waste.
         if w.dice.chance(250_000) {
+            w.tiny_bounds = true;
             w.cfg.max_pending_writes = w.dice.range(1, 4) as usize;
             w.cfg.max_sent = w.dice.range(2, 8) as usize;
             w.cfg.max_reorder = w.cfg.clients + w.dice.range(0, 3) as usize;

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::rc::Rc;
 
 use super::canon::Canon;
+use super::checks::TransferRetries;
 use super::client::{Client, ClientReq, ClientResult};
 use super::dice::Dice;
 use super::env::{Outbox, Outgoing, SimClock, SimCoord, SimNet};
@@ -216,6 +217,7 @@ pub struct World {
     pub short_delays_only: bool,
     /// This run uses tiny bounds on queues (see `World::new`).
     pub tiny_bounds: bool,
+    pub transfer_retries: TransferRetries,
 }
 
 impl World {
@@ -240,6 +242,7 @@ impl World {
             peer_sends: PeerSends::default(),
             short_delays_only: false,
             tiny_bounds: false,
+            transfer_retries: TransferRetries::default(),
             phase: Phase::Faults,
             violations: Vec::new(),
             ops_finished: 0,
@@ -393,6 +396,9 @@ impl World {
     fn send_peer(&mut self, from: usize, inc: u32, to: core::Member, epoch: u64, request: PeerRequest) {
         let kind = request.kind();
         self.peer_sends.count(kind);
+        if let RequestKind::Transfer(_) = kind {
+            self.check_transfer_send(from, inc, to.id, epoch);
+        }
         let reply_to = (from, inc, to.id);
         let target = self.proc_of_addr(&to.addr);
         let lost = match target {
@@ -484,6 +490,10 @@ impl World {
                 self.schedule_at(deadline, unreachable);
             }
             return;
+        }
+        if let PeerRequest::Transfer(_) = request {
+            // If the receiver installs it, its own link may restart at once.
+            self.transfer_retries.forget(to);
         }
         let reply = self.with_replica(to, |r| r.on_addressed_request(Some(from_node), request));
         let Some(reply) = reply else { return };
@@ -591,6 +601,16 @@ impl World {
                 reply,
             } => {
                 if self.current_inc(to, inc) {
+                    match (kind, &reply) {
+                        (RequestKind::Transfer(_), PeerReply::Accepted) => self.transfer_retries.succeeded((to, inc, from_node), epoch),
+                        (RequestKind::Propose(_), PeerReply::Accepted) => {}
+                        (RequestKind::Transfer(_) | RequestKind::Propose(_), _) => {
+                            self.transfer_retries.failed((to, inc, from_node), epoch, self.now())
+                        }
+                        // A pulled state, once installed, may restart the link.
+                        (RequestKind::PullState, _) => self.transfer_retries.forget(to),
+                        _ => {}
+                    }
                     self.with_replica(to, |r| r.on_peer_reply(from_node, epoch, kind, reply));
                 }
             }

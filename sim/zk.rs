@@ -184,6 +184,10 @@ impl World {
                 if self.procs[proc].incarnation != inc {
                     return;
                 }
+                if !matches!(event, WatchEvent::Alive(_)) {
+                    // A new view or session may restart the replica's link at once.
+                    self.transfer_retries.forget(proc);
+                }
                 self.with_replica(proc, |r| match event {
                     WatchEvent::Joined(id) => r.on_joined(id),
                     WatchEvent::View(members, version) => r.on_view(members, version),

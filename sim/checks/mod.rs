@@ -1,6 +1,7 @@
 //! The checks that judge a run, one invariant per file. `step` checks run after every event;
 //! `end` checks once the run is over.
 
+mod backoff;
 mod bounded_queues;
 mod chain_prefix;
 mod cost;
@@ -9,10 +10,12 @@ mod no_lost_writes;
 mod settled;
 mod valid_keys;
 
+pub use backoff::TransferRetries;
 pub use valid_keys::KeyVerdict;
 
 use super::quiet::Quiet;
 use super::world::World;
+use crate::core::NodeId;
 
 impl World {
     pub fn check_step(&mut self) {
@@ -28,6 +31,11 @@ impl World {
     /// A replica's answer to a client request, as far as the key goes.
     pub fn check_key_verdict(&mut self, key: &str, verdict: KeyVerdict) {
         valid_keys::check(self, key, verdict);
+    }
+
+    /// `proc` (incarnation `inc`) sends session `to` a state transfer on link epoch `epoch`.
+    pub fn check_transfer_send(&mut self, proc: usize, inc: u32, to: NodeId, epoch: u64) {
+        backoff::check_send(self, (proc, inc, to), epoch);
     }
 
     pub fn check_cost(&mut self, quiet: &Quiet) {

@@ -1,10 +1,11 @@
 //! A replica whose state transfer failed waits before it sends the next one to the same
-//! successor: `retry_min_ms`, doubling with each failure in a row up to `retry_max_ms`, unless something changed meanwhile (a view, its own state):
-//! a successor that keeps refusing must not be flooded.
+//! successor: `retry_min_ms`, doubling with each failure in a row up to `retry_max_ms`, unless
+//! something changed meanwhile (a view, its own state). A successor that keeps refusing must not
+//! be flooded.
 //!
 //! Only a failure on the link's current epoch counts (replies carry it: the last transfer and
-//! the updates sent after it); anything that may restart the link (a membership event, a transfer or pulled state
-//! installed) forgets the replica's failures.
+//! the updates sent after it); anything that may restart the link (a membership event, a
+//! transfer or pulled state installed) forgets the replica's failures.
 
 use std::collections::BTreeMap;
 

@@ -1,31 +1,58 @@
-//! After the quiet phase: the tail crashes while clients keep working, on a network that
-//! otherwise behaves. Every operation must still complete with a definite answer (the client
-//! code counts an unknown outcome after settling as a liveness failure): the replica that
-//! becomes tail acknowledges what its old successor never confirmed, to the head (head variant)
-//! or to the waiting clients (tail variant, `cxidProcessed`). Under the fault phase's drops a
-//! lost callback looks the same as one never sent, so only here can the checks tell them apart.
+//! After the quiet phase: first the tail, then a middle replica crashes while clients keep
+//! working, on a network that otherwise behaves (no drops, duplicates or deadline-missing
+//! delays). Every operation must still complete with a definite answer (the client code counts
+//! an unknown outcome after settling as a liveness failure): the replica that becomes tail
+//! acknowledges what its old successor never confirmed, to the head (head variant) or to the
+//! waiting clients (tail variant, `cxidProcessed`). Under the fault phase's drops a lost
+//! callback looks the same as one never sent; here the checks can tell them apart.
+//!
+//! When a middle goes, its predecessor gives the successor its state, and the successor brings
+//! its own successor up to date update by update: one accepted state transfer in all
+//! (`checks::cost`).
 
 use super::world::World;
 use crate::core::Millis;
 
 const OPS_PER_CLIENT: usize = 10;
-/// Let the workload get going so updates are in flight when the tail goes.
+/// Let the workload get going so updates are in flight when the replica goes.
 const CRASH_AFTER_MS: Millis = 60;
 const WORKLOAD_LIMIT_MS: Millis = 20_000;
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Victim {
+    Tail,
+    Middle,
+}
+
 impl World {
     pub fn failover_phase(&mut self) {
-        let members = self.zk.members();
         // With tiny bounds a busy head refuses writes until the tail's progress reaches it, and
         // with the second the crash takes to notice, an unlucky client can run out of time
         // without anything being wrong.
-        if members.len() < 2 || self.tiny_bounds {
+        if self.tiny_bounds {
             return;
         }
-        let Some(tail) = members.last().and_then(|m| self.proc_of_addr(&m.addr)) else {
+        self.crash_under_load(Victim::Tail);
+        if self.violations.is_empty() {
+            self.crash_under_load(Victim::Middle);
+        }
+    }
+
+    fn crash_under_load(&mut self, victim: Victim) {
+        let members = self.zk.members();
+        let (position, needed) = match victim {
+            Victim::Tail => (members.len().saturating_sub(1), 2),
+            Victim::Middle => (1, 3),
+        };
+        if members.len() < needed {
+            return;
+        }
+        let proc_at = |w: &World, i: usize| members.get(i).and_then(|m| w.proc_of_addr(&m.addr));
+        let (Some(crashed), successor) = (proc_at(self, position), proc_at(self, position + 1)) else {
             return;
         };
         let start = self.now();
+        self.accepted_transfers.clear();
         for c in 0..self.clients.len() {
             self.add_client_ops(c, OPS_PER_CLIENT);
         }
@@ -33,15 +60,21 @@ impl World {
         if !self.violations.is_empty() {
             return;
         }
-        self.trace.note(self.now(), &format!("failover: crash the tail, replica {tail}"));
-        self.crash(tail);
+        self.trace
+            .note(self.now(), &format!("failover: crash the {victim:?}, replica {crashed}"));
+        self.crash(crashed);
         self.run_until(start + WORKLOAD_LIMIT_MS);
         if !self.clients.iter().all(|c| c.is_done()) && self.violations.is_empty() {
             self.violations.push(format!(
-                "liveness: the workload across the tail's crash did not finish within {WORKLOAD_LIMIT_MS} ms"
+                "liveness: the workload across the crash of the {victim:?} did not finish within {WORKLOAD_LIMIT_MS} ms"
             ));
         }
         let settled = self.now() + self.cfg.settle_time;
         self.run_until(settled);
+        if self.violations.is_empty() {
+            if let Some(successor) = successor {
+                self.check_failover_cost(successor);
+            }
+        }
     }
 }

@@ -218,6 +218,8 @@ pub struct World {
     /// This run uses tiny bounds on queues (see `World::new`).
     pub tiny_bounds: bool,
     pub transfer_retries: TransferRetries,
+    /// Replicas that accepted a state transfer, in order (kept for the failover phase).
+    pub accepted_transfers: Vec<usize>,
 }
 
 impl World {
@@ -243,6 +245,7 @@ impl World {
             short_delays_only: false,
             tiny_bounds: false,
             transfer_retries: TransferRetries::default(),
+            accepted_transfers: Vec::new(),
             phase: Phase::Faults,
             violations: Vec::new(),
             ops_finished: 0,
@@ -491,12 +494,16 @@ impl World {
             }
             return;
         }
-        if let PeerRequest::Transfer(_) = request {
+        let is_transfer = matches!(request, PeerRequest::Transfer(_));
+        if is_transfer {
             // If the receiver installs it, its own link may restart at once.
             self.transfer_retries.forget(to);
         }
         let reply = self.with_replica(to, |r| r.on_addressed_request(Some(from_node), request));
         let Some(reply) = reply else { return };
+        if is_transfer && reply == PeerReply::Accepted && self.accepted_transfers.len() < 1_000 {
+            self.accepted_transfers.push(to);
+        }
         if fate == Fate::Silent {
             return;
         }

@@ -48,3 +48,14 @@ pub fn check(w: &mut World, q: &Quiet) {
         ));
     }
 }
+
+/// After a middle replica crashed on a quiet network: only its successor took a state transfer,
+/// once; everyone after it was caught up update by update.
+pub fn check_failover(w: &mut World, successor: usize) {
+    let accepted = std::mem::take(&mut w.accepted_transfers);
+    if accepted != [successor] {
+        w.violations.push(format!(
+            "cost: after a middle replica crashed, replicas {accepted:?} accepted state transfers; only its successor, replica {successor}, should have, once"
+        ));
+    }
+}

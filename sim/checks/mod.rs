@@ -42,6 +42,11 @@ impl World {
         cost::check(self, quiet);
     }
 
+    /// A middle replica crashed; `successor` was the one after it.
+    pub fn check_failover_cost(&mut self, successor: usize) {
+        cost::check_failover(self, successor);
+    }
+
     /// After the run: final reads, then the history checks.
     pub fn check_end(&mut self) {
         no_lost_writes::check(self);

@@ -254,14 +254,14 @@ impl World {
         };
         // A quarter of the runs use tiny bounds, so the code at each limit runs too: a head
         // refusing writes as busy, a middle dropping the oldest of its sent list, a reorder
-        // window that fills. The window stays at least one per client: in the quiet phase up to
-        // that many updates are in flight at once, and a smaller window would refuse them and
-        // cost whole transfers there, which `checks::cost` counts as waste.
+        // window smaller than the number of updates in flight (one per client), so it fills
+        // and refuses. Refusals fall back to whole state transfers by design, so these runs
+        // skip the cost checks.
         if w.dice.chance(250_000) {
             w.tiny_bounds = true;
             w.cfg.max_pending_writes = w.dice.range(1, 4) as usize;
             w.cfg.max_sent = w.dice.range(2, 8) as usize;
-            w.cfg.max_reorder = w.cfg.clients + w.dice.range(0, 3) as usize;
+            w.cfg.max_reorder = w.dice.range(1, w.cfg.clients as u64) as usize;
             let note = format!(
                 "tiny bounds: {} pending writes, {} sent, {} reordered",
                 w.cfg.max_pending_writes, w.cfg.max_sent, w.cfg.max_reorder

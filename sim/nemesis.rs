@@ -29,7 +29,9 @@ impl World {
             }
         }
 
-        let action = self.dice.range(0, 11);
+        let Some(action) = self.dice.pick(&self.nemesis_actions.clone()) else {
+            return;
+        };
         match action {
             0 | 1 => {
                 if let Some(v) = self.expendable() {

@@ -18,6 +18,9 @@ use crate::core::{self, Millis, NodeId, PeerReply, PeerRequest, Replica, Request
 
 pub type SimReplica = Replica<SimClock, SimNet, SimCoord>;
 
+/// How many kinds of fault `World::nemesis` picks from.
+pub const NEMESIS_ACTIONS: u64 = 11;
+
 /// Something that can be cut off from something else.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Endpoint {
@@ -220,6 +223,8 @@ pub struct World {
     pub transfer_retries: TransferRetries,
     /// Replicas that accepted a state transfer, in order (kept for the failover phase).
     pub accepted_transfers: Vec<usize>,
+    /// The nemesis's repertoire in this run (see `World::new`).
+    pub nemesis_actions: Vec<u64>,
 }
 
 impl World {
@@ -246,6 +251,7 @@ impl World {
             tiny_bounds: false,
             transfer_retries: TransferRetries::default(),
             accepted_transfers: Vec::new(),
+            nemesis_actions: Vec::new(),
             phase: Phase::Faults,
             violations: Vec::new(),
             ops_finished: 0,
@@ -267,6 +273,17 @@ impl World {
                 w.cfg.max_pending_writes, w.cfg.max_sent, w.cfg.max_reorder
             );
             w.trace.note(0, &note);
+        }
+        // Swarm testing: half the runs give the nemesis only some of its faults, so the rarer
+        // interleavings that one kind of fault makes, repeated, are not drowned by the others.
+        w.nemesis_actions = (0..NEMESIS_ACTIONS).collect();
+        if w.dice.chance(500_000) {
+            let mut chosen: Vec<u64> = (0..NEMESIS_ACTIONS).filter(|_| w.dice.chance(400_000)).collect();
+            if chosen.is_empty() {
+                chosen.push(w.dice.range(0, NEMESIS_ACTIONS));
+            }
+            w.trace.note(0, &format!("swarm: nemesis actions {chosen:?}"));
+            w.nemesis_actions = chosen;
         }
         // Some runs start smaller, so one- and two-replica chains (head and tail at once) are
         // exercised too; the nemesis adds replicas as the run goes.

@@ -101,8 +101,8 @@ pub fn run(cfg: SimConfig) -> Report {
     world.run();
     if world.violations.is_empty() {
         // Let the chain settle after the last client finished; then a few more operations on a
-        // quiet network, counting what they cost; then more while the tail crashes; then read
-        // every key.
+        // quiet network, counting what they cost; then more while the tail, then a middle, crash;
+        // then read every key.
         let until = world.now() + cfg.settle_time;
         world.run_until(until);
         world.check_settled();

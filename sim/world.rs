@@ -518,6 +518,8 @@ impl World {
         }
         let reply = self.with_replica(to, |r| r.on_addressed_request(Some(from_node), request));
         let Some(reply) = reply else { return };
+        // Only the failover phase reads this, after clearing it; the bound keeps the fault
+        // phase from growing it without limit.
         if is_transfer && reply == PeerReply::Accepted && self.accepted_transfers.len() < 1_000 {
             self.accepted_transfers.push(to);
         }

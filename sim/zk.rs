@@ -54,6 +54,16 @@ impl ZkModel {
         self.watchers.insert(Watcher::Client(client), 0);
     }
 
+    /// When each watcher's last notification on a lane arrives: membership listings, or the
+    /// session's own answers.
+    fn lane(&mut self, listing: bool) -> &mut BTreeMap<Watcher, Millis> {
+        if listing {
+            &mut self.watchers
+        } else {
+            &mut self.session_lane
+        }
+    }
+
     pub fn forget_replica_watchers(&mut self, proc: usize) {
         self.watchers.retain(|w, _| !matches!(w, Watcher::Replica(p, _) if *p == proc));
         self.session_lane.retain(|w, _| !matches!(w, Watcher::Replica(p, _) if *p == proc));
@@ -88,12 +98,7 @@ impl World {
     fn watch_send(&mut self, watcher: Watcher, event: WatchEvent) {
         let d = self.delay();
         let listing = matches!(event, WatchEvent::View(..));
-        let lane = if listing {
-            &mut self.zk.watchers
-        } else {
-            &mut self.zk.session_lane
-        };
-        let free = lane.get(&watcher).copied().unwrap_or(0);
+        let free = self.zk.lane(listing).get(&watcher).copied().unwrap_or(0);
         let mut at = (self.now() + d).max(free + 1);
         match watcher {
             // A client whose ZooKeeper connection stalls keeps using its old view meanwhile.
@@ -103,12 +108,7 @@ impl World {
             }
             Watcher::Replica(..) => {}
         }
-        let lane = if listing {
-            &mut self.zk.watchers
-        } else {
-            &mut self.zk.session_lane
-        };
-        lane.insert(watcher, at);
+        self.zk.lane(listing).insert(watcher, at);
         self.schedule_at(at, Ev::ZkWatch { watcher, event });
     }
 

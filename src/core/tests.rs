@@ -1610,58 +1610,27 @@ mod random {
     /// the head never resends xid 3: the middle was stuck at xid 2 for good.
     #[test]
     fn a_predecessor_that_comes_back_resends_what_was_dropped() {
+        const WRITE: Op = Op::Write {
+            key: 0,
+            delta: 0,
+            delete: false,
+        };
         let ops = [
-            Op::Write {
-                key: 0,
-                delta: 0,
-                delete: false,
-            },
-            Op::Write {
-                key: 0,
-                delta: 0,
-                delete: false,
-            },
+            WRITE,
+            WRITE,
             Op::SyncViews,
-            Op::Write {
-                key: 0,
-                delta: 0,
-                delete: false,
-            },
-            Op::Write {
-                key: 0,
-                delta: 0,
-                delete: false,
-            },
-            Op::Write {
-                key: 0,
-                delta: 0,
-                delete: false,
-            },
-            Op::Write {
-                key: 0,
-                delta: 0,
-                delete: false,
-            },
+            WRITE,
+            WRITE,
+            WRITE,
+            WRITE,
             Op::Deliver { from: 0, to: 0 },
-            Op::Write {
-                key: 0,
-                delta: 0,
-                delete: false,
-            },
-            Op::Write {
-                key: 0,
-                delta: 0,
-                delete: false,
-            },
+            WRITE,
+            WRITE,
             Op::Overtake { from: 255, to: 0, skip: 1 },
             Op::Join { pos: 1, seen_by: 148 },
             Op::Crash { victim: 33, seen_by: 0 },
             Op::Release { index: 0 },
-            Op::Write {
-                key: 0,
-                delta: 0,
-                delete: false,
-            },
+            WRITE,
         ];
         run(head_cfg(), &ops);
     }

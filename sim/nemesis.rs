@@ -29,7 +29,7 @@ impl World {
             }
         }
 
-        let Some(action) = self.dice.pick(&self.nemesis_actions.clone()) else {
+        let Some(action) = self.dice.pick(&self.nemesis_actions) else {
             return;
         };
         match action {

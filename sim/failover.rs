@@ -53,9 +53,7 @@ impl World {
         };
         let start = self.now();
         self.accepted_transfers.clear();
-        for c in 0..self.clients.len() {
-            self.add_client_ops(c, OPS_PER_CLIENT);
-        }
+        self.add_workload(OPS_PER_CLIENT);
         self.run_until(start + CRASH_AFTER_MS);
         if !self.violations.is_empty() {
             return;
@@ -63,12 +61,7 @@ impl World {
         self.trace
             .note(self.now(), &format!("failover: crash the {victim:?}, replica {crashed}"));
         self.crash(crashed);
-        self.run_until(start + WORKLOAD_LIMIT_MS);
-        if !self.clients.iter().all(|c| c.is_done()) && self.violations.is_empty() {
-            self.violations.push(format!(
-                "liveness: the workload across the crash of the {victim:?} did not finish within {WORKLOAD_LIMIT_MS} ms"
-            ));
-        }
+        self.finish_workload(start + WORKLOAD_LIMIT_MS, &format!("across the crash of the {victim:?}"));
         let settled = self.now() + self.cfg.settle_time;
         self.run_until(settled);
         if self.violations.is_empty() {

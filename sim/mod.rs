@@ -14,7 +14,9 @@ mod failover;
 pub mod grpc;
 pub mod linearizability;
 mod nemesis;
+mod new_head;
 mod quiet;
+mod stale_copy;
 mod trace;
 mod world;
 mod zk;
@@ -102,7 +104,8 @@ pub fn run(cfg: SimConfig) -> Report {
     if world.violations.is_empty() {
         // Let the chain settle after the last client finished; then a few more operations on a
         // quiet network, counting what they cost; then more while the tail, then a middle, crash;
-        // then read every key.
+        // then the targeted scenarios (a new head pulling the state, a stale retained copy at
+        // the head); then read every key.
         let until = world.now() + cfg.settle_time;
         world.run_until(until);
         world.check_settled();
@@ -114,6 +117,17 @@ pub fn run(cfg: SimConfig) -> Report {
         }
         if world.violations.is_empty() {
             world.failover_phase();
+        }
+        // One targeted scenario per run keeps the seed rate up.
+        if world.violations.is_empty() {
+            if world.dice.chance(500_000) {
+                let clean = world.new_head_phase();
+                if let Some(clean) = clean.filter(|_| world.violations.is_empty() && !world.tiny_bounds) {
+                    world.check_new_head_cost(&clean);
+                }
+            } else {
+                world.stale_copy_phase();
+            }
         }
         world.check_end();
     }

@@ -141,7 +141,7 @@ impl World {
         self.can_lose(victim).then_some(victim)
     }
 
-    fn can_lose(&self, victim: usize) -> bool {
+    pub fn can_lose(&self, victim: usize) -> bool {
         self.procs[victim].status == Status::Up && self.live_synced().into_iter().any(|h| h != victim && self.is_fresh(h))
     }
 

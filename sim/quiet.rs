@@ -39,15 +39,8 @@ impl World {
         let start = self.now();
         self.short_delays_only = true;
         self.peer_sends = PeerSends::default();
-        for c in 0..self.clients.len() {
-            self.add_client_ops(c, OPS_PER_CLIENT);
-        }
-        self.run_until(start + WORKLOAD_LIMIT_MS);
-        if !self.clients.iter().all(|c| c.is_done()) && self.violations.is_empty() {
-            self.violations.push(format!(
-                "liveness: the quiet workload after settling did not finish within {WORKLOAD_LIMIT_MS} ms"
-            ));
-        }
+        self.add_workload(OPS_PER_CLIENT);
+        self.finish_workload(start + WORKLOAD_LIMIT_MS, "on the quiet network after settling");
         let drained = self.now() + DRAIN_MS;
         self.run_until(drained);
         let busy = std::mem::take(&mut self.peer_sends);

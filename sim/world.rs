@@ -188,7 +188,12 @@ pub struct Proc {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
     Faults,
-    Healed { at: Millis },
+    Healed {
+        at: Millis,
+    },
+    /// A targeted scenario (`new_head`, `stale_copy`) makes its own faults: the nemesis stays
+    /// off, and an operation may end without a definite answer, as in the fault phase.
+    Scenario,
 }
 
 pub struct World {
@@ -225,6 +230,8 @@ pub struct World {
     pub accepted_transfers: Vec<usize>,
     /// The nemesis's repertoire in this run (see `World::new`).
     pub nemesis_actions: Vec<u64>,
+    /// Clients draw keys from the newest generation (see `World::fresh_keys`).
+    pub key_generations: usize,
 }
 
 impl World {
@@ -252,6 +259,7 @@ impl World {
             transfer_retries: TransferRetries::default(),
             accepted_transfers: Vec::new(),
             nemesis_actions: Vec::new(),
+            key_generations: 1,
             phase: Phase::Faults,
             violations: Vec::new(),
             ops_finished: 0,
@@ -593,7 +601,7 @@ impl World {
     }
 
     fn finished(&self) -> bool {
-        matches!(self.phase, Phase::Healed { .. }) && self.clients.iter().all(|c| c.is_done())
+        self.phase != Phase::Faults && self.clients.iter().all(|c| c.is_done())
     }
 
     fn current_inc(&self, proc: usize, inc: u32) -> bool {

@@ -3,7 +3,7 @@
 //! with its own delays. Session ids are drawn as a multi-server ensemble draws them: the top
 //! byte is the id of the server that created the session, so a new replica can sort anywhere.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::world::{Endpoint, Ev, Status, World};
 use crate::core::{Member, Millis, NodeId};
@@ -47,6 +47,9 @@ pub struct ZkModel {
     membership_stalled_until: BTreeMap<usize, Millis>,
     /// The session each replica watcher's notifications belong to.
     watcher_session: BTreeMap<Watcher, NodeId>,
+    /// Replicas whose next session is created by the lowest-numbered server, so it sorts
+    /// before every other member: the targeted scenarios need a particular replica at the head.
+    sorts_first: BTreeSet<usize>,
 }
 
 impl ZkModel {
@@ -112,6 +115,11 @@ impl World {
         self.schedule_at(at, Ev::ZkWatch { watcher, event });
     }
 
+    /// `proc`'s next session sorts before every session there is now (see `sorts_first`).
+    pub fn next_session_sorts_first(&mut self, proc: usize) {
+        self.zk.sorts_first.insert(proc);
+    }
+
     /// Hold back `proc`'s membership listings until `until`; its heartbeats carry on.
     pub fn stall_membership(&mut self, proc: usize, until: Millis) {
         self.zk.membership_stalled_until.insert(proc, until);
@@ -151,7 +159,10 @@ impl World {
             return;
         }
         self.zk.counter += 1;
-        let server = if self.cfg.multi_server_ids { self.dice.range(1, 4) } else { 1 };
+        let mut server = if self.cfg.multi_server_ids { self.dice.range(1, 4) } else { 1 };
+        if self.zk.sorts_first.remove(&proc) {
+            server = 0;
+        }
         let id = (server << 56) | self.zk.counter;
         let now = self.now();
         self.zk.sessions.insert(

@@ -4,6 +4,7 @@
 //! nothing at all.
 
 use crate::core::{Config, Variant};
+use crate::sim::new_head::CleanNewHead;
 use crate::sim::quiet::{Quiet, IDLE_MS};
 use crate::sim::world::World;
 
@@ -56,6 +57,32 @@ pub fn check_failover(w: &mut World, successor: usize) {
     if accepted != [successor] {
         w.violations.push(format!(
             "cost: after a middle replica crashed, replicas {accepted:?} accepted state transfers; only its successor, replica {successor}, should have, once"
+        ));
+    }
+}
+
+/// A replica with no state joined at the head of a settled chain on a quiet network. It takes
+/// the state from its successor, which already holds it, so nothing is transferred; and when
+/// told "not now" it asks again only after a pause.
+pub fn check_new_head(w: &mut World, n: &CleanNewHead) {
+    // `on_pull_reply` pauses five retry intervals after "not now"; the simulator's replicas
+    // keep the default retry interval.
+    let pause = Config::default().retry_min_ms * 5;
+    let pull_bound = 2 + n.pulling_ms / pause;
+    let mut wrong = Vec::new();
+    if n.sends.transfer != 0 {
+        wrong.push(format!("{} state transfers", n.sends.transfer));
+    }
+    if n.sends.pull_state > pull_bound {
+        wrong.push(format!(
+            "{} pulls in the {} ms it took to get the state ({pull_bound} at most)",
+            n.sends.pull_state, n.pulling_ms
+        ));
+    }
+    if !wrong.is_empty() {
+        w.violations.push(format!(
+            "cost: a new head joining a settled chain on a quiet network cost {}",
+            wrong.join("; ")
         ));
     }
 }

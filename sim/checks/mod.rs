@@ -13,9 +13,10 @@ mod valid_keys;
 pub use backoff::TransferRetries;
 pub use valid_keys::KeyVerdict;
 
+use super::new_head::CleanNewHead;
 use super::quiet::Quiet;
-use super::world::World;
-use crate::core::NodeId;
+use super::world::{Status, World};
+use crate::core::{Millis, NodeId};
 
 impl World {
     pub fn check_step(&mut self) {
@@ -26,6 +27,19 @@ impl World {
     /// Once the chain has had time to settle after the faults.
     pub fn check_settled(&mut self) {
         settled::check(self);
+    }
+
+    /// Run until every running replica is in the chain and the chain is settled (as
+    /// `check_settled` judges it), for at most `limit` ms.
+    pub fn settle(&mut self, limit: Millis) {
+        let until = self.now() + limit;
+        while self.now() < until && self.violations.is_empty() {
+            let running = self.procs.iter().filter(|p| p.status == Status::Up).count();
+            if self.live_synced().len() == running && settled::problems(self).is_empty() {
+                return;
+            }
+            self.run_until((self.now() + 50).min(until));
+        }
     }
 
     /// A replica's answer to a client request, as far as the key goes.
@@ -45,6 +59,10 @@ impl World {
     /// A middle replica crashed; `successor` was the one after it.
     pub fn check_failover_cost(&mut self, successor: usize) {
         cost::check_failover(self, successor);
+    }
+
+    pub fn check_new_head_cost(&mut self, clean: &CleanNewHead) {
+        cost::check_new_head(self, clean);
     }
 
     /// After the run: final reads, then the history checks.

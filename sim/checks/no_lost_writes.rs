@@ -2,6 +2,7 @@
 //! those reads join the history: the linearizability check then proves they agree with every
 //! acknowledged write (and with any subset of the writes whose outcome is unknown).
 
+use crate::sim::client::key_name;
 use crate::sim::linearizability::{Op, OpKind};
 use crate::sim::world::World;
 
@@ -13,8 +14,10 @@ pub fn check(w: &mut World) {
     };
     let Some(proc) = w.proc_of_addr(&tail.addr) else { return };
     let now = w.now();
-    for k in 0..w.cfg.keys {
-        let key = format!("k{k}");
+    let keys: Vec<String> = (0..w.key_generations)
+        .flat_map(|g| (0..w.cfg.keys).map(move |k| key_name(g, k)))
+        .collect();
+    for key in keys {
         match w.procs[proc].replica.as_ref().map(|r| r.client_read(&key)) {
             Some(Ok(v)) => w.history.push(Op {
                 key,

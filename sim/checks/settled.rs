@@ -7,6 +7,12 @@
 use crate::sim::world::{Status, World};
 
 pub fn check(w: &mut World) {
+    let problems = problems(w);
+    w.violations.extend(problems);
+}
+
+pub fn problems(w: &World) -> Vec<String> {
+    let mut problems = Vec::new();
     let latest = w.canon.len();
     for m in w.zk.members() {
         let Some(p) = w.proc_of_addr(&m.addr) else { continue };
@@ -24,14 +30,15 @@ pub fn check(w: &mut World) {
                 r.is_synced(),
                 r.last_applied()
             );
-            w.violations.push(msg);
+            problems.push(msg);
         }
         let sent = r.describe().sent_len;
         if sent > 0 {
-            w.violations.push(format!(
+            problems.push(format!(
                 "settled chain: replica {p} (session {:x}) still holds {sent} updates in its sent list after the tail applied everything",
                 m.id
             ));
         }
     }
+    problems
 }

@@ -1,0 +1,155 @@
+//! Targeted scenario: replicas with no state join at the head of a working chain and pull the
+//! state from the replicas below (`chainrep.ext.pullState`).
+//!
+//! Random faults seldom set this up: a new session sorts first only by chance, and the guards
+//! on answering a pull matter only when the asker and the replicas below it disagree about who
+//! sits between them, or when a replica that was promised the state drops out. Here the
+//! newcomer is made to sort first. In half the runs the rest is made messy on purpose:
+//! replicas and clients act on old membership for a while, a second newcomer joins between
+//! the first and the old head, the old head or the newcomer crashes mid-pull, messages are
+//! dropped and duplicated; the usual checks judge those runs. The other half is clean (one
+//! newcomer, a quiet network) and its cost is checked too (`checks::cost::check_new_head`).
+
+use super::world::{PeerSends, Phase, Status, World};
+use crate::core::Millis;
+
+const OPS_PER_CLIENT: usize = 12;
+const WORKLOAD_LIMIT_MS: Millis = 30_000;
+
+/// What the clean case measured.
+#[derive(Clone, Debug)]
+pub struct CleanNewHead {
+    /// From the newcomer's start until it held the state.
+    pub pulling_ms: Millis,
+    pub sends: PeerSends,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    /// A replica with no state joins; its session sorts before every older one.
+    Join,
+    CrashOldHead,
+    CrashNewcomer,
+}
+
+impl World {
+    pub fn new_head_phase(&mut self) -> Option<CleanNewHead> {
+        self.phase = Phase::Scenario;
+        self.fresh_keys();
+        self.revive_all();
+        let members = self.zk.members();
+        let old_head = members.first().and_then(|m| self.proc_of_addr(&m.addr))?;
+        let clean = self.dice.chance(500_000);
+        let start = self.now();
+        let mut steps = vec![(self.dice.range(0, 100), Step::Join)];
+        if clean {
+            self.short_delays_only = true;
+            self.peer_sends = PeerSends::default();
+        } else {
+            self.mess_up(&members);
+            if self.dice.chance(500_000) {
+                steps.push((self.dice.range(0, 600), Step::Join));
+            }
+            if self.dice.chance(500_000) {
+                steps.push((self.dice.range(0, 800), Step::CrashOldHead));
+            }
+            if self.dice.chance(250_000) {
+                steps.push((self.dice.range(50, 800), Step::CrashNewcomer));
+            }
+            steps.sort_by_key(|(at, _)| *at);
+        }
+        self.trace.note(start, &format!("new head: clean={clean}, {steps:?}"));
+        self.add_workload(OPS_PER_CLIENT);
+        let mut newcomers = Vec::new();
+        let mut pulling_ms = 0;
+        for (at, step) in steps {
+            self.run_until(start + at);
+            if !self.violations.is_empty() {
+                return None;
+            }
+            match step {
+                Step::Join => {
+                    let p = self.procs.len();
+                    self.next_session_sorts_first(p);
+                    self.add_replica();
+                    self.trace.note(self.now(), &format!("new head: replica {p} joins"));
+                    newcomers.push(p);
+                    if clean {
+                        pulling_ms = self.run_until_synced(p, start + WORKLOAD_LIMIT_MS);
+                    }
+                }
+                Step::CrashOldHead if self.can_lose(old_head) => self.crash_noted(old_head, "the old head"),
+                Step::CrashNewcomer => {
+                    if let Some(&p) = newcomers.first().filter(|&&p| self.can_lose(p)) {
+                        self.crash_noted(p, "the newcomer");
+                    }
+                }
+                Step::CrashOldHead => {}
+            }
+        }
+        self.finish_workload(start + WORKLOAD_LIMIT_MS, "across a new head joining");
+        let sends = std::mem::take(&mut self.peer_sends);
+        self.short_delays_only = false;
+        self.drop_ppm = 0;
+        self.dup_ppm = 0;
+        self.phase = Phase::Healed { at: self.now() };
+        self.settle(self.cfg.settle_time);
+        if self.violations.is_empty() {
+            self.check_settled();
+        }
+        clean.then_some(CleanNewHead { pulling_ms, sends })
+    }
+
+    /// Run until replica `p` holds the state (or `limit`); how long that took.
+    fn run_until_synced(&mut self, p: usize, limit: Millis) -> Millis {
+        let from = self.now();
+        while self.now() < limit && self.violations.is_empty() {
+            if self.procs[p].replica.as_ref().is_some_and(|r| r.is_synced()) {
+                break;
+            }
+            self.run_until(self.now() + self.cfg.tick);
+        }
+        self.now() - from
+    }
+
+    /// Replicas and clients that will act on the old membership for a while, and a network
+    /// that drops and duplicates again.
+    fn mess_up(&mut self, members: &[crate::core::Member]) {
+        let now = self.now();
+        for m in members {
+            let Some(p) = self.proc_of_addr(&m.addr) else { continue };
+            if self.dice.chance(500_000) {
+                let t = self.dice.range(100, 3 * self.cfg.session_timeout / 2);
+                self.trace
+                    .note(now, &format!("new head: replica {p} sees no membership change for {t} ms"));
+                self.stall_membership(p, now + t);
+            }
+        }
+        for c in 0..self.clients.len() {
+            if self.dice.chance(250_000) {
+                let t = self.dice.range(100, 3 * self.cfg.session_timeout / 2);
+                self.clients[c].view_stalled_until = now + t;
+            }
+        }
+        if self.dice.chance(500_000) {
+            self.drop_ppm = self.cfg.drop_ppm;
+            self.dup_ppm = self.cfg.dup_ppm;
+        }
+    }
+
+    fn crash_noted(&mut self, p: usize, who: &str) {
+        self.trace.note(self.now(), &format!("new head: crash {who}, replica {p}"));
+        self.crash(p);
+    }
+
+    /// Restart every crashed replica as a new session and let the chain settle, so a scenario
+    /// starts from a full chain that holds the state.
+    pub fn revive_all(&mut self) {
+        for p in 0..self.procs.len() {
+            if self.procs[p].status == Status::Crashed {
+                self.boot(p);
+            }
+        }
+        self.settle(self.cfg.settle_time);
+    }
+}

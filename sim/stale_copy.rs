@@ -1,0 +1,68 @@
+//! Targeted scenario: every session ends at once while one replica still holds an old copy of
+//! the state, kept from a session it lost earlier, and that replica comes back at the head.
+//!
+//! A head that finds no state in the chain adopts the best copy kept from a lost session: the
+//! one from the newest view, then the highest xid (`RetainedMark`). The old copy lacks writes
+//! the chain acknowledged after its holder dropped out, so adopting it instead of a fresher
+//! copy below loses acknowledged writes, which the final reads catch. The nemesis's mass
+//! session loss almost never finds a replica with an older copy still waiting to register
+//! again, and almost never puts that replica at the head.
+
+use super::world::{Endpoint, Phase, World};
+use crate::core::Millis;
+
+const OPS_PER_CLIENT: usize = 8;
+const WORKLOAD_LIMIT_MS: Millis = 30_000;
+
+impl World {
+    pub fn stale_copy_phase(&mut self) {
+        self.phase = Phase::Scenario;
+        self.fresh_keys();
+        self.revive_all();
+        let holders = self.live_synced();
+        if holders.len() < 2 {
+            return;
+        }
+        let Some(stale) = self.dice.pick(&holders) else { return };
+        let cut = (Endpoint::Replica(stale), Endpoint::Zk);
+        self.trace
+            .note(self.now(), &format!("stale copy: cut replica {stale} from ZooKeeper"));
+        self.blocked.insert(cut);
+        self.run_until(self.now() + self.cfg.session_timeout + 200);
+        // Its ZooKeeper client hears "session expired" on reconnecting, and then cannot open a
+        // new session (the connection drops again): the replica keeps its copy and waits to
+        // register, while the chain goes on without it.
+        self.with_replica(stale, |r| r.on_session_lost());
+        let start = self.now();
+        self.add_workload(OPS_PER_CLIENT);
+        self.finish_workload(start + WORKLOAD_LIMIT_MS, "without the replica that dropped out");
+        if !self.violations.is_empty() {
+            return;
+        }
+
+        self.trace.note(
+            self.now(),
+            &format!("stale copy: every session ends; replica {stale} registers first and sorts first"),
+        );
+        self.next_session_sorts_first(stale);
+        self.zk_expire_all();
+        self.blocked.remove(&cut);
+        let now = self.now();
+        for p in self.live_synced() {
+            if self.dice.chance(250_000) {
+                let t = self.dice.range(100, 3 * self.cfg.session_timeout / 2);
+                self.trace
+                    .note(now, &format!("stale copy: replica {p} sees no membership change for {t} ms"));
+                self.stall_membership(p, now + t);
+            }
+        }
+        let start = self.now();
+        self.add_workload(OPS_PER_CLIENT);
+        self.finish_workload(start + WORKLOAD_LIMIT_MS, "after every session ended");
+        self.phase = Phase::Healed { at: self.now() };
+        self.settle(self.cfg.settle_time);
+        if self.violations.is_empty() {
+            self.check_settled();
+        }
+    }
+}

@@ -104,7 +104,7 @@ pub fn run(cfg: SimConfig) -> Report {
     if world.violations.is_empty() {
         // Let the chain settle after the last client finished; then a few more operations on a
         // quiet network, counting what they cost; then more while the tail, then a middle, crash;
-        // then the targeted scenarios (a new head pulling the state, a stale retained copy at
+        // then one targeted scenario (a new head pulling the state, or a stale retained copy at
         // the head); then read every key.
         let until = world.now() + cfg.settle_time;
         world.run_until(until);

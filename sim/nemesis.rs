@@ -52,8 +52,7 @@ impl World {
                 if let Some(v) = victim {
                     let t = self.dice.range(100, 3 * self.cfg.session_timeout);
                     self.trace.note(self.now(), &format!("nemesis: pause replica {v} for {t} ms"));
-                    self.procs[v].status = Status::Paused;
-                    self.schedule(t, Ev::Resume { proc: v });
+                    self.pause(v, t);
                     if Some(v) == tail && self.dice.chance(500_000) {
                         // ...and a client that still believes in it is the one that gets hurt.
                         let c = self.dice.range(0, self.clients.len() as u64) as usize;

@@ -63,7 +63,7 @@ impl World {
         let mut newcomers = Vec::new();
         let mut pulling_ms = 0;
         for (at, step) in steps {
-            self.run_until(start + at);
+            self.run_to(start + at);
             if !self.violations.is_empty() {
                 return None;
             }
@@ -107,7 +107,7 @@ impl World {
             if self.procs[p].replica.as_ref().is_some_and(|r| r.is_synced()) {
                 break;
             }
-            self.run_until(self.now() + self.cfg.tick);
+            self.run_to(self.now() + self.cfg.tick);
         }
         self.now() - from
     }

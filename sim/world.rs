@@ -600,6 +600,16 @@ impl World {
         }
     }
 
+    /// Process events up to time `until`, even past the moment the clients finish (a scripted
+    /// scenario's next step).
+    pub fn run_to(&mut self, until: Millis) {
+        self.run_until(until);
+        if self.now() < until {
+            // Stopped because the clients finished; the second call does not stop for that.
+            self.run_until(until);
+        }
+    }
+
     fn finished(&self) -> bool {
         self.phase != Phase::Faults && self.clients.iter().all(|c| c.is_done())
     }
@@ -686,6 +696,14 @@ impl World {
             }
             Ev::Resume { proc } => self.resume(proc),
             Ev::DrainHeld { proc } => self.drain_held(proc),
+        }
+    }
+
+    /// Stop `proc` for `ms`: what reaches it meanwhile waits, in order.
+    pub fn pause(&mut self, proc: usize, ms: Millis) {
+        if self.procs[proc].status == Status::Up {
+            self.procs[proc].status = Status::Paused;
+            self.schedule(ms, Ev::Resume { proc });
         }
     }
 

@@ -11,6 +11,7 @@ mod client;
 mod dice;
 mod env;
 mod failover;
+mod foreign;
 pub mod grpc;
 pub mod linearizability;
 mod nemesis;
@@ -100,6 +101,8 @@ pub struct Report {
 
 pub fn run(cfg: SimConfig) -> Report {
     let mut world = world::World::new(cfg.clone());
+    // While the faults go on, a foreign peer now and then sends a request that must be refused.
+    world.plan_foreign_input();
     world.run();
     if world.violations.is_empty() {
         // Let the chain settle after the last client finished; then a few more operations on a

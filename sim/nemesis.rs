@@ -112,11 +112,17 @@ impl World {
         }
     }
 
-    /// Whether a live replica kept a copy of the state from a session it lost.
+    /// Whether a live replica kept a copy of the state from a session it lost, or will: one that
+    /// holds state under a session that has ended has not heard so yet (it notices at its next
+    /// heartbeat), and until it does its copy is not counted anywhere.
     fn any_retained_copy(&self) -> bool {
-        self.procs
-            .iter()
-            .any(|p| p.status != Status::Crashed && p.replica.as_ref().is_some_and(|r| r.describe().retained.is_some()))
+        self.procs.iter().any(|p| {
+            p.status != Status::Crashed
+                && p.replica.as_ref().is_some_and(|r| {
+                    let ended = r.session_id().is_some_and(|s| !self.zk.is_member(s));
+                    r.describe().retained.is_some() || (r.is_synced() && ended)
+                })
+        })
     }
 
     /// A live replica holds the chain's state and is current with ZooKeeper, so it holds every

@@ -111,6 +111,10 @@ pub enum Ev {
     },
     ZkExpiry,
     Nemesis,
+    /// A foreign peer sends a bad request; `left` counts it and those still to come.
+    Foreign {
+        left: u32,
+    },
     Heal {
         a: Endpoint,
         b: Endpoint,
@@ -686,6 +690,7 @@ impl World {
             } => self.zk_ping_arrive(proc, inc, session, sent_at),
             Ev::ZkExpiry => self.zk_expiry(),
             Ev::Nemesis => self.nemesis(),
+            Ev::Foreign { left } => self.foreign_request(left),
             Ev::Heal { a, b } => {
                 self.blocked.remove(&(a, b));
             }

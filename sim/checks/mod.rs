@@ -5,18 +5,20 @@ mod backoff;
 mod bounded_queues;
 mod chain_prefix;
 mod cost;
+mod foreign_input;
 mod linearizable;
 mod no_lost_writes;
 mod settled;
 mod valid_keys;
 
 pub use backoff::TransferRetries;
+pub use foreign_input::{Observed, Outcome};
 pub use valid_keys::KeyVerdict;
 
 use super::new_head::CleanNewHead;
 use super::quiet::Quiet;
 use super::world::{Status, World};
-use crate::core::{Millis, NodeId};
+use crate::core::{Millis, NodeId, PeerReply};
 
 impl World {
     pub fn check_step(&mut self) {
@@ -50,6 +52,12 @@ impl World {
     /// `proc` (incarnation `inc`) sends session `to` a state transfer on link epoch `epoch`.
     pub fn check_transfer_send(&mut self, proc: usize, inc: u32, to: NodeId, epoch: u64) {
         backoff::check_send(self, (proc, inc, to), epoch);
+    }
+
+    /// A foreign peer sent replica `proc` a request it must refuse with `expected`; it was
+    /// `before` and took it as `outcome` says.
+    pub fn check_foreign_input(&mut self, proc: usize, request: &str, expected: &PeerReply, before: &Observed, outcome: &Outcome) {
+        foreign_input::check(self, proc, request, expected, before, outcome);
     }
 
     pub fn check_cost(&mut self, quiet: &Quiet) {

@@ -7,8 +7,9 @@
 //! newcomer is made to sort first. In half the runs the rest is made messy on purpose:
 //! replicas and clients act on old membership for a while, a second newcomer joins between
 //! the first and the old head, the old head or the newcomer crashes mid-pull, messages are
-//! dropped and duplicated; the usual checks judge those runs. The other half is clean (one
-//! newcomer, a quiet network) and its cost is checked too (`checks::cost::check_new_head`).
+//! dropped and duplicated, the answer to a pull is lost; the usual checks judge those runs.
+//! The other half is clean (one newcomer, a quiet network, the old head slow to see it) and
+//! its cost is checked too (`checks::cost::check_new_head`).
 
 use super::world::{PeerSends, Phase, Status, World};
 use crate::core::Millis;
@@ -45,8 +46,17 @@ impl World {
         if clean {
             self.short_delays_only = true;
             self.peer_sends = PeerSends::default();
+            // The old head may take a while to see the newcomer and says "not now" meanwhile,
+            // which is when the newcomer's pacing of its questions shows.
+            let lag = self.dice.range(0, 400);
+            self.stall_membership(old_head, start + lag);
         } else {
             self.mess_up(&members);
+            // The replica that hands over its state has promised it to the newcomer, which
+            // never hears so and asks again: it must be given the state again.
+            if self.dice.chance(750_000) {
+                self.lose_pull_replies = self.dice.range(1, 3) as u32;
+            }
             if self.dice.chance(500_000) {
                 steps.push((self.dice.range(0, 600), Step::Join));
             }
@@ -90,6 +100,7 @@ impl World {
         self.finish_workload(start + WORKLOAD_LIMIT_MS, "across a new head joining");
         let sends = std::mem::take(&mut self.peer_sends);
         self.short_delays_only = false;
+        self.lose_pull_replies = 0;
         self.drop_ppm = 0;
         self.dup_ppm = 0;
         self.phase = Phase::Healed { at: self.now() };

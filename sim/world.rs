@@ -236,6 +236,8 @@ pub struct World {
     pub nemesis_actions: Vec<u64>,
     /// Clients draw keys from the newest generation (see `World::fresh_keys`).
     pub key_generations: usize,
+    /// The answers to this many more `pullState` requests are lost on the way back.
+    pub lose_pull_replies: u32,
 }
 
 impl World {
@@ -264,6 +266,7 @@ impl World {
             accepted_transfers: Vec::new(),
             nemesis_actions: Vec::new(),
             key_generations: 1,
+            lose_pull_replies: 0,
             phase: Phase::Faults,
             violations: Vec::new(),
             ops_finished: 0,
@@ -452,7 +455,11 @@ impl World {
             );
             return;
         };
-        let fate = if self.dice.chance(self.drop_ppm) {
+        let fate = if kind == RequestKind::PullState && self.lose_pull_replies > 0 {
+            // A scenario wants the asker to miss the answer (see `new_head`).
+            self.lose_pull_replies -= 1;
+            Fate::LoseReply
+        } else if self.dice.chance(self.drop_ppm) {
             Fate::LoseReply
         } else {
             Fate::Reply

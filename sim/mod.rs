@@ -11,6 +11,7 @@ mod client;
 mod dice;
 mod env;
 mod failover;
+mod flapping_predecessor;
 mod foreign;
 pub mod grpc;
 pub mod linearizability;
@@ -107,8 +108,8 @@ pub fn run(cfg: SimConfig) -> Report {
     if world.violations.is_empty() {
         // Let the chain settle after the last client finished; then a few more operations on a
         // quiet network, counting what they cost; then more while the tail, then a middle, crash;
-        // then one targeted scenario (a new head pulling the state, or a stale retained copy at
-        // the head); then read every key.
+        // then one targeted scenario (a new head pulling the state, a stale retained copy at the
+        // head, or a predecessor that comes and goes unseen by it); then read every key.
         let until = world.now() + cfg.settle_time;
         world.run_until(until);
         world.check_settled();
@@ -123,13 +124,15 @@ pub fn run(cfg: SimConfig) -> Report {
         }
         // One targeted scenario per run keeps the seed rate up.
         if world.violations.is_empty() {
-            if world.dice.chance(500_000) {
-                let clean = world.new_head_phase();
-                if let Some(clean) = clean.filter(|_| world.violations.is_empty() && !world.tiny_bounds) {
-                    world.check_new_head_cost(&clean);
+            match world.dice.range(0, 10) {
+                0..=3 => {
+                    let clean = world.new_head_phase();
+                    if let Some(clean) = clean.filter(|_| world.violations.is_empty() && !world.tiny_bounds) {
+                        world.check_new_head_cost(&clean);
+                    }
                 }
-            } else {
-                world.stale_copy_phase();
+                4..=6 => world.stale_copy_phase(),
+                _ => world.flapping_predecessor_phase(),
             }
         }
         world.check_end();

@@ -8,6 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::world::{Endpoint, Ev, Status, World};
 use crate::core::{Member, Millis, NodeId};
 
+/// Drawn session ids are this far apart, so a scenario can place a session right after any
+/// other (`ZkModel::free_id_after`); ZooKeeper's own ids on one server are consecutive, but
+/// only their order matters here.
+const ID_ROOM: NodeId = 256;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Watcher {
     Replica(usize, u32),
@@ -52,6 +57,12 @@ pub struct ZkModel {
     sorts_first: BTreeSet<usize>,
     /// The newest membership version sent to each replica watcher.
     newest_listing: BTreeMap<Watcher, u64>,
+    /// The newest membership version each replica watcher acted on: the runtime never goes
+    /// back to an older listing.
+    acted_listing: BTreeMap<Watcher, u64>,
+    /// Replicas whose next session takes the first free id after a given one, so it sorts
+    /// right below that member.
+    sorts_after: BTreeMap<usize, NodeId>,
 }
 
 impl ZkModel {
@@ -76,6 +87,7 @@ impl ZkModel {
             .retain(|w, _| !matches!(w, Watcher::Replica(p, _) if *p == proc));
         self.newest_listing
             .retain(|w, _| !matches!(w, Watcher::Replica(p, _) if *p == proc));
+        self.acted_listing.retain(|w, _| !matches!(w, Watcher::Replica(p, _) if *p == proc));
     }
 
     /// ZooKeeper heard from this session within `within` ms: it is not about to expire.
@@ -87,6 +99,17 @@ impl ZkModel {
 
     pub fn is_member(&self, session: NodeId) -> bool {
         self.znodes.contains_key(&session)
+    }
+
+    /// A session id no session has had that sorts right after `after` (before the next
+    /// member): drawn ids leave room after each one (`ID_ROOM`).
+    pub fn free_id_after(&self, after: NodeId) -> Option<NodeId> {
+        let mut candidate = after.checked_add(1)?;
+        while self.sessions.contains_key(&candidate) {
+            candidate = candidate.checked_add(1)?;
+        }
+        let next_member = self.znodes.range(after + 1..).next().map_or(NodeId::MAX, |(id, _)| *id);
+        (candidate < next_member && candidate % ID_ROOM != 0).then_some(candidate)
     }
 
     pub fn members(&self) -> Vec<Member> {
@@ -125,6 +148,28 @@ impl World {
     /// `proc`'s next session sorts before every session there is now (see `sorts_first`).
     pub fn next_session_sorts_first(&mut self, proc: usize) {
         self.zk.sorts_first.insert(proc);
+    }
+
+    /// `proc`'s next session sorts right after session `after`, if an id there is free
+    /// (`ZkModel::free_id_after`).
+    pub fn next_session_sorts_after(&mut self, proc: usize, after: NodeId) {
+        self.zk.sorts_after.insert(proc, after);
+    }
+
+    /// The membership and its version, as a listing would return it now.
+    pub fn listing(&self) -> (Vec<Member>, u64) {
+        (self.zk.members(), self.zk.version)
+    }
+
+    /// `proc` acts on a listing now, as its runtime would when a held-back listing finally
+    /// returns; whatever older listings are still on their way to it are then ignored.
+    pub fn deliver_listing(&mut self, proc: usize, (members, version): (Vec<Member>, u64)) {
+        let watcher = Watcher::Replica(proc, self.procs[proc].incarnation);
+        self.zk.acted_listing.insert(watcher, version);
+        // Later listings queue behind this one, not behind the held-back ones it supersedes.
+        self.zk.watchers.insert(watcher, self.now());
+        self.transfer_retries.forget(proc);
+        self.with_replica(proc, |r| r.on_view(members, version));
     }
 
     /// Hold back `proc`'s membership listings until `until`; its heartbeats carry on.
@@ -170,7 +215,10 @@ impl World {
         if self.zk.sorts_first.remove(&proc) {
             server = 0;
         }
-        let id = (server << 56) | self.zk.counter;
+        let mut id = (server << 56) | (self.zk.counter * ID_ROOM);
+        if let Some(free) = self.zk.sorts_after.remove(&proc).and_then(|after| self.zk.free_id_after(after)) {
+            id = free;
+        }
         let now = self.now();
         self.zk.sessions.insert(
             id,
@@ -210,6 +258,10 @@ impl World {
                     if *version < newest && self.dice.chance(500_000) {
                         return;
                     }
+                    if self.zk.acted_listing.get(&watcher).is_some_and(|acted| version <= acted) {
+                        return;
+                    }
+                    self.zk.acted_listing.insert(watcher, *version);
                 }
                 if !matches!(event, WatchEvent::Alive(_)) {
                     // A new view or session may restart the replica's link at once.

@@ -5,6 +5,7 @@
 //! hold it, and no acknowledged write may have been on it.
 
 use crate::core::{Store, WriteOp, Xid};
+use crate::sim::client::written_key;
 
 #[derive(Clone, Debug)]
 struct Entry {
@@ -45,7 +46,7 @@ impl Canon {
             self.states.truncate(xid as usize);
         }
         let mut state = self.states[xid as usize - 1].clone();
-        let key = op.key();
+        let key = written_key(op);
         let value = match op {
             WriteOp::Inc { delta, .. } => {
                 let v = i64::from(state.get(key).copied().unwrap_or(0)) + i64::from(*delta);

@@ -62,6 +62,14 @@ impl Client {
     }
 }
 
+/// The key a write names, read by the simulator itself: its judgement must not go through
+/// the core's own accessor (`WriteOp::key`), or a broken accessor would fool both sides.
+pub fn written_key(op: &WriteOp) -> &str {
+    match op {
+        WriteOp::Inc { key, .. } | WriteOp::Del { key } => key,
+    }
+}
+
 /// The `k`-th key of a generation (see `World::fresh_keys`).
 pub fn key_name(generation: usize, k: usize) -> String {
     if generation == 0 {
@@ -239,7 +247,7 @@ impl World {
             Err(WriteRejected::InvalidKey(_)) => KeyVerdict::Invalid,
             Err(_) => KeyVerdict::NotJudged,
         };
-        self.check_key_verdict(issued_op.key(), verdict);
+        self.check_key_verdict(written_key(&issued_op), verdict);
         match result {
             Ok(WriteAccepted::Pending(xid) | WriteAccepted::Forwarded(xid)) => {
                 if let Err(v) = self.canon.issued(xid, &issued_op) {
@@ -366,7 +374,7 @@ impl World {
                 if let (Some(xid), Some(_)) = (xid, returned) {
                     self.canon.acknowledged(xid);
                 }
-                Some((w.key().to_string(), kind, returned))
+                Some((written_key(w).to_string(), kind, returned))
             }
         };
         if let Some((key, kind, returned)) = entry {

@@ -133,11 +133,11 @@ impl World {
         }
     }
 
-    fn run_until_listed(&mut self, p: usize, limit: Millis) -> bool {
+    pub fn run_until_listed(&mut self, p: usize, limit: Millis) -> bool {
         self.run_until_membership(p, true, limit)
     }
 
-    fn run_until_unlisted(&mut self, p: usize, limit: Millis) -> bool {
+    pub fn run_until_unlisted(&mut self, p: usize, limit: Millis) -> bool {
         self.run_until_membership(p, false, limit)
     }
 }

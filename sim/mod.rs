@@ -15,6 +15,7 @@ mod flapping_predecessor;
 mod foreign;
 pub mod grpc;
 pub mod linearizability;
+mod lingering_head;
 mod nemesis;
 mod new_head;
 mod quiet;
@@ -131,8 +132,9 @@ pub fn run(cfg: SimConfig) -> Report {
                         world.check_new_head_cost(&clean);
                     }
                 }
-                4..=6 => world.stale_copy_phase(),
-                _ => world.flapping_predecessor_phase(),
+                4..=5 => world.stale_copy_phase(),
+                6..=7 => world.flapping_predecessor_phase(),
+                _ => world.lingering_head_phase(),
             }
         }
         world.check_end();

@@ -10,24 +10,17 @@
 //! replica must hear of both at once while it holds an update past a gap, and A must hear of
 //! neither (its listing returned only after B had gone).
 
-use super::world::{Phase, World};
+use super::world::World;
 use crate::core::Millis;
 
 /// Operations per client after the replica heard of B (see `end_flapping`).
 const OPS_AFTER: usize = 3;
-const WORKLOAD_LIMIT_MS: Millis = 30_000;
 /// How long to wait for the replica to hold an update past a gap.
 const HOLD_WAIT_MS: Millis = 3_000;
 
 impl World {
     pub fn flapping_predecessor_phase(&mut self) {
-        self.phase = Phase::Scenario;
-        self.fresh_keys();
-        self.revive_all();
-        if self.zk.members().len() < 2 {
-            self.add_replica();
-            self.settle(self.cfg.settle_time);
-        }
+        self.begin_scenario(2);
         // A is any member with a successor and room for a session id between the two.
         let members = self.zk.members();
         let pairs: Vec<usize> = (0..members.len().saturating_sub(1))
@@ -51,7 +44,7 @@ impl World {
         let start = self.now();
         // Neither A nor the replica below it acts on ZooKeeper's notifications during the
         // scenario; the listings they do act on are handed to them below.
-        let far = start + WORKLOAD_LIMIT_MS;
+        let far = start + 2 * HOLD_WAIT_MS + self.cfg.session_timeout;
         self.stall_membership(a, far);
         self.stall_membership(replica, far);
 
@@ -94,18 +87,7 @@ impl World {
         // Fewer updates than the reorder window holds: a replica that waits for the dropped
         // updates instead of refusing stays stuck, rather than overflowing into a transfer.
         self.add_workload(OPS_AFTER);
-        let now = self.now();
-        for p in [a, replica] {
-            self.stall_membership(p, now);
-            let listing = self.listing();
-            self.deliver_listing(p, listing);
-        }
-        self.finish_workload(now + WORKLOAD_LIMIT_MS, "across a predecessor that came and went");
-        self.phase = Phase::Healed { at: self.now() };
-        self.settle(self.cfg.settle_time);
-        if self.violations.is_empty() {
-            self.check_settled();
-        }
+        self.end_scenario(&[a, replica], "across a predecessor that came and went");
     }
 
     fn holds_past_gap(&self, p: usize) -> bool {

@@ -9,22 +9,15 @@
 //! successor at once with an update in flight, a newcomer must sort first, and the successor's
 //! listings must show the newcomer's arrival but not the old head's departure.
 
-use super::world::{Endpoint, Phase, World};
+use super::world::{Endpoint, World};
 use crate::core::Millis;
 
 const OPS_PER_CLIENT: usize = 6;
-const WORKLOAD_LIMIT_MS: Millis = 30_000;
 const WAIT_MS: Millis = 5_000;
 
 impl World {
     pub fn lingering_head_phase(&mut self) {
-        self.phase = Phase::Scenario;
-        self.fresh_keys();
-        self.revive_all();
-        if self.zk.members().len() < 2 {
-            self.add_replica();
-            self.settle(self.cfg.settle_time);
-        }
+        self.begin_scenario(2);
         let members = self.zk.members();
         let (Some(old_head), Some(below)) = (
             members.first().and_then(|m| self.proc_of_addr(&m.addr)),
@@ -42,7 +35,7 @@ impl World {
         self.blocked.insert(to_zk);
         self.blocked.insert(to_below);
         // The replica below acts only on the listings handed to it here.
-        self.stall_membership(below, start + WORKLOAD_LIMIT_MS);
+        self.stall_membership(below, start + 3 * WAIT_MS);
         // Writes reach the old head while its lease holds: it applies them and keeps trying to
         // pass them on.
         self.add_workload(OPS_PER_CLIENT);
@@ -81,15 +74,6 @@ impl World {
         for cut in cuts {
             self.blocked.remove(&cut);
         }
-        let now = self.now();
-        self.stall_membership(below, now);
-        let listing = self.listing();
-        self.deliver_listing(below, listing);
-        self.finish_workload(now + WORKLOAD_LIMIT_MS, "across a lingering old head");
-        self.phase = Phase::Healed { at: self.now() };
-        self.settle(self.cfg.settle_time);
-        if self.violations.is_empty() {
-            self.check_settled();
-        }
+        self.end_scenario(&[below], "across a lingering old head");
     }
 }

@@ -19,6 +19,7 @@ mod lingering_head;
 mod nemesis;
 mod new_head;
 mod quiet;
+mod scenario;
 mod stale_copy;
 mod trace;
 mod world;

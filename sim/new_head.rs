@@ -11,11 +11,11 @@
 //! The other half is clean (one newcomer, a quiet network, the old head slow to see it) and
 //! its cost is checked too (`checks::cost::check_new_head`).
 
-use super::world::{PeerSends, Phase, Status, World};
+use super::scenario::WORKLOAD_LIMIT_MS;
+use super::world::{PeerSends, Phase, World};
 use crate::core::Millis;
 
 const OPS_PER_CLIENT: usize = 12;
-const WORKLOAD_LIMIT_MS: Millis = 30_000;
 
 /// What the clean case measured.
 #[derive(Clone, Debug)]
@@ -35,9 +35,7 @@ enum Step {
 
 impl World {
     pub fn new_head_phase(&mut self) -> Option<CleanNewHead> {
-        self.phase = Phase::Scenario;
-        self.fresh_keys();
-        self.revive_all();
+        self.begin_scenario(1);
         let members = self.zk.members();
         let old_head = members.first().and_then(|m| self.proc_of_addr(&m.addr))?;
         let clean = self.dice.chance(500_000);
@@ -151,16 +149,5 @@ impl World {
     fn crash_noted(&mut self, p: usize, who: &str) {
         self.trace.note(self.now(), &format!("new head: crash {who}, replica {p}"));
         self.crash(p);
-    }
-
-    /// Restart every crashed replica as a new session and let the chain settle, so a scenario
-    /// starts from a full chain that holds the state.
-    pub fn revive_all(&mut self) {
-        for p in 0..self.procs.len() {
-            if self.procs[p].status == Status::Crashed {
-                self.boot(p);
-            }
-        }
-        self.settle(self.cfg.settle_time);
     }
 }

@@ -8,17 +8,14 @@
 //! session loss almost never finds a replica with an older copy still waiting to register
 //! again, and almost never puts that replica at the head.
 
-use super::world::{Endpoint, Phase, World};
-use crate::core::Millis;
+use super::scenario::WORKLOAD_LIMIT_MS;
+use super::world::{Endpoint, World};
 
 const OPS_PER_CLIENT: usize = 8;
-const WORKLOAD_LIMIT_MS: Millis = 30_000;
 
 impl World {
     pub fn stale_copy_phase(&mut self) {
-        self.phase = Phase::Scenario;
-        self.fresh_keys();
-        self.revive_all();
+        self.begin_scenario(2);
         let holders = self.live_synced();
         if holders.len() < 2 {
             return;
@@ -56,13 +53,7 @@ impl World {
                 self.stall_membership(p, now + t);
             }
         }
-        let start = self.now();
         self.add_workload(OPS_PER_CLIENT);
-        self.finish_workload(start + WORKLOAD_LIMIT_MS, "after every session ended");
-        self.phase = Phase::Healed { at: self.now() };
-        self.settle(self.cfg.settle_time);
-        if self.violations.is_empty() {
-            self.check_settled();
-        }
+        self.end_scenario(&[], "after every session ended");
     }
 }

@@ -1,0 +1,44 @@
+//! What every targeted scenario does around its own script: it starts from a full chain that
+//! holds the state, writes keys of its own, and ends with the workload finished, the chain
+//! settled and the settled-chain check.
+
+use super::world::{Phase, Status, World};
+use crate::core::Millis;
+
+/// How long a scenario's workload may take before it counts as stuck.
+pub const WORKLOAD_LIMIT_MS: Millis = 30_000;
+
+impl World {
+    /// Own keys, every crashed replica restarted as a new session, at least `min_members` in
+    /// the chain, and the chain settled.
+    pub fn begin_scenario(&mut self, min_members: usize) {
+        self.phase = Phase::Scenario;
+        self.fresh_keys();
+        for p in 0..self.procs.len() {
+            if self.procs[p].status == Status::Crashed {
+                self.boot(p);
+            }
+        }
+        for _ in self.zk.members().len()..min_members {
+            self.add_replica();
+        }
+        self.settle(self.cfg.settle_time);
+    }
+
+    /// The replicas in `listening` act on ZooKeeper's listings again, from the current one on;
+    /// then the workload must finish and the chain settle.
+    pub fn end_scenario(&mut self, listening: &[usize], what: &str) {
+        let now = self.now();
+        for &p in listening {
+            self.stall_membership(p, now);
+            let listing = self.listing();
+            self.deliver_listing(p, listing);
+        }
+        self.finish_workload(now + WORKLOAD_LIMIT_MS, what);
+        self.phase = Phase::Healed { at: self.now() };
+        self.settle(self.cfg.settle_time);
+        if self.violations.is_empty() {
+            self.check_settled();
+        }
+    }
+}

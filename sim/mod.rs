@@ -111,7 +111,8 @@ pub fn run(cfg: SimConfig) -> Report {
         // Let the chain settle after the last client finished; then a few more operations on a
         // quiet network, counting what they cost; then more while the tail, then a middle, crash;
         // then one targeted scenario (a new head pulling the state, a stale retained copy at the
-        // head, or a predecessor that comes and goes unseen by it); then read every key.
+        // head, a predecessor that comes and goes unseen by it, or an old head that lingers);
+        // then read every key.
         let until = world.now() + cfg.settle_time;
         world.run_until(until);
         world.check_settled();

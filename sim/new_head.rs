@@ -12,7 +12,7 @@
 //! its cost is checked too (`checks::cost::check_new_head`).
 
 use super::scenario::WORKLOAD_LIMIT_MS;
-use super::world::{PeerSends, Phase, World};
+use super::world::{PeerSends, World};
 use crate::core::Millis;
 
 const OPS_PER_CLIENT: usize = 12;
@@ -101,11 +101,7 @@ impl World {
         self.lose_pull_replies = 0;
         self.drop_ppm = 0;
         self.dup_ppm = 0;
-        self.phase = Phase::Healed { at: self.now() };
-        self.settle(self.cfg.settle_time);
-        if self.violations.is_empty() {
-            self.check_settled();
-        }
+        self.close_scenario();
         clean.then_some(CleanNewHead { pulling_ms, sends })
     }
 

@@ -35,6 +35,11 @@ impl World {
             self.deliver_listing(p, listing);
         }
         self.finish_workload(now + WORKLOAD_LIMIT_MS, what);
+        self.close_scenario();
+    }
+
+    /// The scenario's faults are over: the chain must settle.
+    pub fn close_scenario(&mut self) {
         self.phase = Phase::Healed { at: self.now() };
         self.settle(self.cfg.settle_time);
         if self.violations.is_empty() {

@@ -195,8 +195,8 @@ pub enum Phase {
     Healed {
         at: Millis,
     },
-    /// A targeted scenario (`new_head`, `stale_copy`) makes its own faults: the nemesis stays
-    /// off, and an operation may end without a definite answer, as in the fault phase.
+    /// A targeted scenario (`sim/scenario.rs`) makes its own faults: the nemesis stays off,
+    /// and an operation may end without a definite answer, as in the fault phase.
     Scenario,
 }
 

@@ -81,13 +81,12 @@ impl ZkModel {
     }
 
     pub fn forget_replica_watchers(&mut self, proc: usize) {
-        self.watchers.retain(|w, _| !matches!(w, Watcher::Replica(p, _) if *p == proc));
-        self.session_lane.retain(|w, _| !matches!(w, Watcher::Replica(p, _) if *p == proc));
-        self.watcher_session
-            .retain(|w, _| !matches!(w, Watcher::Replica(p, _) if *p == proc));
-        self.newest_listing
-            .retain(|w, _| !matches!(w, Watcher::Replica(p, _) if *p == proc));
-        self.acted_listing.retain(|w, _| !matches!(w, Watcher::Replica(p, _) if *p == proc));
+        let other = |w: &Watcher| !matches!(w, Watcher::Replica(p, _) if *p == proc);
+        self.watchers.retain(|w, _| other(w));
+        self.session_lane.retain(|w, _| other(w));
+        self.watcher_session.retain(|w, _| other(w));
+        self.newest_listing.retain(|w, _| other(w));
+        self.acted_listing.retain(|w, _| other(w));
     }
 
     /// ZooKeeper heard from this session within `within` ms: it is not about to expire.

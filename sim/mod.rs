@@ -20,6 +20,7 @@ mod nemesis;
 mod new_head;
 mod quiet;
 mod scenario;
+mod shape;
 mod stale_copy;
 mod trace;
 mod world;

@@ -6,15 +6,16 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::rc::Rc;
 
 use super::canon::Canon;
-use super::checks::TransferRetries;
+use super::checks::{DroppedHeld, Pacing, TransferRetries};
 use super::client::{Client, ClientReq, ClientResult};
 use super::dice::Dice;
 use super::env::{Outbox, Outgoing, SimClock, SimCoord, SimNet};
 use super::linearizability::Op;
+use super::shape::Shape;
 use super::trace::Trace;
 use super::zk::{WatchEvent, Watcher, ZkModel};
 use super::SimConfig;
-use crate::core::{self, Millis, NodeId, PeerReply, PeerRequest, Replica, RequestKind};
+use crate::core::{self, Millis, NodeId, PeerReply, PeerRequest, PullAnswer, Replica, RequestKind};
 
 pub type SimReplica = Replica<SimClock, SimNet, SimCoord>;
 
@@ -186,6 +187,8 @@ pub struct Proc {
     pub replica: Option<SimReplica>,
     pub outbox: Outbox,
     pub addr: String,
+    /// The replica's shape after its last step.
+    pub shape: Shape,
     held: Vec<Ev>,
 }
 
@@ -230,6 +233,8 @@ pub struct World {
     /// This run uses tiny bounds on queues (see `World::new`).
     pub tiny_bounds: bool,
     pub transfer_retries: TransferRetries,
+    pub dropped_held: DroppedHeld,
+    pub pacing: Pacing,
     /// Replicas that accepted a state transfer, in order (kept for the failover phase).
     pub accepted_transfers: Vec<usize>,
     /// The nemesis's repertoire in this run (see `World::new`).
@@ -263,6 +268,8 @@ impl World {
             short_delays_only: false,
             tiny_bounds: false,
             transfer_retries: TransferRetries::default(),
+            dropped_held: DroppedHeld::default(),
+            pacing: Pacing::default(),
             accepted_transfers: Vec::new(),
             nemesis_actions: Vec::new(),
             key_generations: 1,
@@ -357,6 +364,7 @@ impl World {
             replica: None,
             outbox: Outbox::default(),
             addr: format!("10.0.0.{}:7000", id + 1),
+            shape: Shape::default(),
             held: Vec::new(),
         });
         self.boot(id);
@@ -376,11 +384,13 @@ impl World {
             ..core::Config::default()
         };
         self.zk.forget_replica_watchers(proc);
+        self.observe_restart(proc);
         let p = &mut self.procs[proc];
         p.incarnation += 1;
         p.status = Status::Up;
         p.held.clear();
         p.outbox = Rc::default();
+        p.shape = Shape::default();
         let mut replica = Replica::new(cfg, self.clock.clone(), SimNet(p.outbox.clone()), SimCoord(p.outbox.clone()));
         replica.start();
         p.replica = Some(replica);
@@ -399,6 +409,12 @@ impl World {
     /// Run one step on a replica, then carry out whatever it asked for.
     pub fn with_replica<R>(&mut self, proc: usize, f: impl FnOnce(&mut SimReplica) -> R) -> Option<R> {
         let r = self.procs[proc].replica.as_mut().map(f);
+        if let Some(after) = self.procs[proc].replica.as_ref().map(Shape::of) {
+            let before = std::mem::replace(&mut self.procs[proc].shape, after.clone());
+            if before != after {
+                self.observe_replica_step(proc, &before, &after);
+            }
+        }
         self.drain(proc);
         r
     }
@@ -431,6 +447,7 @@ impl World {
     fn send_peer(&mut self, from: usize, inc: u32, to: core::Member, epoch: u64, request: PeerRequest) {
         let kind = request.kind();
         self.peer_sends.count(kind);
+        self.check_peer_send(from, inc, kind);
         if let RequestKind::Transfer(_) = kind {
             self.check_transfer_send(from, inc, to.id, epoch);
         }
@@ -535,8 +552,19 @@ impl World {
             // If the receiver installs it, its own link may restart at once.
             self.transfer_retries.forget(to);
         }
+        let propose = match &request {
+            PeerRequest::Propose { src, update } => Some((*src, update.xid)),
+            _ => None,
+        };
+        let before = self.procs[to].shape.clone();
         let reply = self.with_replica(to, |r| r.on_addressed_request(Some(from_node), request));
         let Some(reply) = reply else { return };
+        if let Some((src, xid)) = propose {
+            self.check_propose_answer(to, &before, from_node, src, xid, &reply);
+        }
+        if (is_transfer && reply == PeerReply::Accepted) || matches!(reply, PeerReply::Pulled(PullAnswer::State(_))) {
+            self.dropped_held.state_given(to);
+        }
         // Only the failover phase reads this, after clearing it; the bound keeps the fault
         // phase from growing it without limit.
         if is_transfer && reply == PeerReply::Accepted && self.accepted_transfers.len() < 1_000 {
@@ -656,6 +684,7 @@ impl World {
                 reply,
             } => {
                 if self.current_inc(to, inc) {
+                    self.observe_peer_reply(to, inc, kind, &reply);
                     match (kind, &reply) {
                         (RequestKind::Transfer(_), PeerReply::Accepted) => self.transfer_retries.succeeded((to, inc, from_node), epoch),
                         (RequestKind::Propose(_), PeerReply::Accepted) => {}

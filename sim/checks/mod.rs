@@ -6,24 +6,61 @@ mod bounded_queues;
 mod chain_prefix;
 mod cost;
 mod foreign_input;
+mod gap_refusals;
+mod held_clients;
 mod linearizable;
 mod no_lost_writes;
+mod progress_pacing;
 mod settled;
 mod valid_keys;
 
 pub use backoff::TransferRetries;
 pub use foreign_input::{Observed, Outcome};
+pub use gap_refusals::DroppedHeld;
+pub use progress_pacing::Pacing;
 pub use valid_keys::KeyVerdict;
 
 use super::new_head::CleanNewHead;
 use super::quiet::Quiet;
+use super::shape::Shape;
 use super::world::{Status, World};
-use crate::core::{Millis, NodeId, PeerReply};
+use crate::core::{Millis, NodeId, PeerReply, RequestKind, Xid};
 
 impl World {
     pub fn check_step(&mut self) {
         chain_prefix::check(self);
         bounded_queues::check(self);
+        held_clients::check(self);
+    }
+
+    /// Replica `proc` took a step that changed its shape from `before` to `after`.
+    pub fn observe_replica_step(&mut self, proc: usize, before: &Shape, after: &Shape) {
+        self.dropped_held.after_step(proc, before, after);
+        if after.session != before.session {
+            self.pacing.forget(proc);
+        }
+    }
+
+    /// A process restarted: what was known of its previous incarnation no longer applies.
+    pub fn observe_restart(&mut self, proc: usize) {
+        self.dropped_held.forget(proc);
+        self.pacing.forget(proc);
+    }
+
+    /// Replica `proc` (incarnation `inc`) sends a `kind` request.
+    pub fn check_peer_send(&mut self, proc: usize, inc: u32, kind: RequestKind) {
+        progress_pacing::on_send(self, (proc, inc), kind);
+    }
+
+    /// The answer to a `kind` request is about to reach replica `proc` (incarnation `inc`).
+    pub fn observe_peer_reply(&mut self, proc: usize, inc: u32, kind: RequestKind, reply: &PeerReply) {
+        progress_pacing::on_reply(self, (proc, inc), kind, reply);
+    }
+
+    /// Replica `proc`, shaped `before`, answered `reply` to update `xid` from `src`, sent to
+    /// its session `addressee`.
+    pub fn check_propose_answer(&mut self, proc: usize, before: &Shape, addressee: NodeId, src: NodeId, xid: Xid, reply: &PeerReply) {
+        gap_refusals::check(self, proc, before, addressee, src, xid, reply);
     }
 
     /// Once the chain has had time to settle after the faults.

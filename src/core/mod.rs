@@ -153,6 +153,10 @@ pub struct Describe {
     pub sent_len: usize,
     pub reorder_len: usize,
     pub pending_len: usize,
+    /// The lowest xid a client waits on (head variant), if any.
+    pub oldest_pending: Option<Xid>,
+    /// Whether the session lease is valid now (see `session.rs`).
+    pub lease_valid: bool,
     pub keys: usize,
     /// The copy kept from a lost session, if any (see `RetainedState`).
     pub retained: Option<RetainedMark>,
@@ -293,6 +297,8 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             sent_len: self.sent.len(),
             reorder_len: self.reorder.len(),
             pending_len: self.pending.len(),
+            oldest_pending: self.pending.keys().next().copied(),
+            lease_valid: self.lease_valid(),
             keys: self.store.len(),
             retained: self.retained.as_ref().map(|r| r.mark),
         }

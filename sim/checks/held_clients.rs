@@ -1,0 +1,20 @@
+//! A head with a valid lease keeps no client waiting for an xid the tail has confirmed. Clients
+//! confirmed while the lease had lapsed are held (the xid may name another head's update), but
+//! once the session proves alive again they are answered at once, not at the tail's next
+//! progress, which may never come on an idle chain.
+
+use crate::sim::world::World;
+
+pub fn check(w: &mut World) {
+    for (p, proc) in w.procs.iter().enumerate() {
+        let Some(r) = proc.replica.as_ref() else { continue };
+        let d = r.describe();
+        if let Some(oldest) = d.oldest_pending.filter(|x| d.lease_valid && *x <= d.tail_processed) {
+            let msg = format!(
+                "held clients: replica {p} holds a client waiting on xid {oldest} with its lease valid and the tail at {}",
+                d.tail_processed
+            );
+            w.violations.push(msg);
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::rc::Rc;
 
 use super::canon::Canon;
-use super::checks::{DroppedHeld, Pacing, TransferRetries};
+use super::checks::{DroppedHeld, Pacing, TransferCauses, TransferRetries};
 use super::client::{Client, ClientReq, ClientResult};
 use super::dice::Dice;
 use super::env::{Outbox, Outgoing, SimClock, SimCoord, SimNet};
@@ -40,6 +40,17 @@ pub enum Fate {
     Silent,
 }
 
+/// Where the answer to a peer request goes, and what the simulator knows of the request.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplyTo {
+    pub proc: usize,
+    pub inc: u32,
+    /// The session the request was addressed to.
+    pub addressee: NodeId,
+    /// The sender's link era when it sent the request (see `checks::transfer_causes`).
+    pub era: u64,
+}
+
 #[derive(Debug)]
 pub enum Ev {
     Tick {
@@ -53,12 +64,10 @@ pub enum Ev {
         request: PeerRequest,
         fate: Fate,
         sent_at: Millis,
-        reply_to: (usize, u32, NodeId),
+        reply_to: ReplyTo,
     },
     PeerReply {
-        to: usize,
-        inc: u32,
-        from_node: NodeId,
+        to: ReplyTo,
         epoch: u64,
         kind: RequestKind,
         reply: PeerReply,
@@ -137,7 +146,8 @@ impl Ev {
     fn target_proc(&self) -> Option<usize> {
         match self {
             Ev::Tick { proc, .. } | Ev::ZkPing { proc, .. } => Some(*proc),
-            Ev::PeerArrive { to, .. } | Ev::PeerReply { to, .. } | Ev::ClientArrive { to, .. } => Some(*to),
+            Ev::PeerArrive { to, .. } | Ev::ClientArrive { to, .. } => Some(*to),
+            Ev::PeerReply { to, .. } => Some(to.proc),
             Ev::ZkWatch {
                 watcher: Watcher::Replica(p, _),
                 ..
@@ -235,6 +245,7 @@ pub struct World {
     pub transfer_retries: TransferRetries,
     pub dropped_held: DroppedHeld,
     pub pacing: Pacing,
+    pub transfer_causes: TransferCauses,
     /// Replicas that accepted a state transfer, in order (kept for the failover phase).
     pub accepted_transfers: Vec<usize>,
     /// The nemesis's repertoire in this run (see `World::new`).
@@ -270,6 +281,7 @@ impl World {
             transfer_retries: TransferRetries::default(),
             dropped_held: DroppedHeld::default(),
             pacing: Pacing::default(),
+            transfer_causes: TransferCauses::default(),
             accepted_transfers: Vec::new(),
             nemesis_actions: Vec::new(),
             key_generations: 1,
@@ -447,11 +459,16 @@ impl World {
     fn send_peer(&mut self, from: usize, inc: u32, to: core::Member, epoch: u64, request: PeerRequest) {
         let kind = request.kind();
         self.peer_sends.count(kind);
-        self.check_peer_send(from, inc, kind);
+        self.check_peer_send(from, inc, to.id, kind);
         if let RequestKind::Transfer(_) = kind {
             self.check_transfer_send(from, inc, to.id, epoch);
         }
-        let reply_to = (from, inc, to.id);
+        let reply_to = ReplyTo {
+            proc: from,
+            inc,
+            addressee: to.id,
+            era: self.link_era(from, inc),
+        };
         let target = self.proc_of_addr(&to.addr);
         let lost = match target {
             None => true,
@@ -462,9 +479,7 @@ impl World {
             self.schedule(
                 timeout,
                 Ev::PeerReply {
-                    to: from,
-                    inc,
-                    from_node: to.id,
+                    to: reply_to,
                     epoch,
                     kind,
                     reply: PeerReply::Unreachable,
@@ -520,23 +535,12 @@ impl World {
 
     // One argument per field of the `Ev::PeerArrive` it unpacks.
     #[allow(clippy::too_many_arguments)]
-    fn peer_arrive(
-        &mut self,
-        from: usize,
-        to: usize,
-        epoch: u64,
-        request: PeerRequest,
-        fate: Fate,
-        sent_at: Millis,
-        reply_to: (usize, u32, NodeId),
-    ) {
-        let (sender, sender_inc, from_node) = reply_to;
+    fn peer_arrive(&mut self, from: usize, to: usize, epoch: u64, request: PeerRequest, fate: Fate, sent_at: Millis, reply_to: ReplyTo) {
+        let from_node = reply_to.addressee;
         let kind = request.kind();
         let deadline = sent_at + self.cfg.rpc_timeout;
         let unreachable = Ev::PeerReply {
-            to: sender,
-            inc: sender_inc,
-            from_node,
+            to: reply_to,
             epoch,
             kind,
             reply: PeerReply::Unreachable,
@@ -557,6 +561,9 @@ impl World {
             _ => None,
         };
         let before = self.procs[to].shape.clone();
+        if let PeerRequest::Transfer(t) = &request {
+            self.observe_transfer_arrival(to, &before, t);
+        }
         let reply = self.with_replica(to, |r| r.on_addressed_request(Some(from_node), request));
         let Some(reply) = reply else { return };
         if let Some((src, xid)) = propose {
@@ -581,9 +588,7 @@ impl World {
             self.schedule(
                 back,
                 Ev::PeerReply {
-                    to: sender,
-                    inc: sender_inc,
-                    from_node,
+                    to: reply_to,
                     epoch,
                     kind,
                     reply,
@@ -676,15 +681,19 @@ impl World {
                 reply_to,
             } => self.peer_arrive(from, to, epoch, request, fate, sent_at, reply_to),
             Ev::PeerReply {
-                to,
-                inc,
-                from_node,
+                to: reply_to,
                 epoch,
                 kind,
                 reply,
             } => {
+                let ReplyTo {
+                    proc: to,
+                    inc,
+                    addressee: from_node,
+                    ..
+                } = reply_to;
                 if self.current_inc(to, inc) {
-                    self.observe_peer_reply(to, inc, kind, &reply);
+                    self.observe_peer_reply(reply_to, kind, &reply);
                     match (kind, &reply) {
                         (RequestKind::Transfer(_), PeerReply::Accepted) => self.transfer_retries.succeeded((to, inc, from_node), epoch),
                         (RequestKind::Propose(_), PeerReply::Accepted) => {}

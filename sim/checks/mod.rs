@@ -12,19 +12,21 @@ mod linearizable;
 mod no_lost_writes;
 mod progress_pacing;
 mod settled;
+mod transfer_causes;
 mod valid_keys;
 
 pub use backoff::TransferRetries;
 pub use foreign_input::{Observed, Outcome};
 pub use gap_refusals::DroppedHeld;
 pub use progress_pacing::Pacing;
+pub use transfer_causes::TransferCauses;
 pub use valid_keys::KeyVerdict;
 
 use super::new_head::CleanNewHead;
 use super::quiet::Quiet;
 use super::shape::Shape;
-use super::world::{Status, World};
-use crate::core::{Millis, NodeId, PeerReply, RequestKind, Xid};
+use super::world::{ReplyTo, Status, World};
+use crate::core::{Millis, NodeId, PeerReply, RequestKind, Transfer, Xid};
 
 impl World {
     pub fn check_step(&mut self) {
@@ -36,6 +38,8 @@ impl World {
     /// Replica `proc` took a step that changed its shape from `before` to `after`.
     pub fn observe_replica_step(&mut self, proc: usize, before: &Shape, after: &Shape) {
         self.dropped_held.after_step(proc, before, after);
+        let inc = self.procs[proc].incarnation;
+        self.transfer_causes.after_step((proc, inc), before, after);
         if after.session != before.session {
             self.pacing.forget(proc);
         }
@@ -45,16 +49,33 @@ impl World {
     pub fn observe_restart(&mut self, proc: usize) {
         self.dropped_held.forget(proc);
         self.pacing.forget(proc);
+        self.transfer_causes.forget(proc);
     }
 
-    /// Replica `proc` (incarnation `inc`) sends a `kind` request.
-    pub fn check_peer_send(&mut self, proc: usize, inc: u32, kind: RequestKind) {
+    /// The link era requests from `proc` (incarnation `inc`) are sent in now.
+    pub fn link_era(&self, proc: usize, inc: u32) -> u64 {
+        self.transfer_causes.era((proc, inc))
+    }
+
+    /// Replica `proc` (incarnation `inc`) sends session `to` a `kind` request.
+    pub fn check_peer_send(&mut self, proc: usize, inc: u32, to: NodeId, kind: RequestKind) {
         progress_pacing::on_send(self, (proc, inc), kind);
+        if let RequestKind::Transfer(_) = kind {
+            transfer_causes::on_send(self, (proc, inc), to);
+        }
     }
 
-    /// The answer to a `kind` request is about to reach replica `proc` (incarnation `inc`).
-    pub fn observe_peer_reply(&mut self, proc: usize, inc: u32, kind: RequestKind, reply: &PeerReply) {
-        progress_pacing::on_reply(self, (proc, inc), kind, reply);
+    /// The answer to a `kind` request is about to reach its sender.
+    pub fn observe_peer_reply(&mut self, to: ReplyTo, kind: RequestKind, reply: &PeerReply) {
+        progress_pacing::on_reply(self, (to.proc, to.inc), kind, reply);
+        let succ = self.procs[to.proc].shape.succ;
+        self.transfer_causes.on_reply(to, succ, kind, reply);
+    }
+
+    /// Transfer `t` is about to reach replica `proc`, shaped `before`.
+    pub fn observe_transfer_arrival(&mut self, proc: usize, before: &Shape, t: &Transfer) {
+        let sender = (proc, self.procs[proc].incarnation);
+        self.transfer_causes.before_install(sender, before, t);
     }
 
     /// Replica `proc`, shaped `before`, answered `reply` to update `xid` from `src`, sent to

@@ -110,6 +110,13 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.synced = true;
         self.retained = None;
         self.dropped_held = false;
+        // Our successor has at most `old_last`; it can be caught up update by update only if
+        // the transfer's sent list holds every xid after that (its sender trims it, and bounds
+        // it). Taken before we trim the list to our own bound: as the tail we owe each of
+        // those updates' clients its callback, and as a middle forwarding them costs less than
+        // a whole transfer.
+        let suffix: Vec<Update> = t.sent.iter().filter(|u| u.xid > old_last).cloned().collect();
+        let suffix_complete = suffix.len() as u64 == self.last_applied - old_last;
         self.sent = t.sent.into();
         // A sender with a larger bound (another implementation) may hand us more than we keep.
         // Dropping the oldest is safe as in `apply_and_pass_on`: a hole means a whole transfer.
@@ -117,10 +124,6 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.sent.drain(..excess);
         self.reorder.retain(|xid, _| *xid > t.state_xid);
 
-        let suffix: Vec<Update> = self.sent.iter().filter(|u| u.xid > old_last).cloned().collect();
-        // Our successor has at most `old_last`; it can be caught up update by update only if
-        // the sent list holds every xid after that (it is trimmed, and bounded).
-        let suffix_complete = suffix.len() as u64 == self.last_applied - old_last;
         if self.succ.is_some() {
             if successor_has_it {
                 self.link_epoch += 1;

@@ -1128,6 +1128,38 @@ fn tail_variant_head_answers_at_once_and_the_tail_calls_the_client_back() {
     assert_eq!(c.get(1).describe().sent_len, 0, "polling trims the head too");
 }
 
+/// Found by the simulator (tail variant, replicas with different `max_sent`): the tail trimmed
+/// a transfer's sent list to its own bound before working out what it owed callbacks for, and
+/// the client of an update in the trimmed part never heard back.
+#[test]
+fn tail_variant_tail_calls_back_every_update_of_a_transfer_longer_than_it_keeps() {
+    let clock = ManualClock::new();
+    let cfg = Config { max_sent: 2, ..tail_cfg() };
+    let mut tail = replica(cfg, &clock, 2);
+    tail.on_view(members(&[1, 2]), 1);
+    let mut t = Transfer {
+        src: 1,
+        state_xid: 1,
+        state: store(&[("k", 1)]),
+        sent: Vec::new(),
+    };
+    assert_eq!(tail.on_peer_request(PeerRequest::Transfer(t.clone())), PeerReply::Accepted);
+    assert!(tail.net().notified.is_empty());
+
+    // Its predecessor keeps more of its sent list than the tail does.
+    t.state_xid = 4;
+    t.state = store(&[("k", 4)]);
+    t.sent = (2..=4)
+        .map(|xid| Update {
+            origin: Some(origin(xid as i32)),
+            ..upd(xid, "k", xid as i32)
+        })
+        .collect();
+    assert_eq!(tail.on_peer_request(PeerRequest::Transfer(t)), PeerReply::Accepted);
+    assert_eq!(tail.net().notified, vec![origin(2), origin(3), origin(4)]);
+    assert_eq!(tail.describe().sent_len, 0);
+}
+
 #[test]
 fn tail_variant_new_tail_calls_back_updates_still_in_flight() {
     let mut c = Cluster::with_nodes(tail_cfg(), &[1, 2, 3]);

@@ -15,6 +15,7 @@ mod flapping_predecessor;
 mod foreign;
 pub mod grpc;
 pub mod linearizability;
+mod links;
 mod lingering_head;
 mod nemesis;
 mod new_head;

@@ -6,11 +6,12 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::rc::Rc;
 
 use super::canon::Canon;
-use super::checks::{DroppedHeld, Pacing, TransferCauses, TransferRetries};
+use super::checks::{DroppedHeld, Pacing};
 use super::client::{Client, ClientReq, ClientResult};
 use super::dice::Dice;
 use super::env::{Outbox, Outgoing, SimClock, SimCoord, SimNet};
 use super::linearizability::Op;
+use super::links::Links;
 use super::shape::Shape;
 use super::trace::Trace;
 use super::zk::{WatchEvent, Watcher, ZkModel};
@@ -47,7 +48,7 @@ pub struct ReplyTo {
     pub inc: u32,
     /// The session the request was addressed to.
     pub addressee: NodeId,
-    /// The sender's link era when it sent the request (see `checks::transfer_causes`).
+    /// The sender's link era when it sent the request (see `sim::links`).
     pub era: u64,
 }
 
@@ -242,10 +243,9 @@ pub struct World {
     pub short_delays_only: bool,
     /// This run uses tiny bounds on queues (see `World::new`).
     pub tiny_bounds: bool,
-    pub transfer_retries: TransferRetries,
     pub dropped_held: DroppedHeld,
     pub pacing: Pacing,
-    pub transfer_causes: TransferCauses,
+    pub links: Links,
     /// Replicas that accepted a state transfer, in order (kept for the failover phase).
     pub accepted_transfers: Vec<usize>,
     /// The nemesis's repertoire in this run (see `World::new`).
@@ -278,10 +278,9 @@ impl World {
             peer_sends: PeerSends::default(),
             short_delays_only: false,
             tiny_bounds: false,
-            transfer_retries: TransferRetries::default(),
             dropped_held: DroppedHeld::default(),
             pacing: Pacing::default(),
-            transfer_causes: TransferCauses::default(),
+            links: Links::default(),
             accepted_transfers: Vec::new(),
             nemesis_actions: Vec::new(),
             key_generations: 1,
@@ -420,6 +419,14 @@ impl World {
 
     /// Run one step on a replica, then carry out whatever it asked for.
     pub fn with_replica<R>(&mut self, proc: usize, f: impl FnOnce(&mut SimReplica) -> R) -> Option<R> {
+        let r = self.step_replica(proc, f);
+        self.finish_step(proc);
+        r
+    }
+
+    /// Run one step on a replica and note its new shape; what it asked for waits for
+    /// `finish_step`, so that the checks can first learn what the step was.
+    fn step_replica<R>(&mut self, proc: usize, f: impl FnOnce(&mut SimReplica) -> R) -> Option<R> {
         let r = self.procs[proc].replica.as_mut().map(f);
         if let Some(after) = self.procs[proc].replica.as_ref().map(Shape::of) {
             let before = std::mem::replace(&mut self.procs[proc].shape, after.clone());
@@ -427,8 +434,12 @@ impl World {
                 self.observe_replica_step(proc, &before, &after);
             }
         }
-        self.drain(proc);
         r
+    }
+
+    fn finish_step(&mut self, proc: usize) {
+        self.drain(proc);
+        self.observe_step_done(proc);
     }
 
     fn drain(&mut self, proc: usize) {
@@ -460,9 +471,6 @@ impl World {
         let kind = request.kind();
         self.peer_sends.count(kind);
         self.check_peer_send(from, inc, to.id, kind);
-        if let RequestKind::Transfer(_) = kind {
-            self.check_transfer_send(from, inc, to.id, epoch);
-        }
         let reply_to = ReplyTo {
             proc: from,
             inc,
@@ -552,20 +560,22 @@ impl World {
             return;
         }
         let is_transfer = matches!(request, PeerRequest::Transfer(_));
-        if is_transfer {
-            // If the receiver installs it, its own link may restart at once.
-            self.transfer_retries.forget(to);
-        }
         let propose = match &request {
             PeerRequest::Propose { src, update } => Some((*src, update.xid)),
             _ => None,
         };
+        // What installing a transfer may do to the receiver's own link (no state: cheap).
+        let transfer_xids = match &request {
+            PeerRequest::Transfer(t) => Some((t.state_xid, t.sent.iter().map(|u| u.xid).collect::<Vec<_>>())),
+            _ => None,
+        };
         let before = self.procs[to].shape.clone();
-        if let PeerRequest::Transfer(t) = &request {
-            self.observe_transfer_arrival(to, &before, t);
-        }
-        let reply = self.with_replica(to, |r| r.on_addressed_request(Some(from_node), request));
+        let reply = self.step_replica(to, |r| r.on_addressed_request(Some(from_node), request));
         let Some(reply) = reply else { return };
+        if let Some((state_xid, sent)) = transfer_xids.filter(|_| reply == PeerReply::Accepted) {
+            self.observe_transfer_installed(to, &before, state_xid, &sent);
+        }
+        self.finish_step(to);
         if let Some((src, xid)) = propose {
             self.check_propose_answer(to, &before, from_node, src, xid, &reply);
         }
@@ -694,16 +704,6 @@ impl World {
                 } = reply_to;
                 if self.current_inc(to, inc) {
                     self.observe_peer_reply(reply_to, kind, &reply);
-                    match (kind, &reply) {
-                        (RequestKind::Transfer(_), PeerReply::Accepted) => self.transfer_retries.succeeded((to, inc, from_node), epoch),
-                        (RequestKind::Propose(_), PeerReply::Accepted) => {}
-                        (RequestKind::Transfer(_) | RequestKind::Propose(_), _) => {
-                            self.transfer_retries.failed((to, inc, from_node), epoch, self.now())
-                        }
-                        // A pulled state, once installed, may restart the link.
-                        (RequestKind::PullState, _) => self.transfer_retries.forget(to),
-                        _ => {}
-                    }
                     self.with_replica(to, |r| r.on_peer_reply(from_node, epoch, kind, reply));
                 }
             }
@@ -752,6 +752,7 @@ impl World {
     /// Stop `proc` for `ms`: what reaches it meanwhile waits, in order.
     pub fn pause(&mut self, proc: usize, ms: Millis) {
         if self.procs[proc].status == Status::Up {
+            self.links.paused(proc);
             self.procs[proc].status = Status::Paused;
             self.schedule(ms, Ev::Resume { proc });
         }

@@ -167,7 +167,6 @@ impl World {
         self.zk.acted_listing.insert(watcher, version);
         // Later listings queue behind this one, not behind the held-back ones it supersedes.
         self.zk.watchers.insert(watcher, self.now());
-        self.transfer_retries.forget(proc);
         self.with_replica(proc, |r| r.on_view(members, version));
     }
 
@@ -261,10 +260,6 @@ impl World {
                         return;
                     }
                     self.zk.acted_listing.insert(watcher, *version);
-                }
-                if !matches!(event, WatchEvent::Alive(_)) {
-                    // A new view or session may restart the replica's link at once.
-                    self.transfer_retries.forget(proc);
                 }
                 self.with_replica(proc, |r| match event {
                     WatchEvent::Joined(id) => r.on_joined(id),

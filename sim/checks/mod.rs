@@ -15,18 +15,16 @@ mod settled;
 mod transfer_causes;
 mod valid_keys;
 
-pub use backoff::TransferRetries;
 pub use foreign_input::{Observed, Outcome};
 pub use gap_refusals::DroppedHeld;
 pub use progress_pacing::Pacing;
-pub use transfer_causes::TransferCauses;
 pub use valid_keys::KeyVerdict;
 
 use super::new_head::CleanNewHead;
 use super::quiet::Quiet;
 use super::shape::Shape;
 use super::world::{ReplyTo, Status, World};
-use crate::core::{Millis, NodeId, PeerReply, RequestKind, Transfer, Xid};
+use crate::core::{Millis, NodeId, PeerReply, RequestKind, Xid};
 
 impl World {
     pub fn check_step(&mut self) {
@@ -39,7 +37,8 @@ impl World {
     pub fn observe_replica_step(&mut self, proc: usize, before: &Shape, after: &Shape) {
         self.dropped_held.after_step(proc, before, after);
         let inc = self.procs[proc].incarnation;
-        self.transfer_causes.after_step((proc, inc), before, after);
+        let now = self.now();
+        self.links.after_step((proc, inc), before, after, now);
         if after.session != before.session {
             self.pacing.forget(proc);
         }
@@ -49,19 +48,21 @@ impl World {
     pub fn observe_restart(&mut self, proc: usize) {
         self.dropped_held.forget(proc);
         self.pacing.forget(proc);
-        self.transfer_causes.forget(proc);
+        self.links.forget(proc);
     }
 
     /// The link era requests from `proc` (incarnation `inc`) are sent in now.
     pub fn link_era(&self, proc: usize, inc: u32) -> u64 {
-        self.transfer_causes.era((proc, inc))
+        self.links.get((proc, inc)).era
     }
 
     /// Replica `proc` (incarnation `inc`) sends session `to` a `kind` request.
     pub fn check_peer_send(&mut self, proc: usize, inc: u32, to: NodeId, kind: RequestKind) {
         progress_pacing::on_send(self, (proc, inc), kind);
         if let RequestKind::Transfer(_) = kind {
-            transfer_causes::on_send(self, (proc, inc), to);
+            let was = self.links.transfer_sent((proc, inc));
+            transfer_causes::check_send(self, proc, to, &was);
+            backoff::check_send(self, proc, to, &was);
         }
     }
 
@@ -69,13 +70,20 @@ impl World {
     pub fn observe_peer_reply(&mut self, to: ReplyTo, kind: RequestKind, reply: &PeerReply) {
         progress_pacing::on_reply(self, (to.proc, to.inc), kind, reply);
         let succ = self.procs[to.proc].shape.succ;
-        self.transfer_causes.on_reply(to, succ, kind, reply);
+        let now = self.now();
+        self.links.on_reply((to.proc, to.inc), to.era, to.addressee, succ, kind, reply, now);
     }
 
-    /// Transfer `t` is about to reach replica `proc`, shaped `before`.
-    pub fn observe_transfer_arrival(&mut self, proc: usize, before: &Shape, t: &Transfer) {
-        let sender = (proc, self.procs[proc].incarnation);
-        self.transfer_causes.before_install(sender, before, t);
+    /// Replica `proc`, shaped `before`, accepted a transfer of the state at `state_xid` with
+    /// `sent` the xids of its sent list.
+    pub fn observe_transfer_installed(&mut self, proc: usize, before: &Shape, state_xid: Xid, sent: &[Xid]) {
+        let now = self.now();
+        self.links.installed((proc, self.procs[proc].incarnation), before, state_xid, sent, now);
+    }
+
+    /// A step of replica `proc` is over and what it sent is on its way.
+    pub fn observe_step_done(&mut self, proc: usize) {
+        self.links.step_done((proc, self.procs[proc].incarnation));
     }
 
     /// Replica `proc`, shaped `before`, answered `reply` to update `xid` from `src`, sent to
@@ -105,11 +113,6 @@ impl World {
     /// A replica's answer to a client request, as far as the key goes.
     pub fn check_key_verdict(&mut self, key: &str, verdict: KeyVerdict) {
         valid_keys::check(self, key, verdict);
-    }
-
-    /// `proc` (incarnation `inc`) sends session `to` a state transfer on link epoch `epoch`.
-    pub fn check_transfer_send(&mut self, proc: usize, inc: u32, to: NodeId, epoch: u64) {
-        backoff::check_send(self, (proc, inc, to), epoch);
     }
 
     /// A foreign peer sent replica `proc` a request it must refuse with `expected`; it was

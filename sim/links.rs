@@ -1,0 +1,160 @@
+//! What the simulator knows of each replica's link to its successor, worked out from what it
+//! sees (the replica's shape after each step, the requests it sends, the answers it gets) rather
+//! than read from the replica's own epochs and flags. `checks::transfer_causes` and
+//! `checks::backoff` judge the replica's transfers against it.
+//!
+//! The model follows the protocol as README describes it: a replica that holds the state and
+//! gets a new successor (or comes to hold the state with one) sends it a state transfer at once,
+//! unless it pulled the state from that successor; a failed request on the link since the last
+//! transfer (refused, or no answer in time) makes the next transfer due after a backoff that
+//! starts at `retry_min_ms` and doubles with each failure in a row; an accepted transfer ends
+//! the run of failures.
+//!
+//! Link eras are the simulator's own: one ends at each transfer sent and whenever the
+//! replica's successor, state or session changes, and every request carries the era it was sent
+//! in (`ReplyTo::era`). A failure counts only if its request was sent in the current era.
+
+use std::collections::BTreeMap;
+
+use crate::core::{Config, Millis, NodeId, PeerReply, RequestKind, Xid};
+use crate::sim::shape::Shape;
+
+/// (process, incarnation).
+pub type Sender = (usize, u32);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkState {
+    /// No successor, or no state to send it.
+    Idle,
+    /// A transfer is due, no sooner than `at`.
+    Due { at: Millis },
+    /// A transfer was sent, or the successor holds the state already: updates flow.
+    Active,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Link {
+    pub era: u64,
+    pub state: LinkState,
+    /// The wait after the next failure.
+    pub backoff: Millis,
+    /// The process was paused since the transfer fell due, so it may send it late.
+    pub paused: bool,
+    /// The link started over during the step being carried out: the transfer is due at once.
+    restarted: bool,
+}
+
+impl Link {
+    fn new() -> Self {
+        Link {
+            era: 0,
+            state: LinkState::Idle,
+            backoff: retry_min(),
+            paused: false,
+            restarted: false,
+        }
+    }
+
+    fn restart(&mut self, now: Millis) {
+        self.state = LinkState::Due { at: now };
+        self.backoff = retry_min();
+        self.paused = false;
+        self.restarted = true;
+    }
+}
+
+/// The simulator's replicas keep the default retry intervals.
+fn retry_min() -> Millis {
+    Config::default().retry_min_ms
+}
+
+#[derive(Default)]
+pub struct Links(BTreeMap<Sender, Link>);
+
+impl Links {
+    pub fn get(&self, sender: Sender) -> Link {
+        self.0.get(&sender).copied().unwrap_or_else(Link::new)
+    }
+
+    fn entry(&mut self, sender: Sender) -> &mut Link {
+        self.0.entry(sender).or_insert_with(Link::new)
+    }
+
+    pub fn forget(&mut self, proc: usize) {
+        self.0.retain(|s, _| s.0 != proc);
+    }
+
+    pub fn paused(&mut self, proc: usize) {
+        for (_, link) in self.0.range_mut((proc, 0)..=(proc, u32::MAX)) {
+            link.paused = true;
+        }
+    }
+
+    /// A step changed the replica's shape from `before` to `after`.
+    pub fn after_step(&mut self, sender: Sender, before: &Shape, after: &Shape, now: Millis) {
+        if after.session == before.session && after.succ == before.succ && after.synced == before.synced {
+            return;
+        }
+        let link = self.entry(sender);
+        link.era += 1;
+        link.restart(now);
+        if !(after.synced && after.succ.is_some()) {
+            link.state = LinkState::Idle;
+        }
+    }
+
+    /// A step of the replica is over, with everything it sent carried out. A transfer that was
+    /// due at once and not sent means the replica pulled the state from its successor.
+    pub fn step_done(&mut self, sender: Sender) {
+        if let Some(link) = self.0.get_mut(&sender) {
+            if std::mem::take(&mut link.restarted) && matches!(link.state, LinkState::Due { .. }) {
+                link.state = LinkState::Active;
+            }
+        }
+    }
+
+    /// The replica, shaped `before`, accepted a transfer of the state at `state_xid` whose sent
+    /// list holds xids `sent`. It can catch its successor up update by update only if the link
+    /// works and that sent list holds every
+    /// xid after what the replica held; otherwise it starts the link over. (With every replica
+    /// keeping the same number of sent updates, the sent list always does: README, Limits.)
+    pub fn installed(&mut self, sender: Sender, before: &Shape, state_xid: Xid, sent: &[Xid], now: Millis) {
+        if !before.synced || before.succ.is_none() || state_xid < before.last_applied {
+            return;
+        }
+        let suffix = sent.iter().filter(|x| **x > before.last_applied).count() as u64;
+        let link = self.entry(sender);
+        if suffix != state_xid - before.last_applied || link.state != LinkState::Active {
+            link.restart(now);
+        }
+    }
+
+    /// The answer to a `kind` request the replica sent in `era` to `from` arrives; `succ` is
+    /// its successor now.
+    pub fn on_reply(&mut self, sender: Sender, era: u64, from: NodeId, succ: Option<NodeId>, kind: RequestKind, reply: &PeerReply, now: Millis) {
+        let on_link = matches!(kind, RequestKind::Propose(_) | RequestKind::Transfer(_));
+        let link = self.entry(sender);
+        if !on_link || era != link.era || succ != Some(from) || link.state != LinkState::Active {
+            return;
+        }
+        match (kind, reply) {
+            (RequestKind::Transfer(_), PeerReply::Accepted) => link.backoff = retry_min(),
+            (_, PeerReply::Accepted) => {}
+            _ => {
+                link.state = LinkState::Due { at: now + link.backoff };
+                link.backoff = (link.backoff * 2).min(Config::default().retry_max_ms);
+                link.paused = false;
+            }
+        }
+    }
+
+    /// The replica sends its successor a transfer; returns the link as it was.
+    pub fn transfer_sent(&mut self, sender: Sender) -> Link {
+        let link = self.entry(sender);
+        let was = *link;
+        link.era += 1;
+        link.state = LinkState::Active;
+        link.restarted = false;
+        was
+    }
+}

@@ -42,6 +42,10 @@ pub struct Link {
     pub paused: bool,
     /// The link started over during the step being carried out: the transfer is due at once.
     restarted: bool,
+    /// The `pullState` in flight: its target, and whether it asked for a retained copy.
+    pull: Option<(NodeId, bool)>,
+    /// The `pullState` answered in the step being carried out.
+    pulled: Option<(NodeId, bool)>,
 }
 
 impl Link {
@@ -52,6 +56,8 @@ impl Link {
             backoff: retry_min(),
             paused: false,
             restarted: false,
+            pull: None,
+            pulled: None,
         }
     }
 
@@ -103,14 +109,37 @@ impl Links {
         }
     }
 
-    /// A step of the replica is over, with everything it sent carried out. A transfer that was
-    /// due at once and not sent means the replica pulled the state from its successor.
-    pub fn step_done(&mut self, sender: Sender) {
-        if let Some(link) = self.0.get_mut(&sender) {
-            if std::mem::take(&mut link.restarted) && matches!(link.state, LinkState::Due { .. }) {
-                link.state = LinkState::Active;
-            }
+    pub fn pull_sent(&mut self, sender: Sender, to: NodeId, retained: bool) {
+        self.entry(sender).pull = Some((to, retained));
+    }
+
+    /// The answer to a `pullState` from `from` is about to reach the replica.
+    pub fn pull_answered(&mut self, sender: Sender, from: NodeId) {
+        let link = self.entry(sender);
+        if link.pull.is_some_and(|(to, _)| to == from) {
+            link.pulled = link.pull.take();
         }
+    }
+
+    /// A step of the replica is over, with everything it sent carried out; `succ` is its
+    /// successor now. A transfer that fell due at once and was not sent is right only if the
+    /// replica took the state from that successor's answer to a plain (not retained) pull: the
+    /// successor holds it already. Otherwise says what the successor was owed.
+    pub fn step_done(&mut self, sender: Sender, succ: Option<NodeId>) -> Option<String> {
+        let link = self.0.get_mut(&sender)?;
+        let pulled = link.pulled.take();
+        if !std::mem::take(&mut link.restarted) || !matches!(link.state, LinkState::Due { .. }) {
+            return None;
+        }
+        link.state = LinkState::Active;
+        if pulled.is_some_and(|(from, retained)| !retained && Some(from) == succ) {
+            return None;
+        }
+        Some(match pulled {
+            Some((from, true)) => format!("took a retained copy from session {from:x}"),
+            Some((from, false)) => format!("pulled the state from session {from:x}, not its successor"),
+            None => "came to hold the state or got a new successor".to_string(),
+        })
     }
 
     /// The replica, shaped `before`, accepted a transfer of the state at `state_xid` whose sent
@@ -131,7 +160,16 @@ impl Links {
 
     /// The answer to a `kind` request the replica sent in `era` to `from` arrives; `succ` is
     /// its successor now.
-    pub fn on_reply(&mut self, sender: Sender, era: u64, from: NodeId, succ: Option<NodeId>, kind: RequestKind, reply: &PeerReply, now: Millis) {
+    pub fn on_reply(
+        &mut self,
+        sender: Sender,
+        era: u64,
+        from: NodeId,
+        succ: Option<NodeId>,
+        kind: RequestKind,
+        reply: &PeerReply,
+        now: Millis,
+    ) {
         let on_link = matches!(kind, RequestKind::Propose(_) | RequestKind::Transfer(_));
         let link = self.entry(sender);
         if !on_link || era != link.era || succ != Some(from) || link.state != LinkState::Active {

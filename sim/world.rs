@@ -470,7 +470,8 @@ impl World {
     fn send_peer(&mut self, from: usize, inc: u32, to: core::Member, epoch: u64, request: PeerRequest) {
         let kind = request.kind();
         self.peer_sends.count(kind);
-        self.check_peer_send(from, inc, to.id, kind);
+        let retained = matches!(request, PeerRequest::PullState { retained: true, .. });
+        self.check_peer_send(from, inc, to.id, kind, retained);
         let reply_to = ReplyTo {
             proc: from,
             inc,

@@ -1,6 +1,7 @@
 //! The checks that judge a run, one invariant per file. `step` checks run after every event;
 //! `end` checks once the run is over.
 
+mod applied_grows;
 mod backoff;
 mod bounded_queues;
 mod chain_prefix;
@@ -35,6 +36,7 @@ impl World {
 
     /// Replica `proc` took a step that changed its shape from `before` to `after`.
     pub fn observe_replica_step(&mut self, proc: usize, before: &Shape, after: &Shape) {
+        applied_grows::check(self, proc, before, after);
         self.dropped_held.after_step(proc, before, after);
         let inc = self.procs[proc].incarnation;
         let now = self.now();
@@ -56,9 +58,13 @@ impl World {
         self.links.get((proc, inc)).era
     }
 
-    /// Replica `proc` (incarnation `inc`) sends session `to` a `kind` request.
-    pub fn check_peer_send(&mut self, proc: usize, inc: u32, to: NodeId, kind: RequestKind) {
+    /// Replica `proc` (incarnation `inc`) sends session `to` a `kind` request (`retained`: a
+    /// `pullState` asking for a retained copy).
+    pub fn check_peer_send(&mut self, proc: usize, inc: u32, to: NodeId, kind: RequestKind, retained: bool) {
         progress_pacing::on_send(self, (proc, inc), kind);
+        if kind == RequestKind::PullState {
+            self.links.pull_sent((proc, inc), to, retained);
+        }
         if let RequestKind::Transfer(_) = kind {
             let was = self.links.transfer_sent((proc, inc));
             transfer_causes::check_send(self, proc, to, &was);
@@ -69,6 +75,9 @@ impl World {
     /// The answer to a `kind` request is about to reach its sender.
     pub fn observe_peer_reply(&mut self, to: ReplyTo, kind: RequestKind, reply: &PeerReply) {
         progress_pacing::on_reply(self, (to.proc, to.inc), kind, reply);
+        if kind == RequestKind::PullState {
+            self.links.pull_answered((to.proc, to.inc), to.addressee);
+        }
         let succ = self.procs[to.proc].shape.succ;
         let now = self.now();
         self.links.on_reply((to.proc, to.inc), to.era, to.addressee, succ, kind, reply, now);
@@ -78,12 +87,15 @@ impl World {
     /// `sent` the xids of its sent list.
     pub fn observe_transfer_installed(&mut self, proc: usize, before: &Shape, state_xid: Xid, sent: &[Xid]) {
         let now = self.now();
-        self.links.installed((proc, self.procs[proc].incarnation), before, state_xid, sent, now);
+        self.links
+            .installed((proc, self.procs[proc].incarnation), before, state_xid, sent, now);
     }
 
     /// A step of replica `proc` is over and what it sent is on its way.
     pub fn observe_step_done(&mut self, proc: usize) {
-        self.links.step_done((proc, self.procs[proc].incarnation));
+        let succ = self.procs[proc].shape.succ;
+        let owed = self.links.step_done((proc, self.procs[proc].incarnation), succ);
+        transfer_causes::check_owed(self, proc, succ, owed);
     }
 
     /// Replica `proc`, shaped `before`, answered `reply` to update `xid` from `src`, sent to

@@ -6,6 +6,10 @@
 //! - it installed a transfer from its predecessor and could not catch its successor up update by
 //!   update.
 //!
+//! And the first two owe the successor a transfer at once, unless the replica took the state
+//! from that successor's answer to a plain pull (the successor holds it already): a successor
+//! left without the state refuses every update.
+//!
 //! Each is a transfer falling due in the simulator's own model of the link (`sim::links`),
 //! which does not trust the replica's link epochs: a reply the replica took for current when it
 //! was stale shows here as a transfer nothing made due.
@@ -18,6 +22,15 @@ pub fn check_send(w: &mut World, proc: usize, to: NodeId, was: &Link) {
     if !matches!(was.state, LinkState::Due { .. }) {
         w.violations.push(format!(
             "transfer cause: replica {proc} sent session {to:x} a state transfer with no cause (no new successor or state, no failure since its last transfer, no install that needs one); link {was:?}"
+        ));
+    }
+}
+
+/// Replica `proc`'s step left its successor `succ` owed a transfer it did not send: `what`.
+pub fn check_owed(w: &mut World, proc: usize, succ: Option<NodeId>, what: Option<String>) {
+    if let (Some(what), Some(succ)) = (what, succ) {
+        w.violations.push(format!(
+            "transfer cause: replica {proc} {what}, and sent its successor {succ:x} no state transfer"
         ));
     }
 }

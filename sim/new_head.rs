@@ -7,7 +7,8 @@
 //! newcomer is made to sort first. In half the runs the rest is made messy on purpose:
 //! replicas and clients act on old membership for a while, a second newcomer joins between
 //! the first and the old head, the old head or the newcomer crashes mid-pull, messages are
-//! dropped and duplicated, the answer to a pull is lost; the usual checks judge those runs.
+//! dropped and duplicated, the answer to a pull is lost or lands late; the usual checks judge
+//! those runs.
 //! The other half is clean (one newcomer, a quiet network, the old head slow to see it) and
 //! its cost is checked too (`checks::cost::check_new_head`).
 
@@ -55,6 +56,11 @@ impl World {
             if self.dice.chance(750_000) {
                 self.lose_pull_replies = self.dice.range(1, 3) as u32;
             }
+            // An answer that lands late finds the asker with a predecessor, or the state, by
+            // then: it must leave the answer alone.
+            if self.dice.chance(500_000) {
+                self.slow_pull_replies = self.dice.range(1, 4) as u32;
+            }
             if self.dice.chance(500_000) {
                 steps.push((self.dice.range(0, 600), Step::Join));
             }
@@ -99,6 +105,7 @@ impl World {
         let sends = std::mem::take(&mut self.peer_sends);
         self.short_delays_only = false;
         self.lose_pull_replies = 0;
+        self.slow_pull_replies = 0;
         self.drop_ppm = 0;
         self.dup_ppm = 0;
         self.close_scenario();

@@ -254,6 +254,8 @@ pub struct World {
     pub key_generations: usize,
     /// The answers to this many more `pullState` requests are lost on the way back.
     pub lose_pull_replies: u32,
+    /// The answers to this many more `pullState` requests arrive just inside the timeout.
+    pub slow_pull_replies: u32,
 }
 
 impl World {
@@ -285,6 +287,7 @@ impl World {
             nemesis_actions: Vec::new(),
             key_generations: 1,
             lose_pull_replies: 0,
+            slow_pull_replies: 0,
             phase: Phase::Faults,
             violations: Vec::new(),
             ops_finished: 0,
@@ -591,7 +594,12 @@ impl World {
         if fate == Fate::Silent {
             return;
         }
-        let back = self.delay();
+        let mut back = self.delay();
+        if kind == RequestKind::PullState && self.slow_pull_replies > 0 && fate == Fate::Reply {
+            // A scenario wants the asker's world to move on before the answer lands.
+            self.slow_pull_replies -= 1;
+            back = back.max(deadline.saturating_sub(self.now() + 1));
+        }
         let cut = self.is_blocked(Endpoint::Replica(from), Endpoint::Replica(to));
         if fate == Fate::LoseReply || cut || self.now() + back > deadline {
             self.schedule_at(deadline, unreachable);
@@ -705,7 +713,13 @@ impl World {
                 } = reply_to;
                 if self.current_inc(to, inc) {
                     self.observe_peer_reply(reply_to, kind, &reply);
-                    self.with_replica(to, |r| r.on_peer_reply(from_node, epoch, kind, reply));
+                    let before = self.procs[to].shape.clone();
+                    let pulled_state = matches!(reply, PeerReply::Pulled(PullAnswer::State(_)));
+                    self.step_replica(to, |r| r.on_peer_reply(from_node, epoch, kind, reply));
+                    if pulled_state {
+                        self.check_pulled_state_taken(to, &before);
+                    }
+                    self.finish_step(to);
                 }
             }
             Ev::ClientArrive {

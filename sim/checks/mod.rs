@@ -12,6 +12,7 @@ mod held_clients;
 mod linearizable;
 mod no_lost_writes;
 mod progress_pacing;
+mod pulled_state;
 mod settled;
 mod transfer_causes;
 mod valid_keys;
@@ -89,6 +90,12 @@ impl World {
         let now = self.now();
         self.links
             .installed((proc, self.procs[proc].incarnation), before, state_xid, sent, now);
+    }
+
+    /// Replica `proc`, shaped `before`, took an answer to its pull that carried a state.
+    pub fn check_pulled_state_taken(&mut self, proc: usize, before: &Shape) {
+        let after = self.procs[proc].shape.clone();
+        pulled_state::check(self, proc, before, &after);
     }
 
     /// A step of replica `proc` is over and what it sent is on its way.

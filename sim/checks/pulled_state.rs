@@ -1,0 +1,26 @@
+//! Only a replica at the head that holds nothing takes a pulled state. One with a predecessor
+//! gets the state from that predecessor, which orders every update it will be sent; one that
+//! holds the state already keeps it (an answer from below is no newer). A pull answer that
+//! lands after the asker gained either must change nothing.
+
+use crate::sim::shape::Shape;
+use crate::sim::world::World;
+
+/// Replica `proc`, shaped `before`, took an answer to its pull that carried a state, and became
+/// `after`.
+pub fn check(w: &mut World, proc: usize, before: &Shape, after: &Shape) {
+    if !(before.synced || before.pred.is_some()) {
+        return;
+    }
+    if after.synced != before.synced || after.last_applied != before.last_applied {
+        w.violations.push(format!(
+            "pulled state: replica {proc} took a pulled state at xid {} while {}",
+            after.last_applied,
+            if before.synced {
+                "holding the state"
+            } else {
+                "it had a predecessor"
+            }
+        ));
+    }
+}

@@ -113,6 +113,10 @@ impl Links {
         self.entry(sender).pull = Some((to, retained));
     }
 
+    pub fn pulling(&self, sender: Sender) -> bool {
+        self.0.get(&sender).is_some_and(|l| l.pull.is_some())
+    }
+
     /// The answer to a `pullState` from `from` is about to reach the replica.
     pub fn pull_answered(&mut self, sender: Sender, from: NodeId) {
         let link = self.entry(sender);

@@ -30,6 +30,10 @@ pub struct CleanNewHead {
 enum Step {
     /// A replica with no state joins; its session sorts before every older one.
     Join,
+    /// Another joins right before the first newcomer the moment that one has a pull on its
+    /// way, whose answer lands late: by then the first newcomer has a predecessor, and maybe
+    /// the state from it.
+    JoinDuringPull,
     CrashOldHead,
     CrashNewcomer,
 }
@@ -63,6 +67,10 @@ impl World {
             }
             if self.dice.chance(500_000) {
                 steps.push((self.dice.range(0, 600), Step::Join));
+            } else if self.dice.chance(500_000) {
+                steps.push((self.dice.range(0, 100), Step::JoinDuringPull));
+                self.lose_pull_replies = 0;
+                self.slow_pull_replies = self.dice.range(1, 4) as u32;
             }
             if self.dice.chance(500_000) {
                 steps.push((self.dice.range(0, 800), Step::CrashOldHead));
@@ -92,6 +100,24 @@ impl World {
                         pulling_ms = self.run_until_synced(p, start + WORKLOAD_LIMIT_MS);
                     }
                 }
+                Step::JoinDuringPull => {
+                    let Some(&first) = newcomers.first() else { continue };
+                    let until = self.now() + WORKLOAD_LIMIT_MS / 10;
+                    while self.now() < until && self.violations.is_empty() && !self.pulling(first) {
+                        self.run_to(self.now() + 1);
+                    }
+                    let p = self.procs.len();
+                    match self.procs[first].replica.as_ref().and_then(|r| r.session_id()) {
+                        Some(id) => self.next_session_sorts_before(p, id),
+                        None => self.next_session_sorts_first(p),
+                    }
+                    self.add_replica();
+                    self.trace.note(
+                        self.now(),
+                        &format!("new head: replica {p} joins right before replica {first}, which pulls"),
+                    );
+                    newcomers.push(p);
+                }
                 Step::CrashOldHead if self.can_lose(old_head) => self.crash_noted(old_head, "the old head"),
                 Step::CrashNewcomer => {
                     if let Some(&p) = newcomers.first().filter(|&&p| self.can_lose(p)) {
@@ -110,6 +136,11 @@ impl World {
         self.dup_ppm = 0;
         self.close_scenario();
         clean.then_some(CleanNewHead { pulling_ms, sends })
+    }
+
+    /// Whether replica `p` has a `pullState` on its way.
+    fn pulling(&self, p: usize) -> bool {
+        self.links.pulling((p, self.procs[p].incarnation))
     }
 
     /// Run until replica `p` holds the state (or `limit`); how long that took.

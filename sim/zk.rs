@@ -155,6 +155,12 @@ impl World {
         self.zk.sorts_after.insert(proc, after);
     }
 
+    /// `proc`'s next session sorts right before session `before`, if an id there is free: in
+    /// the room drawn ids leave after the id `ID_ROOM` below it.
+    pub fn next_session_sorts_before(&mut self, proc: usize, before: NodeId) {
+        self.zk.sorts_after.insert(proc, before.saturating_sub(ID_ROOM));
+    }
+
     /// The membership and its version, as a listing would return it now.
     pub fn listing(&self) -> (Vec<Member>, u64) {
         (self.zk.members(), self.zk.version)

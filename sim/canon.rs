@@ -64,6 +64,11 @@ impl Canon {
         Ok(())
     }
 
+    /// The highest xid acknowledged to a client, 0 if none.
+    pub fn last_acknowledged(&self) -> Xid {
+        self.entries.iter().rposition(|e| e.acknowledged).map_or(0, |i| i as Xid + 1)
+    }
+
     pub fn acknowledged(&mut self, xid: Xid) {
         if let Some(e) = self.entries.get_mut((xid as usize).wrapping_sub(1)) {
             e.acknowledged = true;

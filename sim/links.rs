@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 
 use crate::core::{Config, Millis, NodeId, PeerReply, RequestKind, Xid};
 use crate::sim::shape::Shape;
+use crate::sim::world::ReplyTo;
 
 /// (process, incarnation).
 pub type Sender = (usize, u32);
@@ -162,21 +163,11 @@ impl Links {
         }
     }
 
-    /// The answer to a `kind` request the replica sent in `era` to `from` arrives; `succ` is
-    /// its successor now.
-    pub fn on_reply(
-        &mut self,
-        sender: Sender,
-        era: u64,
-        from: NodeId,
-        succ: Option<NodeId>,
-        kind: RequestKind,
-        reply: &PeerReply,
-        now: Millis,
-    ) {
+    /// The answer to a `kind` request arrives at `to`; `succ` is the replica's successor now.
+    pub fn on_reply(&mut self, to: ReplyTo, succ: Option<NodeId>, kind: RequestKind, reply: &PeerReply, now: Millis) {
         let on_link = matches!(kind, RequestKind::Propose(_) | RequestKind::Transfer(_));
-        let link = self.entry(sender);
-        if !on_link || era != link.era || succ != Some(from) || link.state != LinkState::Active {
+        let link = self.entry((to.proc, to.inc));
+        if !on_link || to.era != link.era || succ != Some(to.addressee) || link.state != LinkState::Active {
             return;
         }
         match (kind, reply) {

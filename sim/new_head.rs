@@ -65,12 +65,14 @@ impl World {
             if self.dice.chance(500_000) {
                 self.slow_pull_replies = self.dice.range(1, 4) as u32;
             }
-            if self.dice.chance(500_000) {
-                steps.push((self.dice.range(0, 600), Step::Join));
-            } else if self.dice.chance(500_000) {
-                steps.push((self.dice.range(0, 100), Step::JoinDuringPull));
-                self.lose_pull_replies = 0;
-                self.slow_pull_replies = self.dice.range(1, 4) as u32;
+            match self.dice.range(0, 3) {
+                0 => steps.push((self.dice.range(0, 600), Step::Join)),
+                1 => {
+                    steps.push((self.dice.range(0, 100), Step::JoinDuringPull));
+                    self.lose_pull_replies = 0;
+                    self.slow_pull_replies = self.dice.range(1, 4) as u32;
+                }
+                _ => {}
             }
             if self.dice.chance(500_000) {
                 steps.push((self.dice.range(0, 800), Step::CrashOldHead));

@@ -81,7 +81,7 @@ impl World {
         }
         let succ = self.procs[to.proc].shape.succ;
         let now = self.now();
-        self.links.on_reply((to.proc, to.inc), to.era, to.addressee, succ, kind, reply, now);
+        self.links.on_reply(to, succ, kind, reply, now);
     }
 
     /// Replica `proc`, shaped `before`, accepted a transfer of the state at `state_xid` with

@@ -1,5 +1,7 @@
-//! Once faults stop and the chain settles, every member holds the state, at the last xid any
-//! head issued: replication catches everyone up, not just the tail. And every sent list is
+//! Once faults stop and the chain settles, every member holds the state, at the newest xid that
+//! still counts: the highest any member holds or any client was told is done (an update only a
+//! crashed head ever held is a dead branch). Replication catches everyone up, not just the
+//! tail. And every sent list is
 //! empty: the tail has applied everything, and each replica must have learned so (the head
 //! from `xidProcessed`, the others by asking the tail), or sent lists only ever shrink by
 //! hitting their bound.
@@ -13,19 +15,25 @@ pub fn check(w: &mut World) {
 
 pub fn problems(w: &World) -> Vec<String> {
     let mut problems = Vec::new();
-    let latest = w.canon.len();
-    for m in w.zk.members() {
-        let Some(p) = w.proc_of_addr(&m.addr) else { continue };
-        if w.procs[p].status != Status::Up {
-            continue;
-        }
-        let Some(r) = w.procs[p].replica.as_ref() else { continue };
-        if r.session_id() != Some(m.id) {
-            continue;
-        }
+    let members: Vec<_> =
+        w.zk.members()
+            .into_iter()
+            .filter_map(|m| {
+                let p = w.proc_of_addr(&m.addr)?;
+                let r = w.procs[p].replica.as_ref().filter(|_| w.procs[p].status == Status::Up)?;
+                (r.session_id() == Some(m.id)).then_some((p, m, r))
+            })
+            .collect();
+    let held = members
+        .iter()
+        .filter(|(_, _, r)| r.is_synced())
+        .map(|(_, _, r)| r.last_applied())
+        .max();
+    let latest = held.unwrap_or(0).max(w.canon.last_acknowledged());
+    for (p, m, r) in members {
         if !r.is_synced() || r.last_applied() != latest {
             let msg = format!(
-                "settled chain: replica {p} (session {:x}) is synced={} at xid {} after the chain settled; the last issued xid is {latest}",
+                "settled chain: replica {p} (session {:x}) is synced={} at xid {} after the chain settled; the newest xid held or acknowledged is {latest}",
                 m.id,
                 r.is_synced(),
                 r.last_applied()

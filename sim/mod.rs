@@ -24,6 +24,7 @@ mod scenario;
 mod shape;
 mod stale_copy;
 mod trace;
+mod unseen_holder;
 mod world;
 mod zk;
 
@@ -113,7 +114,8 @@ pub fn run(cfg: SimConfig) -> Report {
         // Let the chain settle after the last client finished; then a few more operations on a
         // quiet network, counting what they cost; then more while the tail, then a middle, crash;
         // then one targeted scenario (a new head pulling the state, a stale retained copy at the
-        // head, a predecessor that comes and goes unseen by it, or an old head that lingers);
+        // head, a predecessor that comes and goes unseen by it, an old head that lingers, or a
+        // retained copy the new head cannot see);
         // then read every key.
         let until = world.now() + cfg.settle_time;
         world.run_until(until);
@@ -129,7 +131,7 @@ pub fn run(cfg: SimConfig) -> Report {
         }
         // One targeted scenario per run keeps the seed rate up.
         if world.violations.is_empty() {
-            match world.dice.range(0, 10) {
+            match world.dice.range(0, 11) {
                 0..=3 => {
                     let clean = world.new_head_phase();
                     if let Some(clean) = clean.filter(|_| world.violations.is_empty() && !world.tiny_bounds) {
@@ -138,7 +140,8 @@ pub fn run(cfg: SimConfig) -> Report {
                 }
                 4..=5 => world.stale_copy_phase(),
                 6..=7 => world.flapping_predecessor_phase(),
-                _ => world.lingering_head_phase(),
+                8..=9 => world.lingering_head_phase(),
+                _ => world.unseen_holder_phase(),
             }
         }
         world.check_end();

@@ -102,7 +102,10 @@ impl World {
     fn run_until_seen(&mut self, p: usize, by: usize, limit: Millis) -> bool {
         while self.now() < limit && self.violations.is_empty() {
             let session = self.session_of(p);
-            let seen = self.procs[by].replica.as_ref().is_some_and(|r| session.is_some_and(|s| r.view().contains(s)));
+            let seen = self.procs[by]
+                .replica
+                .as_ref()
+                .is_some_and(|r| session.is_some_and(|s| r.view().contains(s)));
             if seen {
                 return true;
             }

@@ -8,34 +8,16 @@
 //! session loss almost never finds a replica with an older copy still waiting to register
 //! again, and almost never puts that replica at the head.
 
-use super::scenario::WORKLOAD_LIMIT_MS;
 use super::world::{Endpoint, World};
 
 const OPS_PER_CLIENT: usize = 8;
 
 impl World {
     pub fn stale_copy_phase(&mut self) {
-        self.begin_scenario(2);
-        let holders = self.live_synced();
-        if holders.len() < 2 {
+        let Some((stale, _)) = self.drop_out_keeping_copy("stale copy", OPS_PER_CLIENT) else {
             return;
-        }
-        let Some(stale) = self.dice.pick(&holders) else { return };
+        };
         let cut = (Endpoint::Replica(stale), Endpoint::Zk);
-        self.trace
-            .note(self.now(), &format!("stale copy: cut replica {stale} from ZooKeeper"));
-        self.blocked.insert(cut);
-        self.run_until(self.now() + self.cfg.session_timeout + 200);
-        // Its ZooKeeper client hears "session expired" on reconnecting, and then cannot open a
-        // new session (the connection drops again): the replica keeps its copy and waits to
-        // register, while the chain goes on without it.
-        self.with_replica(stale, |r| r.on_session_lost());
-        let start = self.now();
-        self.add_workload(OPS_PER_CLIENT);
-        self.finish_workload(start + WORKLOAD_LIMIT_MS, "without the replica that dropped out");
-        if !self.violations.is_empty() {
-            return;
-        }
 
         self.trace.note(
             self.now(),

@@ -11,7 +11,6 @@
 //! an old copy held by the replica the head sees, fresher ones registering in between, and
 //! the head's listings stalling right then.
 
-use super::scenario::WORKLOAD_LIMIT_MS;
 use super::world::{Endpoint, World};
 use crate::core::{Millis, NodeId};
 
@@ -20,27 +19,12 @@ const WAIT_MS: Millis = 5_000;
 
 impl World {
     pub fn unseen_holder_phase(&mut self) {
-        self.begin_scenario(2);
-        let holders = self.live_synced();
-        if holders.len() < 2 {
+        // X drops out and keeps its copy; the chain acknowledges more without it.
+        let Some((stale, holders)) = self.drop_out_keeping_copy("unseen holder", OPS_PER_CLIENT) else {
             return;
-        }
-        let Some(stale) = self.dice.pick(&holders) else { return };
+        };
         let fresh: Vec<usize> = holders.iter().copied().filter(|&p| p != stale).collect();
         let cuts: Vec<(Endpoint, Endpoint)> = holders.iter().map(|&p| (Endpoint::Replica(p), Endpoint::Zk)).collect();
-
-        // X drops out and keeps its copy; the chain acknowledges more without it.
-        self.trace
-            .note(self.now(), &format!("unseen holder: cut replica {stale} from ZooKeeper"));
-        self.blocked.insert((Endpoint::Replica(stale), Endpoint::Zk));
-        self.run_until(self.now() + self.cfg.session_timeout + 200);
-        self.with_replica(stale, |r| r.on_session_lost());
-        let start = self.now();
-        self.add_workload(OPS_PER_CLIENT);
-        self.finish_workload(start + WORKLOAD_LIMIT_MS, "without the replica that dropped out");
-        if !self.violations.is_empty() {
-            return self.end_unseen_holder(&cuts, None, None);
-        }
 
         // Every session ends; no holder can register again yet.
         self.trace.note(self.now(), "unseen holder: every session ends");

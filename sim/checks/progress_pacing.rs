@@ -1,6 +1,8 @@
-//! The tail's progress flows back at a bounded rate whatever the network does: after a refused
-//! or lost `xidProcessed` the tail waits `retry_min_ms` before the next one; a replica polling
-//! the tail keeps one `getLatestXid` in flight and waits `poll_interval_ms` after each answer.
+//! The tail's progress flows back, from the tail only, at a bounded rate whatever the network
+//! does: only a replica that holds the state and has no successor sends `xidProcessed` (from
+//! anyone else it would acknowledge updates the tail may not have), and after a refused or lost
+//! one it waits `retry_min_ms` before the next; only a replica that holds the state polls the
+//! tail, keeping one `getLatestXid` in flight and waiting `poll_interval_ms` after each answer.
 //! A new session starts afresh.
 
 use std::collections::BTreeMap;
@@ -47,7 +49,11 @@ pub fn on_reply(w: &mut World, sender: Sender, kind: RequestKind, reply: &PeerRe
 pub fn on_send(w: &mut World, sender: Sender, kind: RequestKind) {
     let now = w.now();
     let early = |not_before: Option<&Millis>| not_before.is_some_and(|t| now < *t);
+    let shape = &w.procs[sender.0].shape;
+    let is_tail = shape.synced && shape.succ.is_none();
     let wrong = match kind {
+        RequestKind::XidProcessed(_) if !is_tail => Some("xidProcessed while not a tail that holds the state"),
+        RequestKind::GetLatestXid if !shape.synced => Some("getLatestXid while not holding the state"),
         RequestKind::XidProcessed(_) if early(w.pacing.notify_not_before.get(&sender)) => {
             Some("xidProcessed sooner than retry_min_ms after the last one failed")
         }

@@ -105,9 +105,7 @@ impl World {
                 Step::JoinDuringPull => {
                     let Some(&first) = newcomers.first() else { continue };
                     let until = self.now() + WORKLOAD_LIMIT_MS / 10;
-                    while self.now() < until && self.violations.is_empty() && !self.pulling(first) {
-                        self.run_to(self.now() + 1);
-                    }
+                    self.run_until_holds(until, 1, |w| w.pulling(first));
                     let p = self.procs.len();
                     match self.procs[first].replica.as_ref().and_then(|r| r.session_id()) {
                         Some(id) => self.next_session_sorts_before(p, id),
@@ -148,12 +146,8 @@ impl World {
     /// Run until replica `p` holds the state (or `limit`); how long that took.
     fn run_until_synced(&mut self, p: usize, limit: Millis) -> Millis {
         let from = self.now();
-        while self.now() < limit && self.violations.is_empty() {
-            if self.procs[p].replica.as_ref().is_some_and(|r| r.is_synced()) {
-                break;
-            }
-            self.run_to(self.now() + self.cfg.tick);
-        }
+        let tick = self.cfg.tick;
+        self.run_until_holds(limit, tick, |w| w.procs[p].replica.as_ref().is_some_and(|r| r.is_synced()));
         self.now() - from
     }
 

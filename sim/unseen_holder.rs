@@ -43,7 +43,15 @@ impl World {
         let head_to_stale = (Endpoint::Replica(head), Endpoint::Replica(stale));
         self.blocked.insert(head_to_stale);
         self.blocked.remove(&(Endpoint::Replica(stale), Endpoint::Zk));
-        let stale_seen = self.run_until_listed(stale, self.now() + WAIT_MS) && self.run_until_seen(stale, head, self.now() + WAIT_MS);
+        let tick = self.cfg.tick;
+        let stale_seen = self.run_until_listed(stale, self.now() + WAIT_MS)
+            && self.run_until_holds(self.now() + WAIT_MS, tick, |w| {
+                let session = w.session_of(stale);
+                w.procs[head]
+                    .replica
+                    .as_ref()
+                    .is_some_and(|r| session.is_some_and(|s| r.view().contains(s)))
+            });
         let Some(head_id) = self.session_of(head).filter(|_| stale_seen) else {
             return self.end_unseen_holder(&cuts, Some(head), Some(head_to_stale));
         };
@@ -55,7 +63,9 @@ impl World {
             self.next_session_sorts_after(p, head_id);
             self.blocked.remove(&(Endpoint::Replica(p), Endpoint::Zk));
         }
-        let stale_has_new_pred = self.run_until_pred_other_than(stale, head_id, self.now() + WAIT_MS);
+        let stale_has_new_pred = self.run_until_holds(self.now() + WAIT_MS, tick, |w| {
+            w.procs[stale].shape.pred.is_some_and(|pred| pred != head_id)
+        });
         self.trace.note(
             self.now(),
             &format!(
@@ -80,32 +90,5 @@ impl World {
 
     fn session_of(&self, p: usize) -> Option<NodeId> {
         self.procs[p].replica.as_ref().and_then(|r| r.session_id())
-    }
-
-    /// Run until replica `by` sees `p`'s current session.
-    fn run_until_seen(&mut self, p: usize, by: usize, limit: Millis) -> bool {
-        while self.now() < limit && self.violations.is_empty() {
-            let session = self.session_of(p);
-            let seen = self.procs[by]
-                .replica
-                .as_ref()
-                .is_some_and(|r| session.is_some_and(|s| r.view().contains(s)));
-            if seen {
-                return true;
-            }
-            self.run_to(self.now() + self.cfg.tick);
-        }
-        false
-    }
-
-    /// Run until replica `p` has a predecessor other than session `other`.
-    fn run_until_pred_other_than(&mut self, p: usize, other: NodeId, limit: Millis) -> bool {
-        while self.now() < limit && self.violations.is_empty() {
-            if self.procs[p].shape.pred.is_some_and(|pred| pred != other) {
-                return true;
-            }
-            self.run_to(self.now() + self.cfg.tick);
-        }
-        false
     }
 }

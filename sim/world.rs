@@ -673,6 +673,18 @@ impl World {
         }
     }
 
+    /// Run in steps of `step` ms until `done` holds (true), or until `limit` or a failed check
+    /// (false).
+    pub fn run_until_holds(&mut self, limit: Millis, step: Millis, done: impl Fn(&World) -> bool) -> bool {
+        while self.now() < limit && self.violations.is_empty() {
+            if done(self) {
+                return true;
+            }
+            self.run_to(self.now() + step);
+        }
+        false
+    }
+
     fn finished(&self) -> bool {
         self.phase != Phase::Faults && self.clients.iter().all(|c| c.is_done())
     }

@@ -10,10 +10,11 @@ mod support;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use support::python::{proto, python, repo, require_python_packages, wait_with_timeout};
 use support::zk::{free_port, ZkServer};
 
 const REPLICAS: usize = 3;
@@ -23,51 +24,6 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(240);
 /// One JVM, three replicas and a Python interpreter per test is plenty for two cores: run the
 /// variants one after the other.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The interpreter with the interop packages: CHAINREP_PYTHON, else the venv that
-/// scripts/install-python-deps makes, else python3 from PATH.
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("CHAINREP_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = repo().join(".venv/bin/python");
-    if venv.is_file() {
-        return venv;
-    }
-    PathBuf::from("python3")
-}
-
-fn require_python_packages(py: &Path) {
-    let out = Command::new(py)
-        .args(["-c", "import grpc, grpc_tools.protoc, kazoo"])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {}: {e}; install Python 3 and run scripts/install-python-deps",
-                py.display()
-            )
-        });
-    assert!(
-        out.status.success(),
-        "{} lacks the interop packages (grpcio, grpcio-tools, kazoo): run scripts/install-python-deps\n{}",
-        py.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The shared protocol file if this checkout sits beside shared/, else the byte-identical copy.
-fn proto() -> PathBuf {
-    let shared = repo().join("../shared/chain.proto");
-    if shared.is_file() {
-        shared
-    } else {
-        repo().join("proto/chain.proto")
-    }
-}
 
 /// Child processes killed (by their own pid) and reaped however the test ends.
 struct Replicas {
@@ -116,21 +72,6 @@ impl Replicas {
             );
         }
         out
-    }
-}
-
-fn wait_with_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait for the client") {
-            return Some(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

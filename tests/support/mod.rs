@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 pub mod chain;
+pub mod classic;
 pub mod proxy;
+pub mod python;
 pub mod scenarios;
 pub mod tls;
 pub mod zk;

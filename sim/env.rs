@@ -23,6 +23,8 @@ pub enum Outgoing {
     Complete { token: ClientToken, outcome: WriteOutcome },
     Notify { origin: ClientOrigin },
     Join,
+    MarkChainHeld,
+    Rejoin,
 }
 
 pub type Outbox = Rc<RefCell<Vec<Outgoing>>>;
@@ -50,5 +52,11 @@ pub struct SimCoord(pub Outbox);
 impl Coordinator for SimCoord {
     fn join(&mut self) {
         self.0.borrow_mut().push(Outgoing::Join);
+    }
+    fn mark_chain_held(&mut self) {
+        self.0.borrow_mut().push(Outgoing::MarkChainHeld);
+    }
+    fn rejoin(&mut self) {
+        self.0.borrow_mut().push(Outgoing::Rejoin);
     }
 }

@@ -106,6 +106,16 @@ pub enum Ev {
         proc: usize,
         inc: u32,
     },
+    /// The replica asks ZooKeeper to create the chain's held-state marker.
+    ZkMarkChainHeld {
+        proc: usize,
+        inc: u32,
+    },
+    /// The replica gives up its session to join again.
+    ZkLeave {
+        proc: usize,
+        inc: u32,
+    },
     ZkWatch {
         watcher: Watcher,
         event: WatchEvent,
@@ -395,6 +405,9 @@ impl World {
             max_key_bytes: self.cfg.max_key_bytes,
             lease_ms: self.cfg.session_timeout / 2,
             retained_settle_ms: self.cfg.session_timeout / 2,
+            // Our replicas resend transfers, so this only fires when a predecessor is cut off
+            // for long; short enough that runs see it.
+            stateless_rejoin_ms: self.cfg.session_timeout * 4,
             ..core::Config::default()
         };
         self.zk.forget_replica_watchers(proc);
@@ -463,6 +476,14 @@ impl World {
             Outgoing::Join => {
                 let t = self.delay();
                 self.schedule(t, Ev::ZkJoin { proc, inc });
+            }
+            Outgoing::MarkChainHeld => {
+                let t = self.delay();
+                self.schedule(t, Ev::ZkMarkChainHeld { proc, inc });
+            }
+            Outgoing::Rejoin => {
+                let t = self.delay();
+                self.schedule(t, Ev::ZkLeave { proc, inc });
             }
             Outgoing::Peer { to, epoch, request } => self.send_peer(proc, inc, to, epoch, request),
             Outgoing::Complete { token, outcome } => self.complete_client(proc, token, outcome),
@@ -689,7 +710,7 @@ impl World {
         self.phase != Phase::Faults && self.clients.iter().all(|c| c.is_done())
     }
 
-    fn current_inc(&self, proc: usize, inc: u32) -> bool {
+    pub(super) fn current_inc(&self, proc: usize, inc: u32) -> bool {
         self.procs[proc].incarnation == inc && self.procs[proc].status != Status::Crashed
     }
 
@@ -752,6 +773,8 @@ impl World {
             Ev::ClientResend { client, op, attempt } => self.client_resend(client, op, attempt),
             Ev::ClientDeadline { client, op } => self.client_deadline(client, op),
             Ev::ZkJoin { proc, inc } => self.zk_join(proc, inc),
+            Ev::ZkMarkChainHeld { proc, inc } => self.zk_mark_chain_held(proc, inc),
+            Ev::ZkLeave { proc, inc } => self.zk_leave(proc, inc),
             Ev::ZkWatch { watcher, event } => self.zk_watch(watcher, event),
             Ev::ZkPing { proc, inc } => self.zk_ping(proc, inc),
             Ev::ZkPingArrive {

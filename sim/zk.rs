@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::world::{Endpoint, Ev, Status, World};
-use crate::core::{Member, Millis, NodeId};
+use crate::core::{ChainMarker, Member, Millis, NodeId};
 
 /// Drawn session ids are this far apart, so a scenario can place a session right after any
 /// other (`ZkModel::free_id_after`); ZooKeeper's own ids on one server are consecutive, but
@@ -26,6 +26,7 @@ pub enum WatchEvent {
     View(Vec<Member>, u64),
     Alive(Millis),
     SessionLost,
+    Marker(ChainMarker),
 }
 
 struct Session {
@@ -63,6 +64,8 @@ pub struct ZkModel {
     /// Replicas whose next session takes the first free id after a given one, so it sorts
     /// right below that member.
     sorts_after: BTreeMap<usize, NodeId>,
+    /// The chain's persistent held-state marker exists.
+    marker: bool,
 }
 
 impl ZkModel {
@@ -243,6 +246,55 @@ impl World {
         self.broadcast_view();
     }
 
+    /// The session of `proc`'s incarnation `inc`, if it is live.
+    fn live_session(&self, proc: usize, inc: u32) -> Option<NodeId> {
+        let session = *self.zk.watcher_session.get(&Watcher::Replica(proc, inc))?;
+        self.zk.sessions.get(&session).filter(|s| !s.expired).map(|_| session)
+    }
+
+    /// Creating the marker is atomic: exactly one replica ever hears `Created`. The runtime
+    /// asks over its current session, and again on the next one if there is none now.
+    pub fn zk_mark_chain_held(&mut self, proc: usize, inc: u32) {
+        if !self.current_inc(proc, inc) {
+            return;
+        }
+        if self.is_blocked(Endpoint::Replica(proc), Endpoint::Zk) || self.live_session(proc, inc).is_none() {
+            let t = self.cfg.session_timeout / 4;
+            self.schedule(t, Ev::ZkMarkChainHeld { proc, inc });
+            return;
+        }
+        let answer = if self.zk.marker {
+            ChainMarker::Existed
+        } else {
+            self.zk.marker = true;
+            ChainMarker::Created
+        };
+        self.watch_send(Watcher::Replica(proc, inc), WatchEvent::Marker(answer));
+    }
+
+    /// The replica deletes its znode and closes its session, then hears that it is lost.
+    /// Cut off from ZooKeeper, the delete and close cannot go out: the znode stays until the
+    /// session expires, but the replica moves on all the same.
+    pub fn zk_leave(&mut self, proc: usize, inc: u32) {
+        if !self.current_inc(proc, inc) {
+            return;
+        }
+        let Some(id) = self.live_session(proc, inc) else { return };
+        let reached = !self.is_blocked(Endpoint::Replica(proc), Endpoint::Zk);
+        let now = self.now();
+        if let Some(s) = self.zk.sessions.get_mut(&id) {
+            s.expired |= reached;
+            s.loss_told = true;
+        }
+        self.trace
+            .note(now, &format!("replica {proc} gives up session {id:x} to join again"));
+        if reached && self.zk.znodes.remove(&id).is_some() {
+            self.zk.version += 1;
+            self.broadcast_view();
+        }
+        self.watch_send(Watcher::Replica(proc, inc), WatchEvent::SessionLost);
+    }
+
     pub fn zk_watch(&mut self, watcher: Watcher, event: WatchEvent) {
         match watcher {
             Watcher::Client(c) => {
@@ -272,6 +324,7 @@ impl World {
                     WatchEvent::View(members, version) => r.on_view(members, version),
                     WatchEvent::Alive(at) => r.on_session_alive(at),
                     WatchEvent::SessionLost => r.on_session_lost(),
+                    WatchEvent::Marker(answer) => r.on_chain_marker(answer),
                 });
             }
         }

@@ -30,6 +30,10 @@ use crate::runtime::network::Connect;
 use crate::runtime::tls::TlsConfig;
 use crate::runtime::zk::{ZkConfig, ZkWatcher};
 
+/// `GetResponse.rc` for "key doesn't exist" (chain.proto's own comment). Our replicas never
+/// answer it (a missing key reads 0 with `rc = 0`), but other implementations do.
+pub const GET_RC_NO_SUCH_KEY: u32 = 2;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The chain refused the request; nothing was applied.
@@ -480,6 +484,9 @@ impl ChainClient {
             };
             match result {
                 Ok(r) if r.get_ref().rc == 0 => return Ok(r.get_ref().value),
+                // chain.proto: "rc = 2 key doesn't exist". Other implementations answer it for
+                // missing and deleted keys alike; both read 0 here.
+                Ok(r) if r.get_ref().rc == GET_RC_NO_SUCH_KEY => return Ok(0),
                 Ok(_) => last = format!("{} is not serving reads as tail", tail.addr),
                 Err(s) if matches!(s.code(), Code::InvalidArgument | Code::OutOfRange) => return Err(ClientError::Rejected(s)),
                 Err(s) if s.code() == Code::Unimplemented => {

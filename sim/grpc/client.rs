@@ -369,6 +369,7 @@ impl TailVariantClient {
             };
             match client.get(self.request(adb::GetRequest { key: key.into() })).await {
                 Ok(r) if r.get_ref().rc == 0 => return Outcome::Done(Some(r.get_ref().value)),
+                Ok(r) if r.get_ref().rc == crate::client::GET_RC_NO_SUCH_KEY => return Outcome::Done(Some(0)),
                 Ok(_) => last = format!("{} is not serving reads as tail", tail.addr),
                 Err(s) => last = format!("{}: {}", tail.addr, s.message()),
             }

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::trace::SharedTrace;
 use super::transport::{Net, Place, Proc, SharedDice};
-use crate::core::{Member, NodeId};
+use crate::core::{ChainMarker, Member, NodeId};
 use crate::runtime::zk::MembershipEvent;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -75,6 +75,8 @@ struct State {
     version: u64,
     replicas: BTreeMap<Proc, ReplicaWatch>,
     clients: Vec<ClientWatch>,
+    /// The chain's held-state marker exists (`MembershipControl::request_chain_marker`).
+    marker: bool,
 }
 
 pub struct Coordinator {
@@ -95,6 +97,7 @@ impl Coordinator {
             version: 0,
             replicas: BTreeMap::new(),
             clients: Vec::new(),
+            marker: false,
         };
         Arc::new(Coordinator {
             state: Mutex::new(state),
@@ -164,6 +167,59 @@ impl Coordinator {
                 w.lost = false;
                 w.join_at = Some(at);
             }
+        }
+    }
+
+    /// Create the held-state marker if missing and tell the replica whether it did.
+    pub fn request_chain_marker(&self, proc: Proc) {
+        let now = Instant::now();
+        let reachable = self.reachable(proc);
+        let mut st = lock(&self.state);
+        let st = &mut *st;
+        let answer = if !reachable {
+            ChainMarker::Unavailable
+        } else if st.marker {
+            ChainMarker::Existed
+        } else {
+            st.marker = true;
+            ChainMarker::Created
+        };
+        if let Some(w) = st.replicas.get_mut(&proc).filter(|w| w.session.is_some()) {
+            let at = self.later(now);
+            w.out.send(at, MembershipEvent::ChainMarker(answer));
+        }
+    }
+
+    /// The replica gives up its session: its znode goes at once and it is told `SessionLost`.
+    pub fn request_rejoin(&self, proc: Proc) {
+        let now = Instant::now();
+        let mut st = lock(&self.state);
+        let st = &mut *st;
+        let Some(w) = st.replicas.get_mut(&proc) else { return };
+        let Some(id) = w.session.take() else { return };
+        w.lost = true;
+        let at = self.later(now);
+        w.out.send(at, MembershipEvent::SessionLost);
+        if let Some(s) = st.sessions.get_mut(&id) {
+            s.expired = true;
+        }
+        if st.members.remove(&id).is_some() {
+            st.version += 1;
+        }
+        self.trace
+            .note(self.ms(now), &format!("{proc:?} gave up session {id:x} to join again"));
+    }
+
+    /// A listing on request: views already go out on every change, so only `Listed` is new.
+    pub fn request_relist(&self, proc: Proc) {
+        let now = Instant::now();
+        if !self.reachable(proc) {
+            return;
+        }
+        let mut st = lock(&self.state);
+        if let Some(w) = st.replicas.get_mut(&proc).filter(|w| w.session.is_some()) {
+            let at = self.later(now);
+            w.out.send(at, MembershipEvent::Listed);
         }
     }
 

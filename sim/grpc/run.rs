@@ -121,8 +121,10 @@ impl World {
         let incoming = self.net.start(proc, &addr);
         let (events_tx, events) = mpsc::channel(1024);
         self.coord.add_replica(proc, &addr, events_tx);
-        let coord = self.coord.clone();
-        let join = Arc::new(move || coord.request_join(proc)) as Arc<dyn Fn() + Send + Sync>;
+        let join = Arc::new(SimMembership {
+            coord: self.coord.clone(),
+            proc,
+        }) as Arc<dyn node::MembershipControl>;
         let connector = Arc::new(SimConnect {
             net: self.net.clone(),
             from: proc,
@@ -410,5 +412,26 @@ pub fn variant_name(v: Variant) -> &'static str {
     match v {
         Variant::Head => "head",
         Variant::Tail => "tail",
+    }
+}
+
+/// One replica's requests to the simulated coordinator.
+struct SimMembership {
+    coord: Arc<Coordinator>,
+    proc: Proc,
+}
+
+impl node::MembershipControl for SimMembership {
+    fn request_join(&self) {
+        self.coord.request_join(self.proc);
+    }
+    fn request_chain_marker(&self) {
+        self.coord.request_chain_marker(self.proc);
+    }
+    fn request_rejoin(&self) {
+        self.coord.request_rejoin(self.proc);
+    }
+    fn request_relist(&self) {
+        self.coord.request_relist(self.proc);
     }
 }

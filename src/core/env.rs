@@ -100,4 +100,23 @@ pub trait Coordinator {
     /// Open a new session and register under the root; the runtime then calls
     /// `Replica::on_joined` and feeds views. Called at start and after the session is lost.
     fn join(&mut self);
+    /// Record, once and for good, that this chain has held state (a persistent marker beside
+    /// the root), answered through `Replica::on_chain_marker`. Whoever creates the marker is the
+    /// only replica that may start a brand-new chain without waiting for retained copies.
+    fn mark_chain_held(&mut self);
+    /// Give up the current session (its znode goes at once) and report it lost, so that this
+    /// replica joins again as a new one at the tail: the way to get a fresh state transfer from
+    /// a predecessor that will not send one again.
+    fn rejoin(&mut self);
+}
+
+/// What `Coordinator::mark_chain_held` found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChainMarker {
+    /// We created the marker: no replica of this chain has ever held state before.
+    Created,
+    /// The marker was there: the chain held state once, and its copies may be registering.
+    Existed,
+    /// ZooKeeper did not answer; nothing is known.
+    Unavailable,
 }

@@ -26,7 +26,7 @@ mod tests;
 
 pub use write_path::WriteAccepted;
 
-pub use env::{Clock, Coordinator, Network, PeerReply, PeerRequest, PullAnswer, RequestKind};
+pub use env::{ChainMarker, Clock, Coordinator, Network, PeerReply, PeerRequest, PullAnswer, RequestKind};
 pub use membership::View;
 pub use types::*;
 
@@ -56,6 +56,17 @@ pub struct Config {
     /// at once (the root deleted, ZooKeeper cut off from all replicas) the replicas register
     /// again one by one, and the best copy may belong to the last of them.
     pub retained_settle_ms: Millis,
+    /// How long a replica below the head may go without state from its predecessor before it
+    /// joins again as a new replica. Our replicas resend a refused or lost transfer; other
+    /// implementations send one when their successor changes and never again, so a replica
+    /// that missed it would otherwise wait forever. Counted from the last sign of a transfer
+    /// (see `note_transfer_receiving`), so a long transfer in progress never triggers it.
+    pub stateless_rejoin_ms: Millis,
+    /// Tail variant: writes one client (callback address) may have accepted at the head and
+    /// not yet applied at the tail; past it that client's writes are refused (`Busy`). The
+    /// tail queues at least this many callbacks per client, so an accepted write's callback is
+    /// never dropped for want of room. 65,536 is what our client lets wait.
+    pub max_writes_per_client: usize,
 }
 
 impl Default for Config {
@@ -71,6 +82,8 @@ impl Default for Config {
             retry_min_ms: 20,
             retry_max_ms: 1_000,
             retained_settle_ms: 3_000,
+            stateless_rejoin_ms: 10_000,
+            max_writes_per_client: 65_536,
         }
     }
 }
@@ -86,6 +99,19 @@ enum Link {
     Transferring,
     /// The successor has everything we sent; new updates go straight to it.
     Streaming,
+}
+
+/// What this process knows of the chain's held-state marker (`Coordinator::mark_chain_held`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Marker {
+    Unknown,
+    Asked,
+    /// We created it: no replica ever held this chain's state, so we may start it empty at
+    /// once. Used at most once, right when the answer arrives; otherwise it becomes `Existed`.
+    Created,
+    Existed,
+    /// ZooKeeper did not answer; asked again after the next view.
+    Unavailable,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -181,6 +207,9 @@ pub struct Replica<C, N, K> {
     synced: bool,
     store: Store,
     last_applied: Xid,
+    /// Whether xid 0 was applied: the first update of a chain headed by an implementation that
+    /// numbers from 0 (see `takes_first_xid_zero`).
+    applied_xid_zero: bool,
     /// Highest xid known applied at the tail.
     tail_processed: Xid,
     /// Updates forwarded to the successor that the tail may not have applied, in xid order.
@@ -204,6 +233,13 @@ pub struct Replica<C, N, K> {
     /// The replica we last gave our state to by `pullState`; it alone may pull again.
     pulled_by: Option<NodeId>,
     retained: Option<RetainedState>,
+    marker: Marker,
+    /// Since when this replica, below the head and without state, has waited for a transfer.
+    awaiting_state_since: Millis,
+    /// Tail variant, at the head: accepted writes not yet known applied at the tail, in xid
+    /// order, with their client's callback address, and how many each client has.
+    client_writes: VecDeque<(Xid, String)>,
+    writes_per_client: BTreeMap<String, usize>,
 
     lease_until: Millis,
 }
@@ -225,6 +261,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             synced: false,
             store: Store::new(),
             last_applied: 0,
+            applied_xid_zero: false,
             tail_processed: 0,
             sent: VecDeque::new(),
             reorder: BTreeMap::new(),
@@ -238,6 +275,10 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             pull: Pull::default(),
             pulled_by: None,
             retained: None,
+            marker: Marker::Unknown,
+            awaiting_state_since: 0,
+            client_writes: VecDeque::new(),
+            writes_per_client: BTreeMap::new(),
             lease_until: 0,
         }
     }
@@ -283,6 +324,9 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     pub fn clock(&self) -> &C {
         &self.clock
     }
+    pub fn coordinator(&self) -> &K {
+        &self.coord
+    }
     pub fn coordinator_mut(&mut self) -> &mut K {
         &mut self.coord
     }
@@ -320,6 +364,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.drive_head_notify(now);
         self.drive_poll(now);
         self.drive_pull(now);
+        self.drive_stateless_watchdog(now);
     }
 
     /// Serve a request that the sender addressed to session `to` (our runtime sends it along

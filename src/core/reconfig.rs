@@ -24,10 +24,14 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             self.member_version = self.member_version.max(version);
         }
 
+        if self.marker == Marker::Unavailable {
+            self.marker = Marker::Unknown;
+        }
         let pred = self.view.predecessor(me).map(|m| m.id);
         if pred != self.pred {
             // Held updates came from the old predecessor; the new one starts with a transfer.
             self.pred = pred;
+            self.awaiting_state_since = now;
             self.dropped_held |= !self.reorder.is_empty();
             self.reorder.clear();
         }
@@ -89,6 +93,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         if self.me.is_none() || self.pred != Some(t.src) {
             return false;
         }
+        self.awaiting_state_since = self.clock.now();
         if self.synced && t.state_xid < self.last_applied {
             return false;
         }
@@ -104,19 +109,26 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     fn install(&mut self, t: Transfer, successor_has_it: bool) {
         let was_synced = self.synced;
         let old_last = if was_synced { self.last_applied } else { 0 };
+        let had_xid_zero = was_synced && self.applied_xid_zero;
         self.store = t.state;
         self.store.retain(|_, v| *v != 0);
         self.last_applied = t.state_xid;
+        // At xid 0 a state is either empty (nothing applied, numbering from 1) or holds a
+        // from-0 chain's first update; a resend of a `del` as xid 0 would change nothing anyway.
+        self.applied_xid_zero = t.state_xid == 0 && (!self.store.is_empty() || t.sent.iter().any(|u| u.xid == 0));
         self.synced = true;
         self.retained = None;
         self.dropped_held = false;
+        self.record_chain_held();
         // Our successor has at most `old_last`; it can be caught up update by update only if
         // the transfer's sent list holds every xid after that (its sender trims it, and bounds
         // it). Taken before we trim the list to our own bound: as the tail we owe each of
         // those updates' clients its callback, and as a middle forwarding them costs less than
         // a whole transfer.
-        let suffix: Vec<Update> = t.sent.iter().filter(|u| u.xid > old_last).cloned().collect();
-        let suffix_complete = suffix.len() as u64 == self.last_applied - old_last;
+        let is_new = |u: &&Update| u.xid > old_last || (u.xid == 0 && !had_xid_zero);
+        let suffix: Vec<Update> = t.sent.iter().filter(is_new).cloned().collect();
+        let zero_is_new = self.applied_xid_zero && !had_xid_zero;
+        let suffix_complete = suffix.len() as u64 == self.last_applied - old_last + u64::from(zero_is_new);
         self.sent = t.sent.into();
         // A sender with a larger bound (another implementation) may hand us more than we keep.
         // Dropping the oldest is safe as in `apply_and_pass_on`: a hole means a whole transfer.
@@ -234,6 +246,25 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             .pull
             .settle_until
             .get_or_insert(now.saturating_add(self.cfg.retained_settle_ms));
+        if own.is_none() && other.is_none() {
+            // No copy anywhere: either a brand-new chain, or one whose copies are still
+            // registering. Only the replica that creates the chain's marker may tell the first
+            // from the second without waiting.
+            match self.marker {
+                Marker::Created => {
+                    self.marker = Marker::Existed;
+                    tracing::info!(session = format_args!("{me:x}"), "a new chain: starting with empty state");
+                    self.synced = true;
+                    self.restart_link(now);
+                    return;
+                }
+                Marker::Unknown => {
+                    self.marker = Marker::Asked;
+                    self.coord.mark_chain_held();
+                }
+                Marker::Asked | Marker::Existed | Marker::Unavailable => {}
+            }
+        }
         if now < settle_until {
             return;
         }
@@ -271,6 +302,73 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         }
     }
 
+    /// The answer to `Coordinator::mark_chain_held`.
+    pub fn on_chain_marker(&mut self, answer: ChainMarker) {
+        self.marker = match answer {
+            ChainMarker::Created => Marker::Created,
+            ChainMarker::Existed => Marker::Existed,
+            ChainMarker::Unavailable => Marker::Unavailable,
+        };
+        if self.marker == Marker::Created {
+            // Still a stateless head that found no state anywhere? Then start now.
+            self.drive_pull(self.clock.now());
+            if self.marker == Marker::Created {
+                self.marker = Marker::Existed;
+            }
+        }
+    }
+
+    /// A replica that holds the chain's state makes sure the chain's marker exists, so a head
+    /// that later finds no state anywhere knows to wait for retained copies. Our own heads
+    /// create it before they take the first write; this covers chains started by another
+    /// implementation.
+    fn record_chain_held(&mut self) {
+        if matches!(self.marker, Marker::Unknown | Marker::Unavailable) {
+            self.marker = Marker::Asked;
+            self.coord.mark_chain_held();
+        }
+    }
+
+    /// Whether refusing a `proposeStateUpdate` or `stateTransfer` from `src` as "not from our
+    /// predecessor" may only mean that our view lags: we have not joined or are not listed in
+    /// it yet, or `src` sorts above us and becomes our predecessor once the replicas between
+    /// us are gone from our view. The runtime then waits for a fresh listing before answering.
+    /// A sender below us can never be our predecessor.
+    pub fn view_may_be_stale_for(&self, src: NodeId) -> bool {
+        match self.me {
+            None => true,
+            Some(me) => self.pred != Some(src) && (src < me || !self.view.contains(me)),
+        }
+    }
+
+    /// The runtime is receiving a `stateTransfer` right now: a predecessor is sending state, so
+    /// the watchdog below keeps waiting however long the transfer takes.
+    pub fn note_transfer_receiving(&mut self) {
+        self.awaiting_state_since = self.clock.now();
+    }
+
+    /// A replica below the head that has had no state for `stateless_rejoin_ms` joins again as
+    /// a new replica, which makes its predecessor see a new successor and send the state. Our
+    /// own replicas resend transfers, so this matters for predecessors of other
+    /// implementations, which send one transfer per change of successor and never retry it.
+    pub(super) fn drive_stateless_watchdog(&mut self, now: Millis) {
+        let Some(pred) = self.pred else { return };
+        if self.synced || self.me.is_none() {
+            return;
+        }
+        let waited = now.saturating_sub(self.awaiting_state_since);
+        if waited < self.cfg.stateless_rejoin_ms {
+            return;
+        }
+        tracing::warn!(
+            predecessor = format_args!("{pred:x}"),
+            waited_ms = waited,
+            "no state from the predecessor: joining again as a new replica so that it sends the state"
+        );
+        self.awaiting_state_since = now;
+        self.coord.rejoin();
+    }
+
     pub(super) fn on_pull_reply(&mut self, from: NodeId, reply: PeerReply, now: Millis) {
         if self.pull.in_flight != Some(from) {
             return;
@@ -303,14 +401,15 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     }
 }
 
-/// The sent list must be strictly increasing xids no later than the state itself.
+/// The sent list must be strictly increasing xids no later than the state itself. It may start
+/// at xid 0: implementations that number from 0 send their first update in it.
 fn transfer_is_well_formed(t: &Transfer) -> bool {
-    let mut prev = 0;
+    let mut prev: Option<Xid> = None;
     for u in &t.sent {
-        if u.xid <= prev || u.xid > t.state_xid {
+        if prev.is_some_and(|p| u.xid <= p) || u.xid > t.state_xid {
             return false;
         }
-        prev = u.xid;
+        prev = Some(u.xid);
     }
     true
 }

@@ -5,7 +5,13 @@ use super::*;
 
 impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     fn apply(&mut self, update: &Update) {
-        debug_assert_eq!(update.xid, self.last_applied + 1, "updates apply in xid order");
+        debug_assert!(
+            update.xid == self.last_applied + 1 || self.takes_first_xid_zero(update.xid),
+            "updates apply in xid order"
+        );
+        if update.xid == 0 {
+            self.applied_xid_zero = true;
+        }
         if update.value == 0 {
             self.store.remove(&update.key);
         } else {
@@ -73,6 +79,15 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         while self.sent.front().is_some_and(|u| u.xid <= self.tail_processed) {
             self.sent.pop_front();
         }
+        while let Some((_, client)) = self.client_writes.front().filter(|(x, _)| *x <= self.tail_processed) {
+            if let Some(n) = self.writes_per_client.get_mut(client) {
+                *n -= 1;
+                if *n == 0 {
+                    self.writes_per_client.remove(client);
+                }
+            }
+            self.client_writes.pop_front();
+        }
         // An xid from the tail names our update only if no other head could have reused it:
         // with an expired lease our session may be gone and a new head may have issued the same
         // xids on a history that never saw ours. Such clients wait, and learn "unknown" when the
@@ -93,8 +108,13 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     /// `proposeStateUpdate` from `src`. `true` is `rc = 0`: applied, already applied, or held
     /// until the gap before it fills.
     pub fn on_propose(&mut self, src: NodeId, update: Update) -> bool {
-        if self.me.is_none() || self.pred != Some(src) || !self.synced || update.xid == 0 {
+        if self.me.is_none() || self.pred != Some(src) || !self.synced {
             return false;
+        }
+        if self.takes_first_xid_zero(update.xid) {
+            self.apply_and_pass_on(update);
+            self.drain_reorder();
+            return true;
         }
         if update.xid <= self.last_applied {
             return true;
@@ -117,6 +137,14 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.apply_and_pass_on(update);
         self.drain_reorder();
         true
+    }
+
+    /// Our heads number the first update 1, and `last_applied == 0` means nothing applied. Some
+    /// other implementations number from 0: a replica that has applied nothing takes xid 0 as
+    /// the chain's first update (then expects 1, as it would anyway). Once applied, a resend of
+    /// xid 0 is acknowledged and ignored like any other duplicate.
+    pub(super) fn takes_first_xid_zero(&self, xid: Xid) -> bool {
+        xid == 0 && self.last_applied == 0 && !self.applied_xid_zero
     }
 
     pub(super) fn drain_reorder(&mut self) {

@@ -12,6 +12,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     /// a replica with a new session is a new node and must be given the state.
     pub fn on_joined(&mut self, id: NodeId) {
         self.reset(Some(id));
+        self.awaiting_state_since = self.clock.now();
         let members = self.view.members().to_vec();
         self.on_view(members, self.view_version);
     }
@@ -68,6 +69,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.synced = false;
         self.store.clear();
         self.last_applied = 0;
+        self.applied_xid_zero = false;
         self.tail_processed = 0;
         self.sent.clear();
         self.reorder.clear();
@@ -79,6 +81,8 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.poll = Poll::default();
         self.pull = Pull::default();
         self.pulled_by = None;
+        self.client_writes.clear();
+        self.writes_per_client.clear();
         self.lease_until = 0;
     }
 }

@@ -72,14 +72,25 @@ impl Network for RecordingNet {
     }
 }
 
+/// Records what a replica asks of its coordinator. Marker requests go unanswered unless a test
+/// answers them (`Replica::on_chain_marker`), so a replica behaves as one whose ZooKeeper is
+/// slow to answer: it waits out `retained_settle_ms`.
 #[derive(Clone, Debug, Default)]
 pub struct RecordingCoord {
     pub joins: usize,
+    pub marker_requests: usize,
+    pub rejoins: usize,
 }
 
 impl Coordinator for RecordingCoord {
     fn join(&mut self) {
         self.joins += 1;
+    }
+    fn mark_chain_held(&mut self) {
+        self.marker_requests += 1;
+    }
+    fn rejoin(&mut self) {
+        self.rejoins += 1;
     }
 }
 

@@ -363,11 +363,6 @@ fn a_replica_takes_updates_only_from_its_predecessor() {
     assert_eq!(r.on_peer_request(propose(3, 1, "k", 1)), PeerReply::Refused);
     assert_eq!(r.on_peer_request(propose(99, 1, "k", 1)), PeerReply::Refused);
     assert_eq!(r.on_peer_request(propose(2, 1, "k", 1)), PeerReply::Refused);
-    assert_eq!(
-        r.on_peer_request(propose(1, 0, "k", 1)),
-        PeerReply::Refused,
-        "xid 0 is never issued"
-    );
     assert_eq!(r.last_applied(), 0);
     assert!(r.store().is_empty());
     assert_eq!(r.on_peer_request(propose(1, 1, "k", 1)), PeerReply::Accepted);
@@ -1831,4 +1826,193 @@ fn pull_state_is_answered_only_under_each_of_its_conditions() {
         "predecessor neither asker nor stateless"
     );
     assert_eq!(c.get_mut(40).on_pull_state(10, &[15], false), PullAnswer::NoState);
+}
+
+/// Some implementations number a chain's first update 0. A replica that has applied nothing
+/// takes it as the first update, forwards it, expects 1 next, and treats a resend of it as
+/// the duplicate it is. Once anything is applied, xid 0 is an old update.
+#[test]
+fn a_chain_numbered_from_zero_reaches_our_replicas_from_its_first_update() {
+    let mut c = middle_with_small_window();
+    let r = c.get_mut(2);
+    assert_eq!(r.on_peer_request(propose(1, 0, "k", 5)), PeerReply::Accepted);
+    assert_eq!((r.last_applied(), r.store().get("k").copied()), (0, Some(5)));
+    assert_eq!(
+        r.on_peer_request(propose(1, 0, "k", 9)),
+        PeerReply::Accepted,
+        "a resend of xid 0 is acknowledged"
+    );
+    assert_eq!(r.store().get("k").copied(), Some(5), "and not applied again");
+    assert_eq!(r.on_peer_request(propose(1, 1, "k", 6)), PeerReply::Accepted);
+    assert_eq!((r.last_applied(), r.store().get("k").copied()), (1, Some(6)));
+    assert_eq!(r.on_peer_request(propose(1, 0, "k", 5)), PeerReply::Accepted);
+    assert_eq!(r.store().get("k").copied(), Some(6), "xid 0 after xid 1 is old");
+    assert_eq!(
+        queued_proposes(&c, 2),
+        vec![(3, 2, upd(0, "k", 5)), (3, 2, upd(1, "k", 6))],
+        "both passed on, once each"
+    );
+    c.settle();
+    assert_eq!(c.read("k"), Ok(6));
+}
+
+/// A from-0 predecessor's transfer may carry xid 0 in its sent list; the new tail calls back
+/// its client like any other's.
+#[test]
+fn a_transfer_whose_sent_list_starts_at_xid_zero_is_taken() {
+    let mut c = Cluster::new(tail_cfg());
+    c.add(2);
+    c.set_view(&[1, 2]);
+    let first = Update {
+        origin: Some(origin(7)),
+        ..upd(0, "k", 5)
+    };
+    let t = Transfer {
+        src: 1,
+        state_xid: 0,
+        state: store(&[("k", 5)]),
+        sent: vec![first.clone()],
+    };
+    assert_eq!(c.get_mut(2).on_peer_request(PeerRequest::Transfer(t)), PeerReply::Accepted);
+    assert!(c.get(2).is_synced());
+    assert_eq!(c.get(2).net().notified, vec![origin(7)]);
+    assert_eq!(
+        c.get_mut(2).on_peer_request(PeerRequest::Propose { src: 1, update: first }),
+        PeerReply::Accepted
+    );
+    assert_eq!(c.get(2).net().notified.len(), 1, "xid 0 is held already: no second callback");
+}
+
+/// Only the replica that creates the chain's marker starts an empty chain without waiting out
+/// `retained_settle_ms`; one that finds the marker there waits, as copies may be registering.
+#[test]
+fn a_brand_new_chain_starts_at_once_and_one_that_held_state_waits() {
+    let mut c = Cluster::new(head_cfg());
+    c.add(1);
+    c.add(2);
+    c.set_view(&[1, 2]);
+    // The head pulls from 2, which has no state, then asks for the marker.
+    for _ in 0..3 {
+        c.tick_all();
+        c.deliver_all();
+    }
+    assert_eq!(c.get(1).coordinator().marker_requests, 1, "the head asks for the marker");
+    assert!(!c.get(1).is_synced());
+    c.get_mut(1).on_chain_marker(ChainMarker::Created);
+    assert!(c.get(1).is_synced(), "created: a new chain starts at once");
+    c.deliver_all();
+    assert!(c.get(2).is_synced());
+    assert_eq!(c.now(), 0, "no time passed");
+
+    // Every session ends; the marker is there now.
+    let mut c = Cluster::new(head_cfg());
+    c.add(1);
+    c.set_view(&[1]);
+    c.tick_all();
+    c.get_mut(1).on_chain_marker(ChainMarker::Existed);
+    c.tick_all();
+    assert!(!c.get(1).is_synced(), "existed: wait for copies");
+    c.advance(c.cfg.retained_settle_ms);
+    c.tick_all();
+    assert!(c.get(1).is_synced(), "and start once the view has settled");
+
+    // A `Created` answer that arrives when the replica is no longer a stateless head is not
+    // used later: it stands for "no state ever", which is true only when it was answered.
+    let mut c = Cluster::new(head_cfg());
+    c.add(2);
+    c.set_view(&[2]);
+    c.tick_all();
+    c.set_view(&[1, 2]);
+    c.get_mut(2).on_chain_marker(ChainMarker::Created);
+    assert!(!c.get(2).is_synced());
+    c.set_view(&[2]);
+    c.tick_all();
+    assert!(!c.get(2).is_synced(), "waits out the settle time like any chain that held state");
+}
+
+/// Our replicas mark the chain as holding state when they first get it from a predecessor of
+/// another implementation, which knows nothing of the marker.
+#[test]
+fn a_replica_that_gets_state_by_transfer_records_the_marker_once() {
+    let mut c = Cluster::new(head_cfg());
+    c.add(2);
+    c.set_view(&[1, 2]);
+    let t = |xid| Transfer {
+        src: 1,
+        state_xid: xid,
+        state: store(&[("k", 1)]),
+        sent: vec![],
+    };
+    assert_eq!(c.get_mut(2).on_peer_request(PeerRequest::Transfer(t(1))), PeerReply::Accepted);
+    assert_eq!(c.get(2).coordinator().marker_requests, 1);
+    assert_eq!(c.get_mut(2).on_peer_request(PeerRequest::Transfer(t(2))), PeerReply::Accepted);
+    assert_eq!(c.get(2).coordinator().marker_requests, 1, "asked once");
+}
+
+/// A replica below the head that gets no state rejoins after `stateless_rejoin_ms`, counted
+/// from the last sign of a transfer; a head (which pulls instead) never does.
+#[test]
+fn a_stateless_replica_behind_a_silent_predecessor_rejoins() {
+    let cfg = Config {
+        stateless_rejoin_ms: 1_000,
+        ..head_cfg()
+    };
+    let mut c = Cluster::new(cfg);
+    c.add(2);
+    c.set_view(&[1, 2]);
+    c.advance(999);
+    c.tick_all();
+    assert_eq!(c.get(2).coordinator().rejoins, 0);
+    c.get_mut(2).note_transfer_receiving();
+    c.advance(999);
+    c.tick_all();
+    assert_eq!(c.get(2).coordinator().rejoins, 0, "a transfer on its way restarts the wait");
+    c.advance(1);
+    c.tick_all();
+    assert_eq!(c.get(2).coordinator().rejoins, 1);
+    c.advance(10);
+    c.tick_all();
+    assert_eq!(c.get(2).coordinator().rejoins, 1, "once per wait");
+
+    let mut c = Cluster::new(head_cfg());
+    c.add(1);
+    c.set_view(&[1]);
+    c.advance(c.cfg.stateless_rejoin_ms * 2);
+    c.tick_all();
+    assert_eq!(c.get(1).coordinator().rejoins, 0, "a head pulls, it does not rejoin");
+}
+
+#[test]
+fn only_a_refusal_a_fresher_view_could_change_is_held() {
+    let mut c = Cluster::new(head_cfg());
+    c.add(5);
+    assert!(c.get(5).view_may_be_stale_for(3), "not listed yet");
+    c.set_view(&[2, 3, 5, 7]);
+    assert!(c.get(5).view_may_be_stale_for(2), "2 is our predecessor once 3 is gone");
+    assert!(!c.get(5).view_may_be_stale_for(3), "3 is our predecessor");
+    assert!(!c.get(5).view_may_be_stale_for(7), "7 is below us in every view");
+    assert!(c.get(5).view_may_be_stale_for(1), "a newcomer above us we have not seen");
+}
+
+/// Tail variant: one client may have at most `max_writes_per_client` writes in flight at the
+/// head; others are not affected, and the client gets room back as the tail applies them.
+#[test]
+fn one_client_cannot_take_more_than_its_share_of_writes_in_flight() {
+    let cfg = Config {
+        max_writes_per_client: 2,
+        ..tail_cfg()
+    };
+    let mut c = Cluster::with_nodes(cfg, &[1, 2]);
+    let write = |c: &mut Cluster, port: i32, cxid: i32| {
+        let o = ClientOrigin { port, ..origin(cxid) };
+        c.write_at(1, inc("k", 1), Some(o)).1
+    };
+    assert!(write(&mut c, 9000, 1).is_ok());
+    assert!(write(&mut c, 9000, 2).is_ok());
+    assert!(matches!(write(&mut c, 9000, 3), Err(WriteRejected::Busy(_))));
+    assert!(write(&mut c, 9001, 1).is_ok(), "another client is not affected");
+    c.settle();
+    c.advance(c.cfg.poll_interval_ms);
+    c.settle();
+    assert!(write(&mut c, 9000, 4).is_ok(), "room again once the tail applied them");
 }

@@ -58,6 +58,16 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             )));
         }
 
+        let client = origin.as_ref().map(|o| format!("{}:{}", o.host, o.port));
+        if let Some(client) = &client {
+            let waiting = self.writes_per_client.get(client).copied().unwrap_or(0);
+            if waiting >= self.cfg.max_writes_per_client {
+                return Err(WriteRejected::Busy(format!(
+                    "client {client} has {waiting} writes not yet applied at the tail"
+                )));
+            }
+        }
+
         // A transfer may have carried the last xid there is (the wire allows any u64).
         let xid = self
             .last_applied
@@ -69,6 +79,10 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         let update = Update { xid, key, value, origin };
         if self.cfg.variant == Variant::Head {
             self.pending.insert(xid, token);
+        }
+        if let Some(client) = client {
+            *self.writes_per_client.entry(client.clone()).or_insert(0) += 1;
+            self.client_writes.push_back((xid, client));
         }
         self.apply_and_pass_on(update);
         Ok(match self.cfg.variant {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -42,21 +42,59 @@ impl Clock for RuntimeClock {
     }
 }
 
-/// The core's `Coordinator`: asks the membership task (ZooKeeper in production) for a new
-/// session.
-pub struct JoinRequest(Arc<dyn Fn() + Send + Sync>);
+/// What the replica asks of its membership task (ZooKeeper in production, a simulated one in
+/// the simulator); answers come back as `MembershipEvent`s.
+pub trait MembershipControl: Send + Sync {
+    /// Open a new session and register (after `SessionLost`).
+    fn request_join(&self);
+    /// Create the chain's held-state marker; answered by `MembershipEvent::ChainMarker`.
+    fn request_chain_marker(&self);
+    /// Leave with the current session and report `SessionLost`.
+    fn request_rejoin(&self);
+    /// List the members now; answered by `MembershipEvent::Listed`.
+    fn request_relist(&self);
+}
 
-impl core::Coordinator for JoinRequest {
-    fn join(&mut self) {
-        (self.0)();
+impl MembershipControl for ZkCoordinator {
+    fn request_join(&self) {
+        ZkCoordinator::request_join(self);
+    }
+    fn request_chain_marker(&self) {
+        ZkCoordinator::request_chain_marker(self);
+    }
+    fn request_rejoin(&self) {
+        ZkCoordinator::request_rejoin(self);
+    }
+    fn request_relist(&self) {
+        ZkCoordinator::request_relist(self);
     }
 }
 
-pub type Core = Replica<RuntimeClock, TonicNetwork, JoinRequest>;
+/// The core's `Coordinator`, handing its requests to the membership task.
+pub struct CoreCoordinator(Arc<dyn MembershipControl>);
+
+impl core::Coordinator for CoreCoordinator {
+    fn join(&mut self) {
+        self.0.request_join();
+    }
+    fn mark_chain_held(&mut self) {
+        self.0.request_chain_marker();
+    }
+    fn rejoin(&mut self) {
+        self.0.request_rejoin();
+    }
+}
+
+pub type Core = Replica<RuntimeClock, TonicNetwork, CoreCoordinator>;
 
 pub struct Shared {
     core: Mutex<Core>,
     tokens: AtomicU64,
+    membership: Arc<dyn MembershipControl>,
+    /// Membership listings applied to the core so far (`MembershipEvent::Listed`).
+    listings: watch::Sender<u64>,
+    /// `stateTransfer` calls being received now (see `Replica::note_transfer_receiving`).
+    pub transfers_receiving: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -70,6 +108,16 @@ impl Shared {
 
     pub fn next_token(&self) -> u64 {
         self.tokens.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Ask for a fresh membership listing and wait, up to `limit`, until one has been applied
+    /// to the core. Returns whether one was.
+    pub async fn fresh_listing(&self, limit: Duration) -> bool {
+        let mut listings = self.listings.subscribe();
+        let seen = *listings.borrow_and_update();
+        self.membership.request_relist();
+        let listed = tokio::time::timeout(limit, listings.wait_for(|n| *n > seen)).await;
+        matches!(listed, Ok(Ok(_)))
     }
 }
 
@@ -93,6 +141,7 @@ impl NodeConfig {
     /// could expire the session, so half of it leaves room for clock drift and delays.
     pub fn new(zk: ZkConfig, listen: SocketAddr, variant: Variant) -> Self {
         let lease_ms = (zk.session_timeout.as_millis() / 2) as Millis;
+        let session_timeout_ms = zk.session_timeout.as_millis() as Millis;
         NodeConfig {
             zk,
             listen,
@@ -104,6 +153,9 @@ impl NodeConfig {
                 // session timeout (the coordinator's check period) and register again; half of
                 // it lets the last of them return before a head starts or adopts anything.
                 retained_settle_ms: lease_ms,
+                // Long enough for a head waiting out `retained_settle_ms` to start and send
+                // the state, and never less than the core's default.
+                stateless_rejoin_ms: (session_timeout_ms * 2).max(core::Config::default().stateless_rejoin_ms),
                 ..core::Config::default()
             },
             net: NetConfig {
@@ -165,10 +217,7 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
     let advertise = cfg.advertise.clone().unwrap_or_else(|| local_addr.to_string());
     let (event_tx, event_rx) = mpsc::channel(1024);
     let zk = ZkCoordinator::spawn(cfg.zk.clone(), advertise.clone(), event_tx);
-    let join = {
-        let zk = zk.clone();
-        Arc::new(move || zk.request_join()) as Arc<dyn Fn() + Send + Sync>
-    };
+    let join = Arc::new(zk.clone()) as Arc<dyn MembershipControl>;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let connector: Arc<dyn Connect> = match &cfg.tls {
         Some(tls) => Arc::new(TlsConnect(tls.clone())),
@@ -194,7 +243,7 @@ pub async fn start_with<S, IO, E>(
     advertise: String,
     connector: Arc<dyn Connect>,
     membership: mpsc::Receiver<MembershipEvent>,
-    join: Arc<dyn Fn() + Send + Sync>,
+    control: Arc<dyn MembershipControl>,
 ) -> anyhow::Result<RunningNode>
 where
     S: tokio_stream::Stream<Item = Result<IO, E>> + Send + 'static,
@@ -214,11 +263,14 @@ where
         cfg.core.clone(),
         clock,
         TonicNetwork::new(cfg.net.clone(), reply_tx, connector),
-        JoinRequest(join),
+        CoreCoordinator(control.clone()),
     );
     let shared = Arc::new(Shared {
         core: Mutex::new(core),
         tokens: AtomicU64::new(1),
+        membership: control,
+        listings: watch::Sender::new(0),
+        transfers_receiving: std::sync::atomic::AtomicUsize::new(0),
     });
 
     let tasks = vec![
@@ -240,6 +292,13 @@ where
         large: cfg.net.max_message_bytes,
     };
     let mut router = builder
+        .layer(tower::layer::layer_fn({
+            let shared = shared.clone();
+            move |inner| CountTransfers {
+                inner,
+                shared: shared.clone(),
+            }
+        }))
         .tcp_nodelay(true)
         // Without a cap h2 lets one connection pile up thousands of unread requests and then
         // drops it (GOAWAY ENHANCE_YOUR_CALM), turning every one into an unknown outcome.
@@ -284,6 +343,50 @@ where
     })
 }
 
+/// Counts `stateTransfer` calls from the moment their headers arrive until they are answered.
+/// tonic hands the method its message only once the whole body is in, and a big transfer takes
+/// seconds, during which the core must know that its predecessor is sending it state.
+#[derive(Clone)]
+struct CountTransfers<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+struct ReceivingTransfer(Arc<Shared>);
+
+impl Drop for ReceivingTransfer {
+    fn drop(&mut self) {
+        self.0.transfers_receiving.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<S, B> tower::Service<tonic::codegen::http::Request<B>> for CountTransfers<S>
+where
+    S: tower::Service<tonic::codegen::http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: tonic::codegen::http::Request<B>) -> Self::Future {
+        let receiving = request.uri().path().ends_with("/stateTransfer").then(|| {
+            self.shared.transfers_receiving.fetch_add(1, Ordering::Relaxed);
+            ReceivingTransfer(self.shared.clone())
+        });
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let response = call.await;
+            drop(receiving);
+            response
+        })
+    }
+}
+
 /// Replies are applied in batches: one lock for many replies under load.
 async fn pump_replies(shared: Arc<Shared>, mut replies: mpsc::UnboundedReceiver<ReplyEvent>) {
     const BATCH: usize = 1024;
@@ -317,6 +420,10 @@ async fn pump_membership(shared: Arc<Shared>, mut events: mpsc::Receiver<Members
                 tracing::warn!("ZooKeeper session lost: dropping state and joining again as a new replica");
                 core.on_session_lost();
             }
+            MembershipEvent::Listed => {
+                shared.listings.send_modify(|n| *n += 1);
+            }
+            MembershipEvent::ChainMarker(answer) => core.on_chain_marker(answer),
         });
     }
 }
@@ -326,6 +433,12 @@ async fn tick(shared: Arc<Shared>, period: Duration) {
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         timer.tick().await;
-        shared.with_core(|core| core.on_tick());
+        let receiving = shared.transfers_receiving.load(Ordering::Relaxed) > 0;
+        shared.with_core(|core| {
+            if receiving {
+                core.note_transfer_receiving();
+            }
+            core.on_tick()
+        });
     }
 }

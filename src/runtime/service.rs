@@ -2,7 +2,9 @@
 //! and our own `chainrep.ext.ChainExt`. Each call locks the core only for the synchronous
 //! step; waiting for a write to commit happens outside the lock.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
@@ -15,11 +17,24 @@ use crate::core::{
 use crate::pb::adb;
 use crate::pb::chainrep::ext;
 
+/// Updates and transfers held at once while the membership is listed again (see
+/// `ChainService::from_predecessor`); more are refused at once. One is the usual case: a new
+/// predecessor's transfer, and the updates it sends right behind it.
+const MAX_HELD: usize = 256;
+/// How long a held request waits for a fresh listing. A listing takes a few ZooKeeper round
+/// trips; this is far more, and far less than the deadlines other implementations put on
+/// their calls.
+const HOLD_LIMIT: Duration = Duration::from_secs(2);
+
 #[derive(Clone)]
 pub struct ChainService {
     shared: Arc<Shared>,
     replicate_stream: bool,
     peer_certificates_required: bool,
+    /// Requests waiting for a fresh listing now, and the lane that keeps them, and any update
+    /// or transfer arriving meanwhile, in arrival order.
+    held: Arc<AtomicUsize>,
+    hold_lane: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ChainService {
@@ -28,7 +43,44 @@ impl ChainService {
             shared,
             replicate_stream: true,
             peer_certificates_required: false,
+            held: Arc::new(AtomicUsize::new(0)),
+            hold_lane: Arc::new(tokio::sync::Mutex::new(())),
         }
+    }
+
+    /// `proposeStateUpdate` or `stateTransfer` from `src`, which our view may not show as our
+    /// predecessor yet: a predecessor sees us in its listing when we register, which may be
+    /// before our own first listing arrives, and other implementations send their one transfer
+    /// right then and never again. Refusing it would leave us without state for good. So when
+    /// the core says the refusal could come from a stale view, we list the members again and
+    /// decide on the fresh view. Requests from `src` that arrive meanwhile queue behind, so a
+    /// transfer is still installed before the updates that follow it.
+    async fn from_predecessor(
+        &self,
+        to: Option<NodeId>,
+        src: NodeId,
+        request: PeerRequest,
+    ) -> Result<Response<adb::ChainResponse>, Status> {
+        let stale = self.shared.with_core(|core| core.view_may_be_stale_for(src));
+        if !stale && self.held.load(Ordering::Acquire) == 0 {
+            return self.peer_rc(to, request);
+        }
+        if self.held.fetch_add(1, Ordering::AcqRel) >= MAX_HELD {
+            self.held.fetch_sub(1, Ordering::AcqRel);
+            return self.peer_rc(to, request);
+        }
+        let lane = self.hold_lane.lock().await;
+        // Earlier requests in the lane may have brought the fresh view already.
+        if self.shared.with_core(|core| core.view_may_be_stale_for(src)) && !self.shared.fresh_listing(HOLD_LIMIT).await {
+            tracing::debug!(
+                src = format_args!("{src:x}"),
+                "no fresh membership listing in time; deciding on the view we have"
+            );
+        }
+        let reply = self.peer_rc(to, request);
+        drop(lane);
+        self.held.fetch_sub(1, Ordering::AcqRel);
+        reply
     }
 
     /// Refuse replica-to-replica calls from callers without a verified client certificate.
@@ -144,7 +196,7 @@ impl adb::head_chain_replica_server::HeadChainReplica for ChainService {
         self.check_peer(&request, "proposeStateUpdate")?;
         let to = addressee(&request);
         let (src, update) = convert::head_update_from_wire(request.into_inner());
-        self.peer_rc(to, PeerRequest::Propose { src, update })
+        self.from_predecessor(to, src, PeerRequest::Propose { src, update }).await
     }
 
     async fn get_latest_xid(&self, request: Request<adb::LatestXidRequest>) -> Result<Response<adb::LatestXidResponse>, Status> {
@@ -154,7 +206,8 @@ impl adb::head_chain_replica_server::HeadChainReplica for ChainService {
     async fn state_transfer(&self, request: Request<adb::HeadStateTransferRequest>) -> Result<Response<adb::ChainResponse>, Status> {
         self.check_peer(&request, "stateTransfer")?;
         let to = addressee(&request);
-        self.peer_rc(to, PeerRequest::Transfer(convert::head_transfer_from_wire(request.into_inner())))
+        let t = convert::head_transfer_from_wire(request.into_inner());
+        self.from_predecessor(to, t.src, PeerRequest::Transfer(t)).await
     }
 
     async fn increment(&self, request: Request<adb::IncrementRequest>) -> Result<Response<adb::HeadResponse>, Status> {
@@ -196,7 +249,7 @@ impl adb::tail_chain_replica_server::TailChainReplica for ChainService {
         self.check_peer(&request, "proposeStateUpdate")?;
         let to = addressee(&request);
         let (src, update) = convert::tail_update_from_wire(request.into_inner());
-        self.peer_rc(to, PeerRequest::Propose { src, update })
+        self.from_predecessor(to, src, PeerRequest::Propose { src, update }).await
     }
 
     async fn get_latest_xid(&self, request: Request<adb::LatestXidRequest>) -> Result<Response<adb::LatestXidResponse>, Status> {
@@ -206,7 +259,8 @@ impl adb::tail_chain_replica_server::TailChainReplica for ChainService {
     async fn state_transfer(&self, request: Request<adb::TailStateTransferRequest>) -> Result<Response<adb::ChainResponse>, Status> {
         self.check_peer(&request, "stateTransfer")?;
         let to = addressee(&request);
-        self.peer_rc(to, PeerRequest::Transfer(convert::tail_transfer_from_wire(request.into_inner())))
+        let t = convert::tail_transfer_from_wire(request.into_inner());
+        self.from_predecessor(to, t.src, PeerRequest::Transfer(t)).await
     }
 
     async fn increment(&self, request: Request<adb::TailIncrementRequest>) -> Result<Response<adb::HeadResponse>, Status> {

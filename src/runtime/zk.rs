@@ -76,7 +76,11 @@ pub enum MembershipEvent {
     /// A ZooKeeper round trip that was *started* at `at` succeeded on our session, so the
     /// session cannot expire before `at` + session timeout.
     Alive { at: tokio::time::Instant },
-    /// Our session is gone (expired, or our znode vanished); nothing more is sent until
-    /// `request_join`.
+    /// Our session is gone (expired, or our znode vanished, or we asked to rejoin); nothing
+    /// more is sent until `request_join`.
     SessionLost,
+    /// A listing of the members finished (after its `View`, if it changed anything).
+    Listed,
+    /// The answer to `request_chain_marker`.
+    ChainMarker(crate::core::ChainMarker),
 }

@@ -12,7 +12,7 @@ use zookeeper_async::{Acl, CreateMode, ZkError, ZkState};
 use super::parse::{parse_member, parse_member_id};
 use super::session::{OpError, Signal, Target, ZkSession};
 use super::{MembershipEvent, ZkConfig};
-use crate::core::Member;
+use crate::core::{ChainMarker, Member};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -20,8 +20,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const CONNECT_BUDGET_MAX: Duration = Duration::from_secs(5);
 /// Listing the children again after a failed listing, so a lost watch is not left unarmed.
 const RELIST_RETRY: Duration = Duration::from_millis(250);
-/// Name prefix of the temporary znode that reveals our session id. Not hex, so members ignore it.
-const PROBE_PREFIX: &str = "_session-probe-";
+/// Name prefix of the temporary znode that reveals our session id. It lives beside the root
+/// (`Target::meta`), where other implementations, which watch every child of the root, do not
+/// see it.
+const PROBE_PREFIX: &str = "session-probe-";
 /// Listings in a row that may find the children changed under them before we wait for the
 /// next watch instead.
 const MAX_LIST_ATTEMPTS: u32 = 3;
@@ -35,6 +37,9 @@ pub struct ZkCoordinator {
 
 struct Inner {
     join: watch::Sender<u64>,
+    marker: watch::Sender<u64>,
+    rejoin: watch::Sender<u64>,
+    relist: watch::Sender<u64>,
     shutdown: watch::Sender<bool>,
     done: watch::Receiver<bool>,
 }
@@ -44,12 +49,18 @@ impl ZkCoordinator {
     /// `events`. Must be called inside a tokio runtime.
     pub fn spawn(cfg: ZkConfig, advertise: String, events: mpsc::Sender<MembershipEvent>) -> ZkCoordinator {
         let (join, join_rx) = watch::channel(0u64);
+        let (marker, marker_rx) = watch::channel(0u64);
+        let (rejoin, rejoin_rx) = watch::channel(0u64);
+        let (relist, relist_rx) = watch::channel(0u64);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (done_tx, done) = watch::channel(false);
         let task = Task {
             advertise,
             events,
             join: join_rx,
+            marker: marker_rx,
+            rejoin: rejoin_rx,
+            relist: relist_rx,
             shutdown: shutdown_rx,
         };
         tokio::spawn(async move {
@@ -65,7 +76,14 @@ impl ZkCoordinator {
             let _ = done_tx.send(true);
         });
         ZkCoordinator {
-            inner: Arc::new(Inner { join, shutdown, done }),
+            inner: Arc::new(Inner {
+                join,
+                marker,
+                rejoin,
+                relist,
+                shutdown,
+                done,
+            }),
         }
     }
 
@@ -73,6 +91,24 @@ impl ZkCoordinator {
     /// was reported do not count; at other times this does nothing.
     pub fn request_join(&self) {
         self.inner.join.send_modify(|n| *n += 1);
+    }
+
+    /// Create the chain's held-state marker if it is missing; the answer comes as
+    /// `MembershipEvent::ChainMarker` (on the next session, if there is none now).
+    pub fn request_chain_marker(&self) {
+        self.inner.marker.send_modify(|n| *n += 1);
+    }
+
+    /// Give up the current session: delete our znode, close the session and report
+    /// `SessionLost`, after which `request_join` registers anew. Ignored between sessions.
+    pub fn request_rejoin(&self) {
+        self.inner.rejoin.send_modify(|n| *n += 1);
+    }
+
+    /// List the members again now, not only when a watch fires; every listing, changed or not,
+    /// is followed by `MembershipEvent::Listed`.
+    pub fn request_relist(&self) {
+        self.inner.relist.send_modify(|n| *n += 1);
     }
 
     /// Deletes our znode and closes the session, then ends the task. Idempotent; returns within
@@ -88,6 +124,9 @@ struct Task {
     advertise: String,
     events: mpsc::Sender<MembershipEvent>,
     join: watch::Receiver<u64>,
+    marker: watch::Receiver<u64>,
+    rejoin: watch::Receiver<u64>,
+    relist: watch::Receiver<u64>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -103,6 +142,8 @@ enum Ended {
     /// `close` was called, or every handle and the event receiver are gone.
     Shutdown,
     Lost(String),
+    /// The replica asked to leave and join again (`request_rejoin`).
+    Rejoin,
 }
 
 /// Resolves when `close` is called or every handle is dropped.
@@ -142,7 +183,8 @@ impl Task {
                 _ = shutdown_requested(&mut shutdown) => Ended::Shutdown,
                 ended = self.serve(&target, &mut session, &reg) => ended,
             };
-            match ended {
+            // A join requested before the loss is reported must not trigger a rejoin.
+            let seen = match ended {
                 Ended::Shutdown => {
                     info!(
                         "leaving the chain: deleting {} and closing session 0x{:x}",
@@ -151,35 +193,47 @@ impl Task {
                     session.close(Some(&reg.path)).await;
                     return;
                 }
+                Ended::Rejoin => {
+                    info!(
+                        "leaving the chain to join again: deleting {} and closing session 0x{:x}",
+                        reg.path, reg.session_id
+                    );
+                    let seen = *self.join.borrow_and_update();
+                    // The znode must go for the predecessor to see a new successor; the owner
+                    // hears of the loss first, as below.
+                    let path = reg.path.clone();
+                    tokio::spawn(async move { session.close(Some(&path)).await });
+                    seen
+                }
                 Ended::Lost(why) => {
                     warn!("ZooKeeper session 0x{:x} lost: {why}", reg.session_id);
-                    // A join requested before the loss is reported must not trigger a rejoin.
                     let seen = *self.join.borrow_and_update();
                     // After an expiry the library has quietly opened a replacement session,
                     // which must not live on. Closing can take up to the timeouts, and the owner
                     // should hear of the loss first. No delete: whatever is at our path now is
                     // not ours to remove, and closing removes what still is.
                     tokio::spawn(session.close(None));
-                    let sent = tokio::select! {
-                        biased;
-                        _ = shutdown_requested(&mut shutdown) => false,
-                        r = self.events.send(MembershipEvent::SessionLost) => r.is_ok(),
-                    };
-                    if !sent {
-                        return;
-                    }
-                    let mut join = self.join.clone();
-                    let requested = tokio::select! {
-                        biased;
-                        _ = shutdown_requested(&mut shutdown) => false,
-                        r = join.wait_for(|n| *n > seen) => r.is_ok(),
-                    };
-                    if !requested {
-                        return;
-                    }
-                    info!("joining the chain again with a new ZooKeeper session");
+                    seen
                 }
+            };
+            let sent = tokio::select! {
+                biased;
+                _ = shutdown_requested(&mut shutdown) => false,
+                r = self.events.send(MembershipEvent::SessionLost) => r.is_ok(),
+            };
+            if !sent {
+                return;
             }
+            let mut join = self.join.clone();
+            let requested = tokio::select! {
+                biased;
+                _ = shutdown_requested(&mut shutdown) => false,
+                r = join.wait_for(|n| *n > seen) => r.is_ok(),
+            };
+            if !requested {
+                return;
+            }
+            info!("joining the chain again with a new ZooKeeper session");
         }
     }
 
@@ -218,9 +272,10 @@ impl Task {
         // The root may be missing, or be deleted between our steps: a few rounds.
         for _ in 0..3 {
             session.ensure_path(&target.root).await?;
+            session.ensure_path(&target.meta).await?;
 
             // zookeeper-async has no call returning the session id: an ephemeral znode's owner is it.
-            let probe = target.child(PROBE_PREFIX);
+            let probe = super::parse::child_path(&target.meta, PROBE_PREFIX);
             let (probe_path, stat) = match session
                 .op(zk.create2(&probe, Vec::new(), acl(), CreateMode::EphemeralSequential))
                 .await
@@ -240,7 +295,9 @@ impl Task {
 
             let path = target.child(&format!("{session_id:x}"));
             let at = Instant::now();
-            let data = format!("{}\n", self.advertise).into_bytes();
+            // Exactly `host:port`: other implementations dial the data verbatim, and a trailing
+            // newline ends up in their HTTP/2 `:authority`, which our server refuses.
+            let data = self.advertise.clone().into_bytes();
             match session.op(zk.create(&path, data, acl(), CreateMode::Ephemeral)).await {
                 Ok(_) => {}
                 Err(e) if e.is(ZkError::NoNode) => continue,
@@ -263,7 +320,7 @@ impl Task {
     }
 
     /// Reports membership until the session is lost. Cancelled on shutdown.
-    async fn serve(&self, target: &Target, session: &mut ZkSession, reg: &Registration) -> Ended {
+    async fn serve(&mut self, target: &Target, session: &mut ZkSession, reg: &Registration) -> Ended {
         if self
             .events
             .send(MembershipEvent::Joined {
@@ -275,8 +332,11 @@ impl Task {
             return Ended::Shutdown;
         }
         // Signals so far predate the registration: the first listing below covers them. An
-        // expiry among them has set the flag the listing checks.
+        // expiry among them has set the flag the listing checks. So do relist and rejoin
+        // requests: they were about an earlier session. A marker request still needs answering.
         while session.signals.try_recv().is_ok() {}
+        self.relist.borrow_and_update();
+        self.rejoin.borrow_and_update();
         let mut last_view: Option<Vec<Member>> = None;
         // Whether a child watch is armed on the server; the library forgets to re-arm after a
         // reconnect, so this is cleared on every `Connected`.
@@ -302,6 +362,9 @@ impl Task {
                             if self.events.send(MembershipEvent::View { members, version }).await.is_err() {
                                 return Ended::Shutdown;
                             }
+                        }
+                        if self.events.send(MembershipEvent::Listed).await.is_err() {
+                            return Ended::Shutdown;
                         }
                     }
                     Err(ListError::Lost(why)) => return Ended::Lost(why),
@@ -360,6 +423,28 @@ impl Task {
                 _ = retry => {
                     relist_at = None;
                     need_list = true;
+                }
+                // An error means every handle is gone: shutting down.
+                r = self.relist.changed() => {
+                    if r.is_err() {
+                        return Ended::Shutdown;
+                    }
+                    need_list = true;
+                }
+                r = self.rejoin.changed() => {
+                    if r.is_err() {
+                        return Ended::Shutdown;
+                    }
+                    return Ended::Rejoin;
+                }
+                r = self.marker.changed() => {
+                    if r.is_err() {
+                        return Ended::Shutdown;
+                    }
+                    let answer = mark_chain_held(target, session).await;
+                    if self.events.send(MembershipEvent::ChainMarker(answer)).await.is_err() {
+                        return Ended::Shutdown;
+                    }
                 }
                 _ = ticker.tick() => {
                     if !session.connected() {
@@ -456,6 +541,38 @@ impl Task {
         }
         Ok((members, version))
     }
+}
+
+/// Creates the persistent marker that says this chain has held state (see
+/// `core::Coordinator::mark_chain_held`). Creating is atomic, so exactly one replica ever hears
+/// `Created`.
+async fn mark_chain_held(target: &Target, session: &ZkSession) -> ChainMarker {
+    let path = target.held_state_marker();
+    if let Err(e) = session.ensure_path(&target.meta).await {
+        warn!("cannot create {}: {e:#}", target.meta);
+        return ChainMarker::Unavailable;
+    }
+    let acl = Acl::open_unsafe().clone();
+    let answer = match session
+        .op(session.zk().create(&path, Vec::new(), acl, CreateMode::Persistent))
+        .await
+    {
+        Ok(_) => {
+            info!("created {path}: this chain holds state from now on");
+            ChainMarker::Created
+        }
+        Err(e) if e.is(ZkError::NodeExists) => ChainMarker::Existed,
+        Err(e) => {
+            warn!("cannot create {path}: {e}");
+            ChainMarker::Unavailable
+        }
+    };
+    // A reply over a replacement session proves nothing about ours, but the marker itself is
+    // not tied to a session: whoever created it, it exists.
+    if answer == ChainMarker::Created && session.expired() {
+        return ChainMarker::Existed;
+    }
+    answer
 }
 
 enum ListError {

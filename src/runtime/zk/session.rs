@@ -18,6 +18,8 @@ use super::{ZkConfig, MIN_SESSION_TIMEOUT};
 
 /// Pause between the library's own reconnection attempts. Zero makes it retry in a hot loop.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
+/// Name of the marker under `Target::meta`.
+const HELD_STATE_MARKER: &str = "held-state";
 
 /// A validated `ZkConfig`.
 #[derive(Clone, Debug)]
@@ -30,6 +32,10 @@ pub(super) struct Target {
     /// applied here rather than handed to the library so that missing chroot components can be
     /// created like the rest of the root.
     pub root: String,
+    /// Beside the root, never under it: what only our replicas use (the probe that reveals a
+    /// session id, the marker that the chain has held state). Other implementations watch and
+    /// sort every child of the root, and one took a probe there for a member.
+    pub meta: String,
     pub session_timeout: Duration,
 }
 
@@ -46,10 +52,16 @@ impl Target {
                 session_timeout
             );
         }
+        let meta = if root == "/" {
+            "/.chainrep".to_string()
+        } else {
+            format!("{root}.chainrep")
+        };
         Ok(Target {
             hosts_label: hosts.join(","),
             hosts,
             root,
+            meta,
             session_timeout,
         })
     }
@@ -62,6 +74,11 @@ impl Target {
 
     pub fn child(&self, name: &str) -> String {
         child_path(&self.root, name)
+    }
+
+    /// The persistent znode whose existence says this chain has held state.
+    pub fn held_state_marker(&self) -> String {
+        child_path(&self.meta, HELD_STATE_MARKER)
     }
 }
 

@@ -11,7 +11,10 @@
 //! Needs Debian's ZooKeeper (scripts/install-deps) and Python's grpcio, grpcio-tools and kazoo
 //! (scripts/install-python-deps).
 //!
-//!     CARGO_TARGET_DIR=... cargo test --test interop_mixed -- --nocapture
+//!     cargo test --test interop_mixed -- --nocapture
+//!
+//! prints each scenario's steps; CHAINREP_KEEP_LOGS=DIR keeps every process's log, and
+//! RUST_LOG (e.g. `info,chainrep=debug`) sets our replicas' log level.
 
 mod support;
 
@@ -26,6 +29,7 @@ use chainrep::client::{ChainClient, ClientError, ClientOptions};
 use chainrep::core::Variant;
 use support::chain::{zk_config, ReplicaProc, SESSION_TIMEOUT_MS};
 use support::classic::ClassicProc;
+use support::proxy::TcpProxy;
 use support::python::{proto, python, repo, require_python_packages, wait_with_timeout};
 use support::scenarios::Direct;
 use support::zk::ZkServer;
@@ -137,14 +141,24 @@ struct Mixed {
     what: &'static str,
     root: &'static str,
     variant: Variant,
-    zk: ZkServer,
+    // Dropped in this order: the processes, the client, the slow link, ZooKeeper, the lock.
     nodes: Vec<Node>,
     client: Arc<ChainClient>,
+    /// A link to ZooKeeper with `SLOW_ZK_LATENCY` each way, for replicas that should learn of
+    /// membership changes after their neighbours do.
+    slow_zk: Option<TcpProxy>,
+    zk: ZkServer,
     model: Model,
     started: Instant,
-    /// Last: released after every process above is killed.
     _serial: MutexGuard<'static, ()>,
 }
+
+/// One way; a ZooKeeper round trip through the slow link costs twice this. A replica that
+/// registers through it sees its first view several round trips after its znode appeared, which
+/// its predecessor sees at once: a predecessor that sends one `stateTransfer` as soon as it sees
+/// its new successor then reaches it before its first view (and a predecessor's change of
+/// successor reaches it before its own change of predecessor).
+const SLOW_ZK_LATENCY: Duration = Duration::from_millis(30);
 
 fn client_options(variant: Variant, op_timeout: Duration) -> ClientOptions {
     ClientOptions {
@@ -172,9 +186,10 @@ impl Mixed {
             what,
             root,
             variant,
-            zk,
             nodes: Vec::new(),
             client: Arc::new(client),
+            slow_zk: None,
+            zk,
             model: Model::default(),
             started: Instant::now(),
             _serial: serial,
@@ -189,8 +204,25 @@ impl Mixed {
     }
 
     fn start_ours(&mut self) -> usize {
-        let p = ReplicaProc::start(&self.zk.connect_string(), self.root, self.variant);
-        let name = format!("ours#{} {}", self.nodes.len(), p.addr);
+        let zk = self.zk.connect_string();
+        self.start_ours_at(&zk, "")
+    }
+
+    /// One of ours that talks to ZooKeeper through the slow link.
+    async fn start_ours_slow(&mut self) -> usize {
+        if self.slow_zk.is_none() {
+            let proxy = TcpProxy::start_with_latency(self.zk.addr(), SLOW_ZK_LATENCY)
+                .await
+                .expect("slow link to ZooKeeper");
+            self.slow_zk = Some(proxy);
+        }
+        let zk = self.slow_zk.as_ref().map(TcpProxy::connect_string).expect("slow link");
+        self.start_ours_at(&zk, " (slow ZooKeeper link)")
+    }
+
+    fn start_ours_at(&mut self, zk: &str, note: &str) -> usize {
+        let p = ReplicaProc::start(zk, self.root, self.variant);
+        let name = format!("ours#{} {}{note}", self.nodes.len(), p.addr);
         self.note(&format!("start {name}"));
         self.nodes.push(Node {
             name,
@@ -257,6 +289,29 @@ impl Mixed {
         panic!("{out}");
     }
 
+    /// What each replica says about itself (`chainctl status`), for failure messages.
+    async fn status_summary(&self) -> String {
+        let Ok(status) = tokio::time::timeout(Duration::from_secs(10), self.client.status()).await else {
+            return "status: no answer within 10s".into();
+        };
+        let lines: Vec<String> = status
+            .iter()
+            .map(|s| match &s.described {
+                Some(d) => format!(
+                    "  {} {} (ours): role {}, synced {}, last xid {}, sent {}, keys {}",
+                    s.position, s.member.addr, d.role, d.synced, d.last_applied_xid, d.sent_len, d.keys
+                ),
+                None => format!("  {} {} (classic or down): getLatestXid {:?}", s.position, s.member.addr, s.latest_xid),
+            })
+            .collect();
+        format!("status:\n{}", lines.join("\n"))
+    }
+
+    /// `fail`, with what the replicas say about themselves.
+    async fn fail_with_status(&self, msg: &str) -> String {
+        format!("{msg}\n{}", self.status_summary().await)
+    }
+
     fn alive_addrs(&self) -> Vec<String> {
         self.nodes.iter().filter(|n| n.alive).map(|n| n.addr().to_string()).collect()
     }
@@ -297,7 +352,24 @@ impl Mixed {
             last = format!("members as expected, but without the state yet: {waiting:?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        self.fail(&format!("{what}: the chain did not settle within {SETTLE:?}: {last}"));
+        let msg = self.fail_with_status(&format!("{what}: the chain did not settle within {SETTLE:?}: {last}")).await;
+        self.fail(&msg);
+    }
+
+    /// Waits up to `limit` for a line containing `needle` in node `i`'s log; whether it came.
+    async fn wait_log(&self, i: usize, needle: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let Proc::Classic(p) = &self.nodes[i].proc else {
+            panic!("wait_log is for classic replicas")
+        };
+        while Instant::now() < deadline {
+            if p.log_count(needle) > 0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.note(&format!("no {needle:?} in {}'s log within {limit:?}", self.nodes[i].name));
+        false
     }
 
     /// Waits until ZooKeeper lists exactly the running nodes (no state check).
@@ -323,10 +395,12 @@ impl Mixed {
             let result = self.client.inc(&key, delta).await;
             self.model.record_inc(&key, delta, &result);
             if let Err(e) = result {
-                self.fail(&format!(
+                let msg = format!(
                     "{tag}: write #{i} (inc {key} {delta}) failed after {:.1}s on a settled chain: {e}",
                     started.elapsed().as_secs_f64()
-                ));
+                );
+                let msg = self.fail_with_status(&msg).await;
+                self.fail(&msg);
             }
         }
         self.note(&format!("{tag}: {n} writes acknowledged"));
@@ -351,7 +425,9 @@ impl Mixed {
             }
         }
         if !wrong.is_empty() {
-            self.fail(&format!("{what}: {} of {} keys read back wrong: {wrong:#?}", wrong.len(), self.model.keys.len()));
+            let msg = format!("{what}: {} of {} keys read back wrong: {wrong:#?}", wrong.len(), self.model.keys.len());
+            let msg = self.fail_with_status(&msg).await;
+            self.fail(&msg);
         }
         self.note(&format!(
             "{what}: all {} keys read back ({} writes acknowledged, {} unknown)",
@@ -433,6 +509,25 @@ impl Mixed {
     }
 }
 
+/// With CHAINREP_KEEP_LOGS=DIR, every process's log is copied to DIR when the scenario ends
+/// (passed or failed), as `<scenario>-<n>-<ours|classic>.log`, plus ZooKeeper's.
+impl Drop for Mixed {
+    fn drop(&mut self) {
+        let Some(dir) = std::env::var_os("CHAINREP_KEEP_LOGS") else { return };
+        let dir = std::path::PathBuf::from(dir);
+        let _ = fs::create_dir_all(&dir);
+        let scenario: String = self.what.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let (kind, path) = match &n.proc {
+                Proc::Ours(p) => ("ours", &p.log),
+                Proc::Classic(p) => ("classic", &p.log),
+            };
+            let _ = fs::copy(path, dir.join(format!("{scenario}-{i}-{kind}.log")));
+        }
+        let _ = fs::copy(self.zk.log_path(), dir.join(format!("{scenario}-zookeeper.log")));
+    }
+}
+
 struct Write {
     key: String,
     delta: i32,
@@ -468,7 +563,19 @@ fn summarize(writes: &[Write]) -> String {
 #[derive(Clone, Copy, Debug)]
 enum Kind {
     Ours,
+    /// Ours, with a slow link to ZooKeeper.
+    OursSlow,
     Classic,
+}
+
+impl Mixed {
+    async fn start_kind(&mut self, kind: Kind) -> usize {
+        match kind {
+            Kind::Ours => self.start_ours(),
+            Kind::OursSlow => self.start_ours_slow().await,
+            Kind::Classic => self.start_classic(&[]),
+        }
+    }
 }
 
 /// Starts the chain one replica at a time, with writes after each join (so every state transfer
@@ -476,10 +583,7 @@ enum Kind {
 async fn three_in_a_row(what: &'static str, kinds: [Kind; 3]) {
     let mut m = Mixed::new(what, Variant::Head).await;
     for (i, kind) in kinds.iter().enumerate() {
-        match kind {
-            Kind::Ours => m.start_ours(),
-            Kind::Classic => m.start_classic(&[]),
-        };
+        m.start_kind(*kind).await;
         m.settle(&format!("join {i}")).await;
         m.writes(&format!("after-join-{i}"), 10).await;
         m.verify(&format!("after join {i}")).await;
@@ -511,7 +615,8 @@ const JOINS: usize = 6;
 
 /// A classic head and tail; our replica joins at the tail, takes writes, and goes (SIGTERM and
 /// kill -9 in turn), six times. The classic tail sends each newcomer one `stateTransfer`, as
-/// soon as it sees it in ZooKeeper: often before our replica has its own first view.
+/// soon as it sees it in ZooKeeper: sometimes before our replica has its own first view, and
+/// always when our replica talks to ZooKeeper over the slow link (every other join).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ours_joins_a_classic_chain_repeatedly() {
     let mut m = Mixed::new("ours joins a classic chain", Variant::Head).await;
@@ -521,7 +626,7 @@ async fn ours_joins_a_classic_chain_repeatedly() {
     m.settle("classic tail").await;
     m.writes("classic-pair", 10).await;
     for j in 0..JOINS {
-        let i = m.start_ours();
+        let i = if j % 2 == 0 { m.start_ours_slow().await } else { m.start_ours() };
         m.settle(&format!("join {j}")).await;
         m.writes(&format!("join-{j}"), 10).await;
         m.verify(&format!("join {j}, read at our tail")).await;
@@ -558,10 +663,7 @@ async fn classic_joins_our_chain_repeatedly() {
 async fn middle_killed(what: &'static str, kinds: [Kind; 3]) {
     let mut m = Mixed::new(what, Variant::Head).await;
     for (i, kind) in kinds.iter().enumerate() {
-        match kind {
-            Kind::Ours => m.start_ours(),
-            Kind::Classic => m.start_classic(&[]),
-        };
+        m.start_kind(*kind).await;
         m.settle(&format!("join {i}")).await;
         m.writes(&format!("before-{i}"), 5).await;
     }
@@ -585,7 +687,9 @@ async fn classic_middle_killed_during_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_middle_killed_during_writes_under_a_classic_head() {
-    middle_killed("our middle kill -9 under a classic head", [Kind::Classic, Kind::Ours, Kind::Ours]).await;
+    // Our tail learns of the change after the classic head, whose one stateTransfer then
+    // reaches it while it still sees the dead middle as its predecessor.
+    middle_killed("our middle kill -9 under a classic head", [Kind::Classic, Kind::Ours, Kind::OursSlow]).await;
 }
 
 /// A classic head that numbers its updates from 0: its first state transfer is at xid 0 and
@@ -597,8 +701,14 @@ async fn classic_head_numbering_from_zero() {
     m.settle("classic head").await;
     m.start_ours();
     m.settle("our middle").await;
+    let head = 0;
     m.start_ours();
     m.settle("our tail").await;
+    // Numbering from 0 makes `xidProcessed(0)` ambiguous: our new tail reports its stateXid 0
+    // ("applied nothing") to the head, and a head that took that report after issuing xid 0
+    // would acknowledge the write before it reached our replicas. Let that report land first
+    // (the classic head ignores it while it has issued nothing).
+    m.wait_log(head, "xidProcessed(0) ignored", Duration::from_secs(3)).await;
     let first = m.client.inc("first", 7).await;
     m.model.record_inc("first", 7, &first);
     if let Err(e) = first {
@@ -690,10 +800,7 @@ async fn member_znodes_hold_exactly_host_port() {
 async fn tail_variant_classic_head_ours_classic_tail() {
     let mut m = Mixed::new("tail variant: classic + ours + classic", Variant::Tail).await;
     for (i, kind) in [Kind::Classic, Kind::Ours, Kind::Classic].iter().enumerate() {
-        match kind {
-            Kind::Ours => m.start_ours(),
-            Kind::Classic => m.start_classic(&[]),
-        };
+        m.start_kind(*kind).await;
         m.settle(&format!("join {i}")).await;
         m.writes(&format!("after-join-{i}"), 10).await;
         m.verify(&format!("after join {i}")).await;

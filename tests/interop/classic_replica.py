@@ -19,7 +19,8 @@ peer that knows nothing of our extensions and has the other implementations' hab
   list. Head variant: rc=0 once the tail's `xidProcessed(x >= xid)` arrives (at once if alone).
   Tail variant: rc=0 on acceptance; the tail calls `TailClient.cxidProcessed(cxid)`.
   A new value outside int32 fails the call with gRPC OUT_OF_RANGE, nothing applied (our choice;
-  chainrep does the same).
+  chainrep does the same). An `xidProcessed` that arrives before the head issued any update is
+  ignored: numbering from 0, `xidProcessed(0)` from a new tail may just mean "applied nothing".
 - Non-head: `proposeStateUpdate` accepted only from the current predecessor's session id,
   applied in xid order (an xid already applied is acknowledged and ignored; one past a gap waits
   up to 2 s for the gap to fill, as a threaded server does, then is refused rc=1), forwarded
@@ -233,7 +234,13 @@ class Replica:
         with self.cv:
             if not self.is_head():
                 return self.pb.ChainResponse(rc=1)
-            self.acked = request.xid if self.acked is None else max(self.acked, request.xid)
+            if self.xid is None:
+                # Numbering from 0, xidProcessed(0) may mean "applied nothing": a new tail reports
+                # its stateXid. Before any update was issued it cannot acknowledge one.
+                log.info("xidProcessed(%d) ignored: no update issued yet", request.xid)
+                return self.pb.ChainResponse(rc=0)
+            x = min(request.xid, self.xid)
+            self.acked = x if self.acked is None else max(self.acked, x)
             self.sent = [u for u in self.sent if u.xid > self.acked]
             self.cv.notify_all()
             return self.pb.ChainResponse(rc=0)

@@ -15,6 +15,16 @@ use super::zk::free_port;
 /// Session timeout the test replicas use: short, so failover tests finish quickly.
 pub const SESSION_TIMEOUT_MS: u64 = 2000;
 
+/// The `chain-replica` to run: this package's, unless CHAINREP_REPLICA_BIN names another build
+/// (another commit's, to see whether a test catches what that commit fixed; or a copy taken
+/// right after building, when other checkouts share the target directory and overwrite
+/// `target/debug/chain-replica` under the running tests).
+pub fn replica_binary() -> PathBuf {
+    std::env::var_os("CHAINREP_REPLICA_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_chain-replica")))
+}
+
 pub struct ReplicaProc {
     child: Option<Child>,
     pub port: u16,
@@ -38,7 +48,7 @@ impl ReplicaProc {
             Variant::Head => "head",
             Variant::Tail => "tail",
         };
-        let child = Command::new(env!("CARGO_BIN_EXE_chain-replica"))
+        let child = Command::new(replica_binary())
             .args(["--zk", zk, "--listen", &addr, "--root", root, "--variant", variant])
             .args(["--session-timeout-ms", &SESSION_TIMEOUT_MS.to_string()])
             .args(extra)

@@ -626,6 +626,8 @@ async fn ours_joins_a_classic_chain_repeatedly() {
     m.settle("classic tail").await;
     m.writes("classic-pair", 10).await;
     for j in 0..JOINS {
+        // The classic replicas store a deleted key as 0: the transfer carries it.
+        m.must_del(&format!("classic-pair-{}", j % 5)).await;
         let i = if j % 2 == 0 { m.start_ours_slow().await } else { m.start_ours() };
         m.settle(&format!("join {j}")).await;
         m.writes(&format!("join-{j}"), 10).await;
@@ -647,6 +649,7 @@ async fn classic_joins_our_chain_repeatedly() {
     m.settle("our tail").await;
     m.writes("our-pair", 10).await;
     for j in 0..JOINS {
+        m.must_del(&format!("our-pair-{}", j % 5)).await;
         let i = m.start_classic(&[]);
         m.settle(&format!("join {j}")).await;
         m.writes(&format!("join-{j}"), 10).await;
@@ -661,7 +664,13 @@ async fn classic_joins_our_chain_repeatedly() {
 /// Writers run while the middle of a mixed chain is killed with SIGKILL; once ZooKeeper drops
 /// it, the head's new successor is the old tail, and writes go on.
 async fn middle_killed(what: &'static str, kinds: [Kind; 3]) {
-    let mut m = Mixed::new(what, Variant::Head).await;
+    killed(what, Variant::Head, kinds, 1).await;
+}
+
+/// Writers run while replica `victim` of a mixed chain is killed with SIGKILL; once ZooKeeper
+/// drops it the chain serves again, and every acknowledged write is there.
+async fn killed(what: &'static str, variant: Variant, kinds: [Kind; 3], victim: usize) {
+    let mut m = Mixed::new(what, variant).await;
     for (i, kind) in kinds.iter().enumerate() {
         m.start_kind(*kind).await;
         m.settle(&format!("join {i}")).await;
@@ -670,7 +679,7 @@ async fn middle_killed(what: &'static str, kinds: [Kind; 3]) {
     let stop = Arc::new(AtomicBool::new(false));
     let writers = m.spawn_writers("during", 4, &stop);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    m.stop(1, true);
+    m.stop(victim, true);
     tokio::time::sleep(Duration::from_millis(SESSION_TIMEOUT_MS + 3000)).await;
     stop.store(true, Ordering::Relaxed);
     let writes = m.collect_writers(writers).await;
@@ -690,6 +699,26 @@ async fn our_middle_killed_during_writes_under_a_classic_head() {
     // Our tail learns of the change after the classic head, whose one stateTransfer then
     // reaches it while it still sees the dead middle as its predecessor.
     middle_killed("our middle kill -9 under a classic head", [Kind::Classic, Kind::Ours, Kind::OursSlow]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_head_killed_during_writes() {
+    killed("classic head kill -9", Variant::Head, [Kind::Classic, Kind::Ours, Kind::Ours], 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_head_killed_over_a_classic_middle() {
+    killed("our head kill -9 over a classic middle", Variant::Head, [Kind::Ours, Kind::Classic, Kind::Ours], 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_tail_killed_under_a_classic_middle() {
+    killed("our tail kill -9 under a classic middle", Variant::Head, [Kind::Ours, Kind::Classic, Kind::Ours], 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_tail_killed_during_writes() {
+    killed("classic tail kill -9", Variant::Head, [Kind::Ours, Kind::Ours, Kind::Classic], 2).await;
 }
 
 /// A classic head that numbers its updates from 0: its first state transfer is at xid 0 and
@@ -792,6 +821,18 @@ async fn member_znodes_hold_exactly_host_port() {
         ));
     }
     m.note("every member znode holds exactly host:port");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_variant_classic_middle_killed_during_writes() {
+    killed("tail variant: classic middle kill -9", Variant::Tail, [Kind::Ours, Kind::Classic, Kind::Ours], 1).await;
+}
+
+/// The classic tail calls back what it applied; once it is gone, our new tail calls back what
+/// it passed on and the dead tail may not have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_variant_classic_tail_killed_during_writes() {
+    killed("tail variant: classic tail kill -9", Variant::Tail, [Kind::Ours, Kind::Ours, Kind::Classic], 2).await;
 }
 
 /// The tail variant: a classic head and tail around our middle; the classic tail calls our

@@ -44,7 +44,8 @@ peer that knows nothing of our extensions and has the other implementations' hab
                        [--root /headchain] [--variant head|tail] [--first-xid 1|0]
                        [--rc2-for-missing] [--session-timeout-ms 4000] [--proto PATH]
 
-Logs to stderr. SIGTERM/SIGINT: leaves cleanly (closes the session, so the znode goes at once).
+Logs to stderr, at INFO (CLASSIC_LOG=debug adds every update and outgoing call). SIGTERM/SIGINT:
+leaves cleanly (closes the session, so the znode goes at once).
 """
 
 import argparse
@@ -90,6 +91,15 @@ def load_stubs(proto_path, workdir):
         sys.exit(f"classic: grpc_tools.protoc failed on {proto_path} (rc={rc})")
     sys.path.insert(0, workdir)
     return importlib.import_module("chain_pb2"), importlib.import_module("chain_pb2_grpc")
+
+
+def brief(msg):
+    """A request in one short line, for the log."""
+    if hasattr(msg, "stateXid"):
+        return f"stateXid={msg.stateXid}, {len(msg.state)} keys, {len(msg.sent)} sent"
+    if hasattr(msg, "key"):
+        return f"xid={msg.xid}" + (f", cxid={msg.cxid}" if hasattr(msg, "cxid") else "")
+    return ", ".join(f"{f.name}={v}" for f, v in msg.ListFields()) or "-"
 
 
 class Replica:
@@ -261,6 +271,7 @@ class Replica:
                 return self.pb.ChainResponse(rc=1)
             self.store[request.key] = request.value
             self.xid = request.xid
+            log.debug("applied %s from %x", brief(request), request.src)
             self.pass_on(request)
             self.cv.notify_all()
             return self.pb.ChainResponse(rc=0)
@@ -305,9 +316,9 @@ class Replica:
                 else:
                     rc = getattr(self.Stub(self.channel(addr)), what)(msg, timeout=RPC_TIMEOUT).rc
                 level = logging.INFO if what == "stateTransfer" or rc != 0 else logging.DEBUG
-                log.log(level, "%s to %r: rc=%d", what, addr, rc)
+                log.log(level, "%s(%s) to %r: rc=%d", what, brief(msg), addr, rc)
             except grpc.RpcError as e:
-                log.warning("%s to %r failed: %s: %s", what, addr, e.code().name, e.details())
+                log.warning("%s(%s) to %r failed: %s: %s", what, brief(msg), addr, e.code().name, e.details())
 
     def poller(self, stop):
         """Non-heads (and, in the tail variant, the head) trim the sent list from the tail's xid."""
@@ -340,7 +351,7 @@ def main():
     args = ap.parse_args()
     args.root = (args.root or ("/headchain" if args.variant == "head" else "/tailchain")).rstrip("/")
     args.advertise = args.advertise or args.listen
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+    logging.basicConfig(stream=sys.stderr, level=os.environ.get("CLASSIC_LOG", "INFO").upper(),
                         format="%(asctime)s.%(msecs)03d classic %(levelname)s %(message)s", datefmt="%H:%M:%S")
 
     stop = threading.Event()

@@ -11,7 +11,7 @@ mod support;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use chainrep::core::Member;
+use chainrep::core::{ChainMarker, Member};
 use chainrep::runtime::zk::{MembershipEvent, ZkConfig, ZkCoordinator, ZkWatcher};
 use support::proxy::TcpProxy;
 use support::zk::{free_port, ZkServer};
@@ -195,7 +195,10 @@ async fn two_replicas_join_in_session_order_and_leave_cleanly() {
     for name in &names {
         assert!(name.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)), "{name}");
     }
-    assert_eq!(data(&zk, &format!("/headchain/{id_a:x}")).await, "127.0.0.1:7001\n");
+    // Exactly host:port: other implementations dial the data verbatim.
+    assert_eq!(data(&zk, &format!("/headchain/{id_a:x}")).await, "127.0.0.1:7001");
+    // What only our replicas use lives beside the root, where no other implementation looks.
+    assert!(children(&zk, "/").await.contains(&"headchain.chainrep".to_string()));
     let stat = zk
         .exists(&format!("/headchain/{id_b:x}"), false)
         .await
@@ -231,10 +234,66 @@ async fn two_replicas_join_in_session_order_and_leave_cleanly() {
         .drain_for(Duration::from_millis(200))
         .await
         .iter()
-        .all(|e| matches!(e, MembershipEvent::Alive { .. })));
+        .all(|e| matches!(e, MembershipEvent::Alive { .. } | MembershipEvent::Listed)));
 
     a.coord.close().await;
     assert_eq!(children(&zk, "/headchain").await, Vec::<String>::new());
+    let _ = zk.close().await;
+}
+
+/// The held-state marker is created once: exactly one replica ever hears `Created`, and it
+/// survives the root being deleted. A relist is answered by `Listed`; a rejoin deletes our
+/// znode at once, reports the session lost and registers anew when asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marker_relist_and_rejoin() {
+    let _serial = serial();
+    let server = start_zk();
+    let connect = server.connect_string();
+    let zk = admin(&connect).await;
+    let marker = |r: &MembershipEvent| match r {
+        MembershipEvent::ChainMarker(m) => Some(*m),
+        _ => None,
+    };
+
+    let mut a = Replica::spawn(cfg(&connect, "/apps/headchain"), "127.0.0.1:7001");
+    let mut b = Replica::spawn(cfg(&connect, "/apps/headchain"), "127.0.0.1:7002");
+    let id_a = a.joined().await;
+    b.joined().await;
+    a.coord.request_chain_marker();
+    assert_eq!(a.wait_for("the marker's answer", marker).await, ChainMarker::Created);
+    b.coord.request_chain_marker();
+    assert_eq!(b.wait_for("the marker's answer", marker).await, ChainMarker::Existed);
+    a.coord.request_chain_marker();
+    assert_eq!(a.wait_for("the marker's answer", marker).await, ChainMarker::Existed);
+    assert_eq!(children(&zk, "/apps/headchain.chainrep").await, vec!["held-state".to_string()]);
+
+    a.drain_for(Duration::from_millis(100)).await;
+    a.coord.request_relist();
+    a.wait_for("Listed", |ev| matches!(ev, MembershipEvent::Listed).then_some(())).await;
+
+    let asked = Instant::now();
+    a.coord.request_rejoin();
+    a.session_lost().await;
+    assert!(
+        !children(&zk, "/apps/headchain").await.contains(&format!("{id_a:x}")),
+        "the old znode is gone at once"
+    );
+    b.view_of_len(1).await;
+    assert!(asked.elapsed() < SESSION, "leaving took {:?}", asked.elapsed());
+    a.coord.request_join();
+    let again = a.joined().await;
+    assert_ne!(again, id_a);
+    b.view_of_len(2).await;
+
+    // Deleting the whole chain (members, then the root) leaves the marker.
+    a.coord.close().await;
+    b.coord.close().await;
+    zk.delete("/apps/headchain", None).await.expect("delete the empty root");
+    let mut c = Replica::spawn(cfg(&connect, "/apps/headchain"), "127.0.0.1:7003");
+    c.joined().await;
+    c.coord.request_chain_marker();
+    assert_eq!(c.wait_for("the marker's answer", marker).await, ChainMarker::Existed);
+    c.coord.close().await;
     let _ = zk.close().await;
 }
 

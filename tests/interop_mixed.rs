@@ -320,8 +320,12 @@ impl Mixed {
     /// (session ids grow), and every one of them holds the chain's state: ours say so through
     /// `Describe`, the classic ones in their log.
     async fn settle(&self, what: &str) {
+        self.settle_within(what, SETTLE).await;
+    }
+
+    async fn settle_within(&self, what: &str, limit: Duration) {
         let want = self.alive_addrs();
-        let deadline = Instant::now() + SETTLE;
+        let deadline = Instant::now() + limit;
         let mut last = String::new();
         while Instant::now() < deadline {
             let members: Vec<String> = self.client.members().into_iter().map(|m| m.addr).collect();
@@ -352,7 +356,7 @@ impl Mixed {
             last = format!("members as expected, but without the state yet: {waiting:?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let msg = self.fail_with_status(&format!("{what}: the chain did not settle within {SETTLE:?}: {last}")).await;
+        let msg = self.fail_with_status(&format!("{what}: the chain did not settle within {limit:?}: {last}")).await;
         self.fail(&msg);
     }
 
@@ -746,6 +750,46 @@ async fn classic_head_numbering_from_zero() {
     m.verify("the first write, read at our tail").await;
     m.writes("next", 10).await;
     m.verify("after ten more").await;
+}
+
+/// The classic head's one state transfer to our new replica is lost on the way and never sent
+/// again: our replica, left without state behind a predecessor that will not resend, must join
+/// again as a new replica (a new successor for the classic head, which then sends a transfer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ours_recovers_from_a_lost_classic_transfer() {
+    let mut m = Mixed::new("lost classic transfer", Variant::Head).await;
+    m.start_classic(&["--lose-transfers", "1"]);
+    m.settle("classic head").await;
+    m.writes("alone", 10).await;
+    m.start_ours();
+    // Writes meanwhile wait at the classic head for a tail that has no state: their outcome is
+    // unknown until our replica has joined again and got them in the transfer's sent list.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = m.spawn_writers("meanwhile", 2, &stop);
+    m.settle_within("ours after the lost transfer", Duration::from_secs(40)).await;
+    stop.store(true, Ordering::Relaxed);
+    let writes = m.collect_writers(writers).await;
+    m.note(&format!("writers while our replica had no state: {}", summarize(&writes)));
+    m.writes("after", 10).await;
+    m.verify("at our tail").await;
+}
+
+/// A classic head numbering from 0 takes its first write alone; our replica then joins and gets
+/// a state transfer at xid 0 that holds that write, and takes xid 1 next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_head_numbering_from_zero_writes_before_ours_joins() {
+    let mut m = Mixed::new("classic head --first-xid 0, a write before ours joins", Variant::Head).await;
+    m.start_classic(&["--first-xid", "0"]);
+    m.settle("classic head").await;
+    m.writes("alone", 1).await;
+    m.start_ours();
+    m.settle("our tail").await;
+    m.verify("the write at xid 0, read at our tail").await;
+    m.writes("next", 10).await;
+    m.start_ours();
+    m.settle("our second").await;
+    m.writes("more", 10).await;
+    m.verify("at our second").await;
 }
 
 /// A classic tail that answers `get` of a missing or zero key with rc=2 ("key doesn't exist",

@@ -37,12 +37,14 @@ peer that knows nothing of our extensions and has the other implementations' hab
 - Outgoing calls go one at a time, in order, from one sender thread (so a transfer precedes
   the updates after it); a failed call is logged and dropped, like the naive servers do.
 - `get`: rc=0 at the tail (a missing key reads 0; with --rc2-for-missing rc=2 for a missing or
-  zero key, as one Java tail does), rc=1 elsewhere. `getLatestXid`: rc=0 and the last xid at
+  zero key, as one Java tail does), rc=1 elsewhere. --lose-transfers N: the first N transfers it
+  would send are lost on the way, which the one-shot habit never repairs. `getLatestXid`: rc=0 and the last xid at
   the tail (0 before any), rc=1 elsewhere.
 
     classic_replica.py --zk HOST:PORT --listen 127.0.0.1:PORT [--advertise HOST:PORT]
                        [--root /headchain] [--variant head|tail] [--first-xid 1|0]
-                       [--rc2-for-missing] [--session-timeout-ms 4000] [--proto PATH]
+                       [--rc2-for-missing] [--lose-transfers N] [--session-timeout-ms 4000]
+                       [--proto PATH]
 
 Logs to stderr, at INFO (CLASSIC_LOG=debug adds every update and outgoing call). SIGTERM/SIGINT:
 leaves cleanly (closes the session, so the znode goes at once).
@@ -163,7 +165,11 @@ class Replica:
             t = self.Transfer(src=self.me, stateXid=self.xid or 0, state=self.store, sent=self.sent)
             log.info("new successor %s: stateTransfer at xid %s, %d keys, %d sent (once)",
                      self.succ.name, self.xid, len(self.store), len(self.sent))
-            self.outbox.put(("stateTransfer", self.succ.addr, t))
+            if self.args.lose_transfers > 0:
+                self.args.lose_transfers -= 1
+                log.warning("stateTransfer to %r lost on the way (--lose-transfers)", self.succ.addr)
+            else:
+                self.outbox.put(("stateTransfer", self.succ.addr, t))
         if self.succ is None and old_succ is not None and self.has_state:
             log.info("tail now: reporting xid %s", self.xid)
             self.report(self.xid or 0, list(self.sent))
@@ -345,6 +351,8 @@ def main():
     ap.add_argument("--variant", choices=("head", "tail"), default="head")
     ap.add_argument("--first-xid", type=int, choices=(0, 1), default=1)
     ap.add_argument("--rc2-for-missing", action="store_true")
+    ap.add_argument("--lose-transfers", type=int, default=0, metavar="N",
+                    help="the first N stateTransfers are lost on the way (never sent, never retried)")
     ap.add_argument("--session-timeout-ms", type=int, default=4000)
     ap.add_argument("--proto", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
                                                     "proto", "chain.proto"))

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chainrep::client::{ChainClient, ClientError, ClientOptions};
@@ -36,8 +36,9 @@ use support::zk::ZkServer;
 use zookeeper_async::ZooKeeper;
 
 /// One ZooKeeper, three or four replicas and a few Python interpreters per test: enough for two
-/// cores. Tests run one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+/// cores. Tests run one at a time. (An async mutex, held across each scenario's awaits; a
+/// scenario that panics releases it.)
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Bound on every wait for the chain to settle after a change (a killed replica's session alone
 /// takes `SESSION_TIMEOUT_MS` to expire).
@@ -150,7 +151,7 @@ struct Mixed {
     zk: ZkServer,
     model: Model,
     started: Instant,
-    _serial: MutexGuard<'static, ()>,
+    _serial: tokio::sync::MutexGuard<'static, ()>,
 }
 
 /// One way; a ZooKeeper round trip through the slow link costs twice this. A replica that
@@ -171,16 +172,19 @@ fn client_options(variant: Variant, op_timeout: Duration) -> ClientOptions {
 
 impl Mixed {
     async fn new(what: &'static str, variant: Variant) -> Mixed {
-        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let serial = SERIAL.lock().await;
         require_python_packages(&python());
         let root = match variant {
             Variant::Head => "/headchain",
             Variant::Tail => "/tailchain",
         };
         let zk = tokio::task::block_in_place(|| ZkServer::start().expect("start ZooKeeper (run scripts/install-deps)"));
-        let client = ChainClient::connect(&zk_config(&zk.connect_string(), root), client_options(variant, Duration::from_secs(10)))
-            .await
-            .expect("client connects to ZooKeeper");
+        let client = ChainClient::connect(
+            &zk_config(&zk.connect_string(), root),
+            client_options(variant, Duration::from_secs(10)),
+        )
+        .await
+        .expect("client connects to ZooKeeper");
         println!("[{what}] ZooKeeper at {}", zk.connect_string());
         Mixed {
             what,
@@ -266,7 +270,8 @@ impl Mixed {
 
     /// Panics with `msg` and what every process said last.
     fn fail(&self, msg: &str) -> ! {
-        let mut out = format!(
+        let mut out =
+            format!(
             "[{}] FAILED after {:.1}s: {msg}\nmodel: {} acknowledged, {} unknown, {} not applied writes\nmembers (client's view): {:?}\n",
             self.what,
             self.started.elapsed().as_secs_f64(),
@@ -285,7 +290,10 @@ impl Mixed {
         }
         let zk_log = self.zk.log_tail(200);
         let zk_lines: Vec<&str> = zk_log.lines().filter(|l| !l.starts_with('\t')).collect();
-        out += &format!("--- ZooKeeper, last lines:\n{}\n", zk_lines[zk_lines.len().saturating_sub(8)..].join("\n"));
+        out += &format!(
+            "--- ZooKeeper, last lines:\n{}\n",
+            zk_lines[zk_lines.len().saturating_sub(8)..].join("\n")
+        );
         panic!("{out}");
     }
 
@@ -301,7 +309,10 @@ impl Mixed {
                     "  {} {} (ours): role {}, synced {}, last xid {}, sent {}, keys {}",
                     s.position, s.member.addr, d.role, d.synced, d.last_applied_xid, d.sent_len, d.keys
                 ),
-                None => format!("  {} {} (classic or down): getLatestXid {:?}", s.position, s.member.addr, s.latest_xid),
+                None => format!(
+                    "  {} {} (classic or down): getLatestXid {:?}",
+                    s.position, s.member.addr, s.latest_xid
+                ),
             })
             .collect();
         format!("status:\n{}", lines.join("\n"))
@@ -356,7 +367,9 @@ impl Mixed {
             last = format!("members as expected, but without the state yet: {waiting:?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let msg = self.fail_with_status(&format!("{what}: the chain did not settle within {limit:?}: {last}")).await;
+        let msg = self
+            .fail_with_status(&format!("{what}: the chain did not settle within {limit:?}: {last}"))
+            .await;
         self.fail(&msg);
     }
 
@@ -429,7 +442,11 @@ impl Mixed {
             }
         }
         if !wrong.is_empty() {
-            let msg = format!("{what}: {} of {} keys read back wrong: {wrong:#?}", wrong.len(), self.model.keys.len());
+            let msg = format!(
+                "{what}: {} of {} keys read back wrong: {wrong:#?}",
+                wrong.len(),
+                self.model.keys.len()
+            );
             let msg = self.fail_with_status(&msg).await;
             self.fail(&msg);
         }
@@ -449,7 +466,14 @@ impl Mixed {
         let mut child = Command::new(python())
             .arg("-u")
             .arg(repo().join("tests/interop/client.py"))
-            .args(["--zk", &self.zk.connect_string(), "--root", self.root, "--variant", self.variant_flag()])
+            .args([
+                "--zk",
+                &self.zk.connect_string(),
+                "--root",
+                self.root,
+                "--variant",
+                self.variant_flag(),
+            ])
             .args(["--replicas", &replicas.to_string(), "--timeout", "30"])
             .arg("--proto")
             .arg(proto())
@@ -517,7 +541,9 @@ impl Mixed {
 /// (passed or failed), as `<scenario>-<n>-<ours|classic>.log`, plus ZooKeeper's.
 impl Drop for Mixed {
     fn drop(&mut self) {
-        let Some(dir) = std::env::var_os("CHAINREP_KEEP_LOGS") else { return };
+        let Some(dir) = std::env::var_os("CHAINREP_KEEP_LOGS") else {
+            return;
+        };
         let dir = std::path::PathBuf::from(dir);
         let _ = fs::create_dir_all(&dir);
         let scenario: String = self.what.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
@@ -561,7 +587,10 @@ fn summarize(writes: &[Write]) -> String {
             *errors.entry(format!("{kind}: {e}")).or_default() += 1;
         }
     }
-    format!("{} writes, {ok} acknowledged, slowest {slowest:?}, errors {errors:#?}", writes.len())
+    format!(
+        "{} writes, {ok} acknowledged, slowest {slowest:?}, errors {errors:#?}",
+        writes.len()
+    )
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -702,7 +731,11 @@ async fn classic_middle_killed_during_writes() {
 async fn our_middle_killed_during_writes_under_a_classic_head() {
     // Our tail learns of the change after the classic head, whose one stateTransfer then
     // reaches it while it still sees the dead middle as its predecessor.
-    middle_killed("our middle kill -9 under a classic head", [Kind::Classic, Kind::Ours, Kind::OursSlow]).await;
+    middle_killed(
+        "our middle kill -9 under a classic head",
+        [Kind::Classic, Kind::Ours, Kind::OursSlow],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -712,12 +745,24 @@ async fn classic_head_killed_during_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_head_killed_over_a_classic_middle() {
-    killed("our head kill -9 over a classic middle", Variant::Head, [Kind::Ours, Kind::Classic, Kind::Ours], 0).await;
+    killed(
+        "our head kill -9 over a classic middle",
+        Variant::Head,
+        [Kind::Ours, Kind::Classic, Kind::Ours],
+        0,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_tail_killed_under_a_classic_middle() {
-    killed("our tail kill -9 under a classic middle", Variant::Head, [Kind::Ours, Kind::Classic, Kind::Ours], 2).await;
+    killed(
+        "our tail kill -9 under a classic middle",
+        Variant::Head,
+        [Kind::Ours, Kind::Classic, Kind::Ours],
+        2,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -802,7 +847,10 @@ async fn rc2_from_a_classic_tail_reads_as_zero() {
     m.writes("before", 3).await;
     let tail = m.start_classic(&["--rc2-for-missing"]);
     m.settle("classic tail").await;
-    m.client.inc("doomed", 5).await.unwrap_or_else(|e| m.fail(&format!("inc doomed 5: {e}")));
+    m.client
+        .inc("doomed", 5)
+        .await
+        .unwrap_or_else(|e| m.fail(&format!("inc doomed 5: {e}")));
     m.model.record_inc("doomed", 5, &Ok(()));
     m.must_del("doomed").await;
     // The classic tail does answer rc=2 here, so the scenario is what it says.
@@ -869,14 +917,26 @@ async fn member_znodes_hold_exactly_host_port() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_variant_classic_middle_killed_during_writes() {
-    killed("tail variant: classic middle kill -9", Variant::Tail, [Kind::Ours, Kind::Classic, Kind::Ours], 1).await;
+    killed(
+        "tail variant: classic middle kill -9",
+        Variant::Tail,
+        [Kind::Ours, Kind::Classic, Kind::Ours],
+        1,
+    )
+    .await;
 }
 
 /// The classic tail calls back what it applied; once it is gone, our new tail calls back what
 /// it passed on and the dead tail may not have.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_variant_classic_tail_killed_during_writes() {
-    killed("tail variant: classic tail kill -9", Variant::Tail, [Kind::Ours, Kind::Ours, Kind::Classic], 2).await;
+    killed(
+        "tail variant: classic tail kill -9",
+        Variant::Tail,
+        [Kind::Ours, Kind::Ours, Kind::Classic],
+        2,
+    )
+    .await;
 }
 
 /// The tail variant: a classic head and tail around our middle; the classic tail calls our

@@ -173,11 +173,10 @@ pub fn run_seed_catching(cfg: SimConfig) -> Report {
     let (seed, variant) = (cfg.seed, cfg.variant);
     let mut world = None;
     let (_, panics) = panics::catching(|| play(world.insert(world::World::new(cfg))));
-    if panics.is_empty() {
+    let Some(panic) = panics::summary(&panics) else {
         let world = world.expect("a run that did not panic has its world");
         return report(world, None);
-    }
-    let panic = panics.join("\n  then: ");
+    };
     match world {
         Some(mut world) => {
             // The state at the panic, if describing it does not panic too.

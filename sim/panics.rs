@@ -78,7 +78,7 @@ fn short_backtrace(full: &str) -> String {
         .unwrap_or(0);
     let end = lines[first..]
         .iter()
-        .position(|l| is_frame(l) && l.contains("catch_unwind"))
+        .position(|l| is_frame(l) && (l.contains("catch_unwind") || l.contains("AssertUnwindSafe")))
         .map_or(lines.len(), |j| first + j);
     lines[first..end].join("\n")
 }
@@ -106,6 +106,22 @@ pub fn catching<R>(f: impl FnOnce() -> R) -> (Option<R>, Vec<String>) {
     (result, caught)
 }
 
+/// The panics [`catching`] returned, for a report: the first few in full, then how many more
+/// (one panic often brings others, a poisoned lock or a closed channel); `None` if none.
+pub fn summary(panics: &[String]) -> Option<String> {
+    const SHOWN: usize = 5;
+    let (first, rest) = panics.split_first()?;
+    let mut out = first.clone();
+    for p in rest.iter().take(SHOWN - 1) {
+        out.push_str("\n  then: ");
+        out.push_str(p);
+    }
+    if panics.len() > SHOWN {
+        out.push_str(&format!("\n  and {} more panics", panics.len() - SHOWN));
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,5 +143,15 @@ mod tests {
         assert!(caught[0].starts_with("inner (at "), "{caught:?}");
         let (r, caught) = catching(|| 5);
         assert_eq!((r, caught.len()), (Some(5), 0));
+    }
+
+    #[test]
+    fn summary_shows_the_first_five() {
+        assert_eq!(summary(&[]), None);
+        let many: Vec<String> = (1..=7).map(|i| format!("p{i}")).collect();
+        assert_eq!(
+            summary(&many).as_deref(),
+            Some("p1\n  then: p2\n  then: p3\n  then: p4\n  then: p5\n  and 2 more panics")
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! Deterministic simulation of whole chains: the same replica core as production, with time,
 //! network, ZooKeeper, clients and faults all decided by one seed.
 //!
-//! `run(cfg)` plays one seed and returns its trace hash and any violated invariant. The same
+//! `run(cfg)` plays one seed and returns its trace hash and any violated invariant;
+//! `run_seed_catching(cfg)` also turns a panic into a failure of the seed (`panics`). The same
 //! seed gives the same run byte for byte: nothing here reads a clock, the OS's randomness,
 //! or iterates a `HashMap`, and everything runs on one thread.
 

@@ -1,7 +1,8 @@
 //! Deterministic simulation of whole chains: the same replica core as production, with time,
 //! network, ZooKeeper, clients and faults all decided by one seed.
 //!
-//! `run(cfg)` plays one seed and returns its trace hash and any violated invariant. The same
+//! `run(cfg)` plays one seed and returns its trace hash and any violated invariant;
+//! `run_seed_catching(cfg)` also turns a panic into a failure of the seed (`panics`). The same
 //! seed gives the same run byte for byte: nothing here reads a clock, the OS's randomness,
 //! or iterates a `HashMap`, and everything runs on one thread.
 
@@ -19,6 +20,7 @@ mod lingering_head;
 mod links;
 mod nemesis;
 mod new_head;
+pub mod panics;
 mod quiet;
 mod scenario;
 mod shape;
@@ -29,6 +31,7 @@ mod world;
 mod zk;
 
 use crate::core::{Millis, Variant};
+use grpc::variant_name;
 
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -60,6 +63,9 @@ pub struct SimConfig {
     pub max_sent: usize,
     pub max_reorder: usize,
     pub print_trace: bool,
+    /// Test only: the world panics right after recording this event (counted from 1), to check
+    /// that a panic still reports its seed. `None` (the default) changes nothing in the run.
+    pub panic_at_event: Option<u64>,
 }
 
 impl SimConfig {
@@ -87,6 +93,7 @@ impl SimConfig {
             max_sent: 128,
             max_reorder: 32,
             print_trace: false,
+            panic_at_event: None,
         }
     }
 
@@ -98,15 +105,117 @@ impl SimConfig {
 #[derive(Clone, Debug)]
 pub struct Report {
     pub seed: u64,
+    pub variant: Variant,
     pub trace_hash: u64,
     pub events: u64,
     pub simulated_ms: Millis,
     pub ops: usize,
     pub violations: Vec<String>,
+    /// What panicked, with where (`sim::panics`), if the run did: then `events`,
+    /// `simulated_ms` and `trace_hash` are as of the panic.
+    pub panic: Option<String>,
 }
 
+impl Report {
+    pub fn failed(&self) -> bool {
+        self.panic.is_some() || !self.violations.is_empty()
+    }
+
+    /// The failure report, seed and replay command included; `None` if the seed passed.
+    pub fn failure(&self) -> Option<String> {
+        if !self.failed() {
+            return None;
+        }
+        let head = match &self.panic {
+            Some(p) => format!(
+                "SEED={} variant={} panicked: {p}\n(after {} events, {} ms simulated)",
+                self.seed,
+                variant_name(self.variant),
+                self.events,
+                self.simulated_ms
+            ),
+            None => format!(
+                "SEED={} variant={} failed after {} events ({} ms simulated):",
+                self.seed,
+                variant_name(self.variant),
+                self.events,
+                self.simulated_ms
+            ),
+        };
+        let mut out = head;
+        for v in &self.violations {
+            out.push('\n');
+            out.push_str(v);
+        }
+        out.push_str("\nREPRODUCE WITH: ");
+        out.push_str(&replay_command(self.seed, self.variant));
+        Some(out)
+    }
+}
+
+/// The command that replays one seed of `tests/sim.rs` with its trace.
+pub fn replay_command(seed: u64, variant: Variant) -> String {
+    format!(
+        "CHAIN_SIM_SEED={seed} cargo test --features sim --test sim {}_variant -- --nocapture",
+        variant_name(variant)
+    )
+}
+
+/// Plays one seed. A panic propagates; [`run_seed_catching`] reports it instead.
 pub fn run(cfg: SimConfig) -> Report {
-    let mut world = world::World::new(cfg.clone());
+    let mut world = world::World::new(cfg);
+    play(&mut world);
+    report(world, None)
+}
+
+/// Plays one seed, a panic in the core or the simulator included in the report (with the
+/// seed) rather than propagated: the other seeds go on, and the failure can be replayed.
+pub fn run_seed_catching(cfg: SimConfig) -> Report {
+    let (seed, variant) = (cfg.seed, cfg.variant);
+    let mut world = None;
+    let (_, panics) = panics::catching(|| play(world.insert(world::World::new(cfg))));
+    let Some(panic) = panics::summary(&panics) else {
+        let world = world.expect("a run that did not panic has its world");
+        return report(world, None);
+    };
+    match world {
+        Some(mut world) => {
+            // The state at the panic, if describing it does not panic too.
+            let (described, more) = panics::catching(|| world.describe_all());
+            world.violations.push(match described {
+                Some(d) => d,
+                None => format!("(describing the replicas panicked too: {})", more.join("; ")),
+            });
+            report(world, Some(panic))
+        }
+        None => Report {
+            seed,
+            variant,
+            trace_hash: 0,
+            events: 0,
+            simulated_ms: 0,
+            ops: 0,
+            violations: Vec::new(),
+            panic: Some(format!("{panic}\n(while building the world)")),
+        },
+    }
+}
+
+fn report(world: world::World, panic: Option<String>) -> Report {
+    Report {
+        seed: world.cfg.seed,
+        variant: world.cfg.variant,
+        trace_hash: world.trace.hash(),
+        events: world.trace.events,
+        simulated_ms: world.now(),
+        ops: world.history.len(),
+        violations: world.violations,
+        panic,
+    }
+}
+
+fn play(world: &mut world::World) {
+    let cfg = world.cfg.clone();
     // While the faults go on, a foreign peer now and then sends a request that must be refused.
     world.plan_foreign_input();
     world.run();
@@ -149,13 +258,5 @@ pub fn run(cfg: SimConfig) -> Report {
     if !world.violations.is_empty() {
         let snapshot = world.describe_all();
         world.violations.push(snapshot);
-    }
-    Report {
-        seed: cfg.seed,
-        trace_hash: world.trace.hash(),
-        events: world.trace.events,
-        simulated_ms: world.now(),
-        ops: world.history.len(),
-        violations: world.violations,
     }
 }

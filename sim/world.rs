@@ -676,6 +676,9 @@ impl World {
                 }
             }
             self.trace.record(at, &ev);
+            if self.cfg.panic_at_event == Some(self.trace.events) {
+                panic!("deliberate panic at event {} (SimConfig::panic_at_event)", self.trace.events);
+            }
             self.handle(ev);
             self.check_step();
             if !self.violations.is_empty() || (stop_when_finished && self.finished()) {

@@ -8,64 +8,81 @@ use std::time::Instant;
 
 use chainrep::core::Variant;
 use chainrep::sim::grpc::variant_name;
-use chainrep::sim::{run, Report, SimConfig};
+use chainrep::sim::{run, run_seed_catching, Report, SimConfig};
 
 #[path = "support/seeds.rs"]
 mod seeds;
 use seeds::env_u64;
 
-fn replay_command(seed: u64, v: Variant) -> String {
-    format!(
-        "CHAIN_SIM_SEED={seed} cargo test --features sim --test sim {}_variant -- --nocapture",
-        variant_name(v)
-    )
+/// Replays one seed with its trace; the failure report if it fails (a panic included).
+fn replay(cfg: SimConfig) -> Result<(), String> {
+    let report = run_seed_catching(cfg);
+    println!(
+        "SEED={} trace hash {:016x}, {} events, {} ops",
+        report.seed, report.trace_hash, report.events, report.ops
+    );
+    report.failure().map_or(Ok(()), Err)
 }
 
-fn fail(report: &Report, v: Variant) -> String {
-    format!(
-        "SEED={} variant={} failed after {} events ({} ms simulated):\n{}\nREPRODUCE WITH: {}",
-        report.seed,
-        variant_name(v),
-        report.events,
-        report.simulated_ms,
-        report.violations.join("\n"),
-        replay_command(report.seed, v)
-    )
-}
-
-/// Runs the seeds on both cores; each seed is one independent, single-threaded world.
-fn run_seeds(v: Variant) {
-    if let Some(seed) = env_u64("CHAIN_SIM_SEED") {
-        let mut cfg = SimConfig::new(seed, v);
-        cfg.print_trace = true;
-        let report = run(cfg);
-        println!(
-            "SEED={seed} trace hash {:016x}, {} events, {} ops",
-            report.trace_hash, report.events, report.ops
-        );
-        assert!(report.violations.is_empty(), "{}", fail(&report, v));
-        return;
-    }
-    let seeds = env_u64("CHAIN_SIM_SEEDS").unwrap_or(1000);
-    let base = env_u64("CHAIN_SIM_SEED_BASE").unwrap_or(0);
+/// Runs seeds `base..base + seeds` on both cores (reports in seed order), each one independent, single-threaded world
+/// made by `config`; a seed that panics is reported as a failure like any other.
+fn run_many(base: u64, seeds: u64, config: impl Fn(u64) -> SimConfig + Sync) -> Vec<Report> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8) as u64;
-    let started = Instant::now();
-    let reports: Vec<Report> = std::thread::scope(|s| {
+    let config = &config;
+    let mut reports: Vec<Report> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || {
                     (base + t..base + seeds)
                         .step_by(threads as usize)
-                        .map(|seed| run(SimConfig::new(seed, v)))
+                        .map(|seed| run_seed_catching(config(seed)))
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| h.join().expect("a simulation thread panicked"))
+            .flat_map(|h| h.join().expect("a simulation thread panicked outside a seed"))
             .collect()
     });
+    reports.sort_by_key(|r| r.seed);
+    reports
+}
+
+/// The failures' reports, and a summary naming every failed seed then the first report in full.
+fn failures(reports: &[Report]) -> (Vec<String>, Option<String>) {
+    let failures: Vec<String> = reports.iter().filter_map(Report::failure).collect();
+    let mut failed: Vec<String> = reports.iter().filter(|r| r.failed()).map(|r| r.seed.to_string()).collect();
+    if failed.len() > 20 {
+        let more = failed.len() - 20;
+        failed.truncate(20);
+        failed.push(format!("and {more} more"));
+    }
+    let summary = (!failures.is_empty()).then(|| {
+        format!(
+            "{} of {} seeds failed (seeds {}); first:\n{}",
+            failures.len(),
+            reports.len(),
+            failed.join(", "),
+            failures[0]
+        )
+    });
+    (failures, summary)
+}
+
+fn run_seeds(v: Variant) {
+    if let Some(seed) = env_u64("CHAIN_SIM_SEED") {
+        let mut cfg = SimConfig::new(seed, v);
+        cfg.print_trace = true;
+        if let Err(failure) = replay(cfg) {
+            panic!("{failure}");
+        }
+        return;
+    }
+    let seeds = env_u64("CHAIN_SIM_SEEDS").unwrap_or(1000);
+    let base = env_u64("CHAIN_SIM_SEED_BASE").unwrap_or(0);
+    let started = Instant::now();
+    let reports = run_many(base, seeds, |seed| SimConfig::new(seed, v));
     let elapsed = started.elapsed().as_secs_f64();
     let ops: usize = reports.iter().map(|r| r.ops).sum();
     let events: u64 = reports.iter().map(|r| r.events).sum();
@@ -78,14 +95,9 @@ fn run_seeds(v: Variant) {
         elapsed,
         reports.len() as f64 / elapsed
     );
-    let failures: Vec<String> = reports.iter().filter(|r| !r.violations.is_empty()).map(|r| fail(r, v)).collect();
-    assert!(
-        failures.is_empty(),
-        "{} of {} seeds failed; first:\n{}",
-        failures.len(),
-        reports.len(),
-        failures[0]
-    );
+    if let (_, Some(summary)) = failures(&reports) {
+        panic!("{summary}");
+    }
 }
 
 #[test]
@@ -114,4 +126,47 @@ fn every_seed_runs_enough_operations() {
     assert!(cfg.total_ops() >= 200, "issue 3 asks for at least 200 client operations per seed");
     let report = run(cfg);
     assert!(report.ops >= 150, "only {} operations reached the history", report.ops);
+}
+
+/// A panic inside a seed's world is reported with its seed, message, location and replay
+/// command, through the same code as the real runs: the other seeds go on.
+#[test]
+fn a_panicking_seed_reports_its_seed() {
+    for v in [Variant::Head, Variant::Tail] {
+        // Seeds 100..104; event 40 comes in every run, event 3000 in most.
+        let reports = run_many(100, 4, |seed| {
+            let mut cfg = SimConfig::new(seed, v);
+            cfg.panic_at_event = Some(if seed % 2 == 0 { 40 } else { 3_000 });
+            cfg
+        });
+        let (failures, summary) = failures(&reports);
+        assert!(reports.iter().filter(|r| r.seed % 2 == 0).all(Report::failed), "{failures:?}");
+        let summary = summary.expect("a summary of the failures");
+        println!("{summary}");
+        let head = format!("{} of 4 seeds failed (seeds 100, ", failures.len());
+        assert!(summary.starts_with(&head), "{summary}");
+        for r in reports.iter().filter(|r| r.failed()) {
+            let f = r.failure().expect("a failed seed's report");
+            let at = if r.seed % 2 == 0 { 40 } else { 3_000 };
+            for want in [
+                format!("SEED={} variant={} panicked: ", r.seed, variant_name(v)),
+                format!("deliberate panic at event {at} (SimConfig::panic_at_event) (at sim/world.rs:"),
+                format!("(after {at} events, "),
+                "ZooKeeper members (chain order)".into(),
+                format!(
+                    "REPRODUCE WITH: CHAIN_SIM_SEED={} cargo test --features sim --test sim {}_variant -- --nocapture",
+                    r.seed,
+                    variant_name(v)
+                ),
+            ] {
+                assert!(f.contains(&want), "missing {want:?} in:\n{f}");
+            }
+        }
+    }
+    // The single-seed replay path too.
+    let mut cfg = SimConfig::new(7, Variant::Head);
+    cfg.panic_at_event = Some(25);
+    let f = replay(cfg).expect_err("seed 7 panics at event 25");
+    assert!(f.starts_with("SEED=7 variant=head panicked: deliberate panic at event 25"), "{f}");
+    assert!(f.contains("REPRODUCE WITH: CHAIN_SIM_SEED=7 "), "{f}");
 }

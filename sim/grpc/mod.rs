@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use crate::core::Variant;
 
-pub use run::{run, variant_name};
+pub use run::{replay_command, run_seed_catching, variant_name};
 
 #[derive(Clone, Debug)]
 pub struct GrpcSimConfig {
@@ -56,6 +56,19 @@ pub struct GrpcSimConfig {
     pub checked_time: Duration,
     pub max_time: Duration,
     pub print_trace: bool,
+    /// Test only: panic on purpose, to check that a panic still reports its seed. `None` (the
+    /// default) spawns nothing and changes nothing in the run.
+    pub panic: Option<DeliberatePanic>,
+}
+
+/// Where and when a run panics on purpose ([`GrpcSimConfig::panic`]).
+#[derive(Clone, Copy, Debug)]
+pub enum DeliberatePanic {
+    /// A task spawned on the seed's runtime panics this long after the start: tokio catches
+    /// it and the run goes on, as with a panic in a replica's task.
+    Task(Duration),
+    /// The seed's main future panics this long after the start, unwinding out of the runtime.
+    Main(Duration),
 }
 
 impl GrpcSimConfig {
@@ -81,6 +94,7 @@ impl GrpcSimConfig {
             checked_time: Duration::from_secs(2),
             max_time: Duration::from_secs(600),
             print_trace: false,
+            panic: None,
         }
     }
 }
@@ -98,4 +112,44 @@ pub struct Report {
     pub violations: Vec<String>,
     /// The production code's log events over the run, by message (see `coverage`).
     pub coverage: BTreeMap<String, u64>,
+    /// Every panic on the seed's thread during the run, with where (`sim::panics`): one that
+    /// unwound out of the runtime (the rest of the report then mostly empty) or one tokio
+    /// caught in a spawned task (the run went on).
+    pub panic: Option<String>,
+}
+
+impl Report {
+    pub fn failed(&self) -> bool {
+        self.panic.is_some() || !self.violations.is_empty()
+    }
+
+    /// The failure report, seed and replay command included; `None` if the seed passed.
+    pub fn failure(&self) -> Option<String> {
+        if !self.failed() {
+            return None;
+        }
+        let mut out = match &self.panic {
+            Some(p) => format!(
+                "SEED={} variant={} panicked: {p}\n({} ms simulated, {} operations)",
+                self.seed,
+                variant_name(self.variant),
+                self.simulated_ms,
+                self.ops
+            ),
+            None => format!(
+                "SEED={} variant={} failed ({} ms simulated, {} operations):",
+                self.seed,
+                variant_name(self.variant),
+                self.simulated_ms,
+                self.ops
+            ),
+        };
+        for v in &self.violations {
+            out.push('\n');
+            out.push_str(v);
+        }
+        out.push_str("\nREPRODUCE WITH: ");
+        out.push_str(&replay_command(self.seed, self.variant));
+        Some(out)
+    }
 }

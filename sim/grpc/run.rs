@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -15,11 +16,12 @@ use super::coverage::Coverage;
 use super::nemesis::run_nemesis;
 use super::trace::SharedTrace;
 use super::transport::{Net, Place, Proc, SharedDice, SimConnect};
-use super::{GrpcSimConfig, Report};
+use super::{DeliberatePanic, GrpcSimConfig, Report};
 use crate::core::{NodeId, Store, Variant};
 use crate::runtime::node::{self, NodeConfig, RunningNode};
 use crate::runtime::zk::ZkConfig;
 use crate::sim::linearizability::{self, Op, OpKind};
+use crate::sim::panics;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -183,8 +185,13 @@ impl World {
     }
 }
 
-/// Plays one seed on a runtime of its own.
-pub fn run(cfg: GrpcSimConfig) -> Report {
+/// The seed's world while `play` runs, for a report if a panic unwinds out of the runtime.
+type WorldSlot = Arc<Mutex<Option<Arc<World>>>>;
+
+/// Plays one seed on a runtime of its own. Any panic on its thread meanwhile, in the harness,
+/// a replica or a task that tokio caught, is reported with the seed rather than propagated
+/// (or lost in a `JoinError`): `Report::panic`.
+pub fn run_seed_catching(cfg: GrpcSimConfig) -> Report {
     let coverage = Coverage::default();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -194,16 +201,61 @@ pub fn run(cfg: GrpcSimConfig) -> Report {
         Ok(rt) => rt,
         Err(e) => return Report::broken(&cfg, format!("cannot build the runtime: {e}")),
     };
-    let report = tracing::subscriber::with_default(coverage.subscriber(), || rt.block_on(play(cfg)));
+    let slot = WorldSlot::default();
+    let (report, mut panics) = panics::catching(|| {
+        let play = play(cfg.clone(), slot.clone());
+        tracing::subscriber::with_default(coverage.subscriber(), || match cfg.panic {
+            Some(DeliberatePanic::Main(after)) => rt.block_on(panic_after(after, play)),
+            _ => rt.block_on(play),
+        })
+    });
+    let world = lock(&slot).take();
+    let report = match (report, world) {
+        (Some(report), _) => report,
+        // Unwound out of the runtime: the world as of the panic, read in the runtime's context
+        // (its paused clock).
+        (None, Some(world)) => {
+            let _context = rt.enter();
+            let (described, more) = panics::catching(|| describe_all(&world));
+            let mut violations = lock(&world.violations).clone();
+            violations.push(described.unwrap_or_else(|| format!("(describing the replicas panicked too: {})", more.join("; "))));
+            Report {
+                seed: cfg.seed,
+                variant: cfg.variant,
+                trace_hash: world.trace.hash(),
+                events: world.trace.events(),
+                simulated_ms: world.now_ms(),
+                ops: lock(&world.history).len(),
+                violations,
+                coverage: Default::default(),
+                panic: None,
+            }
+        }
+        (None, None) => Report {
+            violations: Vec::new(),
+            ..Report::broken(&cfg, String::new())
+        },
+    };
     // Dropping the runtime cancels every task still running, replicas' included.
-    drop(rt);
+    let (_, more) = panics::catching(|| drop(rt));
+    panics.extend(more);
     Report {
         coverage: coverage.counts(),
+        panic: panics::summary(&panics),
         ..report
     }
 }
 
-async fn play(cfg: GrpcSimConfig) -> Report {
+/// `fut`, but panicking `after` from now if it has not finished ([`DeliberatePanic::Main`]).
+async fn panic_after(after: Duration, fut: impl std::future::Future<Output = Report>) -> Report {
+    tokio::select! {
+        biased;
+        report = fut => report,
+        _ = tokio::time::sleep(after) => panic!("deliberate panic in the main future at {} ms (GrpcSimConfig::panic)", after.as_millis()),
+    }
+}
+
+async fn play(cfg: GrpcSimConfig, slot: WorldSlot) -> Report {
     let dice = SharedDice::new(cfg.seed);
     let trace = SharedTrace::new(cfg.print_trace);
     let net = Net::new(dice.clone());
@@ -228,6 +280,7 @@ async fn play(cfg: GrpcSimConfig) -> Report {
         healed_at: Mutex::new(None),
         violations: Mutex::new(Vec::new()),
     });
+    *lock(&slot) = Some(world.clone());
     tokio::spawn(coord.clone().run());
     for r in 0..cfg.initial_replicas {
         world.boot(r).await;
@@ -239,6 +292,12 @@ async fn play(cfg: GrpcSimConfig) -> Report {
         let w = world.clone();
         tokio::spawn(async move { w.heal_all().await })
     };
+    if let Some(DeliberatePanic::Task(after)) = cfg.panic {
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            panic!("deliberate panic in a task at {} ms (GrpcSimConfig::panic)", after.as_millis());
+        });
+    }
 
     let all_done = async {
         for c in clients {
@@ -276,6 +335,7 @@ async fn play(cfg: GrpcSimConfig) -> Report {
             ));
         }
     }
+    *lock(&slot) = None;
     let ops = lock(&world.history).len();
     let mut violations = lock(&world.violations).clone();
     if !violations.is_empty() {
@@ -290,6 +350,7 @@ async fn play(cfg: GrpcSimConfig) -> Report {
         ops,
         violations,
         coverage: Default::default(),
+        panic: None,
     }
 }
 
@@ -403,8 +464,17 @@ impl Report {
             ops: 0,
             violations: vec![why],
             coverage: Default::default(),
+            panic: None,
         }
     }
+}
+
+/// The command that replays one seed of `tests/grpc_sim.rs` with its trace.
+pub fn replay_command(seed: u64, variant: Variant) -> String {
+    format!(
+        "CHAIN_GRPC_SIM_SEED={seed} cargo test --features sim --test grpc_sim {}_variant -- --nocapture",
+        variant_name(variant)
+    )
 }
 
 /// Which variant's name goes in reports.

@@ -18,7 +18,7 @@ use crate::pb::adb;
 use crate::pb::chainrep::ext;
 
 /// Updates and transfers held at once while the membership is listed again (see
-/// `ChainService::from_predecessor`); more are refused at once. One is the usual case: a new
+/// `ChainService::serve_update_or_transfer`); more are refused at once. One is the usual case: a new
 /// predecessor's transfer, and the updates it sends right behind it.
 const MAX_HELD: usize = 256;
 /// How long a held request waits for a fresh listing. A listing takes a few ZooKeeper round
@@ -55,7 +55,7 @@ impl ChainService {
     /// the core says the refusal could come from a stale view, we list the members again and
     /// decide on the fresh view. Requests from `src` that arrive meanwhile queue behind, so a
     /// transfer is still installed before the updates that follow it.
-    async fn from_predecessor(
+    async fn serve_update_or_transfer(
         &self,
         to: Option<NodeId>,
         src: NodeId,
@@ -196,7 +196,7 @@ impl adb::head_chain_replica_server::HeadChainReplica for ChainService {
         self.check_peer(&request, "proposeStateUpdate")?;
         let to = addressee(&request);
         let (src, update) = convert::head_update_from_wire(request.into_inner());
-        self.from_predecessor(to, src, PeerRequest::Propose { src, update }).await
+        self.serve_update_or_transfer(to, src, PeerRequest::Propose { src, update }).await
     }
 
     async fn get_latest_xid(&self, request: Request<adb::LatestXidRequest>) -> Result<Response<adb::LatestXidResponse>, Status> {
@@ -207,7 +207,7 @@ impl adb::head_chain_replica_server::HeadChainReplica for ChainService {
         self.check_peer(&request, "stateTransfer")?;
         let to = addressee(&request);
         let t = convert::head_transfer_from_wire(request.into_inner());
-        self.from_predecessor(to, t.src, PeerRequest::Transfer(t)).await
+        self.serve_update_or_transfer(to, t.src, PeerRequest::Transfer(t)).await
     }
 
     async fn increment(&self, request: Request<adb::IncrementRequest>) -> Result<Response<adb::HeadResponse>, Status> {
@@ -249,7 +249,7 @@ impl adb::tail_chain_replica_server::TailChainReplica for ChainService {
         self.check_peer(&request, "proposeStateUpdate")?;
         let to = addressee(&request);
         let (src, update) = convert::tail_update_from_wire(request.into_inner());
-        self.from_predecessor(to, src, PeerRequest::Propose { src, update }).await
+        self.serve_update_or_transfer(to, src, PeerRequest::Propose { src, update }).await
     }
 
     async fn get_latest_xid(&self, request: Request<adb::LatestXidRequest>) -> Result<Response<adb::LatestXidResponse>, Status> {
@@ -260,7 +260,7 @@ impl adb::tail_chain_replica_server::TailChainReplica for ChainService {
         self.check_peer(&request, "stateTransfer")?;
         let to = addressee(&request);
         let t = convert::tail_transfer_from_wire(request.into_inner());
-        self.from_predecessor(to, t.src, PeerRequest::Transfer(t)).await
+        self.serve_update_or_transfer(to, t.src, PeerRequest::Transfer(t)).await
     }
 
     async fn increment(&self, request: Request<adb::TailIncrementRequest>) -> Result<Response<adb::HeadResponse>, Status> {

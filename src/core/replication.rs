@@ -184,7 +184,9 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         }
         let Some(head) = self.view.head().cloned() else { return };
         self.head_notify.needed = false;
-        if Some(head.id) == self.me {
+        // Nothing applied yet: there is nothing to report, and to a head that numbers from 0,
+        // `xidProcessed(0)` would acknowledge its first update, which we have not seen.
+        if Some(head.id) == self.me || (self.last_applied == 0 && !self.applied_xid_zero) {
             return;
         }
         self.head_notify.in_flight = true;

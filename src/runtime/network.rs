@@ -344,6 +344,8 @@ impl LinkTask {
         // gets one proposeStateUpdate call per update.
         let mut classic_only = !this.cfg.replicate_stream;
         let mut carried: Option<(u64, PeerRequest)> = None;
+        // Transfers to this peer that failed in a row (see `log_transfer`).
+        let mut transfer_failures = 0u32;
         loop {
             let next = match carried.take() {
                 Some(n) => Some(n),
@@ -400,7 +402,8 @@ impl LinkTask {
                     let Ok(barrier) = slots.clone().acquire_many_owned(all_slots).await else {
                         return;
                     };
-                    let reply = this.call(request).await;
+                    let (reply, why) = this.call_explained(request).await;
+                    this.log_transfer(&reply, why, &mut transfer_failures);
                     this.report(epoch, kind, reply);
                     drop(barrier);
                 }
@@ -477,18 +480,47 @@ impl LinkTask {
     }
 
     async fn call(&self, request: PeerRequest) -> PeerReply {
+        self.call_explained(request).await.0
+    }
+
+    /// The reply, and for a failed call what went wrong.
+    async fn call_explained(&self, request: PeerRequest) -> (PeerReply, Option<String>) {
         let timeout = match request {
             PeerRequest::Transfer(_) | PeerRequest::PullState { .. } => self.cfg.transfer_timeout,
             _ => self.cfg.rpc_timeout,
         };
         match tokio::time::timeout(timeout, self.call_inner(request, timeout)).await {
-            Ok(Ok(reply)) => reply,
+            Ok(Ok(reply)) => (reply, None),
             Ok(Err(status)) => {
                 warn_if_refused_as_peer(self.peer, &status);
                 tracing::debug!(peer = format_args!("{:x}", self.peer), %status, "peer call failed");
-                PeerReply::Unreachable
+                (PeerReply::Unreachable, Some(status.to_string()))
             }
-            Err(_) => PeerReply::Unreachable,
+            Err(_) => (PeerReply::Unreachable, Some(format!("no answer within {timeout:?}"))),
+        }
+    }
+
+    /// A successor that cannot take our state stalls the chain's writes, and the core resends
+    /// the transfer for as long as it lasts (another implementation may refuse a state larger
+    /// than its gRPC message limit, 4 MiB by default in grpc-java and grpcio). Say so once per
+    /// streak of failures, at warn, and once when it ends. A failure or two in a row is normal
+    /// while views settle: the successor may not see us as its predecessor yet.
+    fn log_transfer(&self, reply: &PeerReply, why: Option<String>, failures: &mut u32) {
+        const WORTH_A_WARNING: u32 = 3;
+        let peer = format_args!("{:x}", self.peer);
+        if *reply == PeerReply::Accepted {
+            if *failures > 0 {
+                tracing::info!(%peer, failed_before = *failures, "state transfer accepted");
+            }
+            *failures = 0;
+            return;
+        }
+        *failures = failures.saturating_add(1);
+        let why = why.unwrap_or_else(|| "refused (rc=1)".to_string());
+        if *failures == WORTH_A_WARNING {
+            tracing::warn!(%peer, %why, failures = *failures, "state transfers to the successor keep failing; retrying with backoff until one is taken");
+        } else {
+            tracing::debug!(%peer, %why, "state transfer failed");
         }
     }
 

@@ -696,8 +696,14 @@ impl Callbacks {
         };
         log_reports(reports);
         if !self.dispatcher {
-            self.dispatcher = true;
-            tokio::spawn(dispatch(self.inner.clone()));
+            // The core runs inside the runtime; never panic under its lock if it did not.
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    self.dispatcher = true;
+                    runtime.spawn(dispatch(self.inner.clone()));
+                }
+                Err(e) => tracing::error!(error = %e, "no tokio runtime: client callbacks stay queued"),
+            }
         }
         self.inner.wake.notify_one();
     }

@@ -16,7 +16,10 @@ use chainrep::core::Variant;
 use chainrep::pb::adb;
 use chainrep::pb::adb::tail_chain_replica_server::{TailChainReplica, TailChainReplicaServer};
 use chainrep::pb::adb::tail_client_client::TailClientClient;
+use chainrep::pb::chainrep::ext;
+use chainrep::pb::chainrep::ext::chain_ext_client::ChainExtClient;
 use support::chain::{client, client_with_tls, start_zk, wait_chain, zk_config, ReplicaProc};
+use support::proxy::TcpProxy;
 use support::scenarios::{self, TAIL};
 use support::tls::TestPki;
 use support::zk::free_port;
@@ -521,4 +524,167 @@ async fn a_tls_chain_calls_back_over_tls() {
         .await;
     assert!(r.is_err(), "a callback without a certificate: {r:?}");
     c.close().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tail's callback queues (src/runtime/callbacks.rs): callbacks wait in per-client queues
+// instead of being dropped, and one client cannot hold up another's.
+
+/// What a replica says about itself (`chainrep.ext.describe`), straight from its address.
+async fn applied_xid(addr: &str) -> Option<u64> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).ok()?;
+    let mut request = Request::new(ext::DescribeRequest {});
+    request.set_timeout(Duration::from_secs(2));
+    let r = ChainExtClient::new(endpoint.connect_lazy()).describe(request).await.ok()?;
+    Some(r.into_inner().last_applied_xid)
+}
+
+/// Waits until the replica at `addr` has applied at least `xid`.
+async fn wait_applied(addr: &str, xid: u64, timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut last = None;
+    while std::time::Instant::now() < deadline {
+        last = applied_xid(addr).await;
+        if last.is_some_and(|x| x >= xid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{addr} never applied xid {xid}; last seen {last:?}");
+}
+
+/// `n` concurrent increments of distinct keys `{prefix}{i}`, each reporting how it ended and
+/// how long it took.
+fn spawn_writes(c: &Arc<ChainClient>, prefix: &str, n: usize) -> Vec<tokio::task::JoinHandle<(Result<(), ClientError>, Duration)>> {
+    (0..n)
+        .map(|i| {
+            let (c, key) = (c.clone(), format!("{prefix}{i}"));
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let r = c.inc(&key, 1).await;
+                (r, started.elapsed())
+            })
+        })
+        .collect()
+}
+
+/// 1,500 writes are in flight when the tail dies: the middle, now the tail, calls all of them
+/// back at once. It used to call back 1,024 and drop the other 476 for good, which left their
+/// clients with an unknown outcome although every write was applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_tail_failover_every_write_in_flight_is_called_back() {
+    const WRITES: usize = 1_500;
+    let zk = start_zk();
+    let zk_hosts = zk.connect_string();
+    let first_two: Vec<ReplicaProc> = (0..2).map(|_| ReplicaProc::start(&zk_hosts, TAIL.root, Variant::Tail)).collect();
+    let c = Arc::new(tail_client(&zk_hosts, TAIL.root, Duration::from_secs(40)).await);
+    let addrs: Vec<&str> = first_two.iter().map(|r| r.addr.as_str()).collect();
+    wait_chain(&c, &addrs, Duration::from_secs(30)).await;
+    // The tail is reached through a proxy, so it can be cut off from the chain while its
+    // ZooKeeper session lives on: the writes pile up at the middle, applied but not called back.
+    let tail_port = free_port().unwrap();
+    let proxy = TcpProxy::start(SocketAddr::from(([127, 0, 0, 1], tail_port))).await.unwrap();
+    let advertised = proxy.connect_string();
+    let mut tail = ReplicaProc::start_on(&zk_hosts, TAIL.root, Variant::Tail, tail_port, &["--advertise", &advertised]);
+    let status = wait_chain(&c, &[addrs[0], addrs[1], &advertised], Duration::from_secs(30)).await;
+    assert_eq!(status[2].member.addr, advertised, "the last to join is the tail: {status:#?}");
+    let middle = first_two.iter().find(|r| r.addr == status[1].member.addr).expect("the middle");
+    let base = applied_xid(&middle.addr).await.expect("the middle describes itself");
+
+    proxy.partition();
+    let writes = spawn_writes(&c, "failover", WRITES);
+    wait_applied(&middle.addr, base + WRITES as u64, Duration::from_secs(30)).await;
+    tail.kill9();
+    let started = std::time::Instant::now();
+
+    let mut unknown = Vec::new();
+    let mut slowest = Duration::ZERO;
+    for w in writes {
+        let (r, _) = w.await.unwrap();
+        match r {
+            Ok(()) => slowest = started.elapsed(),
+            Err(e) => unknown.push(e.to_string()),
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "{} of {WRITES} writes were not called back, e.g. {:?}\nnew tail's log:\n{}",
+        unknown.len(),
+        unknown.first(),
+        middle.log_tail()
+    );
+    eprintln!("all {WRITES} called back {slowest:?} after the tail was killed");
+    for i in (0..WRITES).step_by(97) {
+        assert_eq!(c.get(&format!("failover{i}")).await.unwrap(), 1, "applied exactly once");
+    }
+    if let Ok(c) = Arc::try_unwrap(c) {
+        c.close().await;
+    }
+}
+
+/// A client that accepts the tail's connections and never answers them has 1,500 writes
+/// waiting for callbacks; meanwhile another client's 50 writes are all called back promptly.
+/// The silent client's callbacks used to fill all 1,024 of the tail's slots, so the other
+/// client's callbacks were dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_does_not_hold_up_another_clients_callbacks() {
+    const SILENT_WRITES: usize = 1_500;
+    const WRITES: usize = 50;
+    let zk = start_zk();
+    let zk_hosts = zk.connect_string();
+    let r = ReplicaProc::start(&zk_hosts, TAIL.root, Variant::Tail);
+    let good = Arc::new(tail_client(&zk_hosts, TAIL.root, Duration::from_secs(10)).await);
+    wait_chain(&good, &[&r.addr], Duration::from_secs(20)).await;
+
+    // Accepts every connection and never reads from it nor answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = listener.local_addr().unwrap().to_string();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let opts = ClientOptions {
+        op_timeout: Duration::from_secs(4),
+        variant: Variant::Tail,
+        callback_advertise: Some(silent_addr.clone()),
+        ..ClientOptions::default()
+    };
+    let silent = Arc::new(ChainClient::connect(&zk_config(&zk_hosts, TAIL.root), opts).await.unwrap());
+    let base = applied_xid(&r.addr).await.expect("the replica describes itself");
+    let silent_writes = spawn_writes(&silent, "silent", SILENT_WRITES);
+    wait_applied(&r.addr, base + SILENT_WRITES as u64, Duration::from_secs(30)).await;
+
+    // Every silent callback is now queued at the tail or waiting for its answer.
+    let writes = spawn_writes(&good, "good", WRITES);
+    let mut slowest = Duration::ZERO;
+    for w in writes {
+        let (r, took) = w.await.unwrap();
+        r.expect("the other client's write is called back");
+        slowest = slowest.max(took);
+    }
+    eprintln!("{WRITES} writes called back, the slowest after {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(2),
+        "called back only after {slowest:?}: held up behind the silent client (its calls time out after 2 s)"
+    );
+
+    for w in silent_writes {
+        match w.await.unwrap().0 {
+            Err(ClientError::Unknown(_)) => {}
+            other => panic!("nobody answers the silent client's callbacks: {other:?}"),
+        }
+    }
+    assert_eq!(good.get("silent7").await.unwrap(), 1, "the silent client's writes were applied");
+    // Its failed callbacks are retried quietly, not logged one by one.
+    let log = std::fs::read_to_string(&r.log).unwrap_or_default();
+    let lines = log.lines().filter(|l| l.contains(&silent_addr)).count();
+    assert!(lines <= 5, "{lines} log lines about the silent client:\n{}", r.log_tail());
+    hold.abort();
+    for c in [silent, good] {
+        if let Ok(c) = Arc::try_unwrap(c) {
+            c.close().await;
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! Production runtime: tonic, tokio and ZooKeeper around the deterministic core.
 
+pub mod callbacks;
 pub mod convert;
 pub mod limits;
 pub mod network;

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::transport::{Channel, Endpoint};
 
+use super::callbacks::{CallbackConfig, Callbacks};
 use super::convert;
 use crate::core::{
     ClientOrigin, ClientToken, Member, NodeId, PeerReply, PeerRequest, PullAnswer, RequestKind, RetainedMark, Variant, WriteOutcome,
@@ -23,7 +24,6 @@ use crate::core::{
 use crate::pb::adb;
 use crate::pb::adb::head_chain_replica_client::HeadChainReplicaClient;
 use crate::pb::adb::tail_chain_replica_client::TailChainReplicaClient;
-use crate::pb::adb::tail_client_client::TailClientClient;
 use crate::pb::chainrep::ext;
 use crate::pb::chainrep::ext::chain_ext_client::ChainExtClient;
 
@@ -49,8 +49,10 @@ pub struct NetConfig {
     /// Largest gRPC message sent, and accepted on the methods that carry a state or a batch
     /// (`stateTransfer`, `Replicate`); every other method accepts `limits::small_message_limit`.
     pub max_message_bytes: usize,
-    /// Client callbacks (tail variant) in flight at once; past it they are dropped and logged.
-    pub max_callbacks_in_flight: usize,
+    /// Tail variant: the callbacks to clients, queued per client, retried until a deadline and
+    /// bounded per client and in all (see `callbacks::CallbackConfig` for each bound and why).
+    /// Each attempt has `rpc_timeout`.
+    pub callbacks: CallbackConfig,
     /// Serve and use the batched `Replicate` stream. Off, the replica answers it UNIMPLEMENTED
     /// and sends only `proposeStateUpdate`, as an implementation without the extension does;
     /// the gRPC-layer simulator runs such replicas so the fallback stays tested.
@@ -66,7 +68,7 @@ impl Default for NetConfig {
             queue_limit: 65_536,
             max_in_flight: 256,
             max_message_bytes: 256 * 1024 * 1024,
-            max_callbacks_in_flight: 1024,
+            callbacks: CallbackConfig::default(),
             replicate_stream: true,
         }
     }
@@ -83,21 +85,20 @@ pub struct TonicNetwork {
     replies: mpsc::UnboundedSender<ReplyEvent>,
     /// Head variant: the client calls waiting for their write to commit.
     waiters: HashMap<ClientToken, oneshot::Sender<WriteOutcome>>,
-    callbacks: Arc<Semaphore>,
-    callback_channels: HashMap<String, Channel>,
+    /// Tail variant: the callbacks to clients.
+    callbacks: Callbacks,
     connector: Arc<dyn Connect>,
 }
 
 impl TonicNetwork {
     pub fn new(cfg: NetConfig, replies: mpsc::UnboundedSender<ReplyEvent>, connector: Arc<dyn Connect>) -> Self {
-        let callbacks = Arc::new(Semaphore::new(cfg.max_callbacks_in_flight));
+        let callbacks = Callbacks::new(cfg.callbacks.clone(), cfg.rpc_timeout, connector.clone());
         TonicNetwork {
             cfg,
             links: BTreeMap::new(),
             replies,
             waiters: HashMap::new(),
             callbacks,
-            callback_channels: HashMap::new(),
             connector,
         }
     }
@@ -202,39 +203,7 @@ impl crate::core::Network for TonicNetwork {
     }
 
     fn notify_client(&mut self, origin: &ClientOrigin) {
-        let addr = format!("{}:{}", origin.host, origin.port);
-        let Ok(permit) = self.callbacks.clone().try_acquire_owned() else {
-            tracing::warn!(client = %addr, cxid = origin.cxid, "too many client callbacks in flight: dropping this one");
-            return;
-        };
-        if self.callback_channels.len() >= self.cfg.max_callbacks_in_flight && !self.callback_channels.contains_key(&addr) {
-            self.callback_channels.clear();
-        }
-        let channel = match self.callback_channels.get(&addr) {
-            Some(c) => c.clone(),
-            None => match self.connector.channel(&addr) {
-                Ok(c) => {
-                    self.callback_channels.insert(addr.clone(), c.clone());
-                    c
-                }
-                Err(e) => {
-                    tracing::warn!(client = %addr, error = %e, "bad client callback address");
-                    return;
-                }
-            },
-        };
-        let cxid = origin.cxid;
-        let timeout = self.cfg.rpc_timeout;
-        tokio::spawn(async move {
-            let _permit = permit;
-            let mut req = tonic::Request::new(adb::CxidProcessedRequest { cxid });
-            req.set_timeout(timeout);
-            match tokio::time::timeout(timeout, TailClientClient::new(channel).cxid_processed(req)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(status)) => tracing::info!(client = %addr, cxid, %status, "client callback failed; dropped"),
-                Err(_) => tracing::info!(client = %addr, cxid, "client callback timed out; dropped"),
-            }
-        });
+        self.callbacks.notify(&format!("{}:{}", origin.host, origin.port), origin.cxid);
     }
 }
 

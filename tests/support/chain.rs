@@ -39,8 +39,12 @@ impl ReplicaProc {
     }
 
     pub fn start_with(zk: &str, root: &str, variant: Variant, extra: &[&str]) -> ReplicaProc {
+        Self::start_on(zk, root, variant, free_port().expect("free port"), extra)
+    }
+
+    /// On a port chosen by the caller, e.g. one a `TcpProxy` already forwards to.
+    pub fn start_on(zk: &str, root: &str, variant: Variant, port: u16, extra: &[&str]) -> ReplicaProc {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port().expect("free port");
         let addr = format!("127.0.0.1:{port}");
         let log = dir.path().join("replica.log");
         let out = fs::File::create(&log).expect("log file");

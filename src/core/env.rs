@@ -90,8 +90,8 @@ pub trait Network {
     fn send(&mut self, to: &Member, epoch: u64, request: PeerRequest);
     /// Head variant: finish the client call waiting on `token`.
     fn complete_client(&mut self, token: ClientToken, outcome: WriteOutcome);
-    /// Tail variant: `TailClient.cxidProcessed` on the client's own server. Best effort:
-    /// a client that is gone is logged and forgotten, never retried.
+    /// Tail variant: `TailClient.cxidProcessed` on the client's own server. The runtime queues
+    /// and retries it until a deadline (`runtime::callbacks`); the core hears nothing back.
     fn notify_client(&mut self, origin: &ClientOrigin);
 }
 

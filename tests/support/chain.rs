@@ -93,17 +93,9 @@ impl ReplicaProc {
 
     /// SIGTERM and wait for the replica to leave (it deletes its znode); SIGKILL after `limit`.
     pub fn terminate(&mut self, limit: Duration) {
-        let Some(mut c) = self.child.take() else { return };
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = c.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if let Some(c) = self.child.take() {
+            super::terminate(c, limit);
         }
-        let _ = c.kill();
-        let _ = c.wait();
     }
 
     pub fn log_tail(&self) -> String {

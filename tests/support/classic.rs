@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::chain::SESSION_TIMEOUT_MS;
 use super::python::{proto, python, repo};
@@ -63,17 +63,9 @@ impl ClassicProc {
 
     /// SIGTERM and wait for a clean exit (which closes the session); SIGKILL after `limit`.
     pub fn terminate(&mut self, limit: Duration) {
-        let Some(mut c) = self.child.take() else { return };
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = c.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if let Some(c) = self.child.take() {
+            super::terminate(c, limit);
         }
-        let _ = c.kill();
-        let _ = c.wait();
     }
 
     pub fn log_text(&self) -> String {

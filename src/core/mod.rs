@@ -19,6 +19,8 @@ mod session;
 mod types;
 mod write_path;
 
+#[cfg(test)]
+mod scripted;
 #[cfg(any(test, feature = "sim"))]
 pub mod testkit;
 #[cfg(test)]

@@ -29,6 +29,7 @@ use crate::pb::chainrep::ext::chain_ext_client::ChainExtClient;
 use crate::runtime::network::Connect;
 use crate::runtime::tls::TlsConfig;
 use crate::runtime::zk::{ZkConfig, ZkWatcher};
+use crate::status::says_nothing_applied;
 
 /// `GetResponse.rc` for "key doesn't exist" (chain.proto's own comment). Our replicas never
 /// answer it (a missing key reads 0 with `rc = 0`), but other implementations do.
@@ -120,21 +121,29 @@ pub struct ChainClient {
     connector: Option<Arc<dyn Connect>>,
 }
 
-/// A connect error means the request never left this process, so it is safe to send again.
-fn never_sent(status: &Status) -> bool {
+/// The request never left this process: the connection it needed could not be made. tonic
+/// wraps every error of that phase (DNS, TCP connect, the TLS handshake, where a replica's
+/// certificate we do not trust is refused, and a custom connector's dial) in
+/// `tonic::ConnectError` and keeps it as the status's source; errors on a connection that was
+/// made (resets, h2 errors, deadlines) are never under one. So the request cannot have been
+/// applied and may be sent again.
+pub fn never_sent(status: &Status) -> bool {
     if status.code() != Code::Unavailable {
         return false;
     }
-    let text = format!("{} {:?}", status.message(), status);
-    text.contains("tcp connect error")
-        || text.contains("Connection refused")
-        || text.contains("error trying to connect")
-        // We refused the replica's certificate during the TLS handshake, before any request.
-        || text.contains("invalid peer certificate")
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// What one failed write attempt at the head tells us.
-enum WriteFailure {
+#[derive(Debug)]
+pub enum WriteFailure {
     /// Nothing was applied; another attempt (after finding the head again) is safe.
     Retry(String),
     /// The chain refused the write for good; nothing was applied.
@@ -190,18 +199,24 @@ async fn speaks_tls_only(addr: &str, deadline: Instant) -> bool {
     matches!(tokio::time::timeout_at(until, probe).await, Ok(Some(true)))
 }
 
-fn classify_write_error(addr: &str, variant: Variant, s: Status) -> WriteFailure {
+/// The one rule for a failed write attempt at the head `addr` (both variants; the simulator's
+/// clients use it too). What the replica refused before applying anything says so
+/// (`status::says_nothing_applied`); other implementations' replicas do not, so their
+/// `UNAVAILABLE` is ambiguous, while the codes that only ever mean a refusal are final.
+pub fn classify_write_failure(addr: &str, variant: Variant, s: Status) -> WriteFailure {
     if s.code() == Code::Unimplemented {
         return WriteFailure::Rejected(wrong_variant(addr, variant, &s));
     }
-    // The replica's "cannot take writes now" refusals are decided before anything is applied.
-    if s.code() == Code::Unavailable && (never_sent(&s) || s.message().starts_with("the head cannot take writes now")) {
+    let nothing_applied = says_nothing_applied(&s);
+    if s.code() == Code::Unavailable && (nothing_applied || never_sent(&s)) {
         return WriteFailure::Retry(format!("{addr}: {}", s.message()));
     }
-    if matches!(
-        s.code(),
-        Code::InvalidArgument | Code::OutOfRange | Code::ResourceExhausted | Code::FailedPrecondition
-    ) {
+    if nothing_applied
+        || matches!(
+            s.code(),
+            Code::InvalidArgument | Code::OutOfRange | Code::ResourceExhausted | Code::FailedPrecondition
+        )
+    {
         return WriteFailure::Rejected(s);
     }
     WriteFailure::Ambiguous(format!("{addr}: {} ({:?})", s.message(), s.code()))
@@ -386,7 +401,7 @@ impl ChainClient {
                 Ok(r) if r.get_ref().rc == 0 => return Ok(()),
                 // Not the head (any more, or yet): nothing was applied; find the head again.
                 Ok(_) => last = format!("{} is not the head", head.addr),
-                Err(s) => match classify_write_error(&head.addr, self.opts.variant, s) {
+                Err(s) => match classify_write_failure(&head.addr, self.opts.variant, s) {
                     WriteFailure::Retry(why) => last = why,
                     WriteFailure::Rejected(s) => return Err(ClientError::Rejected(s)),
                     WriteFailure::Ambiguous(why) => return Err(ClientError::Unknown(why)),
@@ -453,7 +468,7 @@ impl ChainClient {
                     return wait_for_callback(&mut waiting, deadline, why).await;
                 }
                 Ok(_) => last = format!("{} is not the head", head.addr),
-                Err(s) => match classify_write_error(&head.addr, self.opts.variant, s) {
+                Err(s) => match classify_write_failure(&head.addr, self.opts.variant, s) {
                     WriteFailure::Retry(why) => last = why,
                     WriteFailure::Rejected(s) => return Err(ClientError::Rejected(s)),
                     // The head may have taken it before the answer was lost; only the tail's
@@ -871,6 +886,60 @@ mod tests {
         drop(old);
         assert_eq!(w.len(), 1, "dropping the finished registration left the new waiter alone");
         drop(new);
+    }
+
+    #[test]
+    fn a_refusal_that_says_nothing_was_applied_is_retried() {
+        let refused = crate::runtime::service::write_rejection_status(&crate::core::WriteRejected::Unavailable("x"));
+        assert!(matches!(
+            classify_write_failure("h:1", Variant::Head, refused),
+            WriteFailure::Retry(_)
+        ));
+        // The same code and text without the mark: an UNAVAILABLE from we know not where.
+        let bare = Status::unavailable("the head cannot take writes now: x");
+        assert!(matches!(
+            classify_write_failure("h:1", Variant::Head, bare),
+            WriteFailure::Ambiguous(_)
+        ));
+        let busy = crate::status::nothing_applied(Status::resource_exhausted("busy"));
+        assert!(matches!(
+            classify_write_failure("h:1", Variant::Tail, busy),
+            WriteFailure::Rejected(_)
+        ));
+        let lost = Status::unknown("outcome of write xid 3 unknown: x");
+        assert!(matches!(
+            classify_write_failure("h:1", Variant::Head, lost),
+            WriteFailure::Ambiguous(_)
+        ));
+        let other = Status::unimplemented("");
+        match classify_write_failure("h:1", Variant::Tail, other) {
+            WriteFailure::Rejected(s) => assert!(s.message().contains("is the chain not the tail variant?"), "{s:?}"),
+            f => panic!("{f:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_connect_is_retried() {
+        // A port where nothing listens any more.
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let channel = Endpoint::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
+        let s = HeadChainReplicaClient::new(channel)
+            .increment(adb::IncrementRequest {
+                key: "k".into(),
+                incr_value: 1,
+            })
+            .await
+            .unwrap_err();
+        assert!(never_sent(&s), "{s:?}");
+        assert!(matches!(
+            classify_write_failure(&addr.to_string(), Variant::Head, s),
+            WriteFailure::Retry(_)
+        ));
+        // The text alone proves nothing.
+        assert!(!never_sent(&Status::unavailable("tcp connect error: Connection refused")));
     }
 
     #[test]

@@ -2,6 +2,7 @@ pub mod bench;
 pub mod client;
 pub mod core;
 pub mod runtime;
+pub mod status;
 
 #[cfg(feature = "sim")]
 #[path = "../sim/mod.rs"]

@@ -1,8 +1,8 @@
 //! Clients and their history. Head variant: the production `ChainClient`, over the simulated
 //! network, following the membership its coordinator publishes. Tail variant: `ChainClient`
-//! runs its callback server on a real TCP port, so a thin client here does what it does (same
-//! retry rules, same cxid registration before sending) with its callback server on the
-//! simulated network.
+//! runs its callback server on a real TCP port, so a thin client here does what it does (the
+//! same retry rules, `client::classify_write_failure` itself; the same cxid registration before
+//! sending) with its callback server on the simulated network.
 //!
 //! Every operation is recorded for the linearizability check: a write that ended without an
 //! answer is maybe-applied; a write that was refused or timed out before any attempt could
@@ -15,11 +15,11 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tonic::transport::Channel;
-use tonic::{Code, Status};
+use tonic::Status;
 
 use super::run::World;
 use super::transport::{Place, Proc, SimConnect};
-use crate::client::{ChainClient, ClientError, ClientOptions};
+use crate::client::{classify_write_failure, ChainClient, ClientError, ClientOptions, WriteFailure};
 use crate::core::{Member, Variant};
 use crate::pb::adb;
 use crate::pb::adb::tail_chain_replica_client::TailChainReplicaClient;
@@ -227,15 +227,6 @@ impl TailClient for Callbacks {
     }
 }
 
-/// `ChainClient`'s test for an error that left nothing applied: the request never left.
-fn never_sent(status: &Status) -> bool {
-    if status.code() != Code::Unavailable {
-        return false;
-    }
-    let text = format!("{} {:?}", status.message(), status);
-    text.contains("tcp connect error") || text.contains("Connection refused") || text.contains("error trying to connect")
-}
-
 pub struct TailVariantClient {
     view: watch::Receiver<Vec<Member>>,
     connector: Arc<SimConnect>,
@@ -325,28 +316,12 @@ impl TailVariantClient {
                     break wait_for_callback(&mut done, deadline, format!("{} accepted cxid {cxid}, no callback", head.addr)).await
                 }
                 Ok(_) => last = format!("{} is not the head", head.addr),
-                Err(s)
-                    if s.code() == Code::Unavailable && (never_sent(&s) || s.message().starts_with("the head cannot take writes now")) =>
-                {
-                    last = format!("{}: {}", head.addr, s.message())
-                }
-                Err(s)
-                    if matches!(
-                        s.code(),
-                        Code::InvalidArgument | Code::OutOfRange | Code::ResourceExhausted | Code::FailedPrecondition
-                    ) =>
-                {
-                    break Outcome::NoEffect(s.to_string())
-                }
-                // The head may have taken it; only the tail's callback can still tell.
-                Err(s) => {
-                    break wait_for_callback(
-                        &mut done,
-                        deadline,
-                        format!("{}: {} ({:?}), no callback", head.addr, s.message(), s.code()),
-                    )
-                    .await
-                }
+                Err(s) => match classify_write_failure(&head.addr, Variant::Tail, s) {
+                    WriteFailure::Retry(why) => last = why,
+                    WriteFailure::Rejected(s) => break Outcome::NoEffect(s.to_string()),
+                    // The head may have taken it; only the tail's callback can still tell.
+                    WriteFailure::Ambiguous(why) => break wait_for_callback(&mut done, deadline, format!("{why}, no callback")).await,
+                },
             }
             self.pause(deadline).await;
         };

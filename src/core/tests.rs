@@ -251,6 +251,16 @@ fn keys_must_be_non_empty_and_within_the_byte_limit() {
     }
     assert_eq!(c.get(1).last_applied(), 2);
     assert_eq!(c.read("12345678"), Ok(1));
+    // The texts statuses and README show.
+    assert_eq!(
+        c.inc("123456789", 1).1,
+        Err(WriteRejected::InvalidKey(KeyError::TooLong { bytes: 9, limit: 8 }))
+    );
+    assert_eq!(
+        c.inc("123456789", 1).1.unwrap_err().to_string(),
+        "invalid key: the key is 9 bytes, the limit is 8"
+    );
+    assert_eq!(c.read("").unwrap_err().to_string(), "invalid key: the key is empty");
 }
 
 #[test]

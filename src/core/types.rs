@@ -83,13 +83,22 @@ impl WriteOp {
     }
 }
 
+/// What is wrong with a key a client sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("the key is empty")]
+    Empty,
+    #[error("the key is {bytes} bytes, the limit is {limit}")]
+    TooLong { bytes: usize, limit: usize },
+}
+
 /// Why a write was refused before anything was applied.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WriteRejected {
     #[error("this replica is not the head")]
     NotHead,
     #[error("invalid key: {0}")]
-    InvalidKey(String),
+    InvalidKey(KeyError),
     #[error("key {key:?} holds {current}; adding {delta} leaves the int32 range")]
     OutOfRange { key: String, current: i32, delta: i32 },
     #[error("too many writes in flight ({0}); retry later")]
@@ -104,7 +113,7 @@ pub enum ReadRejected {
     #[error("this replica is not the tail")]
     NotTail,
     #[error("invalid key: {0}")]
-    InvalidKey(String),
+    InvalidKey(KeyError),
     #[error("the tail cannot serve reads now: {0}")]
     Unavailable(&'static str),
 }

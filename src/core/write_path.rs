@@ -12,12 +12,15 @@ pub enum WriteAccepted {
 }
 
 impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
-    pub(super) fn check_key(&self, key: &str) -> Result<(), String> {
+    pub(super) fn check_key(&self, key: &str) -> Result<(), KeyError> {
         if key.is_empty() {
-            return Err("the key is empty".into());
+            return Err(KeyError::Empty);
         }
         if key.len() > self.cfg.max_key_bytes {
-            return Err(format!("the key is {} bytes, the limit is {}", key.len(), self.cfg.max_key_bytes));
+            return Err(KeyError::TooLong {
+                bytes: key.len(),
+                limit: self.cfg.max_key_bytes,
+            });
         }
         Ok(())
     }

@@ -16,6 +16,7 @@ use crate::core::{
 };
 use crate::pb::adb;
 use crate::pb::chainrep::ext;
+use crate::status::nothing_applied;
 
 /// Updates and transfers held at once while the membership is listed again (see
 /// `ChainService::serve_update_or_transfer`); more are refused at once. One is the usual case: a new
@@ -178,16 +179,16 @@ fn addressee<T>(request: &Request<T>) -> Option<NodeId> {
     Some(value.to_str().ok().and_then(|v| u64::from_str_radix(v, 16).ok()).unwrap_or(0))
 }
 
-/// Every status here means nothing was applied, so a client may safely retry the ones that
-/// are transient (`UNAVAILABLE`, `RESOURCE_EXHAUSTED`).
+/// Every status here means nothing was applied, and says so (`status::nothing_applied`), so a
+/// client may safely retry the ones that are transient (`UNAVAILABLE`, `RESOURCE_EXHAUSTED`).
 pub fn write_rejection_status(e: &WriteRejected) -> Status {
-    match e {
+    nothing_applied(match e {
         WriteRejected::NotHead => Status::failed_precondition(e.to_string()),
         WriteRejected::InvalidKey(_) => Status::invalid_argument(e.to_string()),
         WriteRejected::OutOfRange { .. } => Status::out_of_range(e.to_string()),
         WriteRejected::Busy(_) => Status::resource_exhausted(e.to_string()),
         WriteRejected::Unavailable(_) => Status::unavailable(e.to_string()),
-    }
+    })
 }
 
 #[tonic::async_trait]
@@ -290,9 +291,9 @@ impl adb::tail_chain_replica_server::TailChainReplica for ChainService {
 /// The tail variant cannot tell a client its write is done without a callback address.
 fn callback_origin(host: String, port: i32, cxid: i32) -> Result<ClientOrigin, Status> {
     if host.is_empty() || !(1..=65535).contains(&port) {
-        return Err(Status::invalid_argument(format!(
+        return Err(nothing_applied(Status::invalid_argument(format!(
             "the client callback address {host:?}:{port} is not a valid host:port"
-        )));
+        ))));
     }
     Ok(ClientOrigin { host, port, cxid })
 }
@@ -391,5 +392,37 @@ impl ext::chain_ext_server::ChainExt for ChainService {
             pending_clients: d.pending_len as u64,
             keys: d.keys as u64,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::says_nothing_applied;
+
+    #[test]
+    fn every_write_rejection_says_nothing_was_applied() {
+        let all = [
+            WriteRejected::NotHead,
+            WriteRejected::InvalidKey(crate::core::KeyError::Empty),
+            WriteRejected::OutOfRange {
+                key: "k".into(),
+                current: i32::MAX,
+                delta: 1,
+            },
+            WriteRejected::Busy("9 writes wait for the tail".into()),
+            WriteRejected::Unavailable("it is still receiving the chain's state"),
+        ];
+        for e in all {
+            let s = write_rejection_status(&e);
+            assert!(says_nothing_applied(&s), "{e:?}");
+            assert_eq!(s.message(), e.to_string());
+        }
+        let s = write_rejection_status(&WriteRejected::Unavailable("x"));
+        assert_eq!(
+            (s.code(), s.message()),
+            (tonic::Code::Unavailable, "the head cannot take writes now: x")
+        );
+        assert!(says_nothing_applied(&callback_origin(String::new(), 0, 1).unwrap_err()));
     }
 }

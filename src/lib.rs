@@ -1,4 +1,5 @@
 pub mod bench;
+pub mod cli;
 pub mod client;
 pub mod core;
 pub mod runtime;

@@ -11,20 +11,12 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 
+use chainrep::cli::{default_root, load_tls, TlsRole, VariantArg};
 use chainrep::core::Variant;
 use chainrep::runtime::node::{self, NodeConfig};
-use chainrep::runtime::tls::TlsConfig;
 use chainrep::runtime::zk::{parse_connect_string, ZkConfig};
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum VariantArg {
-    /// chain.proto's HeadChainReplica: the head answers clients after the tail applied.
-    Head,
-    /// chain.proto's TailChainReplica: the tail calls clients back.
-    Tail,
-}
 
 #[derive(Parser, Debug)]
 #[command(version, about = "A chain-replication replica speaking chain.proto, with membership in ZooKeeper")]
@@ -87,15 +79,8 @@ fn config(args: Args) -> Result<NodeConfig, String> {
         _ => return Err("the positional form takes two arguments: ZKHOST:PORT PORT".into()),
     };
     parse_connect_string(&zk).map_err(|e| format!("bad --zk {zk:?}: {e}"))?;
-    let variant = match args.variant {
-        VariantArg::Head => Variant::Head,
-        VariantArg::Tail => Variant::Tail,
-    };
-    let default_root = match variant {
-        Variant::Head => "/headchain",
-        Variant::Tail => "/tailchain",
-    };
-    let root = args.root.unwrap_or_else(|| default_root.to_string());
+    let variant = Variant::from(args.variant);
+    let root = args.root.unwrap_or_else(|| default_root(variant).to_string());
     if !root.starts_with('/') || (root.len() > 1 && root.ends_with('/')) {
         return Err(format!("--root must be an absolute ZooKeeper path like /headchain, got {root:?}"));
     }
@@ -113,24 +98,12 @@ fn config(args: Args) -> Result<NodeConfig, String> {
     cfg.advertise = args.advertise;
     cfg.core.max_key_bytes = args.max_key_bytes as usize;
     cfg.core.max_pending_writes = args.max_pending_writes as usize;
-    cfg.tls = match (args.tls_cert, args.tls_key, args.tls_ca) {
-        (None, None, None) => None,
-        (Some(cert), Some(key), Some(ca)) => Some(TlsConfig::load(&ca, Some((&cert, &key))).map_err(|e| format!("{e:#}"))?),
-        (cert, key, ca) => {
-            let missing: Vec<&str> = [
-                (cert.is_none(), "--tls-cert"),
-                (key.is_none(), "--tls-key"),
-                (ca.is_none(), "--tls-ca"),
-            ]
-            .into_iter()
-            .filter_map(|(absent, flag)| absent.then_some(flag))
-            .collect();
-            return Err(format!(
-                "--tls-cert, --tls-key and --tls-ca go together (all three for TLS, none for plaintext); missing {}",
-                missing.join(" and ")
-            ));
-        }
-    };
+    cfg.tls = load_tls(
+        TlsRole::Replica,
+        args.tls_cert.as_ref(),
+        args.tls_key.as_ref(),
+        args.tls_ca.as_ref(),
+    )?;
     Ok(cfg)
 }
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use chainrep::bench::{self, BenchConfig, Mix, Target};
+use chainrep::cli::{default_root, load_tls, TlsRole, VariantArg};
 use chainrep::client::{ChainClient, ClientError, ClientOptions};
 use chainrep::core::Variant;
-use chainrep::runtime::tls::TlsConfig;
 use chainrep::runtime::zk::ZkConfig;
 
 #[derive(Parser, Debug)]
@@ -49,12 +49,6 @@ struct Args {
     tls_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
-}
-
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-enum VariantArg {
-    Head,
-    Tail,
 }
 
 #[derive(Subcommand, Debug)]
@@ -347,56 +341,18 @@ async fn run_line(client: &ChainClient, line: &str) -> Result<Option<String>, St
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error,zookeeper_async=off".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    let args = Args::parse();
-    let command = args.command.unwrap_or(Command::Shell);
-    match command {
-        Command::NoopServer { listen } => return noop_server(listen).await,
-        Command::Bench(b) if !matches!(b.target, BenchTarget::Chain) => return run_bench(None, b).await,
-        _ => {}
-    }
-    let Some(zk_hosts) = args.zk.clone() else {
-        eprintln!("error: --zk HOSTS is required (ZooKeeper connection string)");
-        return ExitCode::from(2);
-    };
-    let variant = match args.variant {
-        VariantArg::Head => Variant::Head,
-        VariantArg::Tail => Variant::Tail,
-    };
-    let root = args.root.clone().unwrap_or_else(|| {
-        match variant {
-            Variant::Head => "/headchain",
-            Variant::Tail => "/tailchain",
-        }
-        .to_string()
-    });
+/// Where the chain is and how to talk to it, from the flags; the error is a usage error.
+fn client_setup(args: &Args) -> Result<(ZkConfig, ClientOptions), String> {
+    let zk_hosts = args.zk.clone().ok_or("--zk HOSTS is required (ZooKeeper connection string)")?;
+    let variant = Variant::from(args.variant);
+    let root = args.root.clone().unwrap_or_else(|| default_root(variant).to_string());
     if variant == Variant::Head && (args.callback_advertise.is_some() || args.callback_listen.is_some()) {
-        eprintln!("error: --callback-listen and --callback-advertise only apply to --variant tail");
-        return ExitCode::from(2);
+        return Err("--callback-listen and --callback-advertise only apply to --variant tail".into());
     }
-    let tls = match (&args.tls_ca, &args.tls_cert, &args.tls_key) {
-        (None, None, None) => Ok(None),
-        (Some(ca), None, None) => TlsConfig::load(ca, None).map(Some),
-        (Some(ca), Some(cert), Some(key)) => TlsConfig::load(ca, Some((cert, key))).map(Some),
-        (None, _, _) => Err(anyhow::anyhow!("--tls-cert and --tls-key need --tls-ca")),
-        _ => Err(anyhow::anyhow!("--tls-cert and --tls-key go together")),
-    };
-    let tls = match tls {
-        Ok(tls) => tls,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
+    let tls = load_tls(TlsRole::Client, args.tls_cert.as_ref(), args.tls_key.as_ref(), args.tls_ca.as_ref())?;
     let zk = ZkConfig {
-        connect: zk_hosts.clone(),
-        root: root.clone(),
+        connect: zk_hosts,
+        root,
         session_timeout: Duration::from_secs(10),
     };
     let mut opts = ClientOptions {
@@ -409,26 +365,54 @@ async fn main() -> ExitCode {
     if let Some(listen) = args.callback_listen {
         opts.callback_listen = listen;
     }
+    Ok((zk, opts))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error,zookeeper_async=off".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let mut args = Args::parse();
+    let command = args.command.take().unwrap_or(Command::Shell);
+    match command {
+        Command::NoopServer { listen } => return noop_server(listen).await,
+        Command::Bench(b) if !matches!(b.target, BenchTarget::Chain) => return run_bench(None, b).await,
+        _ => {}
+    }
+    let (zk, opts) = match client_setup(&args) {
+        Ok(setup) => setup,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let variant = opts.variant;
     let client = match ChainClient::connect(&zk, opts).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!(
-                "error: cannot start the client (ZooKeeper at {zk_hosts}, {} variant): {e:#}",
+                "error: cannot start the client (ZooKeeper at {}, {} variant): {e:#}",
+                zk.connect,
                 variant_name(variant)
             );
             return ExitCode::from(1);
         }
     };
-    let code = match command {
+    let client = std::sync::Arc::new(client);
+    let code = run_command(&client, command, &zk.root).await;
+    if let Ok(c) = std::sync::Arc::try_unwrap(client) {
+        c.close().await;
+    }
+    code
+}
+
+async fn run_command(client: &std::sync::Arc<ChainClient>, command: Command, root: &str) -> ExitCode {
+    match command {
         Command::NoopServer { .. } => ExitCode::SUCCESS,
-        Command::Bench(b) => {
-            let client = std::sync::Arc::new(client);
-            let code = run_bench(Some(client.clone()), b).await;
-            if let Ok(c) = std::sync::Arc::try_unwrap(client) {
-                c.close().await;
-            }
-            return code;
-        }
+        Command::Bench(b) => run_bench(Some(client.clone()), b).await,
         Command::Inc { key, delta } => match client.inc(&key, delta).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => report(&e),
@@ -444,82 +428,78 @@ async fn main() -> ExitCode {
             }
             Err(e) => report(&e),
         },
-        Command::Fill { keys, prefix, concurrency } => {
-            let client = std::sync::Arc::new(client);
-            let code = fill(client.clone(), keys, prefix, concurrency).await;
-            if let Ok(c) = std::sync::Arc::try_unwrap(client) {
-                c.close().await;
-            }
-            return code;
-        }
+        Command::Fill { keys, prefix, concurrency } => fill(client.clone(), keys, prefix, concurrency).await,
         Command::Probe { key, seconds: secs } => match seconds("seconds", secs) {
-            Ok(d) => probe(&client, &key, d).await,
+            Ok(d) => probe(client, &key, d).await,
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::from(2)
             }
         },
-        Command::Status => {
-            let status = client.status().await;
-            if status.is_empty() {
-                println!("no replicas under {root}");
-            }
-            println!(
-                "{:<10} {:<22} {:<18} {:>10} {:>8} {:>8}",
-                "ROLE", "ADDRESS", "SESSION", "LAST_XID", "SYNCED", "KEYS"
-            );
-            for s in status {
-                let (xid, synced, keys) = match &s.described {
-                    Some(d) => (d.last_applied_xid.to_string(), d.synced.to_string(), d.keys.to_string()),
-                    None => (s.latest_xid.map_or("?".into(), |x| x.to_string()), "?".into(), "?".into()),
-                };
-                println!(
-                    "{:<10} {:<22} {:<18} {:>10} {:>8} {:>8}",
-                    s.position,
-                    s.member.addr,
-                    format!("{:x}", s.member.id),
-                    xid,
-                    synced,
-                    keys
-                );
-            }
-            ExitCode::SUCCESS
+        Command::Status => print_status(client, root).await,
+        Command::Shell => shell(client).await,
+    }
+}
+
+async fn print_status(client: &ChainClient, root: &str) -> ExitCode {
+    let status = client.status().await;
+    if status.is_empty() {
+        println!("no replicas under {root}");
+    }
+    println!(
+        "{:<10} {:<22} {:<18} {:>10} {:>8} {:>8}",
+        "ROLE", "ADDRESS", "SESSION", "LAST_XID", "SYNCED", "KEYS"
+    );
+    for s in status {
+        let (xid, synced, keys) = match &s.described {
+            Some(d) => (d.last_applied_xid.to_string(), d.synced.to_string(), d.keys.to_string()),
+            None => (s.latest_xid.map_or("?".into(), |x| x.to_string()), "?".into(), "?".into()),
+        };
+        println!(
+            "{:<10} {:<22} {:<18} {:>10} {:>8} {:>8}",
+            s.position,
+            s.member.addr,
+            format!("{:x}", s.member.id),
+            xid,
+            synced,
+            keys
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// `inc k n` / `del k` / `get k` lines from standard input until it ends; exit 1 if any failed.
+async fn shell(client: &ChainClient) -> ExitCode {
+    let stdin = std::io::stdin();
+    let interactive = std::io::IsTerminal::is_terminal(&stdin);
+    let mut failed = false;
+    loop {
+        if interactive {
+            print!("> ");
+            let _ = std::io::stdout().flush();
         }
-        Command::Shell => {
-            let stdin = std::io::stdin();
-            let interactive = std::io::IsTerminal::is_terminal(&stdin);
-            let mut failed = false;
-            loop {
-                if interactive {
-                    print!("> ");
-                    let _ = std::io::stdout().flush();
-                }
-                let mut line = String::new();
-                match stdin.lock().read_line(&mut line) {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e) => {
-                        eprintln!("error: reading standard input: {e}");
-                        failed = true;
-                        break;
-                    }
-                }
-                match run_line(&client, line.trim()).await {
-                    Ok(Some(out)) => println!("{out}"),
-                    Ok(None) => {}
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        failed = true;
-                    }
-                }
-            }
-            if failed {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
+        let mut line = String::new();
+        match stdin.lock().read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("error: reading standard input: {e}");
+                failed = true;
+                break;
             }
         }
-    };
-    client.close().await;
-    code
+        match run_line(client, line.trim()).await {
+            Ok(Some(out)) => println!("{out}"),
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -29,4 +29,21 @@ impl Dice {
         }
         Some(items[self.range(0, items.len() as u64) as usize].clone())
     }
+
+    /// One of `table`'s items, each with probability its weight over the sum of the weights
+    /// (`None` if they sum to 0).
+    pub fn weighted<T: Copy>(&mut self, table: &[(T, u64)]) -> Option<T> {
+        let total: u64 = table.iter().map(|&(_, w)| w).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut r = self.range(0, total);
+        for &(item, w) in table {
+            if r < w {
+                return Some(item);
+            }
+            r -= w;
+        }
+        None
+    }
 }

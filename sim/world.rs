@@ -12,6 +12,7 @@ use super::dice::Dice;
 use super::env::{Outbox, Outgoing, SimClock, SimCoord, SimNet};
 use super::linearizability::Op;
 use super::links::Links;
+use super::nemesis::{Fault, FAULTS};
 use super::shape::Shape;
 use super::trace::Trace;
 use super::zk::{WatchEvent, Watcher, ZkModel};
@@ -19,9 +20,6 @@ use super::SimConfig;
 use crate::core::{self, Millis, NodeId, PeerReply, PeerRequest, PullAnswer, Replica, RequestKind};
 
 pub type SimReplica = Replica<SimClock, SimNet, SimCoord>;
-
-/// How many kinds of fault `World::nemesis` picks from.
-pub const NEMESIS_ACTIONS: u64 = 11;
 
 /// Something that can be cut off from something else.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -258,8 +256,8 @@ pub struct World {
     pub links: Links,
     /// Replicas that accepted a state transfer, in order (kept for the failover phase).
     pub accepted_transfers: Vec<usize>,
-    /// The nemesis's repertoire in this run (see `World::new`).
-    pub nemesis_actions: Vec<u64>,
+    /// The nemesis's repertoire in this run, with the faults' weights (see `World::new`).
+    pub nemesis_faults: Vec<(Fault, u64)>,
     /// Clients draw keys from the newest generation (see `World::fresh_keys`).
     pub key_generations: usize,
     /// The answers to this many more `pullState` requests are lost on the way back.
@@ -294,7 +292,7 @@ impl World {
             pacing: Pacing::default(),
             links: Links::default(),
             accepted_transfers: Vec::new(),
-            nemesis_actions: Vec::new(),
+            nemesis_faults: FAULTS.to_vec(),
             key_generations: 1,
             lose_pull_replies: 0,
             slow_pull_replies: 0,
@@ -322,14 +320,15 @@ impl World {
         }
         // Swarm testing: half the runs give the nemesis only some of its faults, so the rarer
         // interleavings that one kind of fault makes, repeated, are not drowned by the others.
-        w.nemesis_actions = (0..NEMESIS_ACTIONS).collect();
         if w.dice.chance(500_000) {
-            let mut chosen: Vec<u64> = (0..NEMESIS_ACTIONS).filter(|_| w.dice.chance(400_000)).collect();
+            let mut chosen: Vec<(Fault, u64)> = FAULTS.iter().copied().filter(|_| w.dice.chance(400_000)).collect();
             if chosen.is_empty() {
-                chosen.push(w.dice.range(0, NEMESIS_ACTIONS));
+                let one = w.dice.weighted(&FAULTS).expect("the faults have weights");
+                chosen.extend(FAULTS.iter().copied().filter(|&(f, _)| f == one));
             }
-            w.trace.note(0, &format!("swarm: nemesis actions {chosen:?}"));
-            w.nemesis_actions = chosen;
+            let names: Vec<&str> = chosen.iter().map(|(f, _)| f.name()).collect();
+            w.trace.note(0, &format!("swarm: nemesis faults {}", names.join(", ")));
+            w.nemesis_faults = chosen;
         }
         // Some runs start smaller, so one- and two-replica chains (head and tail at once) are
         // exercised too; the nemesis adds replicas as the run goes.

@@ -13,9 +13,7 @@ pub mod zk;
 
 /// SIGTERM `child` and wait for it to exit; SIGKILL after `limit`.
 pub fn terminate(mut child: std::process::Child, limit: std::time::Duration) {
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let deadline = std::time::Instant::now() + limit;
     while std::time::Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {

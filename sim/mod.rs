@@ -240,7 +240,7 @@ fn play(world: &mut world::World) {
         }
         // One targeted scenario per run keeps the seed rate up.
         if world.violations.is_empty() {
-            match world.dice.range(0, 11) {
+            match world.dice.scenario.range(0, 11) {
                 0..=3 => {
                     let clean = world.new_head_phase();
                     if let Some(clean) = clean.filter(|_| world.violations.is_empty() && !world.tiny_bounds) {

@@ -81,7 +81,7 @@ impl World {
             self.heal_all();
             return;
         }
-        let next = self.dice.range(100, 600);
+        let next = self.dice.nemesis.range(100, 600);
         self.schedule(next, Ev::Nemesis);
         if self.mass_loss_recovering {
             if !self.any_retained_copy() {
@@ -92,7 +92,7 @@ impl World {
             }
         }
 
-        let Some(fault) = self.dice.weighted(&self.nemesis_faults) else {
+        let Some(fault) = self.dice.nemesis.weighted(&self.nemesis_faults) else {
             return;
         };
         match fault {
@@ -100,7 +100,7 @@ impl World {
                 if let Some(v) = self.expendable() {
                     self.trace.note(self.now(), &format!("nemesis: crash replica {v}"));
                     self.crash(v);
-                    let t = self.dice.range(200, 2 * self.cfg.session_timeout);
+                    let t = self.dice.nemesis.range(200, 2 * self.cfg.session_timeout);
                     self.schedule(t, Ev::Restart { proc: v });
                 }
             }
@@ -109,16 +109,16 @@ impl World {
                 // to serve a stale read, so the tail is the favourite victim.
                 let tail = self.zk.members().last().and_then(|m| self.proc_of_addr(&m.addr));
                 let victim = match tail {
-                    Some(t) if self.dice.chance(500_000) && self.can_lose(t) => Some(t),
+                    Some(t) if self.dice.nemesis.chance(500_000) && self.can_lose(t) => Some(t),
                     _ => self.expendable(),
                 };
                 if let Some(v) = victim {
-                    let t = self.dice.range(100, 3 * self.cfg.session_timeout);
+                    let t = self.dice.nemesis.range(100, 3 * self.cfg.session_timeout);
                     self.trace.note(self.now(), &format!("nemesis: pause replica {v} for {t} ms"));
                     self.pause(v, t);
-                    if Some(v) == tail && self.dice.chance(500_000) {
+                    if Some(v) == tail && self.dice.nemesis.chance(500_000) {
                         // ...and a client that still believes in it is the one that gets hurt.
-                        let c = self.dice.range(0, self.clients.len() as u64) as usize;
+                        let c = self.dice.nemesis.range(0, self.clients.len() as u64) as usize;
                         self.trace
                             .note(self.now(), &format!("nemesis: client {c} sees no membership change for {t} ms"));
                         self.clients[c].view_stalled_until = self.now() + t + 300;
@@ -127,7 +127,7 @@ impl World {
             }
             Fault::CutReplicas => {
                 let up: Vec<usize> = (0..self.procs.len()).filter(|&p| self.procs[p].status == Status::Up).collect();
-                if let (Some(a), Some(b)) = (self.dice.pick(&up), self.dice.pick(&up)) {
+                if let (Some(a), Some(b)) = (self.dice.nemesis.pick(&up), self.dice.nemesis.pick(&up)) {
                     if a != b {
                         self.partition(Endpoint::Replica(a), Endpoint::Replica(b));
                     }
@@ -139,13 +139,13 @@ impl World {
                 }
             }
             Fault::CutClient => {
-                let c = self.dice.range(0, self.clients.len() as u64) as usize;
-                let p = self.dice.range(0, self.procs.len() as u64) as usize;
+                let c = self.dice.nemesis.range(0, self.clients.len() as u64) as usize;
+                let p = self.dice.nemesis.range(0, self.procs.len() as u64) as usize;
                 self.partition(Endpoint::Client(c), Endpoint::Replica(p));
             }
             Fault::StallClientView => {
-                let c = self.dice.range(0, self.clients.len() as u64) as usize;
-                let t = self.dice.range(200, 3 * self.cfg.session_timeout);
+                let c = self.dice.nemesis.range(0, self.clients.len() as u64) as usize;
+                let t = self.dice.nemesis.range(200, 3 * self.cfg.session_timeout);
                 self.trace
                     .note(self.now(), &format!("nemesis: client {c} sees no membership change for {t} ms"));
                 self.clients[c].view_stalled_until = self.now() + t;
@@ -168,8 +168,8 @@ impl World {
                 // or a new successor below it goes unseen for a while, which is when the guards
                 // on pulling state and on answering as tail matter.
                 let up: Vec<usize> = (0..self.procs.len()).filter(|&p| self.procs[p].status == Status::Up).collect();
-                if let Some(p) = self.dice.pick(&up) {
-                    let t = self.dice.range(200, 3 * self.cfg.session_timeout / 2);
+                if let Some(p) = self.dice.nemesis.pick(&up) {
+                    let t = self.dice.nemesis.range(200, 3 * self.cfg.session_timeout / 2);
                     self.trace
                         .note(self.now(), &format!("nemesis: replica {p} sees no membership change for {t} ms"));
                     self.stall_membership(p, self.now() + t);
@@ -198,7 +198,7 @@ impl World {
     }
 
     fn partition(&mut self, a: Endpoint, b: Endpoint) {
-        let t = self.dice.range(100, 2 * self.cfg.session_timeout);
+        let t = self.dice.nemesis.range(100, 2 * self.cfg.session_timeout);
         self.trace.note(self.now(), &format!("nemesis: cut {a:?} from {b:?} for {t} ms"));
         self.blocked.insert((a, b));
         self.schedule(t, Ev::Heal { a, b });
@@ -208,7 +208,7 @@ impl World {
     /// from ZooKeeper.
     fn expendable(&mut self) -> Option<usize> {
         let up: Vec<usize> = (0..self.procs.len()).filter(|&p| self.procs[p].status == Status::Up).collect();
-        let victim = self.dice.pick(&up)?;
+        let victim = self.dice.nemesis.pick(&up)?;
         self.can_lose(victim).then_some(victim)
     }
 

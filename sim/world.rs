@@ -1,5 +1,5 @@
 //! The simulated world: virtual time, an event queue, replicas, the network between them.
-//! Every choice comes from `Dice`, so a seed fixes the whole run.
+//! Every choice comes from the seed's `Streams` of `Dice`, one per subsystem, so a seed fixes the whole run.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -8,7 +8,7 @@ use std::rc::Rc;
 use super::canon::Canon;
 use super::checks::{DroppedHeld, Pacing};
 use super::client::{Client, ClientReq, ClientResult};
-use super::dice::Dice;
+use super::dice::Streams;
 use super::env::{Outbox, Outgoing, SimClock, SimCoord, SimNet};
 use super::linearizability::Op;
 use super::links::Links;
@@ -224,7 +224,7 @@ pub enum Phase {
 
 pub struct World {
     pub cfg: SimConfig,
-    pub dice: Dice,
+    pub dice: Streams,
     pub clock: SimClock,
     queue: BinaryHeap<Reverse<(Millis, u64)>>,
     events: BTreeMap<u64, Ev>,
@@ -270,7 +270,7 @@ impl World {
     pub fn new(cfg: SimConfig) -> Self {
         let trace = Trace::new(cfg.print_trace);
         let mut w = World {
-            dice: Dice::new(cfg.seed),
+            dice: Streams::new(cfg.seed),
             clock: SimClock::default(),
             queue: BinaryHeap::new(),
             events: BTreeMap::new(),
@@ -307,11 +307,11 @@ impl World {
         // window smaller than the number of updates in flight (one per client), so it fills
         // and refuses. Refusals fall back to whole state transfers by design, so these runs
         // skip the cost checks.
-        if w.dice.chance(250_000) {
+        if w.dice.shape.chance(250_000) {
             w.tiny_bounds = true;
-            w.cfg.max_pending_writes = w.dice.range(1, 4) as usize;
-            w.cfg.max_sent = w.dice.range(2, 8) as usize;
-            w.cfg.max_reorder = w.dice.range(1, w.cfg.clients as u64) as usize;
+            w.cfg.max_pending_writes = w.dice.shape.range(1, 4) as usize;
+            w.cfg.max_sent = w.dice.shape.range(2, 8) as usize;
+            w.cfg.max_reorder = w.dice.shape.range(1, w.cfg.clients as u64) as usize;
             let note = format!(
                 "tiny bounds: {} pending writes, {} sent, {} reordered",
                 w.cfg.max_pending_writes, w.cfg.max_sent, w.cfg.max_reorder
@@ -320,10 +320,10 @@ impl World {
         }
         // Swarm testing: half the runs give the nemesis only some of its faults, so the rarer
         // interleavings that one kind of fault makes, repeated, are not drowned by the others.
-        if w.dice.chance(500_000) {
-            let mut chosen: Vec<(Fault, u64)> = FAULTS.iter().copied().filter(|_| w.dice.chance(400_000)).collect();
+        if w.dice.shape.chance(500_000) {
+            let mut chosen: Vec<(Fault, u64)> = FAULTS.iter().copied().filter(|_| w.dice.shape.chance(400_000)).collect();
             if chosen.is_empty() {
-                let one = w.dice.weighted(&FAULTS).expect("the faults have weights");
+                let one = w.dice.shape.weighted(&FAULTS).expect("the faults have weights");
                 chosen.extend(FAULTS.iter().copied().filter(|&(f, _)| f == one));
             }
             let names: Vec<&str> = chosen.iter().map(|(f, _)| f.name()).collect();
@@ -332,19 +332,19 @@ impl World {
         }
         // Some runs start smaller, so one- and two-replica chains (head and tail at once) are
         // exercised too; the nemesis adds replicas as the run goes.
-        let initial = w.dice.range(1, w.cfg.initial_replicas as u64 + 1) as usize;
+        let initial = w.dice.shape.range(1, w.cfg.initial_replicas as u64 + 1) as usize;
         for _ in 0..initial {
             w.add_replica();
         }
         for c in 0..w.cfg.clients {
             w.clients.push(Client::new(w.cfg.ops_per_client));
             w.zk.add_client_watcher(c);
-            let first = w.dice.range(0, 50);
+            let first = w.dice.clients.range(0, 50);
             w.schedule(first, Ev::ClientWake { client: c });
         }
         w.schedule(10, Ev::ZkExpiry);
         if w.cfg.faults {
-            let first = w.dice.range(100, 400);
+            let first = w.dice.nemesis.range(100, 400);
             w.schedule(first, Ev::Nemesis);
         }
         w
@@ -368,10 +368,10 @@ impl World {
     /// A network delay: mostly short, sometimes long, which is what reorders messages.
     pub fn delay(&mut self) -> Millis {
         // A long delay each way outlasts the RPC deadline, which is a fault like any other.
-        if !self.short_delays_only && self.dice.chance(50_000) {
-            self.dice.range(10, 120)
+        if !self.short_delays_only && self.dice.net.chance(50_000) {
+            self.dice.net.range(10, 120)
         } else {
-            self.dice.range(1, 8)
+            self.dice.net.range(1, 8)
         }
     }
 
@@ -422,9 +422,9 @@ impl World {
         p.replica = Some(replica);
         let inc = p.incarnation;
         self.drain(proc);
-        let t = self.dice.range(0, self.cfg.tick);
+        let t = self.dice.procs.range(0, self.cfg.tick);
         self.schedule(t, Ev::Tick { proc, inc });
-        let t = self.dice.range(0, self.cfg.session_timeout / 4);
+        let t = self.dice.procs.range(0, self.cfg.session_timeout / 4);
         self.schedule(t, Ev::ZkPing { proc, inc });
     }
 
@@ -504,7 +504,7 @@ impl World {
         let target = self.proc_of_addr(&to.addr);
         let lost = match target {
             None => true,
-            Some(t) => self.is_blocked(Endpoint::Replica(from), Endpoint::Replica(t)) || self.dice.chance(self.drop_ppm),
+            Some(t) => self.is_blocked(Endpoint::Replica(from), Endpoint::Replica(t)) || self.dice.net.chance(self.drop_ppm),
         };
         let timeout = self.cfg.rpc_timeout;
         let Some(target) = target.filter(|_| !lost) else {
@@ -523,17 +523,17 @@ impl World {
             // A scenario wants the asker to miss the answer (see `new_head`).
             self.lose_pull_replies -= 1;
             Fate::LoseReply
-        } else if self.dice.chance(self.drop_ppm) {
+        } else if self.dice.net.chance(self.drop_ppm) {
             Fate::LoseReply
         } else {
             Fate::Reply
         };
         let sent_at = self.now();
-        if self.dice.chance(self.dup_ppm) {
+        if self.dice.net.chance(self.dup_ppm) {
             // Some duplicates arrive long after the original, when the sender may no longer
             // be the receiver's neighbour, or no longer alive.
-            let t = if self.dice.chance(250_000) {
-                self.dice.range(200, 2 * self.cfg.session_timeout)
+            let t = if self.dice.net.chance(250_000) {
+                self.dice.net.range(200, 2 * self.cfg.session_timeout)
             } else {
                 self.delay()
             };

@@ -13,6 +13,7 @@ use super::env::{Outbox, Outgoing, SimClock, SimCoord, SimNet};
 use super::linearizability::Op;
 use super::links::Links;
 use super::nemesis::{Fault, FAULTS};
+use super::run_shape::{RunShape, Scenario, SCENARIOS};
 use super::shape::Shape;
 use super::trace::Trace;
 use super::zk::{WatchEvent, Watcher, ZkModel};
@@ -249,8 +250,8 @@ pub struct World {
     pub peer_sends: PeerSends,
     /// The quiet phase: no delay long enough to miss a deadline.
     pub short_delays_only: bool,
-    /// This run uses tiny bounds on queues (see `World::new`).
-    pub tiny_bounds: bool,
+    /// What this run drew before it started (see `World::new`).
+    pub shape: RunShape,
     pub dropped_held: DroppedHeld,
     pub pacing: Pacing,
     pub links: Links,
@@ -287,7 +288,16 @@ impl World {
             mass_loss_recovering: false,
             peer_sends: PeerSends::default(),
             short_delays_only: false,
-            tiny_bounds: false,
+            shape: RunShape {
+                initial_replicas: 0,
+                swarm: None,
+                faults: cfg.faults,
+                tiny_bounds: false,
+                max_pending_writes: cfg.max_pending_writes,
+                max_sent: cfg.max_sent,
+                max_reorder: cfg.max_reorder,
+                scenario: Scenario::NewHead,
+            },
             dropped_held: DroppedHeld::default(),
             pacing: Pacing::default(),
             links: Links::default(),
@@ -308,7 +318,7 @@ impl World {
         // and refuses. Refusals fall back to whole state transfers by design, so these runs
         // skip the cost checks.
         if w.dice.shape.chance(250_000) {
-            w.tiny_bounds = true;
+            w.shape.tiny_bounds = true;
             w.cfg.max_pending_writes = w.dice.shape.range(1, 4) as usize;
             w.cfg.max_sent = w.dice.shape.range(2, 8) as usize;
             w.cfg.max_reorder = w.dice.shape.range(1, w.cfg.clients as u64) as usize;
@@ -317,6 +327,8 @@ impl World {
                 w.cfg.max_pending_writes, w.cfg.max_sent, w.cfg.max_reorder
             );
             w.trace.note(0, &note);
+            (w.shape.max_pending_writes, w.shape.max_sent, w.shape.max_reorder) =
+                (w.cfg.max_pending_writes, w.cfg.max_sent, w.cfg.max_reorder);
         }
         // Swarm testing: half the runs give the nemesis only some of its faults, so the rarer
         // interleavings that one kind of fault makes, repeated, are not drowned by the others.
@@ -328,11 +340,15 @@ impl World {
             }
             let names: Vec<&str> = chosen.iter().map(|(f, _)| f.name()).collect();
             w.trace.note(0, &format!("swarm: nemesis faults {}", names.join(", ")));
+            w.shape.swarm = Some(chosen.iter().map(|&(f, _)| f).collect());
             w.nemesis_faults = chosen;
         }
         // Some runs start smaller, so one- and two-replica chains (head and tail at once) are
         // exercised too; the nemesis adds replicas as the run goes.
         let initial = w.dice.shape.range(1, w.cfg.initial_replicas as u64 + 1) as usize;
+        w.shape.initial_replicas = initial;
+        // The scenario after the failover phase, from its own stream (whose first draw this is).
+        w.shape.scenario = w.dice.scenario.weighted(&SCENARIOS).expect("the scenarios have weights");
         for _ in 0..initial {
             w.add_replica();
         }

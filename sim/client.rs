@@ -116,10 +116,10 @@ impl World {
             return;
         }
         let key = self.draw_key();
-        let req = match self.dice.range(0, 10) {
+        let req = match self.dice.clients.range(0, 10) {
             0..=4 => ClientReq::Write(WriteOp::Inc {
                 key,
-                delta: self.dice.range(1, 4) as i32 * if self.dice.chance(250_000) { -1 } else { 1 },
+                delta: self.dice.clients.range(1, 4) as i32 * if self.dice.clients.chance(250_000) { -1 } else { 1 },
             }),
             5 => ClientReq::Write(WriteOp::Del { key }),
             _ => ClientReq::Read(key),
@@ -142,15 +142,15 @@ impl World {
     /// Mostly one of the run's few keys; now and then one that is empty, one byte too long, or
     /// exactly as long as allowed, so key validation is judged too (`checks::valid_keys`).
     fn draw_key(&mut self) -> String {
-        if self.dice.chance(20_000) {
+        if self.dice.clients.chance(20_000) {
             let limit = self.cfg.max_key_bytes;
-            return match self.dice.range(0, 3) {
+            return match self.dice.clients.range(0, 3) {
                 0 => String::new(),
                 1 => "x".repeat(limit + 1),
                 _ => "y".repeat(limit),
             };
         }
-        let k = self.dice.range(0, self.cfg.keys as u64) as usize;
+        let k = self.dice.clients.range(0, self.cfg.keys as u64) as usize;
         key_name(self.key_generations - 1, k)
     }
 
@@ -179,7 +179,7 @@ impl World {
             );
             return;
         };
-        if self.is_blocked(Endpoint::Client(c), Endpoint::Replica(target)) || self.dice.chance(self.drop_ppm) {
+        if self.is_blocked(Endpoint::Client(c), Endpoint::Replica(target)) || self.dice.net.chance(self.drop_ppm) {
             let t = self.cfg.rpc_timeout;
             self.schedule(
                 t,
@@ -262,7 +262,7 @@ impl World {
     }
 
     fn client_reply(&mut self, c: usize, op: u64, attempt: u32, from: usize, result: ClientResult) {
-        if self.is_blocked(Endpoint::Client(c), Endpoint::Replica(from)) || self.dice.chance(self.drop_ppm) {
+        if self.is_blocked(Endpoint::Client(c), Endpoint::Replica(from)) || self.dice.net.chance(self.drop_ppm) {
             // The answer is lost; the client's own deadline will end the operation.
             return;
         }
@@ -295,7 +295,7 @@ impl World {
         let Some(c) = origin.host.strip_prefix("client").and_then(|n| n.parse::<usize>().ok()) else {
             return;
         };
-        if c >= self.clients.len() || self.is_blocked(Endpoint::Client(c), Endpoint::Replica(from)) || self.dice.chance(self.drop_ppm) {
+        if c >= self.clients.len() || self.is_blocked(Endpoint::Client(c), Endpoint::Replica(from)) || self.dice.net.chance(self.drop_ppm) {
             return;
         }
         let d = self.delay();
@@ -333,7 +333,7 @@ impl World {
             ClientResult::Unknown | ClientResult::Retry => {
                 cur.attempt += 1;
                 let attempt = cur.attempt;
-                let backoff = self.dice.range(5, 40);
+                let backoff = self.dice.clients.range(5, 40);
                 self.schedule(backoff, Ev::ClientResend { client: c, op, attempt });
             }
         }
@@ -397,7 +397,7 @@ impl World {
         }
         self.clients[c].ops_left -= 1;
         self.ops_finished += 1;
-        let think = self.dice.range(0, 30);
+        let think = self.dice.clients.range(0, 30);
         self.schedule(think, Ev::ClientWake { client: c });
     }
 }

@@ -1,4 +1,6 @@
-//! The run's only source of randomness: ChaCha seeded from the run's seed.
+//! The run's only source of randomness: ChaCha seeded from the run's seed, one stream per
+//! subsystem (`Streams`), so that a draw added or removed in one subsystem does not shift the
+//! draws of the others.
 
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -8,6 +10,13 @@ pub struct Dice(ChaCha8Rng);
 impl Dice {
     pub fn new(seed: u64) -> Self {
         Dice(ChaCha8Rng::seed_from_u64(seed))
+    }
+
+    /// The run's ChaCha key with its own stream: independent of every other stream's draws.
+    pub fn stream(seed: u64, stream: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(stream);
+        Dice(rng)
     }
 
     /// Uniform in `lo..hi` (`lo` when the range is empty).
@@ -28,5 +37,58 @@ impl Dice {
             return None;
         }
         Some(items[self.range(0, items.len() as u64) as usize].clone())
+    }
+
+    /// One of `table`'s items, each with probability its weight over the sum of the weights
+    /// (`None` if they sum to 0).
+    pub fn weighted<T: Copy>(&mut self, table: &[(T, u64)]) -> Option<T> {
+        let total: u64 = table.iter().map(|&(_, w)| w).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut r = self.range(0, total);
+        for &(item, w) in table {
+            if r < w {
+                return Some(item);
+            }
+            r -= w;
+        }
+        None
+    }
+}
+
+/// One `Dice` per subsystem of the world, each on its own ChaCha stream of the seed. The
+/// stream ids are fixed: a new subsystem takes a new id.
+pub struct Streams {
+    /// What shapes the run, drawn before it starts (`RunShape`).
+    pub shape: Dice,
+    /// Message delays, drops and duplicates, between replicas and between clients and replicas.
+    pub net: Dice,
+    /// The nemesis: when, which fault, which victim, for how long.
+    pub nemesis: Dice,
+    /// The clients: operations, keys, think times, backoffs.
+    pub clients: Dice,
+    /// The ZooKeeper model: session ids, which queued listings a replica acts on.
+    pub zk: Dice,
+    /// The targeted scenarios after the fault phase.
+    pub scenario: Dice,
+    /// The foreign peer's bad requests.
+    pub foreign: Dice,
+    /// Replica processes: the phase of each new incarnation's timers.
+    pub procs: Dice,
+}
+
+impl Streams {
+    pub fn new(seed: u64) -> Self {
+        Streams {
+            shape: Dice::stream(seed, 1),
+            net: Dice::stream(seed, 2),
+            nemesis: Dice::stream(seed, 3),
+            clients: Dice::stream(seed, 4),
+            zk: Dice::stream(seed, 5),
+            scenario: Dice::stream(seed, 6),
+            foreign: Dice::stream(seed, 7),
+            procs: Dice::stream(seed, 8),
+        }
     }
 }

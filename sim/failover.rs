@@ -29,7 +29,7 @@ impl World {
         // With tiny bounds a busy head refuses writes until the tail's progress reaches it, and
         // with the second the crash takes to notice, an unlucky client can run out of time
         // without anything being wrong.
-        if self.tiny_bounds {
+        if self.shape.tiny_bounds {
             return;
         }
         self.crash_under_load(Victim::Tail);

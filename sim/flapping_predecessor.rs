@@ -26,7 +26,7 @@ impl World {
         let pairs: Vec<usize> = (0..members.len().saturating_sub(1))
             .filter(|&i| self.zk.free_id_after(members[i].id).is_some())
             .collect();
-        let Some(i) = self.dice.pick(&pairs) else {
+        let Some(i) = self.dice.scenario.pick(&pairs) else {
             self.trace.note(
                 self.now(),
                 &format!("flapping predecessor: no two neighbours with room for B between them in {members:?}"),

@@ -43,7 +43,7 @@ struct Bad {
 
 impl World {
     pub fn plan_foreign_input(&mut self) {
-        let first = self.dice.range(GAP_MIN_MS, GAP_MAX_MS);
+        let first = self.dice.foreign.range(GAP_MIN_MS, GAP_MAX_MS);
         self.schedule(first, Ev::Foreign { left: REQUESTS });
     }
 
@@ -53,14 +53,14 @@ impl World {
             return;
         }
         if left > 1 {
-            let next = self.dice.range(GAP_MIN_MS, GAP_MAX_MS);
+            let next = self.dice.foreign.range(GAP_MIN_MS, GAP_MAX_MS);
             self.schedule(next, Ev::Foreign { left: left - 1 });
         }
         // A paused process serves nothing until it resumes.
         let up: Vec<usize> = (0..self.procs.len())
             .filter(|&p| self.procs[p].status == Status::Up && self.procs[p].replica.is_some())
             .collect();
-        let Some(p) = self.dice.pick(&up) else { return };
+        let Some(p) = self.dice.foreign.pick(&up) else { return };
         let Some(bad) = self.bad_request(p) else { return };
         let Some(before) = self.procs[p].replica.as_ref().map(Observed::of) else {
             return;
@@ -97,7 +97,7 @@ impl World {
             kinds.push(Kind::GetLatestXid);
         }
         let refused = PeerReply::Refused;
-        Some(match (self.dice.pick(&kinds)?, pred) {
+        Some(match (self.dice.foreign.pick(&kinds)?, pred) {
             (Kind::Transfer, Some(pred)) => {
                 let (t, flaw) = self.malformed_transfer(p, &pred);
                 let what = format!(
@@ -121,9 +121,9 @@ impl World {
                 // The head is asked about an xid past its last; anyone else about one it
                 // holds, so only its role can be the reason to refuse.
                 let xid = if head && d.synced {
-                    d.last_applied.saturating_add(self.dice.range(1, 4))
+                    d.last_applied.saturating_add(self.dice.foreign.range(1, 4))
                 } else {
-                    self.dice.range(0, d.last_applied.saturating_add(1))
+                    self.dice.foreign.range(0, d.last_applied.saturating_add(1))
                 };
                 Bad {
                     request: PeerRequest::XidProcessed(xid),
@@ -151,13 +151,13 @@ impl World {
             Some(s) => (s.last_applied(), s.store().clone(), s.sent().cloned().collect::<Vec<_>>()),
             None => (0, Store::new(), Vec::new()),
         };
-        let flaw = self.dice.pick(&[Flaw::Duplicate, Flaw::OutOfOrder, Flaw::BeyondState]);
+        let flaw = self.dice.foreign.pick(&[Flaw::Duplicate, Flaw::OutOfOrder, Flaw::BeyondState]);
         let flaw = match flaw {
             Some(Flaw::Duplicate) if state_xid >= 1 => {
                 if sent.is_empty() {
                     sent.push(no_op_update(&state, state_xid));
                 }
-                let i = self.dice.range(0, sent.len() as u64) as usize;
+                let i = self.dice.foreign.range(0, sent.len() as u64) as usize;
                 if let Some(u) = sent.get(i).cloned() {
                     sent.insert(i + 1, u);
                 }
@@ -167,13 +167,13 @@ impl World {
                 if sent.len() < 2 {
                     sent = vec![no_op_update(&state, state_xid - 1), no_op_update(&state, state_xid)];
                 }
-                let i = self.dice.range(0, sent.len() as u64 - 1) as usize;
+                let i = self.dice.foreign.range(0, sent.len() as u64 - 1) as usize;
                 sent.swap(i, i + 1);
                 Flaw::OutOfOrder
             }
             // With no xids to spare below the state, past it is the only flaw left.
             _ => {
-                let xid = state_xid.saturating_add(self.dice.range(1, 4));
+                let xid = state_xid.saturating_add(self.dice.foreign.range(1, 4));
                 sent.push(no_op_update(&state, xid));
                 Flaw::BeyondState
             }

@@ -39,7 +39,7 @@ impl World {
         // Writes reach the old head while its lease holds: it applies them and keeps trying to
         // pass them on.
         self.add_workload(OPS_PER_CLIENT);
-        let t = self.dice.range(50, 300);
+        let t = self.dice.scenario.range(50, 300);
         self.run_to(start + t);
 
         // The newcomer cannot reach the old head either, so it cannot take the state from it;
@@ -62,10 +62,10 @@ impl World {
             &format!("lingering head: replica {newcomer} joined at the head; the old head's session ended: {gone}"),
         );
         // The newcomer asks; then the old head's retries get through to the replica below.
-        let t = self.dice.range(0, 400);
+        let t = self.dice.scenario.range(0, 400);
         self.run_to(self.now() + t);
         self.blocked.remove(&to_below);
-        let t = self.dice.range(200, 1_500);
+        let t = self.dice.scenario.range(200, 1_500);
         self.run_to(self.now() + t);
         self.end_lingering(below, cuts);
     }

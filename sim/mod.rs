@@ -22,6 +22,7 @@ mod nemesis;
 mod new_head;
 pub mod panics;
 mod quiet;
+pub mod run_shape;
 mod scenario;
 mod shape;
 mod stale_copy;
@@ -32,6 +33,8 @@ mod zk;
 
 use crate::core::{Millis, Variant};
 use grpc::variant_name;
+pub use nemesis::{Fault, FAULTS};
+use run_shape::{RunShape, Scenario};
 
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -106,6 +109,8 @@ impl SimConfig {
 pub struct Report {
     pub seed: u64,
     pub variant: Variant,
+    /// What the run drew before it started; `None` if building its world panicked.
+    pub shape: Option<RunShape>,
     pub trace_hash: u64,
     pub events: u64,
     pub simulated_ms: Millis,
@@ -121,6 +126,15 @@ impl Report {
         self.panic.is_some() || !self.violations.is_empty()
     }
 
+    /// `SEED=… variant=…` and the run's shape: the head of a failure report and of a replay.
+    pub fn seed_line(&self) -> String {
+        let mut line = format!("SEED={} variant={}", self.seed, variant_name(self.variant));
+        if let Some(shape) = &self.shape {
+            line.push_str(&format!(" {shape}"));
+        }
+        line
+    }
+
     /// The failure report, seed and replay command included; `None` if the seed passed.
     pub fn failure(&self) -> Option<String> {
         if !self.failed() {
@@ -128,16 +142,14 @@ impl Report {
         }
         let head = match &self.panic {
             Some(p) => format!(
-                "SEED={} variant={} panicked: {p}\n(after {} events, {} ms simulated)",
-                self.seed,
-                variant_name(self.variant),
+                "{} panicked: {p}\n(after {} events, {} ms simulated)",
+                self.seed_line(),
                 self.events,
                 self.simulated_ms
             ),
             None => format!(
-                "SEED={} variant={} failed after {} events ({} ms simulated):",
-                self.seed,
-                variant_name(self.variant),
+                "{} failed after {} events ({} ms simulated):",
+                self.seed_line(),
                 self.events,
                 self.simulated_ms
             ),
@@ -191,6 +203,7 @@ pub fn run_seed_catching(cfg: SimConfig) -> Report {
         None => Report {
             seed,
             variant,
+            shape: None,
             trace_hash: 0,
             events: 0,
             simulated_ms: 0,
@@ -205,6 +218,7 @@ fn report(world: world::World, panic: Option<String>) -> Report {
     Report {
         seed: world.cfg.seed,
         variant: world.cfg.variant,
+        shape: Some(world.shape.clone()),
         trace_hash: world.trace.hash(),
         events: world.trace.events,
         simulated_ms: world.now(),
@@ -231,7 +245,7 @@ fn play(world: &mut world::World) {
         world.check_settled();
         if world.violations.is_empty() {
             let quiet = world.quiet_phase();
-            if !world.tiny_bounds {
+            if !world.shape.tiny_bounds {
                 world.check_cost(&quiet);
             }
         }
@@ -240,17 +254,17 @@ fn play(world: &mut world::World) {
         }
         // One targeted scenario per run keeps the seed rate up.
         if world.violations.is_empty() {
-            match world.dice.range(0, 11) {
-                0..=3 => {
+            match world.shape.scenario {
+                Scenario::NewHead => {
                     let clean = world.new_head_phase();
-                    if let Some(clean) = clean.filter(|_| world.violations.is_empty() && !world.tiny_bounds) {
+                    if let Some(clean) = clean.filter(|_| world.violations.is_empty() && !world.shape.tiny_bounds) {
                         world.check_new_head_cost(&clean);
                     }
                 }
-                4..=5 => world.stale_copy_phase(),
-                6..=7 => world.flapping_predecessor_phase(),
-                8..=9 => world.lingering_head_phase(),
-                _ => world.unseen_holder_phase(),
+                Scenario::StaleCopy => world.stale_copy_phase(),
+                Scenario::FlappingPredecessor => world.flapping_predecessor_phase(),
+                Scenario::LingeringHead => world.lingering_head_phase(),
+                Scenario::UnseenHolder => world.unseen_holder_phase(),
             }
         }
         world.check_end();

@@ -7,7 +7,70 @@
 //! holder died would lose acknowledged writes by bad luck, and the checks could not tell that
 //! from a bug. Each destructive fault first makes sure another live, synced member survives.
 
+use std::fmt;
+
 use super::world::{Endpoint, Ev, Phase, Status, World};
+
+/// One kind of fault the nemesis can make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fault {
+    /// Crash a replica; it restarts later as a new session.
+    Crash,
+    /// Pause a replica (the tail, half the time) for up to three session timeouts; a client
+    /// may stop seeing membership changes for as long.
+    Pause,
+    /// Cut two replicas off from each other.
+    CutReplicas,
+    /// Cut a replica off from ZooKeeper.
+    CutZk,
+    /// Cut a client off from a replica.
+    CutClient,
+    /// A client sees no membership change for a while.
+    StallClientView,
+    /// A new replica joins (up to `max_replicas`).
+    AddReplica,
+    /// Every ZooKeeper session ends at once (the root deleted).
+    ExpireAll,
+    /// A replica keeps its lease but acts on an old membership for a while.
+    StallMembership,
+}
+
+/// The nemesis's faults and their weights: at each turn it draws one, with probability its
+/// weight over the sum of the weights of the faults in the run's repertoire.
+pub const FAULTS: [(Fault, u64); 9] = [
+    (Fault::Crash, 40),
+    (Fault::Pause, 40),
+    (Fault::CutReplicas, 40),
+    (Fault::CutZk, 20),
+    (Fault::CutClient, 20),
+    (Fault::StallClientView, 10),
+    (Fault::AddReplica, 10),
+    // Rare: a run goes on only once a head has adopted the retained copies.
+    (Fault::ExpireAll, 3),
+    (Fault::StallMembership, 20),
+];
+
+impl Fault {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Crash => "crash",
+            Fault::Pause => "pause",
+            Fault::CutReplicas => "cut-replicas",
+            Fault::CutZk => "cut-zk",
+            Fault::CutClient => "cut-client",
+            Fault::StallClientView => "stall-client-view",
+            Fault::AddReplica => "add-replica",
+            Fault::ExpireAll => "expire-all",
+            Fault::StallMembership => "stall-membership",
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 impl World {
     pub fn nemesis(&mut self) {
@@ -18,7 +81,7 @@ impl World {
             self.heal_all();
             return;
         }
-        let next = self.dice.range(100, 600);
+        let next = self.dice.nemesis.range(100, 600);
         self.schedule(next, Ev::Nemesis);
         if self.mass_loss_recovering {
             if !self.any_retained_copy() {
@@ -29,86 +92,89 @@ impl World {
             }
         }
 
-        let Some(action) = self.dice.pick(&self.nemesis_actions) else {
+        let Some(fault) = self.dice.nemesis.weighted(&self.nemesis_faults) else {
             return;
         };
-        match action {
-            0 | 1 => {
+        match fault {
+            Fault::Crash => {
                 if let Some(v) = self.expendable() {
                     self.trace.note(self.now(), &format!("nemesis: crash replica {v}"));
                     self.crash(v);
-                    let t = self.dice.range(200, 2 * self.cfg.session_timeout);
+                    let t = self.dice.nemesis.range(200, 2 * self.cfg.session_timeout);
                     self.schedule(t, Ev::Restart { proc: v });
                 }
             }
-            2 | 3 => {
+            Fault::Pause => {
                 // A paused tail that resumes believing it still is the tail is the classic way
                 // to serve a stale read, so the tail is the favourite victim.
                 let tail = self.zk.members().last().and_then(|m| self.proc_of_addr(&m.addr));
                 let victim = match tail {
-                    Some(t) if self.dice.chance(500_000) && self.can_lose(t) => Some(t),
+                    Some(t) if self.dice.nemesis.chance(500_000) && self.can_lose(t) => Some(t),
                     _ => self.expendable(),
                 };
                 if let Some(v) = victim {
-                    let t = self.dice.range(100, 3 * self.cfg.session_timeout);
+                    let t = self.dice.nemesis.range(100, 3 * self.cfg.session_timeout);
                     self.trace.note(self.now(), &format!("nemesis: pause replica {v} for {t} ms"));
                     self.pause(v, t);
-                    if Some(v) == tail && self.dice.chance(500_000) {
+                    if Some(v) == tail && self.dice.nemesis.chance(500_000) {
                         // ...and a client that still believes in it is the one that gets hurt.
-                        let c = self.dice.range(0, self.clients.len() as u64) as usize;
+                        let c = self.dice.nemesis.range(0, self.clients.len() as u64) as usize;
                         self.trace
                             .note(self.now(), &format!("nemesis: client {c} sees no membership change for {t} ms"));
                         self.clients[c].view_stalled_until = self.now() + t + 300;
                     }
                 }
             }
-            4 | 5 => {
+            Fault::CutReplicas => {
                 let up: Vec<usize> = (0..self.procs.len()).filter(|&p| self.procs[p].status == Status::Up).collect();
-                if let (Some(a), Some(b)) = (self.dice.pick(&up), self.dice.pick(&up)) {
+                if let (Some(a), Some(b)) = (self.dice.nemesis.pick(&up), self.dice.nemesis.pick(&up)) {
                     if a != b {
                         self.partition(Endpoint::Replica(a), Endpoint::Replica(b));
                     }
                 }
             }
-            6 => {
+            Fault::CutZk => {
                 if let Some(v) = self.expendable() {
                     self.partition(Endpoint::Replica(v), Endpoint::Zk);
                 }
             }
-            7 => {
-                let c = self.dice.range(0, self.clients.len() as u64) as usize;
-                let p = self.dice.range(0, self.procs.len() as u64) as usize;
+            Fault::CutClient => {
+                let c = self.dice.nemesis.range(0, self.clients.len() as u64) as usize;
+                let p = self.dice.nemesis.range(0, self.procs.len() as u64) as usize;
                 self.partition(Endpoint::Client(c), Endpoint::Replica(p));
             }
-            8 if self.dice.chance(500_000) => {
-                let c = self.dice.range(0, self.clients.len() as u64) as usize;
-                let t = self.dice.range(200, 3 * self.cfg.session_timeout);
+            Fault::StallClientView => {
+                let c = self.dice.nemesis.range(0, self.clients.len() as u64) as usize;
+                let t = self.dice.nemesis.range(200, 3 * self.cfg.session_timeout);
                 self.trace
                     .note(self.now(), &format!("nemesis: client {c} sees no membership change for {t} ms"));
                 self.clients[c].view_stalled_until = self.now() + t;
             }
-            8 if self.procs.len() < self.cfg.max_replicas => {
-                let p = self.add_replica();
-                self.trace.note(self.now(), &format!("nemesis: new replica {p} joins"));
+            Fault::AddReplica => {
+                if self.procs.len() < self.cfg.max_replicas {
+                    let p = self.add_replica();
+                    self.trace.note(self.now(), &format!("nemesis: new replica {p} joins"));
+                }
             }
-            9 if self.dice.chance(150_000) && self.has_fresh_holder() => {
-                self.trace.note(self.now(), "nemesis: every ZooKeeper session ends at once");
-                self.zk_expire_all();
-                self.mass_loss_recovering = true;
+            Fault::ExpireAll => {
+                if self.has_fresh_holder() {
+                    self.trace.note(self.now(), "nemesis: every ZooKeeper session ends at once");
+                    self.zk_expire_all();
+                    self.mass_loss_recovering = true;
+                }
             }
-            10 => {
+            Fault::StallMembership => {
                 // The replica keeps its lease but acts on an old membership: a new head above it
                 // or a new successor below it goes unseen for a while, which is when the guards
                 // on pulling state and on answering as tail matter.
                 let up: Vec<usize> = (0..self.procs.len()).filter(|&p| self.procs[p].status == Status::Up).collect();
-                if let Some(p) = self.dice.pick(&up) {
-                    let t = self.dice.range(200, 3 * self.cfg.session_timeout / 2);
+                if let Some(p) = self.dice.nemesis.pick(&up) {
+                    let t = self.dice.nemesis.range(200, 3 * self.cfg.session_timeout / 2);
                     self.trace
                         .note(self.now(), &format!("nemesis: replica {p} sees no membership change for {t} ms"));
                     self.stall_membership(p, self.now() + t);
                 }
             }
-            _ => {}
         }
     }
 
@@ -132,7 +198,7 @@ impl World {
     }
 
     fn partition(&mut self, a: Endpoint, b: Endpoint) {
-        let t = self.dice.range(100, 2 * self.cfg.session_timeout);
+        let t = self.dice.nemesis.range(100, 2 * self.cfg.session_timeout);
         self.trace.note(self.now(), &format!("nemesis: cut {a:?} from {b:?} for {t} ms"));
         self.blocked.insert((a, b));
         self.schedule(t, Ev::Heal { a, b });
@@ -142,7 +208,7 @@ impl World {
     /// from ZooKeeper.
     fn expendable(&mut self) -> Option<usize> {
         let up: Vec<usize> = (0..self.procs.len()).filter(|&p| self.procs[p].status == Status::Up).collect();
-        let victim = self.dice.pick(&up)?;
+        let victim = self.dice.nemesis.pick(&up)?;
         self.can_lose(victim).then_some(victim)
     }
 

@@ -43,42 +43,42 @@ impl World {
         self.begin_scenario(1);
         let members = self.zk.members();
         let old_head = members.first().and_then(|m| self.proc_of_addr(&m.addr))?;
-        let clean = self.dice.chance(500_000);
+        let clean = self.dice.scenario.chance(500_000);
         let start = self.now();
-        let mut steps = vec![(self.dice.range(0, 100), Step::Join)];
+        let mut steps = vec![(self.dice.scenario.range(0, 100), Step::Join)];
         if clean {
             self.short_delays_only = true;
             self.peer_sends = PeerSends::default();
             // The old head may take a while to see the newcomer and says "not now" meanwhile,
             // which is when the newcomer's pacing of its questions shows.
-            let lag = self.dice.range(0, 400);
+            let lag = self.dice.scenario.range(0, 400);
             self.stall_membership(old_head, start + lag);
         } else {
             self.mess_up(&members);
             // The replica that hands over its state has promised it to the newcomer, which
             // never hears so and asks again: it must be given the state again.
-            if self.dice.chance(750_000) {
-                self.lose_pull_replies = self.dice.range(1, 3) as u32;
+            if self.dice.scenario.chance(750_000) {
+                self.lose_pull_replies = self.dice.scenario.range(1, 3) as u32;
             }
             // An answer that lands late finds the asker with a predecessor, or the state, by
             // then: it must leave the answer alone.
-            if self.dice.chance(500_000) {
-                self.slow_pull_replies = self.dice.range(1, 4) as u32;
+            if self.dice.scenario.chance(500_000) {
+                self.slow_pull_replies = self.dice.scenario.range(1, 4) as u32;
             }
-            match self.dice.range(0, 3) {
-                0 => steps.push((self.dice.range(0, 600), Step::Join)),
+            match self.dice.scenario.range(0, 3) {
+                0 => steps.push((self.dice.scenario.range(0, 600), Step::Join)),
                 1 => {
-                    steps.push((self.dice.range(0, 100), Step::JoinDuringPull));
+                    steps.push((self.dice.scenario.range(0, 100), Step::JoinDuringPull));
                     self.lose_pull_replies = 0;
-                    self.slow_pull_replies = self.dice.range(1, 4) as u32;
+                    self.slow_pull_replies = self.dice.scenario.range(1, 4) as u32;
                 }
                 _ => {}
             }
-            if self.dice.chance(500_000) {
-                steps.push((self.dice.range(0, 800), Step::CrashOldHead));
+            if self.dice.scenario.chance(500_000) {
+                steps.push((self.dice.scenario.range(0, 800), Step::CrashOldHead));
             }
-            if self.dice.chance(250_000) {
-                steps.push((self.dice.range(50, 800), Step::CrashNewcomer));
+            if self.dice.scenario.chance(250_000) {
+                steps.push((self.dice.scenario.range(50, 800), Step::CrashNewcomer));
             }
             steps.sort_by_key(|(at, _)| *at);
         }
@@ -157,20 +157,20 @@ impl World {
         let now = self.now();
         for m in members {
             let Some(p) = self.proc_of_addr(&m.addr) else { continue };
-            if self.dice.chance(500_000) {
-                let t = self.dice.range(100, 3 * self.cfg.session_timeout / 2);
+            if self.dice.scenario.chance(500_000) {
+                let t = self.dice.scenario.range(100, 3 * self.cfg.session_timeout / 2);
                 self.trace
                     .note(now, &format!("new head: replica {p} sees no membership change for {t} ms"));
                 self.stall_membership(p, now + t);
             }
         }
         for c in 0..self.clients.len() {
-            if self.dice.chance(250_000) {
-                let t = self.dice.range(100, 3 * self.cfg.session_timeout / 2);
+            if self.dice.scenario.chance(250_000) {
+                let t = self.dice.scenario.range(100, 3 * self.cfg.session_timeout / 2);
                 self.clients[c].view_stalled_until = now + t;
             }
         }
-        if self.dice.chance(500_000) {
+        if self.dice.scenario.chance(500_000) {
             self.drop_ppm = self.cfg.drop_ppm;
             self.dup_ppm = self.cfg.dup_ppm;
         }

@@ -35,7 +35,7 @@ impl World {
         if holders.len() < 2 {
             return None;
         }
-        let stale = self.dice.pick(&holders)?;
+        let stale = self.dice.scenario.pick(&holders)?;
         self.trace
             .note(self.now(), &format!("{scenario}: cut replica {stale} from ZooKeeper"));
         self.blocked.insert((Endpoint::Replica(stale), Endpoint::Zk));

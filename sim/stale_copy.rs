@@ -28,8 +28,8 @@ impl World {
         self.blocked.remove(&cut);
         let now = self.now();
         for p in self.live_synced() {
-            if self.dice.chance(250_000) {
-                let t = self.dice.range(100, 3 * self.cfg.session_timeout / 2);
+            if self.dice.scenario.chance(250_000) {
+                let t = self.dice.scenario.range(100, 3 * self.cfg.session_timeout / 2);
                 self.trace
                     .note(now, &format!("stale copy: replica {p} sees no membership change for {t} ms"));
                 self.stall_membership(p, now + t);

@@ -75,7 +75,7 @@ impl World {
         // Now the head's questions reach X.
         self.blocked.remove(&head_to_stale);
         self.add_workload(OPS_PER_CLIENT);
-        let t = 2 * self.cfg.session_timeout + self.dice.range(0, self.cfg.session_timeout);
+        let t = 2 * self.cfg.session_timeout + self.dice.scenario.range(0, self.cfg.session_timeout);
         self.run_to(self.now() + t);
         self.end_unseen_holder(&cuts, Some(head), None);
     }

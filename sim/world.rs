@@ -1,5 +1,5 @@
 //! The simulated world: virtual time, an event queue, replicas, the network between them.
-//! Every choice comes from `Dice`, so a seed fixes the whole run.
+//! Every choice comes from the seed's `Streams` of `Dice`, one per subsystem, so a seed fixes the whole run.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -8,10 +8,12 @@ use std::rc::Rc;
 use super::canon::Canon;
 use super::checks::{DroppedHeld, Pacing};
 use super::client::{Client, ClientReq, ClientResult};
-use super::dice::Dice;
+use super::dice::Streams;
 use super::env::{Outbox, Outgoing, SimClock, SimCoord, SimNet};
 use super::linearizability::Op;
 use super::links::Links;
+use super::nemesis::{Fault, FAULTS};
+use super::run_shape::{RunShape, Scenario, SCENARIOS};
 use super::shape::Shape;
 use super::trace::Trace;
 use super::zk::{WatchEvent, Watcher, ZkModel};
@@ -19,9 +21,6 @@ use super::SimConfig;
 use crate::core::{self, Millis, NodeId, PeerReply, PeerRequest, PullAnswer, Replica, RequestKind};
 
 pub type SimReplica = Replica<SimClock, SimNet, SimCoord>;
-
-/// How many kinds of fault `World::nemesis` picks from.
-pub const NEMESIS_ACTIONS: u64 = 11;
 
 /// Something that can be cut off from something else.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -226,7 +225,7 @@ pub enum Phase {
 
 pub struct World {
     pub cfg: SimConfig,
-    pub dice: Dice,
+    pub dice: Streams,
     pub clock: SimClock,
     queue: BinaryHeap<Reverse<(Millis, u64)>>,
     events: BTreeMap<u64, Ev>,
@@ -251,15 +250,15 @@ pub struct World {
     pub peer_sends: PeerSends,
     /// The quiet phase: no delay long enough to miss a deadline.
     pub short_delays_only: bool,
-    /// This run uses tiny bounds on queues (see `World::new`).
-    pub tiny_bounds: bool,
+    /// What this run drew before it started (see `World::new`).
+    pub shape: RunShape,
     pub dropped_held: DroppedHeld,
     pub pacing: Pacing,
     pub links: Links,
     /// Replicas that accepted a state transfer, in order (kept for the failover phase).
     pub accepted_transfers: Vec<usize>,
-    /// The nemesis's repertoire in this run (see `World::new`).
-    pub nemesis_actions: Vec<u64>,
+    /// The nemesis's repertoire in this run, with the faults' weights (see `World::new`).
+    pub nemesis_faults: Vec<(Fault, u64)>,
     /// Clients draw keys from the newest generation (see `World::fresh_keys`).
     pub key_generations: usize,
     /// The answers to this many more `pullState` requests are lost on the way back.
@@ -272,7 +271,7 @@ impl World {
     pub fn new(cfg: SimConfig) -> Self {
         let trace = Trace::new(cfg.print_trace);
         let mut w = World {
-            dice: Dice::new(cfg.seed),
+            dice: Streams::new(cfg.seed),
             clock: SimClock::default(),
             queue: BinaryHeap::new(),
             events: BTreeMap::new(),
@@ -289,12 +288,21 @@ impl World {
             mass_loss_recovering: false,
             peer_sends: PeerSends::default(),
             short_delays_only: false,
-            tiny_bounds: false,
+            shape: RunShape {
+                initial_replicas: 0,
+                swarm: None,
+                faults: cfg.faults,
+                tiny_bounds: false,
+                max_pending_writes: cfg.max_pending_writes,
+                max_sent: cfg.max_sent,
+                max_reorder: cfg.max_reorder,
+                scenario: Scenario::NewHead,
+            },
             dropped_held: DroppedHeld::default(),
             pacing: Pacing::default(),
             links: Links::default(),
             accepted_transfers: Vec::new(),
-            nemesis_actions: Vec::new(),
+            nemesis_faults: FAULTS.to_vec(),
             key_generations: 1,
             lose_pull_replies: 0,
             slow_pull_replies: 0,
@@ -309,43 +317,50 @@ impl World {
         // window smaller than the number of updates in flight (one per client), so it fills
         // and refuses. Refusals fall back to whole state transfers by design, so these runs
         // skip the cost checks.
-        if w.dice.chance(250_000) {
-            w.tiny_bounds = true;
-            w.cfg.max_pending_writes = w.dice.range(1, 4) as usize;
-            w.cfg.max_sent = w.dice.range(2, 8) as usize;
-            w.cfg.max_reorder = w.dice.range(1, w.cfg.clients as u64) as usize;
+        if w.dice.shape.chance(250_000) {
+            w.shape.tiny_bounds = true;
+            w.cfg.max_pending_writes = w.dice.shape.range(1, 4) as usize;
+            w.cfg.max_sent = w.dice.shape.range(2, 8) as usize;
+            w.cfg.max_reorder = w.dice.shape.range(1, w.cfg.clients as u64) as usize;
             let note = format!(
                 "tiny bounds: {} pending writes, {} sent, {} reordered",
                 w.cfg.max_pending_writes, w.cfg.max_sent, w.cfg.max_reorder
             );
             w.trace.note(0, &note);
+            (w.shape.max_pending_writes, w.shape.max_sent, w.shape.max_reorder) =
+                (w.cfg.max_pending_writes, w.cfg.max_sent, w.cfg.max_reorder);
         }
         // Swarm testing: half the runs give the nemesis only some of its faults, so the rarer
         // interleavings that one kind of fault makes, repeated, are not drowned by the others.
-        w.nemesis_actions = (0..NEMESIS_ACTIONS).collect();
-        if w.dice.chance(500_000) {
-            let mut chosen: Vec<u64> = (0..NEMESIS_ACTIONS).filter(|_| w.dice.chance(400_000)).collect();
+        if w.dice.shape.chance(500_000) {
+            let mut chosen: Vec<(Fault, u64)> = FAULTS.iter().copied().filter(|_| w.dice.shape.chance(400_000)).collect();
             if chosen.is_empty() {
-                chosen.push(w.dice.range(0, NEMESIS_ACTIONS));
+                let one = w.dice.shape.weighted(&FAULTS).expect("the faults have weights");
+                chosen.extend(FAULTS.iter().copied().filter(|&(f, _)| f == one));
             }
-            w.trace.note(0, &format!("swarm: nemesis actions {chosen:?}"));
-            w.nemesis_actions = chosen;
+            let names: Vec<&str> = chosen.iter().map(|(f, _)| f.name()).collect();
+            w.trace.note(0, &format!("swarm: nemesis faults {}", names.join(", ")));
+            w.shape.swarm = Some(chosen.iter().map(|&(f, _)| f).collect());
+            w.nemesis_faults = chosen;
         }
         // Some runs start smaller, so one- and two-replica chains (head and tail at once) are
         // exercised too; the nemesis adds replicas as the run goes.
-        let initial = w.dice.range(1, w.cfg.initial_replicas as u64 + 1) as usize;
+        let initial = w.dice.shape.range(1, w.cfg.initial_replicas as u64 + 1) as usize;
+        w.shape.initial_replicas = initial;
+        // The scenario after the failover phase, from its own stream (whose first draw this is).
+        w.shape.scenario = w.dice.scenario.weighted(&SCENARIOS).expect("the scenarios have weights");
         for _ in 0..initial {
             w.add_replica();
         }
         for c in 0..w.cfg.clients {
             w.clients.push(Client::new(w.cfg.ops_per_client));
             w.zk.add_client_watcher(c);
-            let first = w.dice.range(0, 50);
+            let first = w.dice.clients.range(0, 50);
             w.schedule(first, Ev::ClientWake { client: c });
         }
         w.schedule(10, Ev::ZkExpiry);
         if w.cfg.faults {
-            let first = w.dice.range(100, 400);
+            let first = w.dice.nemesis.range(100, 400);
             w.schedule(first, Ev::Nemesis);
         }
         w
@@ -369,10 +384,10 @@ impl World {
     /// A network delay: mostly short, sometimes long, which is what reorders messages.
     pub fn delay(&mut self) -> Millis {
         // A long delay each way outlasts the RPC deadline, which is a fault like any other.
-        if !self.short_delays_only && self.dice.chance(50_000) {
-            self.dice.range(10, 120)
+        if !self.short_delays_only && self.dice.net.chance(50_000) {
+            self.dice.net.range(10, 120)
         } else {
-            self.dice.range(1, 8)
+            self.dice.net.range(1, 8)
         }
     }
 
@@ -423,9 +438,9 @@ impl World {
         p.replica = Some(replica);
         let inc = p.incarnation;
         self.drain(proc);
-        let t = self.dice.range(0, self.cfg.tick);
+        let t = self.dice.procs.range(0, self.cfg.tick);
         self.schedule(t, Ev::Tick { proc, inc });
-        let t = self.dice.range(0, self.cfg.session_timeout / 4);
+        let t = self.dice.procs.range(0, self.cfg.session_timeout / 4);
         self.schedule(t, Ev::ZkPing { proc, inc });
     }
 
@@ -505,7 +520,7 @@ impl World {
         let target = self.proc_of_addr(&to.addr);
         let lost = match target {
             None => true,
-            Some(t) => self.is_blocked(Endpoint::Replica(from), Endpoint::Replica(t)) || self.dice.chance(self.drop_ppm),
+            Some(t) => self.is_blocked(Endpoint::Replica(from), Endpoint::Replica(t)) || self.dice.net.chance(self.drop_ppm),
         };
         let timeout = self.cfg.rpc_timeout;
         let Some(target) = target.filter(|_| !lost) else {
@@ -524,17 +539,17 @@ impl World {
             // A scenario wants the asker to miss the answer (see `new_head`).
             self.lose_pull_replies -= 1;
             Fate::LoseReply
-        } else if self.dice.chance(self.drop_ppm) {
+        } else if self.dice.net.chance(self.drop_ppm) {
             Fate::LoseReply
         } else {
             Fate::Reply
         };
         let sent_at = self.now();
-        if self.dice.chance(self.dup_ppm) {
+        if self.dice.net.chance(self.dup_ppm) {
             // Some duplicates arrive long after the original, when the sender may no longer
             // be the receiver's neighbour, or no longer alive.
-            let t = if self.dice.chance(250_000) {
-                self.dice.range(200, 2 * self.cfg.session_timeout)
+            let t = if self.dice.net.chance(250_000) {
+                self.dice.net.range(200, 2 * self.cfg.session_timeout)
             } else {
                 self.delay()
             };

@@ -218,7 +218,7 @@ impl World {
             return;
         }
         self.zk.counter += 1;
-        let mut server = if self.cfg.multi_server_ids { self.dice.range(1, 4) } else { 1 };
+        let mut server = if self.cfg.multi_server_ids { self.dice.zk.range(1, 4) } else { 1 };
         if self.zk.sorts_first.remove(&proc) {
             server = 0;
         }
@@ -311,7 +311,7 @@ impl World {
                 // is skipped, so a replica can miss a member that came and went.
                 if let WatchEvent::View(_, version) = &event {
                     let newest = self.zk.newest_listing.get(&watcher).copied().unwrap_or(0);
-                    if *version < newest && self.dice.chance(500_000) {
+                    if *version < newest && self.dice.zk.chance(500_000) {
                         return;
                     }
                     if self.zk.acted_listing.get(&watcher).is_some_and(|acted| version <= acted) {

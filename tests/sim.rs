@@ -18,8 +18,11 @@ use seeds::env_u64;
 fn replay(cfg: SimConfig) -> Result<(), String> {
     let report = run_seed_catching(cfg);
     println!(
-        "SEED={} trace hash {:016x}, {} events, {} ops",
-        report.seed, report.trace_hash, report.events, report.ops
+        "{} trace hash {:016x}, {} events, {} ops",
+        report.seed_line(),
+        report.trace_hash,
+        report.events,
+        report.ops
     );
     report.failure().map_or(Ok(()), Err)
 }
@@ -148,8 +151,16 @@ fn a_panicking_seed_reports_its_seed() {
         for r in reports.iter().filter(|r| r.failed()) {
             let f = r.failure().expect("a failed seed's report");
             let at = if r.seed % 2 == 0 { 40 } else { 3_000 };
+            let seed_line = r.seed_line();
+            assert!(
+                seed_line.starts_with(&format!("SEED={} variant={} replicas=", r.seed, variant_name(v))),
+                "{seed_line}"
+            );
+            for want in ["faults=", "bounds=", "scenario="] {
+                assert!(seed_line.contains(want), "missing {want:?} in {seed_line:?}");
+            }
             for want in [
-                format!("SEED={} variant={} panicked: ", r.seed, variant_name(v)),
+                format!("{seed_line} panicked: "),
                 format!("deliberate panic at event {at} (SimConfig::panic_at_event) (at sim/world.rs:"),
                 format!("(after {at} events, "),
                 "ZooKeeper members (chain order)".into(),
@@ -167,6 +178,7 @@ fn a_panicking_seed_reports_its_seed() {
     let mut cfg = SimConfig::new(7, Variant::Head);
     cfg.panic_at_event = Some(25);
     let f = replay(cfg).expect_err("seed 7 panics at event 25");
-    assert!(f.starts_with("SEED=7 variant=head panicked: deliberate panic at event 25"), "{f}");
+    assert!(f.starts_with("SEED=7 variant=head replicas="), "{f}");
+    assert!(f.contains(" panicked: deliberate panic at event 25"), "{f}");
     assert!(f.contains("REPRODUCE WITH: CHAIN_SIM_SEED=7 "), "{f}");
 }

@@ -116,13 +116,18 @@ impl World {
         settled::check(self);
     }
 
-    /// Run until every running replica is in the chain and the chain is settled (as
-    /// `check_settled` judges it), for at most `limit` ms.
+    /// Run until every running replica is in the chain with its session confirmed alive (its
+    /// lease valid: a replica that has just joined serves nothing until its first heartbeat)
+    /// and the chain is settled (as `check_settled` judges it), for at most `limit` ms.
     pub fn settle(&mut self, limit: Millis) {
         let until = self.now() + limit;
         while self.now() < until && self.violations.is_empty() {
             let running = self.procs.iter().filter(|p| p.status == Status::Up).count();
-            if self.live_synced().len() == running && settled::problems(self).is_empty() {
+            let live = self.live_synced();
+            let leased = live
+                .iter()
+                .all(|&p| self.procs[p].replica.as_ref().is_some_and(|r| r.describe().lease_valid));
+            if live.len() == running && leased && settled::problems(self).is_empty() {
                 return;
             }
             self.run_until((self.now() + 50).min(until));

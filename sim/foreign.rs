@@ -93,7 +93,7 @@ impl World {
             // Twice: a transfer has three flaws to choose from and is the hardest to get right.
             kinds.extend([Kind::Transfer, Kind::Transfer]);
         }
-        if !(tail && d.synced) {
+        if !(tail && d.holds_state) {
             kinds.push(Kind::GetLatestXid);
         }
         let refused = PeerReply::Refused;
@@ -115,12 +115,12 @@ impl World {
             (Kind::GetLatestXid, _) => Bad {
                 request: PeerRequest::GetLatestXid,
                 expected: PeerReply::LatestXid(None),
-                what: format!("getLatestXid as {:?} (synced: {})", d.role, d.synced),
+                what: format!("getLatestXid as {:?} (holds_state: {})", d.role, d.holds_state),
             },
             _ => {
                 // The head is asked about an xid past its last; anyone else about one it
                 // holds, so only its role can be the reason to refuse.
-                let xid = if head && d.synced {
+                let xid = if head && d.holds_state {
                     d.last_applied.saturating_add(self.dice.foreign.range(1, 4))
                 } else {
                     self.dice.foreign.range(0, d.last_applied.saturating_add(1))
@@ -129,8 +129,8 @@ impl World {
                     request: PeerRequest::XidProcessed(xid),
                     expected: refused,
                     what: format!(
-                        "xidProcessed({xid}) as {:?} (synced: {}, last applied {})",
-                        d.role, d.synced, d.last_applied
+                        "xidProcessed({xid}) as {:?} (holds_state: {}, last applied {})",
+                        d.role, d.holds_state, d.last_applied
                     ),
                 }
             }
@@ -142,12 +142,12 @@ impl World {
     /// along for the receiver to take it but for that list.
     fn malformed_transfer(&mut self, p: usize, pred: &Member) -> (Transfer, Flaw) {
         let receiver = self.procs[p].replica.as_ref();
-        let floor = receiver.filter(|r| r.is_synced()).map_or(0, |r| r.last_applied());
+        let floor = receiver.filter(|r| r.holds_state()).map_or(0, |r| r.last_applied());
         let from_pred = self
             .proc_of_addr(&pred.addr)
             .and_then(|q| self.procs[q].replica.as_ref())
-            .filter(|q| q.session_id() == Some(pred.id) && q.is_synced() && q.last_applied() >= floor);
-        let (state_xid, state, mut sent) = match from_pred.or(receiver.filter(|r| r.is_synced())) {
+            .filter(|q| q.session_id() == Some(pred.id) && q.holds_state() && q.last_applied() >= floor);
+        let (state_xid, state, mut sent) = match from_pred.or(receiver.filter(|r| r.holds_state())) {
             Some(s) => (s.last_applied(), s.store().clone(), s.sent().cloned().collect::<Vec<_>>()),
             None => (0, Store::new(), Vec::new()),
         };

@@ -99,13 +99,13 @@ impl Links {
 
     /// A step changed the replica's shape from `before` to `after`.
     pub fn after_step(&mut self, sender: Sender, before: &Shape, after: &Shape, now: Millis) {
-        if after.session == before.session && after.succ == before.succ && after.synced == before.synced {
+        if after.session == before.session && after.succ == before.succ && after.holds_state == before.holds_state {
             return;
         }
         let link = self.entry(sender);
         link.era += 1;
         link.restart(now);
-        if !(after.synced && after.succ.is_some()) {
+        if !(after.holds_state && after.succ.is_some()) {
             link.state = LinkState::Idle;
         }
     }
@@ -153,7 +153,7 @@ impl Links {
     /// xid after what the replica held; otherwise it starts the link over. (With every replica
     /// keeping the same number of sent updates, the sent list always does: README, Limits.)
     pub fn installed(&mut self, sender: Sender, before: &Shape, state_xid: Xid, sent: &[Xid], now: Millis) {
-        if !before.synced || before.succ.is_none() || state_xid < before.last_applied {
+        if !before.holds_state || before.succ.is_none() || state_xid < before.last_applied {
             return;
         }
         let suffix = sent.iter().filter(|x| **x > before.last_applied).count() as u64;

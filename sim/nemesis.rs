@@ -5,7 +5,7 @@
 //!
 //! The nemesis never takes away the last replica that holds the state: a run in which every
 //! holder died would lose acknowledged writes by bad luck, and the checks could not tell that
-//! from a bug. Each destructive fault first makes sure another live, synced member survives.
+//! from a bug. Each destructive fault first makes sure another live, holds_state member survives.
 
 use std::fmt;
 
@@ -186,7 +186,7 @@ impl World {
             p.status != Status::Crashed
                 && p.replica.as_ref().is_some_and(|r| {
                     let ended = r.session_id().is_some_and(|s| !self.zk.is_member(s));
-                    r.describe().retained.is_some() || (r.is_synced() && ended)
+                    r.describe().retained.is_some() || (r.holds_state() && ended)
                 })
         })
     }
@@ -204,7 +204,7 @@ impl World {
         self.schedule(t, Ev::Heal { a, b });
     }
 
-    /// A replica whose loss still leaves another live, synced member that is not cut off
+    /// A replica whose loss still leaves another live, holds_state member that is not cut off
     /// from ZooKeeper.
     fn expendable(&mut self) -> Option<usize> {
         let up: Vec<usize> = (0..self.procs.len()).filter(|&p| self.procs[p].status == Status::Up).collect();

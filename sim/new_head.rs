@@ -147,7 +147,7 @@ impl World {
     fn run_until_synced(&mut self, p: usize, limit: Millis) -> Millis {
         let from = self.now();
         let tick = self.cfg.tick;
-        self.run_until_holds(limit, tick, |w| w.procs[p].replica.as_ref().is_some_and(|r| r.is_synced()));
+        self.run_until_holds(limit, tick, |w| w.procs[p].replica.as_ref().is_some_and(|r| r.holds_state()));
         self.now() - from
     }
 

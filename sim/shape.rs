@@ -10,7 +10,7 @@ pub struct Shape {
     pub session: Option<NodeId>,
     pub pred: Option<NodeId>,
     pub succ: Option<NodeId>,
-    pub synced: bool,
+    pub holds_state: bool,
     pub last_applied: Xid,
     pub reorder_len: usize,
 }
@@ -24,7 +24,7 @@ impl Shape {
             session,
             pred: neighbour(crate::core::View::predecessor),
             succ: neighbour(crate::core::View::successor),
-            synced: r.is_synced(),
+            holds_state: r.holds_state(),
             last_applied: r.last_applied(),
             reorder_len: r.describe().reorder_len,
         }

@@ -893,7 +893,7 @@ impl World {
         out
     }
 
-    /// Replicas that are up, in ZooKeeper's membership under their current session, and synced.
+    /// Replicas that are up, in ZooKeeper's membership under their current session, and holds_state.
     pub fn live_synced(&self) -> Vec<usize> {
         (0..self.procs.len())
             .filter(|&p| {
@@ -902,7 +902,7 @@ impl World {
                     && proc
                         .replica
                         .as_ref()
-                        .is_some_and(|r| r.is_synced() && r.session_id().is_some_and(|s| self.zk.is_member(s)))
+                        .is_some_and(|r| r.holds_state() && r.session_id().is_some_and(|s| self.zk.is_member(s)))
             })
             .collect()
     }

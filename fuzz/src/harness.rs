@@ -5,7 +5,7 @@
 //! - the store holds no zero values, and a replica without state holds nothing at all;
 //! - the sent list is strictly increasing, above the tail's known progress, at most
 //!   `last_applied`, and every queue is within its configured bound;
-//! - `last_applied`, the tail's progress and `synced` never go back, except on session loss;
+//! - `last_applied`, the tail's progress and `holds_state` never go back, except on session loss;
 //! - a refused request (and any read) leaves `describe()` and `store()` exactly as they were,
 //!   and an accepted one changed only what it may change;
 //! - a client call completes at most once, and only if its write was accepted as pending.
@@ -241,7 +241,7 @@ impl Subject {
     /// weaker than it claims, so it fails loudly (on every input: easy to notice).
     fn check_prepared(&self) {
         let d = self.replica.describe();
-        let (role, synced) = match self.setup {
+        let (role, holds_state) = match self.setup {
             Setup::Fresh => (Role::Outside, false),
             Setup::Single => (Role::Single, true),
             Setup::Head => (Role::Head, true),
@@ -251,7 +251,7 @@ impl Subject {
             Setup::UnsyncedTail => (Role::Tail, false),
             Setup::StatelessHead => (Role::Head, false),
         };
-        assert_eq!((d.role, d.synced), (role, synced), "preparing {:?}: {d:?}", self.setup);
+        assert_eq!((d.role, d.holds_state), (role, holds_state), "preparing {:?}: {d:?}", self.setup);
         if matches!(self.setup, Setup::Middle | Setup::Tail) {
             assert_eq!((d.last_applied, d.reorder_len), (7, 1), "preparing {:?}: {d:?}", self.setup);
         }
@@ -329,7 +329,7 @@ impl Subject {
             panic!("store holds a zero value {k:?}={v} ({})", ctx());
         }
         assert_eq!(d.keys, r.store().len(), "describe().keys ({})", ctx());
-        if !d.synced {
+        if !d.holds_state {
             assert!(
                 d.last_applied == 0 && d.keys == 0 && d.sent_len == 0 && d.reorder_len == 0 && d.pending_len == 0,
                 "a replica without state holds some ({})",
@@ -403,7 +403,11 @@ impl Subject {
         assert_eq!(a.session_id, b.session_id, "session changed without a session event ({})", ctx());
         assert!(a.last_applied >= b.last_applied, "last_applied went back ({})", ctx());
         assert!(a.tail_processed >= b.tail_processed, "tail progress went back ({})", ctx());
-        assert!(a.synced || !b.synced, "lost its state without losing its session ({})", ctx());
+        assert!(
+            a.holds_state || !b.holds_state,
+            "lost its state without losing its session ({})",
+            ctx()
+        );
     }
 
     fn check_unchanged(&self, before: &Before, step: &dyn std::fmt::Debug) {
@@ -447,8 +451,8 @@ impl Subject {
             (PeerRequest::GetLatestXid, PeerReply::LatestXid(Some(xid))) => {
                 assert_eq!(*xid, d.last_applied, "getLatestXid answered another xid ({})", ctx());
                 assert!(
-                    self.acts_as(&[Role::Tail, Role::Single]) && d.synced,
-                    "getLatestXid answered off a synced tail ({})",
+                    self.acts_as(&[Role::Tail, Role::Single]) && d.holds_state,
+                    "getLatestXid answered other than by a tail holding the state ({})",
                     ctx()
                 );
                 assert!(self.lease_valid(), "getLatestXid answered on a lapsed lease ({})", ctx());
@@ -526,8 +530,8 @@ impl Subject {
             }
         };
         assert!(
-            self.acts_as(&[Role::Head, Role::Single]) && before.describe.synced,
-            "write accepted off a synced head ({step:?})"
+            self.acts_as(&[Role::Head, Role::Single]) && before.describe.holds_state,
+            "write accepted other than by a head holding the state ({step:?})"
         );
         assert!(self.lease_valid(), "write accepted on a lapsed lease ({step:?})");
         let read = |s: &Store, k: &str| s.get(k).copied().unwrap_or(0);
@@ -555,8 +559,8 @@ impl Subject {
         if let Ok(v) = result {
             assert_eq!(v, before.store.get(key).copied().unwrap_or(0), "read another value ({step:?})");
             assert!(
-                self.acts_as(&[Role::Tail, Role::Single]) && before.describe.synced,
-                "read served off a synced tail ({step:?})"
+                self.acts_as(&[Role::Tail, Role::Single]) && before.describe.holds_state,
+                "read served other than by a tail holding the state ({step:?})"
             );
             assert!(self.lease_valid(), "read served on a lapsed lease ({step:?})");
         }
@@ -622,7 +626,7 @@ impl Subject {
         self.lease_until = 0;
         self.check();
         let d = self.replica.describe();
-        assert!(d.session_id.is_none() && !d.synced, "session lost but state kept: {d:?}");
+        assert!(d.session_id.is_none() && !d.holds_state, "session lost but state kept: {d:?}");
         self.check_every_client_answered("session lost");
     }
 

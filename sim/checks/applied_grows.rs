@@ -7,13 +7,13 @@ use crate::sim::shape::Shape;
 use crate::sim::world::World;
 
 pub fn check(w: &mut World, proc: usize, before: &Shape, after: &Shape) {
-    if after.session != before.session || !before.synced {
+    if after.session != before.session || !before.holds_state {
         return;
     }
-    if !after.synced || after.last_applied < before.last_applied {
+    if !after.holds_state || after.last_applied < before.last_applied {
         w.violations.push(format!(
             "applied history: replica {proc} went from xid {} (holding the state) to xid {} (holding it: {}) within one session",
-            before.last_applied, after.last_applied, after.synced
+            before.last_applied, after.last_applied, after.holds_state
         ));
     }
 }

@@ -19,7 +19,7 @@ pub struct DroppedHeld(BTreeSet<usize>);
 
 impl DroppedHeld {
     pub fn after_step(&mut self, proc: usize, before: &Shape, after: &Shape) {
-        if after.session != before.session || (!before.synced && after.synced) {
+        if after.session != before.session || (!before.holds_state && after.holds_state) {
             self.0.remove(&proc);
         } else if after.pred != before.pred && before.reorder_len > 0 {
             self.0.insert(proc);
@@ -40,7 +40,7 @@ impl DroppedHeld {
 /// Replica `proc`, shaped `before`, answered `reply` to update `xid` from `src`, sent to its
 /// session `addressee`.
 pub fn check(w: &mut World, proc: usize, before: &Shape, addressee: NodeId, src: NodeId, xid: Xid, reply: &PeerReply) {
-    if *reply != PeerReply::Refused || before.session != Some(addressee) || before.pred != Some(src) || !before.synced {
+    if *reply != PeerReply::Refused || before.session != Some(addressee) || before.pred != Some(src) || !before.holds_state {
         return;
     }
     if xid <= before.last_applied || w.dropped_held.0.contains(&proc) {

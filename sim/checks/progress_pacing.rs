@@ -50,10 +50,10 @@ pub fn on_send(w: &mut World, sender: Sender, kind: RequestKind) {
     let now = w.now();
     let early = |not_before: Option<&Millis>| not_before.is_some_and(|t| now < *t);
     let shape = &w.procs[sender.0].shape;
-    let is_tail = shape.synced && shape.succ.is_none();
+    let is_tail = shape.holds_state && shape.succ.is_none();
     let wrong = match kind {
         RequestKind::XidProcessed(_) if !is_tail => Some("xidProcessed while not a tail that holds the state"),
-        RequestKind::GetLatestXid if !shape.synced => Some("getLatestXid while not holding the state"),
+        RequestKind::GetLatestXid if !shape.holds_state => Some("getLatestXid while not holding the state"),
         RequestKind::XidProcessed(_) if early(w.pacing.notify_not_before.get(&sender)) => {
             Some("xidProcessed sooner than retry_min_ms after the last one failed")
         }

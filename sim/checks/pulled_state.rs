@@ -9,14 +9,14 @@ use crate::sim::world::World;
 /// Replica `proc`, shaped `before`, took an answer to its pull that carried a state, and became
 /// `after`.
 pub fn check(w: &mut World, proc: usize, before: &Shape, after: &Shape) {
-    if !(before.synced || before.pred.is_some()) {
+    if !(before.holds_state || before.pred.is_some()) {
         return;
     }
-    if after.synced != before.synced || after.last_applied != before.last_applied {
+    if after.holds_state != before.holds_state || after.last_applied != before.last_applied {
         w.violations.push(format!(
             "pulled state: replica {proc} took a pulled state at xid {} while {}",
             after.last_applied,
-            if before.synced {
+            if before.holds_state {
                 "holding the state"
             } else {
                 "it had a predecessor"

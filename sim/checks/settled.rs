@@ -26,16 +26,16 @@ pub fn problems(w: &World) -> Vec<String> {
             .collect();
     let held = members
         .iter()
-        .filter(|(_, _, r)| r.is_synced())
+        .filter(|(_, _, r)| r.holds_state())
         .map(|(_, _, r)| r.last_applied())
         .max();
     let latest = held.unwrap_or(0).max(w.canon.last_acknowledged());
     for (p, m, r) in members {
-        if !r.is_synced() || r.last_applied() != latest {
+        if !r.holds_state() || r.last_applied() != latest {
             let msg = format!(
-                "settled chain: replica {p} (session {:x}) is synced={} at xid {} after the chain settled; the newest xid held or acknowledged is {latest}",
+                "settled chain: replica {p} (session {:x}) holds_state={} at xid {} after the chain settled; the newest xid held or acknowledged is {latest}",
                 m.id,
-                r.is_synced(),
+                r.holds_state(),
                 r.last_applied()
             );
             problems.push(msg);

@@ -9,7 +9,7 @@ pub enum KeyVerdict {
     Served,
     /// Refused as an invalid key.
     Invalid,
-    /// Refused for another reason first (not the head, not yet synced, …): says nothing.
+    /// Refused for another reason first (not the head, not yet holds_state, …): says nothing.
     NotJudged,
 }
 

@@ -85,7 +85,7 @@ impl World {
     }
 
     pub fn is_synced(&self, r: usize) -> bool {
-        self.with_core(r, |c| c.is_synced()).unwrap_or(false)
+        self.with_core(r, |c| c.holds_state()).unwrap_or(false)
     }
 
     /// The session the replica itself and the coordinator both know it by.
@@ -405,7 +405,7 @@ fn check_replicas_agree(world: &World) {
             continue;
         }
         let addr = lock(&world.replicas)[r].addr.clone();
-        if let Some((synced, last, store)) = world.with_core(r, |c| (c.is_synced(), c.last_applied(), c.store().clone())) {
+        if let Some((synced, last, store)) = world.with_core(r, |c| (c.holds_state(), c.last_applied(), c.store().clone())) {
             world.trace.note(
                 world.now_ms(),
                 &format!("final state of {addr} ({session:x}): synced={synced} xid={last} {store:?}"),

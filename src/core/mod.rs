@@ -175,7 +175,7 @@ impl RetainedState {
 pub struct Describe {
     pub session_id: Option<NodeId>,
     pub role: Role,
-    pub synced: bool,
+    pub holds_state: bool,
     pub last_applied: Xid,
     pub tail_processed: Xid,
     pub sent_len: usize,
@@ -206,7 +206,7 @@ pub struct Replica<C, N, K> {
     succ: Option<Member>,
 
     /// Whether `store` is the chain's state (as of `last_applied`); a new replica holds none.
-    synced: bool,
+    holds_state: bool,
     store: Store,
     last_applied: Xid,
     /// Whether xid 0 was applied: the first update of a chain headed by an implementation that
@@ -260,7 +260,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             member_version: 0,
             pred: None,
             succ: None,
-            synced: false,
+            holds_state: false,
             store: Store::new(),
             last_applied: 0,
             applied_xid_zero: false,
@@ -305,8 +305,8 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             None => Role::Outside,
         }
     }
-    pub fn is_synced(&self) -> bool {
-        self.synced
+    pub fn holds_state(&self) -> bool {
+        self.holds_state
     }
     pub fn last_applied(&self) -> Xid {
         self.last_applied
@@ -337,7 +337,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         Describe {
             session_id: self.me,
             role: self.role(),
-            synced: self.synced,
+            holds_state: self.holds_state,
             last_applied: self.last_applied,
             tail_processed: self.tail_processed,
             sent_len: self.sent.len(),

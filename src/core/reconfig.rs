@@ -44,7 +44,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             self.succ = succ;
             self.restart_link(now);
         }
-        if self.synced && self.is_tail_role() {
+        if self.holds_state && self.is_tail_role() {
             // Everything we applied is durable now: tell the head (again: it may be new), and
             // in the tail variant call back the clients whose updates were still in flight.
             let in_flight: Vec<Update> = self.sent.iter().filter(|u| u.xid > self.tail_processed).cloned().collect();
@@ -55,7 +55,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     fn restart_link(&mut self, now: Millis) {
         self.link_epoch += 1;
         self.backoff = self.cfg.retry_min_ms;
-        self.link = if self.succ.is_some() && self.synced {
+        self.link = if self.succ.is_some() && self.holds_state {
             Link::NeedsTransfer { retry_at: now }
         } else {
             Link::Idle
@@ -65,7 +65,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
 
     pub(super) fn drive_link(&mut self, now: Millis) {
         let Link::NeedsTransfer { retry_at } = self.link else { return };
-        if now < retry_at || !self.synced {
+        if now < retry_at || !self.holds_state {
             return;
         }
         let Some(succ) = self.succ.clone() else {
@@ -94,7 +94,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             return false;
         }
         self.awaiting_state_since = self.clock.now();
-        if self.synced && t.state_xid < self.last_applied {
+        if self.holds_state && t.state_xid < self.last_applied {
             return false;
         }
         if !transfer_is_well_formed(&t) {
@@ -107,7 +107,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     /// Replace our state with a transferred one and bring our successor up to it, unless
     /// `successor_has_it` (we pulled the state from the successor itself).
     fn install(&mut self, t: Transfer, successor_has_it: bool) {
-        let was_synced = self.synced;
+        let was_synced = self.holds_state;
         let old_last = if was_synced { self.last_applied } else { 0 };
         let had_xid_zero = was_synced && self.applied_xid_zero;
         self.store = t.state;
@@ -116,7 +116,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         // At xid 0 a state is either empty (nothing applied, numbering from 1) or holds a
         // from-0 chain's first update; a resend of a `del` as xid 0 would change nothing anyway.
         self.applied_xid_zero = t.state_xid == 0 && (!self.store.is_empty() || t.sent.iter().any(|u| u.xid == 0));
-        self.synced = true;
+        self.holds_state = true;
         self.retained = None;
         self.dropped_held = false;
         self.record_chain_held();
@@ -163,7 +163,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         // Our predecessor must be the asker or a replica the asker found stateless: then no one
         // who could still send us updates sits between us, and the asker's xids cannot clash.
         let pred_ok = self.pred.is_some_and(|p| p == src || stateless.contains(&p));
-        if !self.synced {
+        if !self.holds_state {
             // "No state" lets the asker skip us, and if everyone says it, start the chain
             // afresh. Say it only under the same conditions as handing out state: a replica
             // that does not see the asker above it may yet pull the state and act as head, and
@@ -198,7 +198,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     /// A replica at the head with no state asks the replicas below it, in chain order, for it.
     pub(super) fn drive_pull(&mut self, now: Millis) {
         let Some(me) = self.me else { return };
-        if self.synced || self.pred.is_some() || self.pull.in_flight.is_some() || now < self.pull.next_at {
+        if self.holds_state || self.pred.is_some() || self.pull.in_flight.is_some() || now < self.pull.next_at {
             return;
         }
         if !self.view.contains(me) {
@@ -254,7 +254,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
                 Marker::Created => {
                     self.marker = Marker::Existed;
                     tracing::info!(session = format_args!("{me:x}"), "a new chain: starting with empty state");
-                    self.synced = true;
+                    self.holds_state = true;
                     self.restart_link(now);
                     return;
                 }
@@ -274,7 +274,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             } else {
                 tracing::warn!("no replica in the chain holds state: starting with empty state");
             }
-            self.synced = true;
+            self.holds_state = true;
             self.restart_link(now);
             return;
         }
@@ -353,7 +353,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     /// implementations, which send one transfer per change of successor and never retry it.
     pub(super) fn drive_stateless_watchdog(&mut self, now: Millis) {
         let Some(pred) = self.pred else { return };
-        if self.synced || self.me.is_none() {
+        if self.holds_state || self.me.is_none() {
             return;
         }
         let waited = now.saturating_sub(self.awaiting_state_since);
@@ -376,7 +376,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.pull.in_flight = None;
         match reply {
             PeerReply::Pulled(PullAnswer::State(t)) => {
-                if self.synced || self.pred.is_some() || !transfer_is_well_formed(&t) {
+                if self.holds_state || self.pred.is_some() || !transfer_is_well_formed(&t) {
                     return;
                 }
                 // A retained copy is not what the successor holds now.

@@ -108,7 +108,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     /// `proposeStateUpdate` from `src`. `true` is `rc = 0`: applied, already applied, or held
     /// until the gap before it fills.
     pub fn on_propose(&mut self, src: NodeId, update: Update) -> bool {
-        if self.me.is_none() || self.pred != Some(src) || !self.synced {
+        if self.me.is_none() || self.pred != Some(src) || !self.holds_state {
             return false;
         }
         if self.takes_first_xid_zero(update.xid) {
@@ -161,7 +161,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
 
     /// `xidProcessed` at the head. Refused elsewhere and for an xid the head never issued.
     pub fn on_xid_processed(&mut self, xid: Xid) -> bool {
-        if !self.is_head_role() || !self.synced || xid > self.last_applied {
+        if !self.is_head_role() || !self.holds_state || xid > self.last_applied {
             return false;
         }
         self.mark_processed(xid);
@@ -170,7 +170,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
 
     /// `getLatestXid`: the last applied xid, from the tail only.
     pub fn on_get_latest_xid(&self) -> Option<Xid> {
-        (self.is_tail_role() && self.synced && self.lease_valid()).then_some(self.last_applied)
+        (self.is_tail_role() && self.holds_state && self.lease_valid()).then_some(self.last_applied)
     }
 
     /// The tail keeps at most one `xidProcessed` in flight; it always carries the latest xid,
@@ -179,7 +179,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         if self.cfg.variant != Variant::Head || !self.head_notify.needed || self.head_notify.in_flight {
             return;
         }
-        if now < self.head_notify.retry_at || !self.synced || !self.is_tail_role() {
+        if now < self.head_notify.retry_at || !self.holds_state || !self.is_tail_role() {
             return;
         }
         let Some(head) = self.view.head().cloned() else { return };
@@ -211,7 +211,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             return;
         }
         let waiting = !self.sent.is_empty() || !self.pending.is_empty();
-        if !waiting || self.poll.in_flight || now < self.poll.next_at || !self.synced || self.is_tail_role() {
+        if !waiting || self.poll.in_flight || now < self.poll.next_at || !self.holds_state || self.is_tail_role() {
             return;
         }
         let Some(tail) = self.view.tail().cloned() else { return };
@@ -226,7 +226,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.poll.in_flight = false;
         self.poll.next_at = now + self.cfg.poll_interval_ms;
         if let PeerReply::LatestXid(Some(xid)) = reply {
-            if self.synced {
+            if self.holds_state {
                 self.mark_processed(xid);
             }
         }

@@ -234,7 +234,7 @@ impl Script {
                 out,
                 "{id}: {} {} xid={} tail-xid={} sent={} waiting={} {{{}}}",
                 d.role.as_str(),
-                if d.synced { "holds-state" } else { "no-state" },
+                if d.holds_state { "holds-state" } else { "no-state" },
                 d.last_applied,
                 d.tail_processed,
                 d.sent_len,

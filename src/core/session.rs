@@ -34,7 +34,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         if self.me.is_none() {
             return;
         }
-        if self.synced {
+        if self.holds_state {
             let mark = RetainedMark {
                 view_version: self.member_version,
                 xid: self.last_applied,
@@ -66,7 +66,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.member_version = 0;
         self.pred = None;
         self.succ = None;
-        self.synced = false;
+        self.holds_state = false;
         self.store.clear();
         self.last_applied = 0;
         self.applied_xid_zero = false;

@@ -94,7 +94,7 @@ fn assert_same_state(c: &Cluster) {
     let first = c.get(ids[0]);
     for &id in &ids[1..] {
         let r = c.get(id);
-        assert!(r.is_synced(), "{id} is not synced");
+        assert!(r.holds_state(), "{id} does not hold the state");
         assert_eq!(r.last_applied(), first.last_applied(), "last_applied at {id}");
         assert_eq!(r.store(), first.store(), "store at {id}");
     }
@@ -157,11 +157,11 @@ fn views_arriving_at_different_times_hand_over_the_tail_safely() {
     assert_eq!(c.get(2).client_read("k"), Ok(5));
     assert_eq!(c.get(3).client_read("k"), Err(ReadRejected::NotTail));
     c.settle();
-    assert!(!c.get(3).is_synced(), "nobody who sees 3 could have sent it the state");
+    assert!(!c.get(3).holds_state(), "nobody who sees 3 could have sent it the state");
 
     c.set_view_for(&[2], &[1, 2, 3]);
     c.settle();
-    assert!(c.get(3).is_synced());
+    assert!(c.get(3).holds_state());
     assert_eq!(c.get(3).client_read("k"), Ok(5));
     assert_eq!(c.get(2).client_read("k"), Err(ReadRejected::NotTail));
 
@@ -444,7 +444,7 @@ fn a_replica_without_state_refuses_updates() {
     c.add(3);
     c.set_view(&[1, 2, 3]);
     let r = c.get_mut(3);
-    assert!(!r.is_synced());
+    assert!(!r.holds_state());
     assert_eq!(r.on_peer_request(propose(2, 1, "k", 1)), PeerReply::Refused);
     assert_eq!(r.last_applied(), 0);
 }
@@ -593,7 +593,7 @@ fn a_new_tail_gets_a_state_transfer_and_refuses_reads_until_then() {
     // A write racing the transfer queues behind it.
     let (t, _) = c.inc("a", 10);
     c.deliver_all();
-    assert!(c.get(3).is_synced());
+    assert!(c.get(3).holds_state());
     assert_eq!(c.get(3).client_read("a"), Ok(11));
     assert_eq!(c.get(3).client_read("b"), Ok(2));
     assert_eq!(c.get(2).client_read("a"), Err(ReadRejected::NotTail));
@@ -692,13 +692,13 @@ fn a_replica_joining_at_the_head_pulls_the_state_before_taking_writes() {
     c.add(5);
     c.set_view(&[5, 10, 20]);
     assert_eq!(c.head(), 5);
-    assert!(!c.get(5).is_synced());
+    assert!(!c.get(5).holds_state());
     assert!(matches!(c.write_at(5, inc("x", 1), None).1, Err(WriteRejected::Unavailable(_))));
     assert_eq!(c.write_at(10, inc("x", 1), None).1, Err(WriteRejected::NotHead));
 
     c.settle();
     assert!(delivered_between(&c, 5, 10, |r| matches!(r, PeerRequest::PullState { .. })) >= 1);
-    assert!(c.get(5).is_synced());
+    assert!(c.get(5).holds_state());
     assert_eq!(c.get(5).last_applied(), 6);
     assert_eq!(c.get(5).store(), c.get(10).store());
     assert_eq!(
@@ -730,7 +730,7 @@ fn a_head_joiner_waits_until_the_old_head_sees_it() {
     c.set_view_for(&[5], &[5, 10, 20]);
     c.settle();
     // 10 still takes writes as head, so it must not hand out its state yet.
-    assert!(!c.get(5).is_synced());
+    assert!(!c.get(5).holds_state());
     let (t, r) = c.write_at(10, inc("k", 1), None);
     assert_eq!(r, Ok(WriteAccepted::Pending(2)));
     c.settle();
@@ -738,7 +738,7 @@ fn a_head_joiner_waits_until_the_old_head_sees_it() {
 
     c.set_view(&[5, 10, 20]);
     c.settle();
-    assert!(c.get(5).is_synced());
+    assert!(c.get(5).holds_state());
     assert_eq!(c.get(5).last_applied(), 2);
     assert_eq!(c.write_at(5, inc("k", 1), None).1, Ok(WriteAccepted::Pending(3)));
     c.settle();
@@ -787,7 +787,7 @@ fn two_replicas_joining_at_the_head_one_after_the_other_both_get_the_state() {
     c.reply(8, &pull, answer);
     c.settle_for(10);
 
-    assert!(c.get(5).is_synced(), "the new head never got the state");
+    assert!(c.get(5).holds_state(), "the new head never got the state");
     let (t, r) = c.write_at(5, inc("k", 1), None);
     assert_eq!(r, Ok(WriteAccepted::Pending(2)));
     c.settle();
@@ -813,13 +813,13 @@ fn a_lost_pull_answer_does_not_strand_the_state() {
     ));
     // 20 hands its state to 10 and promises it to 10 alone; the answer is lost.
     assert!(c.lose_reply_next(10));
-    assert!(!c.get(10).is_synced());
+    assert!(!c.get(10).holds_state());
     // Before 10 asks again, 5 joins above it: 10 no longer acts as head.
     c.add(5);
     c.set_view(&[5, 10, 20]);
     c.settle_for(10);
 
-    assert!(c.get(5).is_synced(), "the new head never got the state");
+    assert!(c.get(5).holds_state(), "the new head never got the state");
     assert_same_state(&c);
     let (t, r) = c.write_at(5, inc("k", 1), None);
     assert_eq!(r, Ok(WriteAccepted::Pending(2)));
@@ -848,9 +848,9 @@ fn a_replica_that_may_still_become_head_does_not_claim_to_have_no_state() {
     c.deliver_next(10);
     c.get_mut(10).on_tick();
     c.deliver_next(10);
-    assert!(c.get(10).is_synced());
+    assert!(c.get(10).holds_state());
     c.deliver_all();
-    assert!(c.get(15).is_synced());
+    assert!(c.get(15).holds_state());
     let (t, r) = c.write_at(10, inc("k", 1), None);
     assert_eq!(r, Ok(WriteAccepted::Pending(2)));
     c.deliver_all();
@@ -861,7 +861,7 @@ fn a_replica_that_may_still_become_head_does_not_claim_to_have_no_state() {
         c.get_mut(5).on_tick();
         c.deliver_all();
     }
-    let synced_heads: Vec<NodeId> = c.heads().into_iter().filter(|id| c.get(*id).is_synced()).collect();
+    let synced_heads: Vec<NodeId> = c.heads().into_iter().filter(|id| c.get(*id).holds_state()).collect();
     assert_eq!(synced_heads, vec![10], "two heads would issue the same xids");
 
     c.set_view(&[5, 10, 15, 20]);
@@ -907,9 +907,9 @@ fn a_pull_answer_that_arrives_after_a_new_head_appeared_is_dropped() {
             c.deliver(3, m);
         }
     }
-    assert!(c.get(3).is_synced());
+    assert!(c.get(3).holds_state());
     assert_eq!(c.get(3).last_applied(), 1);
-    assert!(!c.get(5).is_synced(), "3's transfer to 5 is still on its way");
+    assert!(!c.get(5).holds_state(), "3's transfer to 5 is still on its way");
     // Taking the stale answer now would put xids 2 and 3 of a dead history under 3's.
     c.reply(5, &pull, late);
     let (t, r) = c.write_at(3, inc("k", 10), None);
@@ -931,7 +931,7 @@ fn a_process_that_rejoined_does_not_answer_no_state_for_its_old_session() {
     c.set_view_for(&[5], &[5, 10]);
     c.set_view_for(&[10, 30], &[5, 10, 30]);
     c.deliver_all();
-    assert!(c.get(30).is_synced());
+    assert!(c.get(30).holds_state());
     // 10's process loses its session and joins again as 40, at the same address.
     c.rejoin(10, 40);
     c.set_view_for(&[30, 40], &[5, 30, 40]);
@@ -942,7 +942,7 @@ fn a_process_that_rejoined_does_not_answer_no_state_for_its_old_session() {
     c.deliver_all();
     c.get_mut(5).on_tick();
     c.deliver_all();
-    assert!(!c.get(5).is_synced(), "5 started an empty chain while 30 holds the state");
+    assert!(!c.get(5).holds_state(), "5 started an empty chain while 30 holds the state");
 
     c.set_view(&[5, 30, 40]);
     c.settle();
@@ -963,7 +963,7 @@ fn a_process_that_rejoined_above_the_state_holder_does_not_answer_for_its_old_se
     c.set_view_for(&[5], &[5, 10]);
     c.set_view_for(&[10, 50], &[5, 10, 50]);
     c.deliver_all();
-    assert!(c.get(50).is_synced());
+    assert!(c.get(50).holds_state());
     // The new session id happens to be lower than 50's.
     c.rejoin(10, 30);
     c.set_view_for(&[30, 50], &[5, 30, 50]);
@@ -972,7 +972,7 @@ fn a_process_that_rejoined_above_the_state_holder_does_not_answer_for_its_old_se
         c.get_mut(5).on_tick();
         c.deliver_all();
     }
-    assert!(!c.get(5).is_synced(), "5 started an empty chain while 50 holds the state");
+    assert!(!c.get(5).holds_state(), "5 started an empty chain while 50 holds the state");
 }
 
 #[test]
@@ -1082,7 +1082,15 @@ fn losing_the_session_drops_everything_and_joins_again_as_a_new_replica() {
     assert_eq!(c.get_mut(1).coordinator_mut().joins, joins + 1);
     let d = c.get(1).describe();
     assert_eq!(
-        (d.session_id, d.role, d.synced, d.last_applied, d.keys, d.pending_len, d.sent_len),
+        (
+            d.session_id,
+            d.role,
+            d.holds_state,
+            d.last_applied,
+            d.keys,
+            d.pending_len,
+            d.sent_len
+        ),
         (None, Role::Outside, false, 0, 0, 0, 0)
     );
     assert_eq!(c.write_at(1, inc("k", 1), None).1, Err(WriteRejected::NotHead));
@@ -1095,14 +1103,14 @@ fn losing_the_session_drops_everything_and_joins_again_as_a_new_replica() {
     let now = c.now();
     again.on_session_alive(now);
     assert_eq!(again.session_id(), Some(4));
-    assert!(!again.is_synced());
+    assert!(!again.holds_state());
     assert_eq!(again.last_applied(), 0);
     assert!(again.store().is_empty());
     c.replicas.insert(4, again);
     c.set_view(&[2, 3, 4]);
     assert_eq!(c.get(4).client_read("k"), Err(ReadRejected::NotTail));
     c.settle();
-    assert!(c.get(4).is_synced());
+    assert!(c.get(4).holds_state());
     assert_eq!(c.read("k"), Ok(1));
     assert_eq!(c.tail(), 4);
 }
@@ -1349,7 +1357,7 @@ mod random {
                     delta: delta.into(),
                 }
             };
-            let Some(&head) = self.c.heads().iter().find(|id| self.c.get(**id).is_synced()) else {
+            let Some(&head) = self.c.heads().iter().find(|id| self.c.get(**id).holds_state()) else {
                 return;
             };
             let origin = ClientOrigin {
@@ -1423,7 +1431,7 @@ mod random {
             let needed = self.committed.last().copied().unwrap_or(0);
             let survives = ids.iter().any(|&id| {
                 let r = self.c.get(id);
-                id != victim && r.is_synced() && r.last_applied() >= needed
+                id != victim && r.holds_state() && r.last_applied() >= needed
             });
             survives.then_some(victim)
         }
@@ -1562,7 +1570,7 @@ mod random {
 
         fn check(&self) {
             for (id, r) in &self.c.replicas {
-                if !r.is_synced() {
+                if !r.holds_state() {
                     continue;
                 }
                 assert_eq!(
@@ -1573,7 +1581,7 @@ mod random {
                 let d = r.describe();
                 assert!(d.reorder_len <= r.config().max_reorder);
             }
-            let writable: Vec<NodeId> = self.c.heads().into_iter().filter(|id| self.c.get(*id).is_synced()).collect();
+            let writable: Vec<NodeId> = self.c.heads().into_iter().filter(|id| self.c.get(*id).holds_state()).collect();
             assert!(writable.len() <= 1, "two replicas take writes: {writable:?}");
         }
 
@@ -1594,7 +1602,7 @@ mod random {
             let ids = self.c.ids();
             for id in &ids {
                 let r = self.c.get(*id);
-                assert!(r.is_synced(), "{id} never got the state: {:?}", r.describe());
+                assert!(r.holds_state(), "{id} never got the state: {:?}", r.describe());
             }
             assert_same_state(&self.c);
             let tail = self.c.tail();
@@ -1710,7 +1718,7 @@ fn every_session_lost_at_once_the_chain_recovers_from_the_retained_copies() {
     c.rejoin(3, 30);
     c.set_view(&[30]);
     c.settle_for(1);
-    assert!(!c.get(30).is_synced(), "adopted a copy before the view settled");
+    assert!(!c.get(30).holds_state(), "adopted a copy before the view settled");
     c.rejoin(1, 10);
     c.rejoin(2, 20);
     c.set_view(&[10, 20, 30]);
@@ -1769,9 +1777,9 @@ fn a_replica_alone_with_a_retained_copy_adopts_it_after_the_view_settles() {
     c.settle();
     c.rejoin(1, 2);
     c.set_view(&[2]);
-    assert!(!c.get(2).is_synced());
+    assert!(!c.get(2).holds_state());
     c.settle_for(6);
-    assert!(c.get(2).is_synced());
+    assert!(c.get(2).holds_state());
     assert_eq!(c.read("k"), Ok(3));
     let (t, r) = c.inc("k", 1);
     assert_eq!(r, Ok(WriteAccepted::Pending(2)), "xids continue from the copy");
@@ -1884,7 +1892,7 @@ fn a_transfer_whose_sent_list_starts_at_xid_zero_is_taken() {
         sent: vec![first.clone()],
     };
     assert_eq!(c.get_mut(2).on_peer_request(PeerRequest::Transfer(t)), PeerReply::Accepted);
-    assert!(c.get(2).is_synced());
+    assert!(c.get(2).holds_state());
     assert_eq!(c.get(2).net().notified, vec![origin(7)]);
     assert_eq!(
         c.get_mut(2).on_peer_request(PeerRequest::Propose { src: 1, update: first }),
@@ -1907,11 +1915,11 @@ fn a_brand_new_chain_starts_at_once_and_one_that_held_state_waits() {
         c.deliver_all();
     }
     assert_eq!(c.get(1).coordinator().marker_requests, 1, "the head asks for the marker");
-    assert!(!c.get(1).is_synced());
+    assert!(!c.get(1).holds_state());
     c.get_mut(1).on_chain_marker(ChainMarker::Created);
-    assert!(c.get(1).is_synced(), "created: a new chain starts at once");
+    assert!(c.get(1).holds_state(), "created: a new chain starts at once");
     c.deliver_all();
-    assert!(c.get(2).is_synced());
+    assert!(c.get(2).holds_state());
     assert_eq!(c.now(), 0, "no time passed");
 
     // Every session ends; the marker is there now.
@@ -1921,10 +1929,10 @@ fn a_brand_new_chain_starts_at_once_and_one_that_held_state_waits() {
     c.tick_all();
     c.get_mut(1).on_chain_marker(ChainMarker::Existed);
     c.tick_all();
-    assert!(!c.get(1).is_synced(), "existed: wait for copies");
+    assert!(!c.get(1).holds_state(), "existed: wait for copies");
     c.advance(c.cfg.retained_settle_ms);
     c.tick_all();
-    assert!(c.get(1).is_synced(), "and start once the view has settled");
+    assert!(c.get(1).holds_state(), "and start once the view has settled");
 
     // A `Created` answer that arrives when the replica is no longer a stateless head is not
     // used later: it stands for "no state ever", which is true only when it was answered.
@@ -1934,10 +1942,10 @@ fn a_brand_new_chain_starts_at_once_and_one_that_held_state_waits() {
     c.tick_all();
     c.set_view(&[1, 2]);
     c.get_mut(2).on_chain_marker(ChainMarker::Created);
-    assert!(!c.get(2).is_synced());
+    assert!(!c.get(2).holds_state());
     c.set_view(&[2]);
     c.tick_all();
-    assert!(!c.get(2).is_synced(), "waits out the settle time like any chain that held state");
+    assert!(!c.get(2).holds_state(), "waits out the settle time like any chain that held state");
 }
 
 /// Our replicas mark the chain as holding state when they first get it from a predecessor of

@@ -33,7 +33,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         if !self.is_head_role() {
             return Err(WriteRejected::NotHead);
         }
-        if !self.synced {
+        if !self.holds_state {
             return Err(WriteRejected::Unavailable("it is still receiving the chain's state"));
         }
         if !self.lease_valid() {
@@ -99,7 +99,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         if !self.is_tail_role() {
             return Err(ReadRejected::NotTail);
         }
-        if !self.synced {
+        if !self.holds_state {
             // A tail that has not received the state yet must not answer, or it would read 0s.
             return Err(ReadRejected::NotTail);
         }

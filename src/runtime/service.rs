@@ -386,7 +386,7 @@ impl ext::chain_ext_server::ChainExt for ChainService {
         Ok(Response::new(ext::DescribeResponse {
             session_id: d.session_id.unwrap_or(0),
             role: d.role.as_str().to_string(),
-            synced: d.synced,
+            synced: d.holds_state,
             last_applied_xid: d.last_applied,
             sent_len: d.sent_len as u64,
             pending_clients: d.pending_len as u64,

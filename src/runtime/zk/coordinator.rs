@@ -199,10 +199,10 @@ impl Task {
                         reg.path, reg.session_id
                     );
                     let seen = *self.join.borrow_and_update();
-                    // The znode must go for the predecessor to see a new successor; the owner
-                    // hears of the loss first, as below.
-                    let path = reg.path.clone();
-                    tokio::spawn(async move { session.close(Some(&path)).await });
+                    // The znode must go for the predecessor to see a new successor, and before
+                    // we register again, so the two never stand side by side. Bounded by the
+                    // operation timeouts; the replica asking holds no state meanwhile.
+                    session.close(Some(&reg.path)).await;
                     seen
                 }
                 Ended::Lost(why) => {

@@ -467,7 +467,18 @@ impl Subject {
         match &request {
             PeerRequest::Propose { update, .. } => {
                 let last = before.describe.last_applied;
-                if update.xid <= last {
+                if update.xid == 0 && last == 0 && self.replica.store() != &before.store {
+                    // A replica that has applied nothing takes xid 0 as a from-0 chain's first
+                    // update (once): that key, and nothing else, changed.
+                    let mut expected = before.store.clone();
+                    if update.value == 0 {
+                        expected.remove(&update.key);
+                    } else {
+                        expected.insert(update.key.clone(), update.value);
+                    }
+                    assert!(self.replica.store() == &expected, "xid 0 applied wrongly ({})", ctx());
+                    assert_eq!(d.last_applied, 0, "xid 0 moved last_applied ({})", ctx());
+                } else if update.xid <= last {
                     self.check_unchanged(&before, &step);
                 } else if update.xid > last + 1 {
                     assert_eq!(d.last_applied, last, "held update applied ({})", ctx());

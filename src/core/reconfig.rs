@@ -129,7 +129,8 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         let suffix: Vec<Update> = t.sent.iter().filter(is_new).cloned().collect();
         let zero_is_new = self.applied_xid_zero && !had_xid_zero;
         let suffix_complete = suffix.len() as u64 == self.last_applied - old_last + u64::from(zero_is_new);
-        self.sent = t.sent.into();
+        // Without xid 0, as in `apply_and_pass_on`: the suffix above still calls it back.
+        self.sent = t.sent.into_iter().filter(|u| u.xid > 0).collect();
         // A sender with a larger bound (another implementation) may hand us more than we keep.
         // Dropping the oldest is safe as in `apply_and_pass_on`: a hole means a whole transfer.
         let excess = self.sent.len().saturating_sub(self.cfg.max_sent);

@@ -26,6 +26,12 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.apply(&update);
         if self.succ.is_some() {
             self.forward(&update);
+            // A from-0 chain's xid 0 is not kept: `tail_processed == 0` cannot tell whether
+            // the tail has it. A transfer still carries it in the state; only a tail-variant
+            // callback for it can be lost if the tail fails before applying it.
+            if update.xid == 0 {
+                return;
+            }
             self.sent.push_back(update);
             // Only a middle replica cut off from the tail gets here (the head stops taking
             // writes first). Dropping the oldest entry is safe: a transfer whose sent list has

@@ -154,15 +154,35 @@ impl Report {
                 self.simulated_ms
             ),
         };
-        let mut out = head;
-        for v in &self.violations {
-            out.push('\n');
-            out.push_str(v);
-        }
-        out.push_str("\nREPRODUCE WITH: ");
-        out.push_str(&replay_command(self.seed, self.variant));
-        Some(out)
+        Some(failure_report(head, &self.violations, &replay_command(self.seed, self.variant)))
     }
+}
+
+/// A seed's failure report, in both tiers: its first line, every violation, the replay command.
+pub(crate) fn failure_report(head: String, violations: &[String], replay: &str) -> String {
+    let mut out = head;
+    for v in violations {
+        out.push('\n');
+        out.push_str(v);
+    }
+    out.push_str("\nREPRODUCE WITH: ");
+    out.push_str(replay);
+    out
+}
+
+/// Many seeds' outcome, in both tiers: how many failed and which (the first 20), then the
+/// first failure's report in full; `None` if every seed passed.
+pub fn summarize_failures(failures: &[String], failed_seeds: &[u64], seeds_run: usize) -> Option<String> {
+    let first = failures.first()?;
+    let mut named: Vec<String> = failed_seeds.iter().take(20).map(|s| s.to_string()).collect();
+    if failed_seeds.len() > 20 {
+        named.push(format!("and {} more", failed_seeds.len() - 20));
+    }
+    Some(format!(
+        "{} of {seeds_run} seeds failed (seeds {}); first:\n{first}",
+        failures.len(),
+        named.join(", ")
+    ))
 }
 
 /// The command that replays one seed of `tests/sim.rs` with its trace.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use chainrep::core::Variant;
 use chainrep::sim::grpc::{run_seed_catching, variant_name, DeliberatePanic, GrpcSimConfig, Report};
+use chainrep::sim::summarize_failures;
 
 #[path = "support/seeds.rs"]
 mod seeds;
@@ -83,19 +84,11 @@ fn run_many(base: u64, seeds: u64, config: impl Fn(u64) -> GrpcSimConfig) -> Vec
     reports
 }
 
-/// A summary naming every failed seed then the first report in full; `None` if all passed.
+/// A summary naming the failed seeds then the first report in full; `None` if all passed.
 fn failures(reports: &[Report]) -> Option<String> {
     let failures: Vec<String> = reports.iter().filter_map(Report::failure).collect();
-    let failed: Vec<String> = reports.iter().filter(|r| r.failed()).map(|r| r.seed.to_string()).collect();
-    (!failures.is_empty()).then(|| {
-        format!(
-            "{} of {} seeds failed (seeds {}); first:\n{}",
-            failures.len(),
-            reports.len(),
-            failed.join(", "),
-            failures[0]
-        )
-    })
+    let failed: Vec<u64> = reports.iter().filter(|r| r.failed()).map(|r| r.seed).collect();
+    summarize_failures(&failures, &failed, reports.len())
 }
 
 fn run_seeds(v: Variant) {

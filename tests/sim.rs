@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use chainrep::core::Variant;
 use chainrep::sim::grpc::variant_name;
-use chainrep::sim::{run, run_seed_catching, Report, SimConfig};
+use chainrep::sim::{run, run_seed_catching, summarize_failures, Report, SimConfig};
 
 #[path = "support/seeds.rs"]
 mod seeds;
@@ -52,24 +52,11 @@ fn run_many(base: u64, seeds: u64, config: impl Fn(u64) -> SimConfig + Sync) -> 
     reports
 }
 
-/// The failures' reports, and a summary naming every failed seed then the first report in full.
+/// The failures' reports, and a summary naming the failed seeds then the first report in full.
 fn failures(reports: &[Report]) -> (Vec<String>, Option<String>) {
     let failures: Vec<String> = reports.iter().filter_map(Report::failure).collect();
-    let mut failed: Vec<String> = reports.iter().filter(|r| r.failed()).map(|r| r.seed.to_string()).collect();
-    if failed.len() > 20 {
-        let more = failed.len() - 20;
-        failed.truncate(20);
-        failed.push(format!("and {more} more"));
-    }
-    let summary = (!failures.is_empty()).then(|| {
-        format!(
-            "{} of {} seeds failed (seeds {}); first:\n{}",
-            failures.len(),
-            reports.len(),
-            failed.join(", "),
-            failures[0]
-        )
-    });
+    let failed: Vec<u64> = reports.iter().filter(|r| r.failed()).map(|r| r.seed).collect();
+    let summary = summarize_failures(&failures, &failed, reports.len());
     (failures, summary)
 }
 

@@ -128,7 +128,7 @@ impl Report {
         if !self.failed() {
             return None;
         }
-        let mut out = match &self.panic {
+        let out = match &self.panic {
             Some(p) => format!(
                 "SEED={} variant={} panicked: {p}\n({} ms simulated, {} operations)",
                 self.seed,
@@ -144,12 +144,10 @@ impl Report {
                 self.ops
             ),
         };
-        for v in &self.violations {
-            out.push('\n');
-            out.push_str(v);
-        }
-        out.push_str("\nREPRODUCE WITH: ");
-        out.push_str(&replay_command(self.seed, self.variant));
-        Some(out)
+        Some(super::failure_report(
+            out,
+            &self.violations,
+            &replay_command(self.seed, self.variant),
+        ))
     }
 }

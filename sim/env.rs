@@ -4,7 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use crate::core::{ClientOrigin, ClientToken, Clock, Coordinator, Member, Millis, Network, PeerRequest, WriteOutcome};
+use crate::core::{ClientOrigin, ClientToken, Clock, Coordinator, Member, Millis, Network, NodeId, PeerRequest, WriteOutcome};
 
 /// Virtual time shared by every replica of one run.
 #[derive(Clone, Default)]
@@ -25,6 +25,8 @@ pub enum Outgoing {
     Join,
     MarkChainHeld,
     Rejoin,
+    ReportSuspect { suspect: NodeId, seen_version: Option<u64> },
+    LeaveChain,
 }
 
 pub type Outbox = Rc<RefCell<Vec<Outgoing>>>;
@@ -58,5 +60,11 @@ impl Coordinator for SimCoord {
     }
     fn rejoin(&mut self) {
         self.0.borrow_mut().push(Outgoing::Rejoin);
+    }
+    fn report_suspect(&mut self, suspect: NodeId, seen_version: Option<u64>) {
+        self.0.borrow_mut().push(Outgoing::ReportSuspect { suspect, seen_version });
+    }
+    fn leave_chain(&mut self) {
+        self.0.borrow_mut().push(Outgoing::LeaveChain);
     }
 }

@@ -500,6 +500,15 @@ impl World {
                 let t = self.delay();
                 self.schedule(t, Ev::ZkLeave { proc, inc });
             }
+            // Suspicion is off in the simulator's replicas until its ZooKeeper model keeps an
+            // eviction record; nothing sends these yet.
+            Outgoing::ReportSuspect { suspect, seen_version } => {
+                self.trace.note(
+                    self.now(),
+                    &format!("replica {proc}: unmodelled: report {suspect:x} (record {seen_version:?})"),
+                );
+            }
+            Outgoing::LeaveChain => self.trace.note(self.now(), &format!("replica {proc}: unmodelled: leave the chain")),
             Outgoing::Peer { to, epoch, request } => self.send_peer(proc, inc, to, epoch, request),
             Outgoing::Complete { token, outcome } => self.complete_client(proc, token, outcome),
             Outgoing::Notify { origin } => self.notify_client(proc, origin),

@@ -297,6 +297,82 @@ async fn marker_relist_and_rejoin() {
     let _ = zk.close().await;
 }
 
+/// A replica that evicts another (`core::suspicion`): the record is written only on the
+/// version the reporter saw, the suspect's znode goes, and the suspect keeps its session,
+/// parked (no `SessionLost`), until it asks to rejoin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_record_and_a_parked_suspect() {
+    let _serial = serial();
+    let server = start_zk();
+    let connect = server.connect_string();
+    let zk = admin(&connect).await;
+    let record = |ev: &MembershipEvent| match ev {
+        MembershipEvent::Eviction(r) => Some(*r),
+        _ => None,
+    };
+
+    let mut a = Replica::spawn(cfg(&connect, "/headchain"), "127.0.0.1:7001");
+    let id_a = a.joined().await;
+    let mut b = Replica::spawn(cfg(&connect, "/headchain"), "127.0.0.1:7002");
+    let id_b = b.joined().await;
+    let mut c = Replica::spawn(cfg(&connect, "/headchain"), "127.0.0.1:7003");
+    let id_c = c.joined().await;
+    a.view_of_len(3).await;
+
+    // A stale version writes nothing (there is no record yet, so any version is stale).
+    a.coord.request_evict(id_c, Some(7));
+    a.coord.request_relist();
+    a.wait_for("Listed", |ev| matches!(ev, MembershipEvent::Listed).then_some(())).await;
+    assert_eq!(children(&zk, "/headchain").await.len(), 3, "a lost race evicted someone");
+
+    a.coord.request_evict(id_b, None);
+    let seen_by_a = a.wait_for("the record at the reporter", record).await;
+    assert_eq!((seen_by_a.reporter, seen_by_a.suspect), (id_a, id_b));
+    assert_eq!(data(&zk, "/headchain.chainrep/eviction").await, format!("{id_a:x} {id_b:x}"));
+    let seen_by_b = b.wait_for("the record at the suspect", record).await;
+    assert_eq!(seen_by_b, seen_by_a);
+    c.wait_for("the record at a bystander", record).await;
+    a.view_where("a view without the suspect", |v| v.len() == 2 && v.iter().all(|m| m.id != id_b))
+        .await;
+    // The suspect keeps its session and keeps hearing views; it does not lose its session.
+    let later = b.drain_for(SESSION * 2).await;
+    assert!(
+        later.iter().any(|ev| matches!(ev, MembershipEvent::Alive { .. })),
+        "the parked suspect's session stays alive: {later:?}"
+    );
+    assert!(
+        !later.iter().any(|ev| matches!(ev, MembershipEvent::SessionLost)),
+        "the parked suspect lost its session: {later:?}"
+    );
+    assert!(!children(&zk, "/headchain").await.contains(&format!("{id_b:x}")));
+
+    // The next eviction must name the version just seen; the old one loses the race.
+    c.coord.request_evict(id_a, None);
+    c.coord.request_relist();
+    c.wait_for("Listed", |ev| matches!(ev, MembershipEvent::Listed).then_some(())).await;
+    assert!(children(&zk, "/headchain").await.contains(&format!("{id_a:x}")));
+    // A replica that evicts itself leaves, parked, too.
+    c.coord.request_evict(id_c, Some(seen_by_a.version));
+    let own = c.wait_for("the record of c leaving", record).await;
+    assert_eq!((own.reporter, own.suspect), (id_c, id_c));
+    assert_ne!(own.version, seen_by_a.version);
+    a.view_where("a view of a alone", |v| v.len() == 1 && v[0].id == id_a).await;
+
+    // Parked, asking to rejoin gives up the session; joining registers a new one at the tail.
+    b.coord.request_rejoin();
+    b.session_lost().await;
+    b.coord.request_join();
+    let id_b2 = b.joined().await;
+    assert!(id_b2 > id_a, "the new session sorts after the chain's members");
+    a.view_where("a view with b's new session", |v| v.iter().any(|m| m.id == id_b2))
+        .await;
+
+    for r in [&a, &b, &c] {
+        r.coord.close().await;
+    }
+    let _ = zk.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_and_malformed_children_are_ignored() {
     let _serial = serial();

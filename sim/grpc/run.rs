@@ -105,6 +105,9 @@ impl World {
         cfg.net.rpc_timeout = self.cfg.rpc_timeout;
         cfg.net.transfer_timeout = self.cfg.transfer_timeout;
         cfg.net.replicate_stream = !classic;
+        // Gray failures are the core tier's (`sim::links`); this tier's coordinator has no
+        // eviction record.
+        cfg.core.suspicion_ms = 0;
         cfg
     }
 
@@ -503,5 +506,15 @@ impl node::MembershipControl for SimMembership {
     }
     fn request_relist(&self) {
         self.coord.request_relist(self.proc);
+    }
+    // Suspicion is off in this tier (`node_config`); the core tier models evictions.
+    fn request_evict(&self, suspect: NodeId, _seen_version: Option<u64>) {
+        tracing::error!(
+            suspect = format_args!("{suspect:x}"),
+            "the gRPC-tier coordinator does not model evictions"
+        );
+    }
+    fn request_leave(&self) {
+        tracing::error!("the gRPC-tier coordinator does not model evictions");
     }
 }

@@ -38,6 +38,13 @@ struct Args {
     /// ZooKeeper session timeout; a dead replica leaves the chain after about this long.
     #[arg(long, default_value_t = 4000, value_parser = clap::value_parser!(u64).range(1000..=60_000))]
     session_timeout_ms: u64,
+    /// How long a successor may leave updates unacknowledged before this replica asks
+    /// ZooKeeper to evict it from the chain (a broken link between live replicas). Defaults to
+    /// 1.5 x the session timeout, so that ZooKeeper removes a crashed replica first; keep it
+    /// above the session timeout plus ZooKeeper's tickTime. 0 turns it off.
+    /// See docs/gray-failures.md.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    suspicion_timeout_ms: Option<u64>,
     /// Longest key accepted from clients, in bytes.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     max_key_bytes: u64,
@@ -98,6 +105,9 @@ fn config(args: Args) -> Result<NodeConfig, String> {
     cfg.advertise = args.advertise;
     cfg.core.max_key_bytes = args.max_key_bytes as usize;
     cfg.core.max_pending_writes = args.max_pending_writes as usize;
+    if let Some(ms) = args.suspicion_timeout_ms {
+        cfg.core.suspicion_ms = ms;
+    }
     cfg.tls = load_tls(
         TlsRole::Replica,
         args.tls_cert.as_ref(),

@@ -68,8 +68,8 @@ pub enum PullAnswer {
 
 /// What came back for a `PeerRequest`. Every request the core sends gets exactly one reply,
 /// if only `Unreachable` after the runtime's deadline, with one exception: a runtime that
-/// batches proposals may leave out the `Accepted` replies to `Propose` (the core does nothing
-/// with them) and report a refused or lost batch once, for any one of its updates.
+/// batches proposals may answer a batch once, for its last update (an `Accepted` for the last
+/// one covers every one before it; `suspicion` uses it to see the successor keep up).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PeerReply {
     /// `rc = 0`.
@@ -108,6 +108,14 @@ pub trait Coordinator {
     /// replica joins again as a new one at the tail: the way to get a fresh state transfer from
     /// a predecessor that will not send one again.
     fn rejoin(&mut self);
+    /// Ask for `suspect` to be evicted from the chain: write the chain's eviction record, only if
+    /// its version is still `seen_version` (`None`: there is none yet), then delete the
+    /// suspect's member znode. Every replica hears of a new record through
+    /// `Replica::on_eviction_record`; a lost race writes nothing.
+    fn report_suspect(&mut self, suspect: NodeId, seen_version: Option<u64>);
+    /// Leave the chain but keep the session: our member znode goes, views keep coming, and
+    /// losing the session is still reported. Used by an evicted replica (see `suspicion`).
+    fn leave_chain(&mut self);
 }
 
 /// What `Coordinator::mark_chain_held` found.

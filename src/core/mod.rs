@@ -10,12 +10,14 @@
 //! - `replication`: updates flowing down the chain, sent lists, the tail's acknowledgements.
 //! - `reconfig`: reacting to membership views, state transfer, a new head pulling state.
 //! - `session`: joining, the session lease, losing the session.
+//! - `suspicion`: a successor that stops answering while both still reach ZooKeeper.
 
 mod env;
 mod membership;
 mod reconfig;
 mod replication;
 mod session;
+mod suspicion;
 mod types;
 mod write_path;
 
@@ -26,6 +28,7 @@ pub mod testkit;
 #[cfg(test)]
 mod tests;
 
+pub use suspicion::EvictionRecord;
 pub use write_path::WriteAccepted;
 
 pub use env::{ChainMarker, Clock, Coordinator, Network, PeerReply, PeerRequest, PullAnswer, RequestKind};
@@ -69,6 +72,11 @@ pub struct Config {
     /// tail queues at least this many callbacks per client, so an accepted write's callback is
     /// never dropped for want of room. 65,536 is what our client lets wait.
     pub max_writes_per_client: usize,
+    /// How long a successor that owes us an answer may stay silent before this replica asks
+    /// ZooKeeper to evict it (see `suspicion`); also how often the chain may lose a replica
+    /// that way, and how long an evicted replica must reach the chain's tail before it joins
+    /// again. 0 turns suspicion off.
+    pub suspicion_ms: Millis,
 }
 
 impl Default for Config {
@@ -86,6 +94,9 @@ impl Default for Config {
             retained_settle_ms: 3_000,
             stateless_rejoin_ms: 10_000,
             max_writes_per_client: 65_536,
+            // Off unless the embedding sets it: the runtime derives it from the ZooKeeper
+            // session timeout (`NodeConfig::for_session`).
+            suspicion_ms: 0,
         }
     }
 }
@@ -188,6 +199,8 @@ pub struct Describe {
     pub keys: usize,
     /// The copy kept from a lost session, if any (see `RetainedState`).
     pub retained: Option<RetainedMark>,
+    /// Evicted from the chain and waiting to reach it again (see `suspicion`).
+    pub parked: bool,
 }
 
 pub struct Replica<C, N, K> {
@@ -244,6 +257,11 @@ pub struct Replica<C, N, K> {
     writes_per_client: BTreeMap<String, usize>,
 
     lease_until: Millis,
+
+    link_watch: suspicion::LinkWatch,
+    evictions: suspicion::Evictions,
+    /// Evicted from the chain: out of it until its tail answers again.
+    parked: Option<suspicion::Parked>,
 }
 
 impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
@@ -282,6 +300,9 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             client_writes: VecDeque::new(),
             writes_per_client: BTreeMap::new(),
             lease_until: 0,
+            link_watch: suspicion::LinkWatch::default(),
+            evictions: suspicion::Evictions::default(),
+            parked: None,
         }
     }
 
@@ -347,6 +368,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             lease_valid: self.lease_valid(),
             keys: self.store.len(),
             retained: self.retained.as_ref().map(|r| r.mark),
+            parked: self.parked.is_some(),
         }
     }
 
@@ -367,6 +389,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.drive_poll(now);
         self.drive_pull(now);
         self.drive_stateless_watchdog(now);
+        self.drive_suspicion(now);
     }
 
     /// Serve a request that the sender addressed to session `to` (our runtime sends it along
@@ -397,6 +420,10 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     /// The reply to something this replica sent with `Network::send`.
     pub fn on_peer_reply(&mut self, from: NodeId, epoch: u64, kind: RequestKind, reply: PeerReply) {
         let now = self.clock.now();
+        if Self::is_probe_epoch(epoch) {
+            self.on_probe_reply(epoch, &reply, now);
+            return;
+        }
         match kind {
             RequestKind::Propose(_) | RequestKind::Transfer(_) => self.on_link_reply(from, epoch, kind, reply, now),
             RequestKind::XidProcessed(_) => self.on_head_notify_reply(reply, now),

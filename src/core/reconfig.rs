@@ -54,6 +54,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
 
     fn restart_link(&mut self, now: Millis) {
         self.link_epoch += 1;
+        self.watch_new_link(now);
         self.backoff = self.cfg.retry_min_ms;
         self.link = if self.succ.is_some() && self.holds_state {
             Link::NeedsTransfer { retry_at: now }
@@ -140,6 +141,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         if self.succ.is_some() {
             if successor_has_it {
                 self.link_epoch += 1;
+                self.watch_new_link(self.clock.now());
                 self.link = Link::Streaming;
             } else if was_synced && suffix_complete && matches!(self.link, Link::Transferring | Link::Streaming) {
                 for u in &suffix {

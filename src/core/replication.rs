@@ -60,6 +60,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
                 update: update.clone(),
             },
         );
+        self.watch_forwarded(update.xid);
     }
 
     /// This replica is the tail and `updates` have just become durable.
@@ -243,6 +244,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         if !current {
             return;
         }
+        self.watch_answered(kind, &reply, now);
         match (kind, reply) {
             (RequestKind::Transfer(_), PeerReply::Accepted) => {
                 if self.link == Link::Transferring {

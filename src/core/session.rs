@@ -11,6 +11,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     /// The coordinator registered this replica under session `id`. Starts from empty state:
     /// a replica with a new session is a new node and must be given the state.
     pub fn on_joined(&mut self, id: NodeId) {
+        self.parked = None;
         self.reset(Some(id));
         self.awaiting_state_since = self.clock.now();
         let members = self.view.members().to_vec();
@@ -31,9 +32,21 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     /// is kept aside (`RetainedState`) in case every other holder lost its session too; a copy
     /// from an earlier loss stays if this session never got the chain's state.
     pub fn on_session_lost(&mut self) {
+        if self.parked.take().is_some() {
+            // Out of the chain already; whatever ended the session, the next one registers.
+            self.coord.join();
+            return;
+        }
         if self.me.is_none() {
             return;
         }
+        self.retain_state();
+        self.reset(None);
+        self.coord.join();
+    }
+
+    /// Keep the state aside when this replica stops being a member (`RetainedState`).
+    pub(super) fn retain_state(&mut self) {
         if self.holds_state {
             let mark = RetainedMark {
                 view_version: self.member_version,
@@ -49,15 +62,13 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
                 store: std::mem::take(&mut self.store),
             });
         }
-        self.reset(None);
-        self.coord.join();
     }
 
     pub(super) fn lease_valid(&self) -> bool {
         self.clock.now() < self.lease_until
     }
 
-    fn reset(&mut self, me: Option<NodeId>) {
+    pub(super) fn reset(&mut self, me: Option<NodeId>) {
         for (_, token) in std::mem::take(&mut self.pending) {
             self.net
                 .complete_client(token, WriteOutcome::Unknown("the replica lost its ZooKeeper session"));
@@ -76,6 +87,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.dropped_held = false;
         self.link = Link::Idle;
         self.link_epoch += 1;
+        self.link_watch = suspicion::LinkWatch::default();
         self.backoff = self.cfg.retry_min_ms;
         self.head_notify = HeadNotify::default();
         self.poll = Poll::default();

@@ -80,6 +80,9 @@ pub struct RecordingCoord {
     pub joins: usize,
     pub marker_requests: usize,
     pub rejoins: usize,
+    /// `report_suspect` calls: the suspect and the record version the reporter saw.
+    pub suspects: Vec<(NodeId, Option<u64>)>,
+    pub leaves: usize,
 }
 
 impl Coordinator for RecordingCoord {
@@ -91,6 +94,12 @@ impl Coordinator for RecordingCoord {
     }
     fn rejoin(&mut self) {
         self.rejoins += 1;
+    }
+    fn report_suspect(&mut self, suspect: NodeId, seen_version: Option<u64>) {
+        self.suspects.push((suspect, seen_version));
+    }
+    fn leave_chain(&mut self) {
+        self.leaves += 1;
     }
 }
 

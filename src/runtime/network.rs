@@ -7,7 +7,8 @@
 //! `stateTransfer` is a barrier: it waits for the calls before it and holds back the calls
 //! after it, because the successor cannot use updates that arrive before the state.
 //! Every request gets a reply event (`Unreachable` on error, deadline or a full queue), except
-//! that accepted proposals sent in a batch are not reported one by one: the core ignores them.
+//! that proposals sent in a batch are answered once per batch, for its last xid: the core only
+//! needs to know how far its successor got (`core::suspicion`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -421,9 +422,8 @@ impl LinkTask {
                 };
                 let Some(batch) = lock(&in_flight).batches.pop_front() else { break };
                 window.add_permits(1);
-                if ack.refused > 0 {
-                    task.report(batch.epoch, RequestKind::Propose(batch.last_xid), PeerReply::Refused);
-                }
+                let reply = if ack.refused > 0 { PeerReply::Refused } else { PeerReply::Accepted };
+                task.report(batch.epoch, RequestKind::Propose(batch.last_xid), reply);
             }
             // The stream is gone: whatever it carried may or may not have arrived.
             let lost = {

@@ -53,6 +53,10 @@ pub trait MembershipControl: Send + Sync {
     fn request_rejoin(&self);
     /// List the members now; answered by `MembershipEvent::Listed`.
     fn request_relist(&self);
+    /// Record the eviction of `suspect` and delete its znode (`core::Coordinator::report_suspect`).
+    fn request_evict(&self, suspect: core::NodeId, seen_version: Option<u64>);
+    /// Delete our znode, keep the session (`core::Coordinator::leave_chain`).
+    fn request_leave(&self);
 }
 
 impl MembershipControl for ZkCoordinator {
@@ -68,6 +72,12 @@ impl MembershipControl for ZkCoordinator {
     fn request_relist(&self) {
         ZkCoordinator::request_relist(self);
     }
+    fn request_evict(&self, suspect: core::NodeId, seen_version: Option<u64>) {
+        ZkCoordinator::request_evict(self, suspect, seen_version);
+    }
+    fn request_leave(&self) {
+        ZkCoordinator::request_leave(self);
+    }
 }
 
 /// The core's `Coordinator`, handing its requests to the membership task.
@@ -82,6 +92,12 @@ impl core::Coordinator for CoreCoordinator {
     }
     fn rejoin(&mut self) {
         self.0.request_rejoin();
+    }
+    fn report_suspect(&mut self, suspect: core::NodeId, seen_version: Option<u64>) {
+        self.0.request_evict(suspect, seen_version);
+    }
+    fn leave_chain(&mut self) {
+        self.0.request_leave();
     }
 }
 
@@ -156,6 +172,11 @@ impl NodeConfig {
                 // Long enough for a head waiting out `retained_settle_ms` to start and send
                 // the state, and never less than the core's default.
                 stateless_rejoin_ms: (session_timeout_ms * 2).max(core::Config::default().stateless_rejoin_ms),
+                // A successor silent this long while it owes us an answer is evicted. Longer than
+                // the session timeout, so that a replica that crashed is removed by ZooKeeper's
+                // expiry first (ZooKeeper expires sessions up to one of its ticks late): only
+                // replicas whose sessions stay alive, the gray failures, are ever evicted.
+                suspicion_ms: session_timeout_ms + session_timeout_ms / 2,
                 ..core::Config::default()
             },
             net: NetConfig {
@@ -424,6 +445,7 @@ async fn pump_membership(shared: Arc<Shared>, mut events: mpsc::Receiver<Members
                 shared.listings.send_modify(|n| *n += 1);
             }
             MembershipEvent::ChainMarker(answer) => core.on_chain_marker(answer),
+            MembershipEvent::Eviction(record) => core.on_eviction_record(record),
         });
     }
 }

@@ -28,6 +28,7 @@
 //!   seconds and it reconnects in a loop: session timeouts are raised to [`MIN_SESSION_TIMEOUT`].
 
 mod coordinator;
+mod eviction;
 mod parse;
 mod session;
 mod watcher;
@@ -83,4 +84,6 @@ pub enum MembershipEvent {
     Listed,
     /// The answer to `request_chain_marker`.
     ChainMarker(crate::core::ChainMarker),
+    /// The chain's eviction record, when first read and whenever it changes.
+    Eviction(crate::core::EvictionRecord),
 }

@@ -9,10 +9,11 @@ use tokio::time::{sleep, Instant, MissedTickBehavior};
 use tracing::{debug, error, info, warn};
 use zookeeper_async::{Acl, CreateMode, ZkError, ZkState};
 
+use super::eviction;
 use super::parse::{parse_member, parse_member_id};
 use super::session::{OpError, Signal, Target, ZkSession};
 use super::{MembershipEvent, ZkConfig};
-use crate::core::{ChainMarker, Member};
+use crate::core::{ChainMarker, EvictionRecord, Member, NodeId};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -40,8 +41,18 @@ struct Inner {
     marker: watch::Sender<u64>,
     rejoin: watch::Sender<u64>,
     relist: watch::Sender<u64>,
+    evict: watch::Sender<EvictRequest>,
+    leave: watch::Sender<u64>,
     shutdown: watch::Sender<bool>,
     done: watch::Receiver<bool>,
+}
+
+/// The latest `request_evict`; `seq` tells a new request from the one already served.
+#[derive(Clone, Copy, Debug, Default)]
+struct EvictRequest {
+    seq: u64,
+    suspect: NodeId,
+    seen_version: Option<u64>,
 }
 
 impl ZkCoordinator {
@@ -52,6 +63,8 @@ impl ZkCoordinator {
         let (marker, marker_rx) = watch::channel(0u64);
         let (rejoin, rejoin_rx) = watch::channel(0u64);
         let (relist, relist_rx) = watch::channel(0u64);
+        let (evict, evict_rx) = watch::channel(EvictRequest::default());
+        let (leave, leave_rx) = watch::channel(0u64);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (done_tx, done) = watch::channel(false);
         let task = Task {
@@ -61,6 +74,8 @@ impl ZkCoordinator {
             marker: marker_rx,
             rejoin: rejoin_rx,
             relist: relist_rx,
+            evict: evict_rx,
+            leave: leave_rx,
             shutdown: shutdown_rx,
         };
         tokio::spawn(async move {
@@ -81,6 +96,8 @@ impl ZkCoordinator {
                 marker,
                 rejoin,
                 relist,
+                evict,
+                leave,
                 shutdown,
                 done,
             }),
@@ -111,6 +128,25 @@ impl ZkCoordinator {
         self.inner.relist.send_modify(|n| *n += 1);
     }
 
+    /// Record the eviction of `suspect` by us if the chain's eviction record is still at
+    /// `seen_version`, and delete its member znode (see `core::Coordinator::report_suspect`).
+    /// The record is reported back as `MembershipEvent::Eviction`. Ignored between sessions.
+    pub fn request_evict(&self, suspect: NodeId, seen_version: Option<u64>) {
+        self.inner.evict.send_modify(|r| {
+            *r = EvictRequest {
+                seq: r.seq + 1,
+                suspect,
+                seen_version,
+            }
+        });
+    }
+
+    /// Delete our member znode but keep the session: views and eviction records keep coming,
+    /// and a lost session is still reported. Ignored between sessions.
+    pub fn request_leave(&self) {
+        self.inner.leave.send_modify(|n| *n += 1);
+    }
+
     /// Deletes our znode and closes the session, then ends the task. Idempotent; returns within
     /// about two session timeouts even if ZooKeeper is unreachable.
     pub async fn close(&self) {
@@ -127,6 +163,8 @@ struct Task {
     marker: watch::Receiver<u64>,
     rejoin: watch::Receiver<u64>,
     relist: watch::Receiver<u64>,
+    evict: watch::Receiver<EvictRequest>,
+    leave: watch::Receiver<u64>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -337,6 +375,17 @@ impl Task {
         while session.signals.try_recv().is_ok() {}
         self.relist.borrow_and_update();
         self.rejoin.borrow_and_update();
+        self.evict.borrow_and_update();
+        self.leave.borrow_and_update();
+        // Out of the chain on purpose (evicted, or asked to leave): our znode is gone and the
+        // session stays (see `core::suspicion`).
+        let mut parked = false;
+        let mut last_record: Option<EvictionRecord> = None;
+        let record_path = target.eviction_record();
+        // Whether the record must be read (and its watch armed) at the next listing: only when
+        // its watch fired or the connection was re-established, so watches do not pile up in
+        // the client library between evictions.
+        let mut need_record = true;
         let mut last_view: Option<Vec<Member>> = None;
         // Whether a child watch is armed on the server; the library forgets to re-arm after a
         // reconnect, so this is cleared on every `Connected`.
@@ -353,7 +402,28 @@ impl Task {
             // Disconnected, listing cannot work; `Connected` asks for it again.
             if need_list && session.connected() {
                 need_list = false;
-                match self.list(target, session, reg).await {
+                // The record first: if it names us, our znode is gone on purpose.
+                let record = if need_record {
+                    eviction::read_and_watch(target, session).await
+                } else {
+                    Ok(None)
+                };
+                need_record = record.is_err();
+                match record {
+                    Ok(Some(record)) if last_record != Some(record) => {
+                        last_record = Some(record);
+                        parked |= record.suspect == reg.session_id;
+                        if self.events.send(MembershipEvent::Eviction(record)).await.is_err() {
+                            return Ended::Shutdown;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        debug!("reading {record_path} failed: {e}; retrying");
+                        relist_at = Some(Instant::now() + RELIST_RETRY);
+                    }
+                }
+                match self.list(target, session, reg, parked).await {
                     Ok((members, version)) => {
                         armed = true;
                         relist_at = None;
@@ -368,6 +438,12 @@ impl Task {
                         }
                     }
                     Err(ListError::Lost(why)) => return Ended::Lost(why),
+                    Err(ListError::Evicted) => {
+                        parked = true;
+                        need_record = true;
+                        need_list = true;
+                        continue;
+                    }
                     Err(ListError::Failed(why)) => {
                         debug!("listing {} failed: {why}; retrying", target.root);
                         armed = false;
@@ -397,7 +473,9 @@ impl Task {
                     while let Some(signal) = next {
                         match signal {
                             Signal::Watch(ev) => {
+                                // The children or the eviction record: one listing reads both.
                                 debug!("ZooKeeper watch fired: {:?} on {:?}", ev.event_type, ev.path);
+                                need_record |= ev.path.as_deref() == Some(record_path.as_str());
                                 need_list = true;
                             }
                             #[allow(deprecated)]
@@ -413,6 +491,7 @@ impl Task {
                             Signal::State(ZkState::Connected) | Signal::State(ZkState::ConnectedReadOnly) => {
                                 debug!("ZooKeeper connection re-established; re-arming the watch");
                                 armed = false;
+                                need_record = true;
                                 need_list = true;
                             }
                             Signal::State(state) => debug!("ZooKeeper client state: {state:?}"),
@@ -437,6 +516,37 @@ impl Task {
                     }
                     return Ended::Rejoin;
                 }
+                r = self.evict.changed() => {
+                    if r.is_err() {
+                        return Ended::Shutdown;
+                    }
+                    let request = *self.evict.borrow_and_update();
+                    if parked {
+                        continue;
+                    }
+                    match eviction::evict(target, session, reg.session_id, request.suspect, request.seen_version).await {
+                        Ok(written) => parked |= written && request.suspect == reg.session_id,
+                        Err(e) => warn!("cannot record the eviction of {:x}: {e}", request.suspect),
+                    }
+                    // Whatever happened, the record may have changed: read it.
+                    need_record = true;
+                    need_list = true;
+                }
+                r = self.leave.changed() => {
+                    if r.is_err() {
+                        return Ended::Shutdown;
+                    }
+                    if !parked {
+                        parked = true;
+                        match session.op(session.zk().delete(&reg.path, None)).await {
+                            Ok(()) => info!("left the chain: deleted {} (session 0x{:x} kept)", reg.path, reg.session_id),
+                            Err(e) if e.is(ZkError::NoNode) => {}
+                            // Deleting is what leaving means: without it, give the session up.
+                            Err(e) => return Ended::Lost(format!("cannot delete {} to leave the chain: {e}", reg.path)),
+                        }
+                    }
+                    need_list = true;
+                }
                 r = self.marker.changed() => {
                     if r.is_err() {
                         return Ended::Shutdown;
@@ -455,7 +565,17 @@ impl Task {
                         continue;
                     }
                     let at = Instant::now();
-                    match session.op(session.zk().exists(&reg.path, false)).await {
+                    // Parked, our znode is gone: any answer on our session proves it alive.
+                    let checked = if parked { &target.meta } else { &reg.path };
+                    match session.op(session.zk().exists(checked, false)).await {
+                        Ok(_) if parked => {
+                            if session.expired() {
+                                return Ended::Lost("ZooKeeper reported the session expired".to_string());
+                            }
+                            if self.events.send(MembershipEvent::Alive { at }).await.is_err() {
+                                return Ended::Shutdown;
+                            }
+                        }
                         Ok(Some(stat)) if stat.ephemeral_owner as u64 == reg.session_id => {
                             if session.expired() {
                                 return Ended::Lost("ZooKeeper reported the session expired".to_string());
@@ -473,6 +593,12 @@ impl Task {
                                 "{} now belongs to session 0x{:x}",
                                 reg.path, stat.ephemeral_owner as u64
                             ));
+                        }
+                        // Deleted by a reporter: the listing reads the record that says so.
+                        Ok(None) if self.evicted_us(target, session, reg).await => {
+                            parked = true;
+                            need_record = true;
+                            need_list = true;
                         }
                         Ok(None) => return Ended::Lost(format!("{} disappeared", reg.path)),
                         Err(e) => {
@@ -492,8 +618,14 @@ impl Task {
         }
     }
 
-    /// Lists the members and arms a child watch; returns them with the view's version.
-    async fn list(&self, target: &Target, session: &ZkSession, reg: &Registration) -> Result<(Vec<Member>, u64), ListError> {
+    /// Whether the chain's eviction record names our session (our znode was deleted for it).
+    async fn evicted_us(&self, target: &Target, session: &ZkSession, reg: &Registration) -> bool {
+        matches!(eviction::read_and_watch(target, session).await, Ok(Some(r)) if r.suspect == reg.session_id)
+    }
+
+    /// Lists the members and arms a child watch; returns them with the view's version. Unless
+    /// `parked`, our own znode must be among them.
+    async fn list(&self, target: &Target, session: &ZkSession, reg: &Registration, parked: bool) -> Result<(Vec<Member>, u64), ListError> {
         let deleted = || ListError::Lost(format!("{} was deleted", target.root));
         // zookeeper-async has no getChildren2, so the listing's version (the root's pzxid) is
         // read before and after it; equal means no child changed in between. Reads on one
@@ -530,7 +662,10 @@ impl Task {
             return Err(ListError::Lost("ZooKeeper reported the session expired".to_string()));
         }
         let own = format!("{:x}", reg.session_id);
-        if !names.contains(&own) {
+        if !parked && !names.contains(&own) {
+            if self.evicted_us(target, session, reg).await {
+                return Err(ListError::Evicted);
+            }
             return Err(ListError::Lost(format!("{} is no longer listed under {}", reg.path, target.root)));
         }
         let members = read_members(session, target, &names)
@@ -578,6 +713,8 @@ async fn mark_chain_held(target: &Target, session: &ZkSession) -> ChainMarker {
 enum ListError {
     /// Our registration is gone: the session must be replaced.
     Lost(String),
+    /// Our znode was deleted by a replica that evicted us: list again, parked.
+    Evicted,
     Failed(String),
 }
 

@@ -20,6 +20,8 @@ use super::{ZkConfig, MIN_SESSION_TIMEOUT};
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// Name of the marker under `Target::meta`.
 const HELD_STATE_MARKER: &str = "held-state";
+/// The chain's latest eviction (see `core::suspicion`), beside the root with the marker.
+const EVICTION_RECORD: &str = "eviction";
 
 /// A validated `ZkConfig`.
 #[derive(Clone, Debug)]
@@ -79,6 +81,11 @@ impl Target {
     /// The persistent znode whose existence says this chain has held state.
     pub fn held_state_marker(&self) -> String {
         child_path(&self.meta, HELD_STATE_MARKER)
+    }
+
+    /// The persistent znode holding the chain's latest eviction.
+    pub fn eviction_record(&self) -> String {
+        child_path(&self.meta, EVICTION_RECORD)
     }
 }
 

@@ -1,0 +1,467 @@
+//! Gray failures: a link between two live replicas that stops carrying updates.
+//!
+//! ZooKeeper's session list sees a replica that crashed or lost ZooKeeper, not a broken link
+//! between two replicas that both still reach ZooKeeper. Without more, a chain with such a link
+//! takes no write for as long as the link stays broken. So the replica that sees the failure,
+//! the one whose updates its successor does not acknowledge, reports it, and the chain re-forms
+//! around the link. The rule (argued in docs/gray-failures.md):
+//!
+//! - **Suspicion.** A replica that holds state, whose lease is valid, and that owes its
+//!   successor something (updates forwarded and not acknowledged, or a state transfer after a
+//!   failed one) with no answer at all from it for `suspicion_ms` (plus a tenth of that per
+//!   position below the head, so that of two replicas suspecting at once the upstream one acts
+//!   first) suspects the successor. A transfer in flight is waited out: its own deadline ends it.
+//! - **Eviction.** The suspicion becomes one record per chain in ZooKeeper, written only if
+//!   nobody wrote another since the reporter last saw it (a version check), and the suspect's
+//!   member znode is deleted. Every replica sees each record; none reports within
+//!   `suspicion_ms` of seeing the last one, so the chain loses at most one replica per
+//!   suspicion period.
+//! - **Restraint.** A reporter that suspects its next successor too, within three suspicion
+//!   periods of its own last eviction, is the likelier culprit (a replica cut off from everyone
+//!   suspects everyone): it evicts itself instead. A single faulty replica therefore removes at
+//!   most one healthy one, which comes back as soon as it reaches the chain again.
+//! - **Parking.** An evicted replica of ours keeps its ZooKeeper session but stays out of the
+//!   chain, probing the chain's tail (`getLatestXid`, which every implementation answers).
+//!   Only after the tail answered every probe for `suspicion_ms` does it join again, with a new
+//!   session, at the tail, behind the replica it just reached. A replica cut off from its peers
+//!   therefore stays outside the chain, and a flapping link re-forms the chain at most once per
+//!   suspicion period.
+
+use super::*;
+
+/// The chain's latest eviction, as ZooKeeper holds it (one record per chain, beside the root).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EvictionRecord {
+    /// Changes with every eviction written; a record with another version is a new eviction.
+    pub version: u64,
+    pub reporter: NodeId,
+    pub suspect: NodeId,
+}
+
+/// Probes from a parked replica carry this bit in their epoch, so their replies are never taken
+/// for the replies to a tail poll (`drive_poll`) made before the replica was evicted.
+const PROBE_EPOCH: u64 = 1 << 63;
+
+/// How the link to the successor is doing, for suspicion.
+#[derive(Clone, Debug, Default)]
+pub(super) struct LinkWatch {
+    /// Highest xid forwarded to the current successor, and the highest it acknowledged.
+    forwarded: Xid,
+    acked: Xid,
+    /// The successor's last answer of any kind, or when we started waiting on it.
+    contact_at: Millis,
+}
+
+/// What this replica knows of the chain's evictions. Survives session loss: the records are
+/// the chain's, not the session's.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Evictions {
+    last: Option<EvictionRecord>,
+    seen_at: Millis,
+    /// The suspect we reported and when, until a new record answers it.
+    asked: Option<(NodeId, Millis)>,
+}
+
+/// An evicted replica waiting to reach the chain again.
+#[derive(Clone, Debug)]
+pub(super) struct Parked {
+    since: Millis,
+    /// Since when every probe was answered.
+    reachable_since: Option<Millis>,
+    probe_in_flight: bool,
+    next_probe_at: Millis,
+    probe_seq: u64,
+    /// `Coordinator::rejoin` was asked for; nothing more to do until the session is replaced.
+    rejoining: bool,
+}
+
+impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
+    /// Whether this replica was evicted and waits to reach the chain again.
+    pub fn is_parked(&self) -> bool {
+        self.parked.is_some()
+    }
+
+    /// The successor changed, or the link to it started over: nothing is owed yet.
+    pub(super) fn watch_new_link(&mut self, now: Millis) {
+        self.link_watch = LinkWatch {
+            forwarded: 0,
+            acked: 0,
+            contact_at: now,
+        };
+    }
+
+    /// An update went to the successor.
+    pub(super) fn watch_forwarded(&mut self, xid: Xid) {
+        if self.link_watch.acked >= self.link_watch.forwarded {
+            // Nothing was owed: silence counts from now, not from the last answer.
+            self.link_watch.contact_at = self.clock.now();
+        }
+        self.link_watch.forwarded = self.link_watch.forwarded.max(xid);
+    }
+
+    /// The current successor answered a `kind` request on the current link.
+    pub(super) fn watch_answered(&mut self, kind: RequestKind, reply: &PeerReply, now: Millis) {
+        if *reply == PeerReply::Unreachable {
+            return;
+        }
+        self.link_watch.contact_at = now;
+        if *reply == PeerReply::Accepted {
+            if let RequestKind::Propose(xid) | RequestKind::Transfer(xid) = kind {
+                self.link_watch.acked = self.link_watch.acked.max(xid);
+            }
+        }
+    }
+
+    /// Whether the successor owes us an answer: a transfer due after one failed, or updates
+    /// streamed and not acknowledged. A transfer in flight is not counted: its deadline (which
+    /// grows with the state) ends it, and a failure puts the link back to `NeedsTransfer`.
+    fn successor_owes(&self) -> bool {
+        match self.link {
+            Link::NeedsTransfer { .. } => true,
+            Link::Streaming => self.link_watch.forwarded > self.link_watch.acked,
+            Link::Idle | Link::Transferring => false,
+        }
+    }
+
+    pub(super) fn drive_suspicion(&mut self, now: Millis) {
+        if self.parked.is_some() {
+            self.drive_parked(now);
+            return;
+        }
+        let period = self.cfg.suspicion_ms;
+        if period == 0 || !self.holds_state || !self.lease_valid() || !self.successor_owes() {
+            return;
+        }
+        let (Some(me), Some(succ)) = (self.me, self.succ.as_ref().map(|s| s.id)) else {
+            return;
+        };
+        let Some(index) = self.view.members().iter().position(|m| m.id == me) else {
+            return;
+        };
+        let silent = now.saturating_sub(self.link_watch.contact_at);
+        let stagger = (period / 10).saturating_mul(index as u64);
+        if silent < period.saturating_add(stagger) {
+            return;
+        }
+        if self.evictions.asked.is_some_and(|(_, at)| now.saturating_sub(at) < period) {
+            return;
+        }
+        let last = self.evictions.last;
+        let since_last = now.saturating_sub(self.evictions.seen_at);
+        if last.is_some() && since_last < period {
+            return;
+        }
+        let restrained = last.is_some_and(|r| r.reporter == me && r.suspect != me) && since_last < period.saturating_mul(3);
+        let suspect = if restrained { me } else { succ };
+        if restrained {
+            tracing::warn!(
+                successor = format_args!("{succ:x}"),
+                silent_ms = silent,
+                "a second successor in a row does not answer: this replica is the likelier cause, and leaves the chain"
+            );
+        } else {
+            tracing::warn!(
+                successor = format_args!("{succ:x}"),
+                silent_ms = silent,
+                "the successor has not answered for the suspicion timeout: asking ZooKeeper to evict it"
+            );
+        }
+        self.evictions.asked = Some((suspect, now));
+        self.coord.report_suspect(suspect, last.map(|r| r.version));
+    }
+
+    /// The chain's eviction record, as read from the coordinator (again, or changed).
+    pub fn on_eviction_record(&mut self, record: EvictionRecord) {
+        if self.evictions.last.is_some_and(|r| r.version == record.version) {
+            return;
+        }
+        let now = self.clock.now();
+        self.evictions.last = Some(record);
+        self.evictions.seen_at = now;
+        self.evictions.asked = None;
+        if Some(record.suspect) == self.me {
+            self.park(record, now);
+        }
+    }
+
+    fn park(&mut self, record: EvictionRecord, now: Millis) {
+        if record.reporter == record.suspect {
+            tracing::warn!("left the chain: probing its tail until it answers again");
+        } else {
+            tracing::warn!(
+                reporter = format_args!("{:x}", record.reporter),
+                "evicted from the chain (our predecessor could not reach us): probing its tail until it answers again"
+            );
+        }
+        self.retain_state();
+        self.reset(None);
+        self.parked = Some(Parked {
+            since: now,
+            reachable_since: None,
+            probe_in_flight: false,
+            next_probe_at: now,
+            probe_seq: 0,
+            rejoining: false,
+        });
+        self.coord.leave_chain();
+    }
+
+    fn drive_parked(&mut self, now: Millis) {
+        let probe_every = (self.cfg.suspicion_ms / 4).max(self.cfg.retry_min_ms).max(1);
+        let tail = self.view.tail().cloned();
+        let Some(p) = self.parked.as_mut() else { return };
+        if p.rejoining || p.probe_in_flight || now < p.next_probe_at {
+            return;
+        }
+        let Some(tail) = tail else {
+            // Nobody is in the chain: there is nothing to be cut off from.
+            tracing::info!("the chain is empty: joining again");
+            p.rejoining = true;
+            self.coord.rejoin();
+            return;
+        };
+        p.probe_seq += 1;
+        p.probe_in_flight = true;
+        p.next_probe_at = now + probe_every;
+        let epoch = PROBE_EPOCH | p.probe_seq;
+        self.net.send(&tail, epoch, PeerRequest::GetLatestXid);
+    }
+
+    /// Whether a reply with this epoch answers a probe (see `PROBE_EPOCH`).
+    pub(super) fn is_probe_epoch(epoch: u64) -> bool {
+        epoch & PROBE_EPOCH != 0
+    }
+
+    pub(super) fn on_probe_reply(&mut self, epoch: u64, reply: &PeerReply, now: Millis) {
+        let period = self.cfg.suspicion_ms;
+        let Some(p) = self.parked.as_mut() else { return };
+        if epoch != PROBE_EPOCH | p.probe_seq {
+            return;
+        }
+        p.probe_in_flight = false;
+        if *reply == PeerReply::Unreachable {
+            p.reachable_since = None;
+            return;
+        }
+        let since = *p.reachable_since.get_or_insert(now);
+        if !p.rejoining && now.saturating_sub(since) >= period {
+            tracing::info!(
+                parked_ms = now.saturating_sub(p.since),
+                "the chain's tail has answered for the whole suspicion timeout: joining again at the tail"
+            );
+            p.rejoining = true;
+            self.coord.rejoin();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::testkit::{Cluster, Outgoing};
+
+    const PERIOD: Millis = 1_000;
+
+    fn chain(ids: &[NodeId]) -> Cluster {
+        let cfg = Config {
+            suspicion_ms: PERIOD,
+            ..Config::default()
+        };
+        Cluster::with_nodes(cfg, ids)
+    }
+
+    /// Deliver everything queued except on the cut link `from -> to`, whose requests fail as
+    /// the runtime fails them after its deadline (here at once).
+    fn deliver_except(c: &mut Cluster, from: NodeId, to: NodeId) {
+        for _ in 0..1_000 {
+            fail_queued(c, from, to);
+            let mut progressed = false;
+            for id in c.ids() {
+                let cut = |m: &Outgoing| id == from && m.to.id == to;
+                if let Some(i) = c.pending_from(id).iter().position(|m| !cut(m)) {
+                    let msg = c.take(id, i).expect("a queued message");
+                    c.deliver(id, msg);
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+        panic!("the replicas keep talking");
+    }
+
+    /// Advance in steps of `step` ms for `total` ms, ticking, with the link `from -> to` cut.
+    fn run_cut(c: &mut Cluster, from: NodeId, to: NodeId, total: Millis, step: Millis) {
+        let mut t = 0;
+        while t < total {
+            c.advance(step);
+            c.tick_all();
+            deliver_except(c, from, to);
+            t += step;
+        }
+    }
+
+    fn suspects(c: &Cluster, id: NodeId) -> Vec<(NodeId, Option<u64>)> {
+        c.get(id).coordinator().suspects.clone()
+    }
+
+    /// The link `from -> to` drops everything: queued messages to `to` get `Unreachable`.
+    fn fail_queued(c: &mut Cluster, from: NodeId, to: NodeId) {
+        while let Some(i) = c.pending_from(from).iter().position(|m| m.to.id == to) {
+            let msg: Outgoing = c.take(from, i).expect("a queued message");
+            c.reply(from, &msg, PeerReply::Unreachable);
+        }
+    }
+
+    #[test]
+    fn a_silent_successor_is_reported_after_the_suspicion_timeout_and_not_before() {
+        let mut c = chain(&[1, 2, 3]);
+        let _ = c.inc("k", 1);
+        // 1 -> 2 is cut: the update stays unacknowledged.
+        run_cut(&mut c, 1, 2, PERIOD - 100, 50);
+        assert!(suspects(&c, 1).is_empty(), "reported before the timeout");
+        run_cut(&mut c, 1, 2, 200, 50);
+        assert_eq!(suspects(&c, 1), vec![(2, None)]);
+        // One request per suspicion period, not one per tick.
+        run_cut(&mut c, 1, 2, PERIOD / 2, 50);
+        assert_eq!(suspects(&c, 1).len(), 1);
+        assert!(suspects(&c, 2).is_empty() && suspects(&c, 3).is_empty());
+    }
+
+    #[test]
+    fn an_idle_link_or_an_answering_successor_is_never_suspected() {
+        let mut c = chain(&[1, 2, 3]);
+        for _ in 0..10 {
+            let _ = c.inc("k", 1);
+            c.advance(PERIOD / 2);
+            c.tick_all();
+            c.settle();
+        }
+        // Nothing owed: silence is not suspicious.
+        c.advance(PERIOD * 5);
+        c.tick_all();
+        c.settle();
+        assert!(c.ids().iter().all(|&id| suspects(&c, id).is_empty()));
+    }
+
+    #[test]
+    fn no_report_without_a_valid_lease() {
+        let mut c = Cluster::with_nodes(
+            Config {
+                suspicion_ms: PERIOD,
+                lease_ms: PERIOD / 2,
+                ..Config::default()
+            },
+            &[1, 2, 3],
+        );
+        let _ = c.inc("k", 1);
+        c.lease_paused.insert(1);
+        run_cut(&mut c, 1, 2, PERIOD * 3, 50);
+        assert!(suspects(&c, 1).is_empty());
+        c.lease_paused.clear();
+        run_cut(&mut c, 1, 2, 100, 50);
+        assert_eq!(suspects(&c, 1), vec![(2, None)]);
+    }
+
+    #[test]
+    fn a_middle_waits_longer_than_its_head_so_the_upstream_report_comes_first() {
+        let mut c = chain(&[1, 2, 3]);
+        let _ = c.inc("k", 1);
+        // 2 -> 3 cut: the middle suspects the tail, a tenth of a period later than a head would.
+        run_cut(&mut c, 2, 3, PERIOD + 50, 50);
+        assert!(suspects(&c, 2).is_empty());
+        run_cut(&mut c, 2, 3, PERIOD / 10, 50);
+        assert_eq!(suspects(&c, 2), vec![(3, None)]);
+    }
+
+    #[test]
+    fn a_recent_eviction_holds_every_report_back_for_a_period() {
+        let mut c = chain(&[1, 2, 3]);
+        let _ = c.inc("k", 1);
+        run_cut(&mut c, 1, 2, PERIOD / 2, 50);
+        let record = EvictionRecord {
+            version: 4,
+            reporter: 9,
+            suspect: 8,
+        };
+        for id in c.ids() {
+            c.get_mut(id).on_eviction_record(record);
+        }
+        run_cut(&mut c, 1, 2, PERIOD / 2 + 200, 50);
+        // Silent long enough, but the last eviction was seen less than a period ago.
+        assert!(suspects(&c, 1).is_empty());
+        run_cut(&mut c, 1, 2, PERIOD / 2, 50);
+        assert_eq!(suspects(&c, 1), vec![(2, Some(4))]);
+    }
+
+    #[test]
+    fn a_reporter_that_suspects_its_next_successor_too_evicts_itself() {
+        let mut c = chain(&[1, 2, 3]);
+        let _ = c.inc("k", 1);
+        run_cut(&mut c, 1, 2, PERIOD + 100, 50);
+        assert_eq!(suspects(&c, 1), vec![(2, None)]);
+        // ZooKeeper records it; 2 is gone from the view.
+        let record = EvictionRecord {
+            version: 0,
+            reporter: 1,
+            suspect: 2,
+        };
+        for id in c.ids() {
+            c.get_mut(id).on_eviction_record(record);
+        }
+        assert!(c.get(2).is_parked());
+        c.set_view(&[1, 3]);
+        // 1 cannot reach 3 either: it is the common cause, and leaves.
+        run_cut(&mut c, 1, 3, PERIOD + PERIOD / 2, 50);
+        assert_eq!(suspects(&c, 1), vec![(2, None), (1, Some(0))]);
+    }
+
+    #[test]
+    fn an_evicted_replica_leaves_and_rejoins_only_once_the_tail_answers_for_a_period() {
+        let mut c = chain(&[1, 2, 3]);
+        let rejoins = c.get(2).coordinator().rejoins;
+        let record = EvictionRecord {
+            version: 0,
+            reporter: 1,
+            suspect: 2,
+        };
+        for id in c.ids() {
+            c.get_mut(id).on_eviction_record(record);
+        }
+        c.set_view(&[1, 3]);
+        let parked = c.get(2);
+        assert!(parked.is_parked());
+        assert_eq!(parked.role(), Role::Outside);
+        assert_eq!(parked.coordinator().leaves, 1);
+        // The tail does not answer its probes: it stays out.
+        run_cut(&mut c, 2, 3, PERIOD * 3, 50);
+        assert_eq!(c.get(2).coordinator().rejoins, rejoins);
+        // Answered for a whole period: it joins again, once.
+        run_cut(&mut c, 0, 0, PERIOD - 100, 50);
+        assert_eq!(c.get(2).coordinator().rejoins, rejoins);
+        run_cut(&mut c, 0, 0, PERIOD, 50);
+        assert_eq!(c.get(2).coordinator().rejoins, rejoins + 1);
+        // Losing the session (its own rejoin) clears the parking and registers anew.
+        let joins = c.get(2).coordinator().joins;
+        c.get_mut(2).on_session_lost();
+        assert!(!c.get(2).is_parked());
+        assert_eq!(c.get(2).coordinator().joins, joins + 1);
+    }
+
+    #[test]
+    fn a_record_seen_again_changes_nothing() {
+        let mut c = chain(&[1, 2]);
+        let record = EvictionRecord {
+            version: 3,
+            reporter: 1,
+            suspect: 7,
+        };
+        c.get_mut(2).on_eviction_record(record);
+        let seen = c.get(2).evictions.seen_at;
+        c.advance(500);
+        c.get_mut(2).on_eviction_record(record);
+        assert_eq!(c.get(2).evictions.seen_at, seen);
+        assert!(!c.get(2).is_parked());
+    }
+}

@@ -1,0 +1,111 @@
+//! The chain's eviction record in ZooKeeper: one persistent znode beside the root whose data is
+//! `<reporter hex> <suspect hex>` and whose version orders evictions (see `core::suspicion`).
+
+use tracing::{info, warn};
+use zookeeper_async::{Acl, CreateMode, ZkError};
+
+use super::session::{OpError, Target, ZkSession};
+use crate::core::{EvictionRecord, NodeId};
+
+/// Reads the record and arms a watch on it (on its creation, if it does not exist yet).
+/// `Ok(None)`: there is no record, or it cannot be parsed (logged; treated as none).
+pub(super) async fn read_and_watch(target: &Target, session: &ZkSession) -> Result<Option<EvictionRecord>, OpError> {
+    let path = target.eviction_record();
+    match session.op(session.zk().get_data_w(&path, session.watch_callback())).await {
+        Ok((data, stat)) => match parse(&data) {
+            Some((reporter, suspect)) => Ok(Some(EvictionRecord {
+                // ZooKeeper's data version only grows while the znode lives; it is never deleted
+                // by us, and a recreated one starts again at 0, which still differs from the last.
+                version: stat.version as u32 as u64,
+                reporter,
+                suspect,
+            })),
+            None => {
+                warn!("ignoring {path}: not `<reporter hex> <suspect hex>`");
+                Ok(None)
+            }
+        },
+        Err(e) if e.is(ZkError::NoNode) => {
+            // Watch for its creation instead; it may have been created in between.
+            match session.op(session.zk().exists_w(&path, session.watch_callback())).await? {
+                None => Ok(None),
+                Some(_) => Box::pin(read_and_watch(target, session)).await,
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes `reporter evicts suspect` if the record is still at `seen_version` (`None`: absent),
+/// then deletes the suspect's member znode. Returns whether the record was written; a lost race
+/// (someone evicted first) writes nothing.
+pub(super) async fn evict(
+    target: &Target,
+    session: &ZkSession,
+    reporter: NodeId,
+    suspect: NodeId,
+    seen_version: Option<u64>,
+) -> Result<bool, OpError> {
+    let path = target.eviction_record();
+    let data = format!("{reporter:x} {suspect:x}").into_bytes();
+    let written = match seen_version {
+        None => {
+            if let Err(e) = session.ensure_path(&target.meta).await {
+                warn!("cannot create {}: {e:#}", target.meta);
+                return Ok(false);
+            }
+            let acl = Acl::open_unsafe().clone();
+            match session.op(session.zk().create(&path, data, acl, CreateMode::Persistent)).await {
+                Ok(_) => true,
+                Err(e) if e.is(ZkError::NodeExists) => false,
+                Err(e) => return Err(e),
+            }
+        }
+        Some(v) => {
+            let Ok(version) = i32::try_from(v) else { return Ok(false) };
+            match session.op(session.zk().set_data(&path, data, Some(version))).await {
+                Ok(_) => true,
+                Err(e) if e.is(ZkError::BadVersion) || e.is(ZkError::NoNode) => false,
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    if !written {
+        info!("another eviction was recorded first; not evicting {suspect:x}");
+        return Ok(false);
+    }
+    let member = target.child(&format!("{suspect:x}"));
+    match session.op(session.zk().delete(&member, None)).await {
+        Ok(()) => {}
+        Err(e) if e.is(ZkError::NoNode) => {}
+        Err(e) => warn!("recorded the eviction of {suspect:x} but could not delete {member}: {e}"),
+    }
+    if reporter == suspect {
+        warn!("left the chain ({member} deleted); staying out until its tail answers again");
+    } else {
+        warn!("evicted {suspect:x} from the chain ({member} deleted): it did not answer for the suspicion timeout");
+    }
+    Ok(true)
+}
+
+fn parse(data: &[u8]) -> Option<(NodeId, NodeId)> {
+    let text = std::str::from_utf8(data).ok()?;
+    let mut parts = text.split_whitespace();
+    let reporter = NodeId::from_str_radix(parts.next()?, 16).ok()?;
+    let suspect = NodeId::from_str_radix(parts.next()?, 16).ok()?;
+    parts.next().is_none().then_some((reporter, suspect))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn record_data_is_two_hex_ids() {
+        assert_eq!(parse(b"1a2b 3c"), Some((0x1a2b, 0x3c)));
+        assert_eq!(parse(b"1a2b"), None);
+        assert_eq!(parse(b"1a2b 3c 4"), None);
+        assert_eq!(parse(b"xyz 3c"), None);
+        assert_eq!(parse(&[0xff, 0x20, 0x31]), None);
+    }
+}

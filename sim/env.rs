@@ -27,6 +27,7 @@ pub enum Outgoing {
     Rejoin,
     ReportSuspect { suspect: NodeId, seen_version: Option<u64> },
     LeaveChain,
+    RemoveMember { suspect: NodeId },
 }
 
 pub type Outbox = Rc<RefCell<Vec<Outgoing>>>;
@@ -66,5 +67,8 @@ impl Coordinator for SimCoord {
     }
     fn leave_chain(&mut self) {
         self.0.borrow_mut().push(Outgoing::LeaveChain);
+    }
+    fn remove_member(&mut self, suspect: NodeId) {
+        self.0.borrow_mut().push(Outgoing::RemoveMember { suspect });
     }
 }

@@ -509,6 +509,10 @@ impl World {
                 );
             }
             Outgoing::LeaveChain => self.trace.note(self.now(), &format!("replica {proc}: unmodelled: leave the chain")),
+            Outgoing::RemoveMember { suspect } => {
+                self.trace
+                    .note(self.now(), &format!("replica {proc}: unmodelled: remove {suspect:x}"));
+            }
             Outgoing::Peer { to, epoch, request } => self.send_peer(proc, inc, to, epoch, request),
             Outgoing::Complete { token, outcome } => self.complete_client(proc, token, outcome),
             Outgoing::Notify { origin } => self.notify_client(proc, origin),

@@ -298,8 +298,9 @@ async fn marker_relist_and_rejoin() {
 }
 
 /// A replica that evicts another (`core::suspicion`): the record is written only on the
-/// version the reporter saw, the suspect's znode goes, and the suspect keeps its session,
-/// parked (no `SessionLost`), until it asks to rejoin.
+/// version the reporter saw; the suspect, told by the record, leaves and keeps its session,
+/// parked (no `SessionLost`), until it asks to rejoin; a suspect that does not leave is
+/// removed by the reporter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eviction_record_and_a_parked_suspect() {
     let _serial = serial();
@@ -332,6 +333,9 @@ async fn eviction_record_and_a_parked_suspect() {
     let seen_by_b = b.wait_for("the record at the suspect", record).await;
     assert_eq!(seen_by_b, seen_by_a);
     c.wait_for("the record at a bystander", record).await;
+    // The record alone removes no one; the suspect's core leaves when it sees it.
+    assert!(children(&zk, "/headchain").await.contains(&format!("{id_b:x}")));
+    b.coord.request_leave();
     a.view_where("a view without the suspect", |v| v.len() == 2 && v.iter().all(|m| m.id != id_b))
         .await;
     // The suspect keeps its session and keeps hearing views; it does not lose its session.
@@ -351,12 +355,21 @@ async fn eviction_record_and_a_parked_suspect() {
     c.coord.request_relist();
     c.wait_for("Listed", |ev| matches!(ev, MembershipEvent::Listed).then_some(())).await;
     assert!(children(&zk, "/headchain").await.contains(&format!("{id_a:x}")));
-    // A replica that evicts itself leaves, parked, too.
-    c.coord.request_evict(id_c, Some(seen_by_a.version));
-    let own = c.wait_for("the record of c leaving", record).await;
-    assert_eq!((own.reporter, own.suspect), (id_c, id_c));
-    assert_ne!(own.version, seen_by_a.version);
+    // A suspect that does not leave (here c, whose core would have; the bare coordinator does
+    // not) is removed by the reporter.
+    a.coord.request_evict(id_c, Some(seen_by_a.version));
+    let second = a.wait_for("the second record", record).await;
+    assert_eq!((second.reporter, second.suspect), (id_a, id_c));
+    assert_ne!(second.version, seen_by_a.version);
+    assert!(children(&zk, "/headchain").await.contains(&format!("{id_c:x}")));
+    a.coord.request_remove(id_c);
     a.view_where("a view of a alone", |v| v.len() == 1 && v[0].id == id_a).await;
+    // c keeps its session: parked by the record, not lost.
+    let after = c.drain_for(SESSION).await;
+    assert!(
+        !after.iter().any(|ev| matches!(ev, MembershipEvent::SessionLost)),
+        "the removed suspect lost its session: {after:?}"
+    );
 
     // Parked, asking to rejoin gives up the session; joining registers a new one at the tail.
     b.coord.request_rejoin();

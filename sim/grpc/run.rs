@@ -517,4 +517,10 @@ impl node::MembershipControl for SimMembership {
     fn request_leave(&self) {
         tracing::error!("the gRPC-tier coordinator does not model evictions");
     }
+    fn request_remove(&self, suspect: NodeId) {
+        tracing::error!(
+            suspect = format_args!("{suspect:x}"),
+            "the gRPC-tier coordinator does not model evictions"
+        );
+    }
 }

@@ -109,10 +109,12 @@ pub trait Coordinator {
     /// a predecessor that will not send one again.
     fn rejoin(&mut self);
     /// Ask for `suspect` to be evicted from the chain: write the chain's eviction record, only if
-    /// its version is still `seen_version` (`None`: there is none yet), then delete the
-    /// suspect's member znode. Every replica hears of a new record through
-    /// `Replica::on_eviction_record`; a lost race writes nothing.
+    /// its version is still `seen_version` (`None`: there is none yet). Every replica hears of a
+    /// new record through `Replica::on_eviction_record`; a lost race writes nothing. The
+    /// record alone removes no one: the suspect leaves by itself, or is removed later.
     fn report_suspect(&mut self, suspect: NodeId, seen_version: Option<u64>);
+    /// Delete `suspect`'s member znode (it was evicted and its lease is over).
+    fn remove_member(&mut self, suspect: NodeId);
     /// Leave the chain but keep the session: our member znode goes, views keep coming, and
     /// losing the session is still reported. Used by an evicted replica (see `suspicion`).
     fn leave_chain(&mut self);

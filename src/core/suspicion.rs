@@ -12,10 +12,15 @@
 //!   position below the head, so that of two replicas suspecting at once the upstream one acts
 //!   first) suspects the successor. A transfer in flight is waited out: its own deadline ends it.
 //! - **Eviction.** The suspicion becomes one record per chain in ZooKeeper, written only if
-//!   nobody wrote another since the reporter last saw it (a version check), and the suspect's
-//!   member znode is deleted. Every replica sees each record; none reports within
-//!   `suspicion_ms` of seeing the last one, so the chain loses at most one replica per
-//!   suspicion period.
+//!   nobody wrote another since the reporter last saw it (a version check). Every replica sees
+//!   each record; none reports within `suspicion_ms` of seeing the last one, so the chain loses
+//!   at most one replica per suspicion period.
+//! - **No stale reads.** An evicted tail still has a valid lease, and a chain re-formed without
+//!   it would acknowledge writes it never sees. So a suspect that sees the record stops serving
+//!   at once and deletes its own member znode; and one that does not (hung, or a foreign
+//!   implementation) stops renewing its lease, because our replicas renew it only by a
+//!   ZooKeeper round trip that finds no record naming them. The reporter deletes the suspect's
+//!   znode itself only `lease_ms` and a half after it saw the record, when that lease is over.
 //! - **Restraint.** A reporter that suspects its next successor too, within three suspicion
 //!   periods of its own last eviction, is the likelier culprit (a replica cut off from everyone
 //!   suspects everyone): it evicts itself instead. A single faulty replica therefore removes at
@@ -60,6 +65,8 @@ pub(super) struct Evictions {
     seen_at: Millis,
     /// The suspect we reported and when, until a new record answers it.
     asked: Option<(NodeId, Millis)>,
+    /// A suspect our record named, whose znode we delete at this time unless it left first.
+    removal: Option<(NodeId, Millis)>,
 }
 
 /// An evicted replica waiting to reach the chain again.
@@ -128,6 +135,18 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             self.drive_parked(now);
             return;
         }
+        if let Some((suspect, at)) = self.evictions.removal {
+            if now >= at {
+                self.evictions.removal = None;
+                if self.view.contains(suspect) {
+                    tracing::warn!(
+                        suspect = format_args!("{suspect:x}"),
+                        "the evicted replica did not leave by itself; its lease is over: removing it"
+                    );
+                    self.coord.remove_member(suspect);
+                }
+            }
+        }
         let period = self.cfg.suspicion_ms;
         if period == 0 || !self.holds_state || !self.lease_valid() || !self.successor_owes() {
             return;
@@ -179,8 +198,12 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.evictions.last = Some(record);
         self.evictions.seen_at = now;
         self.evictions.asked = None;
+        self.evictions.removal = None;
         if Some(record.suspect) == self.me {
             self.park(record, now);
+        } else if Some(record.reporter) == self.me {
+            let wait = self.cfg.lease_ms.saturating_add(self.cfg.lease_ms / 2);
+            self.evictions.removal = Some((record.suspect, now.saturating_add(wait)));
         }
     }
 
@@ -463,5 +486,48 @@ mod tests {
         c.get_mut(2).on_eviction_record(record);
         assert_eq!(c.get(2).evictions.seen_at, seen);
         assert!(!c.get(2).is_parked());
+    }
+
+    #[test]
+    fn the_reporter_removes_a_suspect_that_stays_only_once_its_lease_is_over() {
+        let mut c = chain(&[1, 2, 3]);
+        let lease = c.cfg.lease_ms;
+        let record = EvictionRecord {
+            version: 0,
+            reporter: 1,
+            suspect: 2,
+        };
+        // Only the reporter and a bystander see the record; the suspect does not react.
+        c.get_mut(1).on_eviction_record(record);
+        c.get_mut(3).on_eviction_record(record);
+        c.advance(lease + lease / 2 - 10);
+        c.tick_all();
+        assert!(c.get(1).coordinator().removals.is_empty(), "removed while its lease may run");
+        c.advance(10);
+        c.tick_all();
+        assert_eq!(c.get(1).coordinator().removals, vec![2]);
+        assert!(c.get(3).coordinator().removals.is_empty());
+        c.advance(lease * 3);
+        c.tick_all();
+        assert_eq!(c.get(1).coordinator().removals, vec![2], "removed twice");
+    }
+
+    #[test]
+    fn a_suspect_that_left_by_itself_is_not_removed_again() {
+        let mut c = chain(&[1, 2, 3]);
+        let lease = c.cfg.lease_ms;
+        let record = EvictionRecord {
+            version: 0,
+            reporter: 1,
+            suspect: 2,
+        };
+        for id in c.ids() {
+            c.get_mut(id).on_eviction_record(record);
+        }
+        assert_eq!(c.get(2).coordinator().leaves, 1);
+        c.set_view(&[1, 3]);
+        c.advance(lease * 2);
+        c.tick_all();
+        assert!(c.get(1).coordinator().removals.is_empty());
     }
 }

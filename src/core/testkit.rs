@@ -83,6 +83,7 @@ pub struct RecordingCoord {
     /// `report_suspect` calls: the suspect and the record version the reporter saw.
     pub suspects: Vec<(NodeId, Option<u64>)>,
     pub leaves: usize,
+    pub removals: Vec<NodeId>,
 }
 
 impl Coordinator for RecordingCoord {
@@ -100,6 +101,9 @@ impl Coordinator for RecordingCoord {
     }
     fn leave_chain(&mut self) {
         self.leaves += 1;
+    }
+    fn remove_member(&mut self, suspect: NodeId) {
+        self.removals.push(suspect);
     }
 }
 

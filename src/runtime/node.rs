@@ -53,8 +53,10 @@ pub trait MembershipControl: Send + Sync {
     fn request_rejoin(&self);
     /// List the members now; answered by `MembershipEvent::Listed`.
     fn request_relist(&self);
-    /// Record the eviction of `suspect` and delete its znode (`core::Coordinator::report_suspect`).
+    /// Record the eviction of `suspect` (`core::Coordinator::report_suspect`).
     fn request_evict(&self, suspect: core::NodeId, seen_version: Option<u64>);
+    /// Delete an evicted replica's znode (`core::Coordinator::remove_member`).
+    fn request_remove(&self, suspect: core::NodeId);
     /// Delete our znode, keep the session (`core::Coordinator::leave_chain`).
     fn request_leave(&self);
 }
@@ -78,6 +80,9 @@ impl MembershipControl for ZkCoordinator {
     fn request_leave(&self) {
         ZkCoordinator::request_leave(self);
     }
+    fn request_remove(&self, suspect: core::NodeId) {
+        ZkCoordinator::request_remove(self, suspect);
+    }
 }
 
 /// The core's `Coordinator`, handing its requests to the membership task.
@@ -98,6 +103,9 @@ impl core::Coordinator for CoreCoordinator {
     }
     fn leave_chain(&mut self) {
         self.0.request_leave();
+    }
+    fn remove_member(&mut self, suspect: core::NodeId) {
+        self.0.request_remove(suspect);
     }
 }
 

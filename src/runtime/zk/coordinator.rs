@@ -43,6 +43,7 @@ struct Inner {
     relist: watch::Sender<u64>,
     evict: watch::Sender<EvictRequest>,
     leave: watch::Sender<u64>,
+    remove: watch::Sender<(u64, NodeId)>,
     shutdown: watch::Sender<bool>,
     done: watch::Receiver<bool>,
 }
@@ -65,6 +66,7 @@ impl ZkCoordinator {
         let (relist, relist_rx) = watch::channel(0u64);
         let (evict, evict_rx) = watch::channel(EvictRequest::default());
         let (leave, leave_rx) = watch::channel(0u64);
+        let (remove, remove_rx) = watch::channel((0u64, 0));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (done_tx, done) = watch::channel(false);
         let task = Task {
@@ -76,6 +78,7 @@ impl ZkCoordinator {
             relist: relist_rx,
             evict: evict_rx,
             leave: leave_rx,
+            remove: remove_rx,
             shutdown: shutdown_rx,
         };
         tokio::spawn(async move {
@@ -98,6 +101,7 @@ impl ZkCoordinator {
                 relist,
                 evict,
                 leave,
+                remove,
                 shutdown,
                 done,
             }),
@@ -129,8 +133,8 @@ impl ZkCoordinator {
     }
 
     /// Record the eviction of `suspect` by us if the chain's eviction record is still at
-    /// `seen_version`, and delete its member znode (see `core::Coordinator::report_suspect`).
-    /// The record is reported back as `MembershipEvent::Eviction`. Ignored between sessions.
+    /// `seen_version` (see `core::Coordinator::report_suspect`). The record is reported back as
+    /// `MembershipEvent::Eviction`. Ignored between sessions.
     pub fn request_evict(&self, suspect: NodeId, seen_version: Option<u64>) {
         self.inner.evict.send_modify(|r| {
             *r = EvictRequest {
@@ -138,6 +142,15 @@ impl ZkCoordinator {
                 suspect,
                 seen_version,
             }
+        });
+    }
+
+    /// Delete `suspect`'s member znode (`core::Coordinator::remove_member`). Ignored between
+    /// sessions.
+    pub fn request_remove(&self, suspect: NodeId) {
+        self.inner.remove.send_modify(|(seq, s)| {
+            *seq += 1;
+            *s = suspect;
         });
     }
 
@@ -165,6 +178,7 @@ struct Task {
     relist: watch::Receiver<u64>,
     evict: watch::Receiver<EvictRequest>,
     leave: watch::Receiver<u64>,
+    remove: watch::Receiver<(u64, NodeId)>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -377,6 +391,7 @@ impl Task {
         self.rejoin.borrow_and_update();
         self.evict.borrow_and_update();
         self.leave.borrow_and_update();
+        self.remove.borrow_and_update();
         // Out of the chain on purpose (evicted, or asked to leave): our znode is gone and the
         // session stays (see `core::suspicion`).
         let mut parked = false;
@@ -524,9 +539,8 @@ impl Task {
                     if parked {
                         continue;
                     }
-                    match eviction::evict(target, session, reg.session_id, request.suspect, request.seen_version).await {
-                        Ok(written) => parked |= written && request.suspect == reg.session_id,
-                        Err(e) => warn!("cannot record the eviction of {:x}: {e}", request.suspect),
+                    if let Err(e) = eviction::evict(target, session, reg.session_id, request.suspect, request.seen_version).await {
+                        warn!("cannot record the eviction of {:x}: {e}", request.suspect);
                     }
                     // Whatever happened, the record may have changed: read it.
                     need_record = true;
@@ -536,16 +550,24 @@ impl Task {
                     if r.is_err() {
                         return Ended::Shutdown;
                     }
-                    if !parked {
-                        parked = true;
-                        match session.op(session.zk().delete(&reg.path, None)).await {
-                            Ok(()) => info!("left the chain: deleted {} (session 0x{:x} kept)", reg.path, reg.session_id),
-                            Err(e) if e.is(ZkError::NoNode) => {}
-                            // Deleting is what leaving means: without it, give the session up.
-                            Err(e) => return Ended::Lost(format!("cannot delete {} to leave the chain: {e}", reg.path)),
-                        }
+                    // Also when already parked: the record may have told us before the core did.
+                    parked = true;
+                    match session.op(session.zk().delete(&reg.path, None)).await {
+                        Ok(()) => info!("left the chain: deleted {} (session 0x{:x} kept)", reg.path, reg.session_id),
+                        Err(e) if e.is(ZkError::NoNode) => {}
+                        // Deleting is what leaving means: without it, give the session up.
+                        Err(e) => return Ended::Lost(format!("cannot delete {} to leave the chain: {e}", reg.path)),
                     }
                     need_list = true;
+                }
+                r = self.remove.changed() => {
+                    if r.is_err() {
+                        return Ended::Shutdown;
+                    }
+                    let (_, suspect) = *self.remove.borrow_and_update();
+                    if let Err(e) = eviction::remove(target, session, suspect).await {
+                        warn!("cannot remove evicted replica {suspect:x}: {e}");
+                    }
                 }
                 r = self.marker.changed() => {
                     if r.is_err() {
@@ -579,6 +601,22 @@ impl Task {
                         Ok(Some(stat)) if stat.ephemeral_owner as u64 == reg.session_id => {
                             if session.expired() {
                                 return Ended::Lost("ZooKeeper reported the session expired".to_string());
+                            }
+                            // The lease is renewed only while no eviction record names us, so
+                            // an evicted replica that misses the record's watch still stops
+                            // serving before its reporter removes it (see `core::suspicion`).
+                            match eviction::read(target, session).await {
+                                Ok(Some(r)) if r.suspect == reg.session_id => {
+                                    parked = true;
+                                    need_record = true;
+                                    need_list = true;
+                                    continue;
+                                }
+                                Ok(_) => {}
+                                Err(e) => {
+                                    debug!("cannot read {record_path}: {e}");
+                                    continue;
+                                }
                             }
                             if alive_failing {
                                 info!("ZooKeeper reachable again at {}", target.hosts_label);

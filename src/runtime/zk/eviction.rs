@@ -12,19 +12,7 @@ use crate::core::{EvictionRecord, NodeId};
 pub(super) async fn read_and_watch(target: &Target, session: &ZkSession) -> Result<Option<EvictionRecord>, OpError> {
     let path = target.eviction_record();
     match session.op(session.zk().get_data_w(&path, session.watch_callback())).await {
-        Ok((data, stat)) => match parse(&data) {
-            Some((reporter, suspect)) => Ok(Some(EvictionRecord {
-                // ZooKeeper's data version only grows while the znode lives; it is never deleted
-                // by us, and a recreated one starts again at 0, which still differs from the last.
-                version: stat.version as u32 as u64,
-                reporter,
-                suspect,
-            })),
-            None => {
-                warn!("ignoring {path}: not `<reporter hex> <suspect hex>`");
-                Ok(None)
-            }
-        },
+        Ok((data, stat)) => Ok(record(&path, &data, stat.version)),
         Err(e) if e.is(ZkError::NoNode) => {
             // Watch for its creation instead; it may have been created in between.
             match session.op(session.zk().exists_w(&path, session.watch_callback())).await? {
@@ -36,9 +24,34 @@ pub(super) async fn read_and_watch(target: &Target, session: &ZkSession) -> Resu
     }
 }
 
-/// Writes `reporter evicts suspect` if the record is still at `seen_version` (`None`: absent),
-/// then deletes the suspect's member znode. Returns whether the record was written; a lost race
-/// (someone evicted first) writes nothing.
+/// Reads the record without a watch.
+pub(super) async fn read(target: &Target, session: &ZkSession) -> Result<Option<EvictionRecord>, OpError> {
+    let path = target.eviction_record();
+    match session.op(session.zk().get_data(&path, false)).await {
+        Ok((data, stat)) => Ok(record(&path, &data, stat.version)),
+        Err(e) if e.is(ZkError::NoNode) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn record(path: &str, data: &[u8], version: i32) -> Option<EvictionRecord> {
+    let Some((reporter, suspect)) = parse(data) else {
+        warn!("ignoring {path}: not `<reporter hex> <suspect hex>`");
+        return None;
+    };
+    Some(EvictionRecord {
+        // ZooKeeper's data version only grows while the znode lives; it is never deleted by
+        // us, and a recreated one starts again at 0, which still differs from the last.
+        version: version as u32 as u64,
+        reporter,
+        suspect,
+    })
+}
+
+/// Writes `reporter evicts suspect` if the record is still at `seen_version` (`None`: absent).
+/// Returns whether it was written; a lost race (someone evicted first) writes nothing. Nobody
+/// is removed here: the suspect leaves by itself when it sees the record, or the reporter
+/// removes it once its lease is over (`remove`).
 pub(super) async fn evict(
     target: &Target,
     session: &ZkSession,
@@ -72,20 +85,25 @@ pub(super) async fn evict(
     };
     if !written {
         info!("another eviction was recorded first; not evicting {suspect:x}");
-        return Ok(false);
+    } else if reporter == suspect {
+        warn!("recorded that this replica leaves the chain: it could not reach two successors in a row");
+    } else {
+        warn!("recorded the eviction of {suspect:x}: it left updates unacknowledged for the suspicion timeout");
     }
+    Ok(written)
+}
+
+/// Deletes an evicted replica's member znode, if it is still there.
+pub(super) async fn remove(target: &Target, session: &ZkSession, suspect: NodeId) -> Result<(), OpError> {
     let member = target.child(&format!("{suspect:x}"));
     match session.op(session.zk().delete(&member, None)).await {
-        Ok(()) => {}
-        Err(e) if e.is(ZkError::NoNode) => {}
-        Err(e) => warn!("recorded the eviction of {suspect:x} but could not delete {member}: {e}"),
+        Ok(()) => {
+            warn!("removed {member}: evicted, and its lease is over");
+            Ok(())
+        }
+        Err(e) if e.is(ZkError::NoNode) => Ok(()),
+        Err(e) => Err(e),
     }
-    if reporter == suspect {
-        warn!("left the chain ({member} deleted); staying out until its tail answers again");
-    } else {
-        warn!("evicted {suspect:x} from the chain ({member} deleted): it did not answer for the suspicion timeout");
-    }
-    Ok(true)
 }
 
 fn parse(data: &[u8]) -> Option<(NodeId, NodeId)> {

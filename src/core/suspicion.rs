@@ -30,7 +30,11 @@
 //!   Only after the tail answered every probe for `suspicion_ms` does it join again, with a new
 //!   session, at the tail, behind the replica it just reached. A replica cut off from its peers
 //!   therefore stays outside the chain, and a flapping link re-forms the chain at most once per
-//!   suspicion period.
+//!   suspicion period. A replica evicted again soon after it came back (within
+//!   `REOFFEND_WINDOW` suspicion periods) must reach the tail twice as long as the last time
+//!   before it joins, up to `MAX_BACKOFF_SHIFT` doublings: a probe shows that it reaches the
+//!   tail, not that the tail reaches it (a stateful firewall lets one through and not the
+//!   other), so a link broken one way only costs the chain ever rarer outages.
 
 use super::*;
 
@@ -42,6 +46,12 @@ pub struct EvictionRecord {
     pub reporter: NodeId,
     pub suspect: NodeId,
 }
+
+/// An eviction within this many suspicion periods of the last rejoin doubles the time the
+/// replica must reach the tail before it joins again.
+const REOFFEND_WINDOW: u64 = 10;
+/// At most 2^6 = 64 suspicion periods of probing before a rejoin.
+const MAX_BACKOFF_SHIFT: u32 = 6;
 
 /// Probes from a parked replica carry this bit in their epoch, so their replies are never taken
 /// for the replies to a tail poll (`drive_poll`) made before the replica was evicted.
@@ -67,6 +77,10 @@ pub(super) struct Evictions {
     asked: Option<(NodeId, Millis)>,
     /// A suspect our record named, whose znode we delete at this time unless it left first.
     removal: Option<(NodeId, Millis)>,
+    /// This process's evictions in a row, each soon after it rejoined (see `REOFFEND_WINDOW`),
+    /// and when it last rejoined from parking.
+    repeat_evictions: u32,
+    last_unparked_at: Option<Millis>,
 }
 
 /// An evicted replica waiting to reach the chain again.
@@ -80,6 +94,8 @@ pub(super) struct Parked {
     probe_seq: u64,
     /// `Coordinator::rejoin` was asked for; nothing more to do until the session is replaced.
     rejoining: bool,
+    /// How long the tail must answer every probe before we join again.
+    reach_for: Millis,
 }
 
 impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
@@ -216,6 +232,24 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
                 "evicted from the chain (our predecessor could not reach us): probing its tail until it answers again"
             );
         }
+        let period = self.cfg.suspicion_ms;
+        let soon_after_rejoin = self
+            .evictions
+            .last_unparked_at
+            .is_some_and(|at| now.saturating_sub(at) < period.saturating_mul(REOFFEND_WINDOW));
+        self.evictions.repeat_evictions = if soon_after_rejoin {
+            (self.evictions.repeat_evictions + 1).min(MAX_BACKOFF_SHIFT)
+        } else {
+            0
+        };
+        let reach_for = period.saturating_mul(1 << self.evictions.repeat_evictions);
+        if self.evictions.repeat_evictions > 0 {
+            tracing::warn!(
+                times = self.evictions.repeat_evictions + 1,
+                reach_for_ms = reach_for,
+                "evicted again soon after coming back: waiting longer before joining again"
+            );
+        }
         self.retain_state();
         self.reset(None);
         self.parked = Some(Parked {
@@ -225,6 +259,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             next_probe_at: now,
             probe_seq: 0,
             rejoining: false,
+            reach_for,
         });
         self.coord.leave_chain();
     }
@@ -240,6 +275,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             // Nobody is in the chain: there is nothing to be cut off from.
             tracing::info!("the chain is empty: joining again");
             p.rejoining = true;
+            self.evictions.last_unparked_at = Some(now);
             self.coord.rejoin();
             return;
         };
@@ -256,7 +292,6 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     }
 
     pub(super) fn on_probe_reply(&mut self, epoch: u64, reply: &PeerReply, now: Millis) {
-        let period = self.cfg.suspicion_ms;
         let Some(p) = self.parked.as_mut() else { return };
         if epoch != PROBE_EPOCH | p.probe_seq {
             return;
@@ -267,12 +302,13 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             return;
         }
         let since = *p.reachable_since.get_or_insert(now);
-        if !p.rejoining && now.saturating_sub(since) >= period {
+        if !p.rejoining && now.saturating_sub(since) >= p.reach_for {
             tracing::info!(
                 parked_ms = now.saturating_sub(p.since),
-                "the chain's tail has answered for the whole suspicion timeout: joining again at the tail"
+                "the chain's tail has answered every probe for long enough: joining again at the tail"
             );
             p.rejoining = true;
+            self.evictions.last_unparked_at = Some(now);
             self.coord.rejoin();
         }
     }
@@ -529,5 +565,52 @@ mod tests {
         c.advance(lease * 2);
         c.tick_all();
         assert!(c.get(1).coordinator().removals.is_empty());
+    }
+
+    fn evict(c: &mut Cluster, reporter: NodeId, suspect: NodeId, version: u64) {
+        let record = EvictionRecord {
+            version,
+            reporter,
+            suspect,
+        };
+        for id in c.ids() {
+            c.get_mut(id).on_eviction_record(record);
+        }
+    }
+
+    /// Ticks until the parked replica `id` asks to rejoin; how long that took.
+    fn time_to_rejoin(c: &mut Cluster, id: NodeId) -> Millis {
+        let start = c.now();
+        let before = c.get(id).coordinator().rejoins;
+        while c.get(id).coordinator().rejoins == before {
+            assert!(c.now() - start < PERIOD * 200, "never rejoined");
+            run_cut(c, 0, 0, 50, 50);
+        }
+        c.now() - start
+    }
+
+    #[test]
+    fn a_replica_evicted_again_soon_after_it_came_back_waits_twice_as_long() {
+        let mut c = chain(&[1, 2, 3]);
+        evict(&mut c, 1, 2, 0);
+        c.set_view(&[1, 3]);
+        let first = time_to_rejoin(&mut c, 2);
+        assert!((PERIOD..PERIOD + 300).contains(&first), "{first}");
+        // It comes back as 4 and is evicted again at once: twice as long.
+        c.rejoin(2, 4);
+        c.set_view(&[1, 3, 4]);
+        c.advance(PERIOD);
+        evict(&mut c, 3, 4, 1);
+        c.set_view(&[1, 3]);
+        let second = time_to_rejoin(&mut c, 4);
+        assert!((2 * PERIOD..2 * PERIOD + 300).contains(&second), "{second}");
+        // Back as 5, in the chain for longer than the window: the next eviction starts over.
+        c.rejoin(4, 5);
+        c.set_view(&[1, 3, 5]);
+        c.advance(PERIOD * REOFFEND_WINDOW);
+        evict(&mut c, 3, 5, 2);
+        c.set_view(&[1, 3]);
+        let third = time_to_rejoin(&mut c, 5);
+        assert!((PERIOD..PERIOD + 300).contains(&third), "{third}");
     }
 }

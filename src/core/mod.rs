@@ -132,6 +132,10 @@ struct HeadNotify {
     needed: bool,
     in_flight: bool,
     retry_at: Millis,
+    /// When the call in flight was sent.
+    sent_at: Millis,
+    /// The head our calls have failed to reach, and since when (see `suspicion`).
+    failing: Option<(NodeId, Millis)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -426,7 +430,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         }
         match kind {
             RequestKind::Propose(_) | RequestKind::Transfer(_) => self.on_link_reply(from, epoch, kind, reply, now),
-            RequestKind::XidProcessed(_) => self.on_head_notify_reply(reply, now),
+            RequestKind::XidProcessed(_) => self.on_head_notify_reply(from, reply, now),
             RequestKind::GetLatestXid => self.on_poll_reply(reply, now),
             RequestKind::PullState => self.on_pull_reply(from, reply, now),
         }

@@ -197,11 +197,20 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             return;
         }
         self.head_notify.in_flight = true;
+        self.head_notify.sent_at = now;
         self.net.send(&head, 0, PeerRequest::XidProcessed(self.last_applied));
     }
 
-    pub(super) fn on_head_notify_reply(&mut self, reply: PeerReply, now: Millis) {
+    pub(super) fn on_head_notify_reply(&mut self, from: NodeId, reply: PeerReply, now: Millis) {
         self.head_notify.in_flight = false;
+        // Silence from the head counts from the first call it failed to answer.
+        if reply == PeerReply::Unreachable {
+            if self.head_notify.failing.is_none_or(|(head, _)| head != from) {
+                self.head_notify.failing = Some((from, self.head_notify.sent_at));
+            }
+        } else {
+            self.head_notify.failing = None;
+        }
         if reply != PeerReply::Accepted {
             // The head may not see itself as head yet; try again shortly, with the newest xid.
             self.head_notify.needed = true;

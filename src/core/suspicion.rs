@@ -164,16 +164,16 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             }
         }
         let period = self.cfg.suspicion_ms;
-        if period == 0 || !self.holds_state || !self.lease_valid() || !self.successor_owes() {
+        if period == 0 || !self.holds_state || !self.lease_valid() {
             return;
         }
-        let (Some(me), Some(succ)) = (self.me, self.succ.as_ref().map(|s| s.id)) else {
-            return;
-        };
+        let Some(me) = self.me else { return };
         let Some(index) = self.view.members().iter().position(|m| m.id == me) else {
             return;
         };
-        let silent = now.saturating_sub(self.link_watch.contact_at);
+        let Some((suspect, silent)) = self.silent_neighbour(now) else {
+            return;
+        };
         let stagger = (period / 10).saturating_mul(index as u64);
         if silent < period.saturating_add(stagger) {
             return;
@@ -187,22 +187,37 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             return;
         }
         let restrained = last.is_some_and(|r| r.reporter == me && r.suspect != me) && since_last < period.saturating_mul(3);
-        let suspect = if restrained { me } else { succ };
         if restrained {
             tracing::warn!(
-                successor = format_args!("{succ:x}"),
+                silent = format_args!("{suspect:x}"),
                 silent_ms = silent,
-                "a second successor in a row does not answer: this replica is the likelier cause, and leaves the chain"
+                "a second replica in a row does not answer: this replica is the likelier cause, and leaves the chain"
             );
         } else {
             tracing::warn!(
-                successor = format_args!("{succ:x}"),
+                suspect = format_args!("{suspect:x}"),
                 silent_ms = silent,
-                "the successor has not answered for the suspicion timeout: asking ZooKeeper to evict it"
+                "a replica we depend on has not answered for the suspicion timeout: asking ZooKeeper to evict it"
             );
         }
+        let suspect = if restrained { me } else { suspect };
         self.evictions.asked = Some((suspect, now));
         self.coord.report_suspect(suspect, last.map(|r| r.version));
+    }
+
+    /// The neighbour that owes us an answer and how long it has been silent: the successor on
+    /// the chain's link, or, in the head variant, the head, which the tail acknowledges to
+    /// directly (outside the chain's links, so a broken link between them alone would stall
+    /// every acknowledgement).
+    fn silent_neighbour(&self, now: Millis) -> Option<(NodeId, Millis)> {
+        if self.successor_owes() {
+            let succ = self.succ.as_ref()?.id;
+            return Some((succ, now.saturating_sub(self.link_watch.contact_at)));
+        }
+        let (head, since) = self.head_notify.failing?;
+        let head_now = self.view.head()?.id;
+        (self.cfg.variant == Variant::Head && self.is_tail_role() && head == head_now && Some(head) != self.me)
+            .then(|| (head, now.saturating_sub(since)))
     }
 
     /// The chain's eviction record, as read from the coordinator (again, or changed).
@@ -612,5 +627,21 @@ mod tests {
         c.set_view(&[1, 3]);
         let third = time_to_rejoin(&mut c, 5);
         assert!((PERIOD..PERIOD + 300).contains(&third), "{third}");
+    }
+
+    #[test]
+    fn a_tail_whose_acknowledgements_do_not_reach_the_head_reports_the_head() {
+        let mut c = chain(&[1, 2, 3]);
+        let _ = c.inc("k", 1);
+        // Only the head-to-tail link is cut: the chain's links all work.
+        let mut t = 0;
+        while t < PERIOD * 2 {
+            c.advance(50);
+            c.tick_all();
+            deliver_except(&mut c, 3, 1);
+            t += 50;
+        }
+        assert!(suspects(&c, 1).is_empty() && suspects(&c, 2).is_empty());
+        assert_eq!(suspects(&c, 3), vec![(1, None)]);
     }
 }

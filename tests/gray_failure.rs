@@ -415,12 +415,13 @@ async fn measure(net: &Net, zk: &NsZk, replicas: &[NsReplica], label: &str, faul
     );
 
     let (node, rules) = rules_for(net, &roles, fault);
-    let cut_at = Instant::now();
     let cut = net.cut(&node, rules).expect("install the DROP rules");
+    // The fault is measured from when every rule is in force until the first one goes.
+    let cut_at = Instant::now();
     let rules_during = net.rules(&node).unwrap_or_else(|e| format!("{e:#}"));
     tokio::time::sleep(fault_duration()).await;
-    cut.heal().expect("remove the DROP rules");
     let heal_at = Instant::now();
+    cut.heal().expect("remove the DROP rules");
     stop_probes.store(true, Ordering::Relaxed);
     tokio::time::sleep(AFTER_HEAL).await;
     stop.store(true, Ordering::Relaxed);
@@ -710,7 +711,7 @@ impl Report {
 
     fn details(&self) -> String {
         format!(
-            "{}\n  rules in force: {}\n  first client errors: {:?}\n  lost: {:?}\n  stale: {:?}\n  chain after the heal: {}",
+            "{}\n  rules in force: {}\n  client errors: {:?}\n  lost: {:?}\n  stale: {:?}\n  chain after the heal: {}",
             self.label,
             self.rules_during.trim().replace('\n', "; "),
             self.errors,

@@ -205,7 +205,7 @@ impl Drop for ZkServer {
 }
 
 /// Opens a session with the raw wire protocol and closes it again.
-fn handshake(addr: SocketAddr) -> io::Result<()> {
+pub fn handshake(addr: SocketAddr) -> io::Result<()> {
     let mut sock = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
     sock.set_read_timeout(Some(Duration::from_secs(2)))?;
     sock.set_write_timeout(Some(Duration::from_secs(2)))?;
@@ -253,7 +253,7 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr().context("probe socket has no address")?.port())
 }
 
-fn java_binary() -> anyhow::Result<PathBuf> {
+pub fn java_binary() -> anyhow::Result<PathBuf> {
     if let Some(java) = std::env::var_os("JAVA") {
         return Ok(PathBuf::from(java));
     }

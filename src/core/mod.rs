@@ -142,6 +142,10 @@ struct HeadNotify {
 struct Poll {
     in_flight: bool,
     next_at: Millis,
+    /// When the poll in flight was sent.
+    sent_at: Millis,
+    /// The tail our polls have failed to reach, and since when (see `suspicion`).
+    failing: Option<(NodeId, Millis)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -431,7 +435,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         match kind {
             RequestKind::Propose(_) | RequestKind::Transfer(_) => self.on_link_reply(from, epoch, kind, reply, now),
             RequestKind::XidProcessed(_) => self.on_head_notify_reply(from, reply, now),
-            RequestKind::GetLatestXid => self.on_poll_reply(reply, now),
+            RequestKind::GetLatestXid => self.on_poll_reply(from, reply, now),
             RequestKind::PullState => self.on_pull_reply(from, reply, now),
         }
     }

@@ -235,11 +235,20 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             return;
         }
         self.poll.in_flight = true;
+        self.poll.sent_at = now;
         self.net.send(&tail, 0, PeerRequest::GetLatestXid);
     }
 
-    pub(super) fn on_poll_reply(&mut self, reply: PeerReply, now: Millis) {
+    pub(super) fn on_poll_reply(&mut self, from: NodeId, reply: PeerReply, now: Millis) {
         self.poll.in_flight = false;
+        // As for `xidProcessed`: silence from the tail counts from the first unanswered poll.
+        if reply == PeerReply::Unreachable {
+            if self.poll.failing.is_none_or(|(tail, _)| tail != from) {
+                self.poll.failing = Some((from, self.poll.sent_at));
+            }
+        } else {
+            self.poll.failing = None;
+        }
         self.poll.next_at = now + self.cfg.poll_interval_ms;
         if let PeerReply::LatestXid(Some(xid)) = reply {
             if self.holds_state {

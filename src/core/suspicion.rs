@@ -26,9 +26,10 @@
 //!   suspects everyone): it evicts itself instead. A single faulty replica therefore removes at
 //!   most one healthy one, which comes back as soon as it reaches the chain again.
 //! - **Parking.** An evicted replica of ours keeps its ZooKeeper session but stays out of the
-//!   chain, probing the chain's tail (`getLatestXid`, which every implementation answers).
-//!   Only after the tail answered every probe for `suspicion_ms` does it join again, with a new
-//!   session, at the tail, behind the replica it just reached. A replica cut off from its peers
+//!   chain, probing the chain's tail and head (`getLatestXid`, which every implementation
+//!   answers): joined again, it would follow the tail and talk to the head directly. Only after
+//!   both answered every probe for `suspicion_ms` does it join again, with a new session, at
+//!   the tail, behind the replica it just reached. A replica cut off from its peers
 //!   therefore stays outside the chain, and a flapping link re-forms the chain at most once per
 //!   suspicion period. A replica evicted again soon after it came back (within
 //!   `REOFFEND_WINDOW` suspicion periods) must reach the tail twice as long as the last time
@@ -89,7 +90,9 @@ pub(super) struct Parked {
     since: Millis,
     /// Since when every probe was answered.
     reachable_since: Option<Millis>,
-    probe_in_flight: bool,
+    /// Probes of the current round still unanswered, and whether every answer so far came.
+    probes_out: u8,
+    round_ok: bool,
     next_probe_at: Millis,
     probe_seq: u64,
     /// `Coordinator::rejoin` was asked for; nothing more to do until the session is replaced.
@@ -206,18 +209,26 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     }
 
     /// The neighbour that owes us an answer and how long it has been silent: the successor on
-    /// the chain's link, or, in the head variant, the head, which the tail acknowledges to
-    /// directly (outside the chain's links, so a broken link between them alone would stall
-    /// every acknowledgement).
+    /// the chain's link; or, off the chain's links, the head that the head variant's tail
+    /// acknowledges to, or the tail that the tail variant's head polls to learn what is
+    /// applied (without it, its sent list fills and it refuses writes).
     fn silent_neighbour(&self, now: Millis) -> Option<(NodeId, Millis)> {
         if self.successor_owes() {
             let succ = self.succ.as_ref()?.id;
             return Some((succ, now.saturating_sub(self.link_watch.contact_at)));
         }
-        let (head, since) = self.head_notify.failing?;
-        let head_now = self.view.head()?.id;
-        (self.cfg.variant == Variant::Head && self.is_tail_role() && head == head_now && Some(head) != self.me)
-            .then(|| (head, now.saturating_sub(since)))
+        let (target, since, current) = match self.cfg.variant {
+            Variant::Head if self.is_tail_role() => {
+                let (head, since) = self.head_notify.failing?;
+                (head, since, self.view.head()?.id)
+            }
+            Variant::Tail if self.is_head_role() => {
+                let (tail, since) = self.poll.failing?;
+                (tail, since, self.view.tail()?.id)
+            }
+            _ => return None,
+        };
+        (target == current && Some(target) != self.me).then(|| (target, now.saturating_sub(since)))
     }
 
     /// The chain's eviction record, as read from the coordinator (again, or changed).
@@ -270,7 +281,8 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.parked = Some(Parked {
             since: now,
             reachable_since: None,
-            probe_in_flight: false,
+            probes_out: 0,
+            round_ok: true,
             next_probe_at: now,
             probe_seq: 0,
             rejoining: false,
@@ -281,24 +293,31 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
 
     fn drive_parked(&mut self, now: Millis) {
         let probe_every = (self.cfg.suspicion_ms / 4).max(self.cfg.retry_min_ms).max(1);
-        let tail = self.view.tail().cloned();
+        // Joined at the tail, a replica needs its predecessor (today's tail) and the head: in
+        // the head variant the tail acknowledges to the head directly, in the tail variant the
+        // head polls the tail.
+        let mut targets: Vec<Member> = self.view.tail().into_iter().chain(self.view.head()).cloned().collect();
+        targets.dedup_by_key(|m| m.id);
         let Some(p) = self.parked.as_mut() else { return };
-        if p.rejoining || p.probe_in_flight || now < p.next_probe_at {
+        if p.rejoining || p.probes_out > 0 || now < p.next_probe_at {
             return;
         }
-        let Some(tail) = tail else {
+        if targets.is_empty() {
             // Nobody is in the chain: there is nothing to be cut off from.
             tracing::info!("the chain is empty: joining again");
             p.rejoining = true;
             self.evictions.last_unparked_at = Some(now);
             self.coord.rejoin();
             return;
-        };
+        }
         p.probe_seq += 1;
-        p.probe_in_flight = true;
+        p.probes_out = targets.len() as u8;
+        p.round_ok = true;
         p.next_probe_at = now + probe_every;
         let epoch = PROBE_EPOCH | p.probe_seq;
-        self.net.send(&tail, epoch, PeerRequest::GetLatestXid);
+        for target in &targets {
+            self.net.send(target, epoch, PeerRequest::GetLatestXid);
+        }
     }
 
     /// Whether a reply with this epoch answers a probe (see `PROBE_EPOCH`).
@@ -308,11 +327,15 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
 
     pub(super) fn on_probe_reply(&mut self, epoch: u64, reply: &PeerReply, now: Millis) {
         let Some(p) = self.parked.as_mut() else { return };
-        if epoch != PROBE_EPOCH | p.probe_seq {
+        if epoch != PROBE_EPOCH | p.probe_seq || p.probes_out == 0 {
             return;
         }
-        p.probe_in_flight = false;
-        if *reply == PeerReply::Unreachable {
+        p.probes_out -= 1;
+        p.round_ok &= *reply != PeerReply::Unreachable;
+        if p.probes_out > 0 {
+            return;
+        }
+        if !p.round_ok {
             p.reachable_since = None;
             return;
         }
@@ -320,7 +343,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         if !p.rejoining && now.saturating_sub(since) >= p.reach_for {
             tracing::info!(
                 parked_ms = now.saturating_sub(p.since),
-                "the chain's tail has answered every probe for long enough: joining again at the tail"
+                "the chain's head and tail have answered every probe for long enough: joining again at the tail"
             );
             p.rejoining = true;
             self.evictions.last_unparked_at = Some(now);
@@ -643,5 +666,37 @@ mod tests {
         }
         assert!(suspects(&c, 1).is_empty() && suspects(&c, 2).is_empty());
         assert_eq!(suspects(&c, 3), vec![(1, None)]);
+    }
+
+    #[test]
+    fn a_tail_variant_head_whose_polls_do_not_reach_the_tail_reports_the_tail() {
+        let mut c = Cluster::with_nodes(
+            Config {
+                variant: Variant::Tail,
+                suspicion_ms: PERIOD,
+                ..Config::default()
+            },
+            &[1, 2, 3],
+        );
+        let origin = ClientOrigin {
+            host: "client".into(),
+            port: 1,
+            cxid: 1,
+        };
+        let _ = c.write_at(1, WriteOp::Inc { key: "k".into(), delta: 1 }, Some(origin));
+        run_cut(&mut c, 1, 3, PERIOD * 2, 50);
+        assert!(suspects(&c, 2).is_empty() && suspects(&c, 3).is_empty());
+        assert_eq!(suspects(&c, 1), vec![(3, None)]);
+    }
+
+    #[test]
+    fn a_parked_replica_that_reaches_the_tail_but_not_the_head_stays_out() {
+        let mut c = chain(&[1, 2, 3]);
+        let rejoins = c.get(2).coordinator().rejoins;
+        evict(&mut c, 1, 2, 0);
+        c.set_view(&[1, 3]);
+        run_cut(&mut c, 2, 1, PERIOD * 5, 50);
+        assert_eq!(c.get(2).coordinator().rejoins, rejoins);
+        assert_eq!(time_to_rejoin(&mut c, 2) / 100, PERIOD / 100);
     }
 }

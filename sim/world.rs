@@ -8,16 +8,16 @@ use std::rc::Rc;
 use super::canon::Canon;
 use super::checks::{DroppedHeld, Pacing};
 use super::client::{Client, ClientReq, ClientResult};
+use super::config::SimConfig;
 use super::dice::Streams;
 use super::env::{Outbox, Outgoing, SimClock, SimCoord, SimNet};
+use super::faults::{Fault, FAULTS};
 use super::linearizability::Op;
 use super::links::Links;
-use super::nemesis::{Fault, FAULTS};
 use super::run_shape::{RunShape, Scenario, SCENARIOS};
 use super::shape::Shape;
 use super::trace::Trace;
 use super::zk::{WatchEvent, Watcher, ZkModel};
-use super::SimConfig;
 use crate::core::{self, Millis, NodeId, PeerReply, PeerRequest, PullAnswer, Replica, RequestKind};
 
 pub type SimReplica = Replica<SimClock, SimNet, SimCoord>;

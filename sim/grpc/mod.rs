@@ -24,7 +24,9 @@ use std::time::Duration;
 
 use crate::core::Variant;
 
-pub use run::{replay_command, run_seed_catching, variant_name};
+use crate::sim::report::failure_report;
+pub use crate::sim::report::variant_name;
+pub use run::{replay_command, run_seed_catching};
 
 #[derive(Clone, Debug)]
 pub struct GrpcSimConfig {
@@ -144,10 +146,6 @@ impl Report {
                 self.ops
             ),
         };
-        Some(super::failure_report(
-            out,
-            &self.violations,
-            &replay_command(self.seed, self.variant),
-        ))
+        Some(failure_report(out, &self.violations, &replay_command(self.seed, self.variant)))
     }
 }

@@ -22,6 +22,7 @@ use crate::runtime::node::{self, NodeConfig, RunningNode};
 use crate::runtime::zk::ZkConfig;
 use crate::sim::linearizability::{self, Op, OpKind};
 use crate::sim::panics;
+use crate::sim::report::variant_name;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -475,14 +476,6 @@ pub fn replay_command(seed: u64, variant: Variant) -> String {
         "CHAIN_GRPC_SIM_SEED={seed} cargo test --features sim --test grpc_sim {}_variant -- --nocapture",
         variant_name(variant)
     )
-}
-
-/// Which variant's name goes in reports.
-pub fn variant_name(v: Variant) -> &'static str {
-    match v {
-        Variant::Head => "head",
-        Variant::Tail => "tail",
-    }
 }
 
 /// One replica's requests to the simulated coordinator.

@@ -6,5 +6,6 @@ pub mod limits;
 pub mod network;
 pub mod node;
 pub mod service;
+pub mod shared;
 pub mod tls;
 pub mod zk;

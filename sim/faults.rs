@@ -63,3 +63,12 @@ impl fmt::Display for Fault {
         f.write_str(self.name())
     }
 }
+
+/// The nemesis's own state in a run.
+pub struct NemesisState {
+    /// Its repertoire, with the faults' weights (see `World::new`).
+    pub faults: Vec<(Fault, u64)>,
+    /// Every session was ended at once: no more faults until no live replica holds a retained
+    /// copy, because until a head adopts one, the copies are the only state there is.
+    pub mass_loss_recovering: bool,
+}

@@ -17,8 +17,8 @@
 use std::collections::BTreeMap;
 
 use crate::core::{Config, Millis, NodeId, PeerReply, RequestKind, Xid};
+use crate::sim::events::ReplyTo;
 use crate::sim::shape::Shape;
-use crate::sim::world::ReplyTo;
 
 /// (process, incarnation).
 pub type Sender = (usize, u32);

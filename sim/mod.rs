@@ -12,6 +12,7 @@ mod client;
 mod config;
 mod dice;
 mod env;
+mod events;
 mod failover;
 mod faults;
 mod flapping_predecessor;
@@ -20,9 +21,11 @@ pub mod grpc;
 pub mod linearizability;
 mod lingering_head;
 mod links;
+mod measure;
 mod nemesis;
 mod new_head;
 pub mod panics;
+mod procs;
 mod quiet;
 mod report;
 pub mod run_shape;
@@ -31,6 +34,8 @@ mod shape;
 mod stale_copy;
 mod trace;
 mod unseen_holder;
+mod view;
+mod violation;
 mod world;
 mod zk;
 
@@ -39,9 +44,15 @@ pub use faults::{Fault, FAULTS};
 pub use report::{failure_report, replay_command, summarize_failures, variant_name, Report};
 use run_shape::Scenario;
 
+/// What the world leaves to the layers above it.
+const DRIVERS: world::Drivers = world::Drivers {
+    nemesis: nemesis::turn,
+    foreign: foreign::request,
+};
+
 /// Plays one seed. A panic propagates; [`run_seed_catching`] reports it instead.
 pub fn run(cfg: SimConfig) -> Report {
-    let mut world = world::World::new(cfg);
+    let mut world = world::World::new(cfg, DRIVERS);
     play(&mut world);
     report(world, None)
 }
@@ -51,20 +62,20 @@ pub fn run(cfg: SimConfig) -> Report {
 pub fn run_seed_catching(cfg: SimConfig) -> Report {
     let (seed, variant) = (cfg.seed, cfg.variant);
     let mut world = None;
-    let (_, panics) = panics::catching(|| play(world.insert(world::World::new(cfg))));
+    let (_, panics) = panics::catching(|| play(world.insert(world::World::new(cfg, DRIVERS))));
     let Some(panic) = panics::summary(&panics) else {
         let world = world.expect("a run that did not panic has its world");
         return report(world, None);
     };
     match world {
-        Some(mut world) => {
+        Some(world) => {
             // The state at the panic, if describing it does not panic too.
             let (described, more) = panics::catching(|| world.describe_all());
-            world.violations.push(match described {
+            let described = match described {
                 Some(d) => d,
                 None => format!("(describing the replicas panicked too: {})", more.join("; ")),
-            });
-            report(world, Some(panic))
+            };
+            report_with(world, Some(panic), Some(described))
         }
         None => Report {
             seed,
@@ -81,62 +92,73 @@ pub fn run_seed_catching(cfg: SimConfig) -> Report {
 }
 
 fn report(world: world::World, panic: Option<String>) -> Report {
+    // A failed run ends with the replicas' state, for the report.
+    let snapshot = (!world.ok()).then(|| world.describe_all());
+    report_with(world, panic, snapshot)
+}
+
+/// `snapshot`: the replicas' state, after the violations.
+fn report_with(world: world::World, panic: Option<String>, snapshot: Option<String>) -> Report {
+    let mut violations: Vec<String> = world.checks().violations().iter().map(|v| v.to_string()).collect();
+    violations.extend(snapshot);
     Report {
-        seed: world.cfg.seed,
-        variant: world.cfg.variant,
-        shape: Some(world.shape.clone()),
-        trace_hash: world.trace.hash(),
-        events: world.trace.events,
+        seed: world.cfg().seed,
+        variant: world.cfg().variant,
+        shape: Some(world.shape().clone()),
+        trace_hash: world.trace().hash(),
+        events: world.trace().events,
         simulated_ms: world.now(),
-        ops: world.history.len(),
-        violations: world.violations,
+        ops: world.history_len(),
+        violations,
         panic,
     }
 }
 
-fn play(world: &mut world::World) {
-    let cfg = world.cfg.clone();
+fn play(w: &mut world::World) {
+    let cfg = w.cfg().clone();
     // While the faults go on, a foreign peer now and then sends a request that must be refused.
-    world.plan_foreign_input();
-    world.run();
-    if world.violations.is_empty() {
-        // Let the chain settle after the last client finished; then a few more operations on a
-        // quiet network, counting what they cost; then more while the tail, then a middle, crash;
-        // then one targeted scenario (a new head pulling the state, a stale retained copy at the
-        // head, a predecessor that comes and goes unseen by it, an old head that lingers, or a
-        // retained copy the new head cannot see);
-        // then read every key.
-        let until = world.now() + cfg.settle_time;
-        world.run_until(until);
-        world.check_settled();
-        if world.violations.is_empty() {
-            let quiet = world.quiet_phase();
-            if !world.shape.tiny_bounds {
-                world.check_cost(&quiet);
-            }
+    foreign::plan(w);
+    w.run();
+    if !w.ok() {
+        return;
+    }
+    // Let the chain settle after the last client finished; then a few more operations on a
+    // quiet network, counting what they cost; then more while the tail, then a middle, crash;
+    // then one targeted scenario (a new head pulling the state, a stale retained copy at the
+    // head, a predecessor that comes and goes unseen by it, an old head that lingers, or a
+    // retained copy the new head cannot see);
+    // then read every key.
+    let until = w.now() + cfg.settle_time;
+    w.run_until(until);
+    scenario::check_settled(w);
+    if w.ok() {
+        let measured = quiet::run(w);
+        if !w.shape().tiny_bounds {
+            w.fail_all(checks::cost::check(cfg.variant, &measured));
         }
-        if world.violations.is_empty() {
-            world.failover_phase();
-        }
-        // One targeted scenario per run keeps the seed rate up.
-        if world.violations.is_empty() {
-            match world.shape.scenario {
-                Scenario::NewHead => {
-                    let clean = world.new_head_phase();
-                    if let Some(clean) = clean.filter(|_| world.violations.is_empty() && !world.shape.tiny_bounds) {
-                        world.check_new_head_cost(&clean);
-                    }
+    }
+    if w.ok() {
+        failover::run(w);
+    }
+    // One targeted scenario per run keeps the seed rate up.
+    if w.ok() {
+        match w.shape().scenario {
+            Scenario::NewHead => {
+                let clean = new_head::run(w);
+                if let Some(clean) = clean.filter(|_| w.ok() && !w.shape().tiny_bounds) {
+                    w.fail_all(checks::cost::check_new_head(&clean));
                 }
-                Scenario::StaleCopy => world.stale_copy_phase(),
-                Scenario::FlappingPredecessor => world.flapping_predecessor_phase(),
-                Scenario::LingeringHead => world.lingering_head_phase(),
-                Scenario::UnseenHolder => world.unseen_holder_phase(),
             }
+            Scenario::StaleCopy => stale_copy::run(w),
+            Scenario::FlappingPredecessor => flapping_predecessor::run(w),
+            Scenario::LingeringHead => lingering_head::run(w),
+            Scenario::UnseenHolder => unseen_holder::run(w),
         }
-        world.check_end();
     }
-    if !world.violations.is_empty() {
-        let snapshot = world.describe_all();
-        world.violations.push(snapshot);
-    }
+    // After the run: final reads, then the history checks.
+    let (reads, missing) = checks::no_lost_writes::final_reads(&w.view());
+    w.record_final_reads(reads);
+    w.fail_all(missing);
+    let found = checks::linearizable::check(&w.view());
+    w.fail_all(found);
 }

@@ -1,6 +1,8 @@
 //! The world's events, and what the simulator knows of a peer request on its way: data that the
 //! world's event loop, the trace and the checks share.
 
+use std::fmt;
+
 use crate::core::{Millis, NodeId, PeerReply, PeerRequest, RequestKind};
 use crate::sim::client::{ClientReq, ClientResult};
 use crate::sim::zk::{WatchEvent, Watcher};
@@ -24,21 +26,21 @@ pub enum Fate {
 }
 
 /// Where the answer to a peer request goes, and what the simulator knows of the request.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct ReplyTo {
     pub proc: usize,
-    pub inc: u32,
+    pub incarnation: u32,
     /// The session the request was addressed to.
     pub addressee: NodeId,
-    /// The sender's link era when it sent the request (see `sim::links`).
-    pub era: u64,
+    /// The sender's link epoch when it sent the request, as the simulator models it (`sim::links`;
+    /// the replica's own is `Ev::PeerArrive::epoch`).
+    pub link_epoch: u64,
 }
 
-#[derive(Debug)]
 pub enum Ev {
     Tick {
         proc: usize,
-        inc: u32,
+        incarnation: u32,
     },
     PeerArrive {
         from: usize,
@@ -86,17 +88,17 @@ pub enum Ev {
     },
     ZkJoin {
         proc: usize,
-        inc: u32,
+        incarnation: u32,
     },
     /// The replica asks ZooKeeper to create the chain's held-state marker.
     ZkMarkChainHeld {
         proc: usize,
-        inc: u32,
+        incarnation: u32,
     },
     /// The replica gives up its session to join again.
     ZkLeave {
         proc: usize,
-        inc: u32,
+        incarnation: u32,
     },
     ZkWatch {
         watcher: Watcher,
@@ -104,11 +106,11 @@ pub enum Ev {
     },
     ZkPing {
         proc: usize,
-        inc: u32,
+        incarnation: u32,
     },
     ZkPingArrive {
         proc: usize,
-        inc: u32,
+        incarnation: u32,
         session: NodeId,
         sent_at: Millis,
     },
@@ -132,6 +134,116 @@ pub enum Ev {
     DrainHeld {
         proc: usize,
     },
+}
+
+/// The trace renders events with `Debug`, and its hash covers the text: these keep the field
+/// names traces had before `inc` became `incarnation` and `era` became `link_epoch`, so the hash
+/// of a run says whether its events changed, not whether a field was renamed.
+impl fmt::Debug for ReplyTo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReplyTo")
+            .field("proc", &self.proc)
+            .field("inc", &self.incarnation)
+            .field("addressee", &self.addressee)
+            .field("era", &self.link_epoch)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Ev {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ev::Tick { proc, incarnation } => f.debug_struct("Tick").field("proc", proc).field("inc", incarnation).finish(),
+            Ev::PeerArrive {
+                from,
+                to,
+                epoch,
+                request,
+                fate,
+                sent_at,
+                reply_to,
+            } => f
+                .debug_struct("PeerArrive")
+                .field("from", from)
+                .field("to", to)
+                .field("epoch", epoch)
+                .field("request", request)
+                .field("fate", fate)
+                .field("sent_at", sent_at)
+                .field("reply_to", reply_to)
+                .finish(),
+            Ev::PeerReply { to, epoch, kind, reply } => f
+                .debug_struct("PeerReply")
+                .field("to", to)
+                .field("epoch", epoch)
+                .field("kind", kind)
+                .field("reply", reply)
+                .finish(),
+            Ev::ClientArrive {
+                client,
+                op,
+                attempt,
+                to,
+                req,
+            } => f
+                .debug_struct("ClientArrive")
+                .field("client", client)
+                .field("op", op)
+                .field("attempt", attempt)
+                .field("to", to)
+                .field("req", req)
+                .finish(),
+            Ev::ClientResult {
+                client,
+                op,
+                attempt,
+                result,
+            } => f
+                .debug_struct("ClientResult")
+                .field("client", client)
+                .field("op", op)
+                .field("attempt", attempt)
+                .field("result", result)
+                .finish(),
+            Ev::Callback { client, cxid } => f.debug_struct("Callback").field("client", client).field("cxid", cxid).finish(),
+            Ev::ClientWake { client } => f.debug_struct("ClientWake").field("client", client).finish(),
+            Ev::ClientResend { client, op, attempt } => f
+                .debug_struct("ClientResend")
+                .field("client", client)
+                .field("op", op)
+                .field("attempt", attempt)
+                .finish(),
+            Ev::ClientDeadline { client, op } => f.debug_struct("ClientDeadline").field("client", client).field("op", op).finish(),
+            Ev::ZkJoin { proc, incarnation } => f.debug_struct("ZkJoin").field("proc", proc).field("inc", incarnation).finish(),
+            Ev::ZkMarkChainHeld { proc, incarnation } => f
+                .debug_struct("ZkMarkChainHeld")
+                .field("proc", proc)
+                .field("inc", incarnation)
+                .finish(),
+            Ev::ZkLeave { proc, incarnation } => f.debug_struct("ZkLeave").field("proc", proc).field("inc", incarnation).finish(),
+            Ev::ZkWatch { watcher, event } => f.debug_struct("ZkWatch").field("watcher", watcher).field("event", event).finish(),
+            Ev::ZkPing { proc, incarnation } => f.debug_struct("ZkPing").field("proc", proc).field("inc", incarnation).finish(),
+            Ev::ZkPingArrive {
+                proc,
+                incarnation,
+                session,
+                sent_at,
+            } => f
+                .debug_struct("ZkPingArrive")
+                .field("proc", proc)
+                .field("inc", incarnation)
+                .field("session", session)
+                .field("sent_at", sent_at)
+                .finish(),
+            Ev::ZkExpiry => f.write_str("ZkExpiry"),
+            Ev::Nemesis => f.write_str("Nemesis"),
+            Ev::Foreign { left } => f.debug_struct("Foreign").field("left", left).finish(),
+            Ev::Heal { a, b } => f.debug_struct("Heal").field("a", a).field("b", b).finish(),
+            Ev::Restart { proc } => f.debug_struct("Restart").field("proc", proc).finish(),
+            Ev::Resume { proc } => f.debug_struct("Resume").field("proc", proc).finish(),
+            Ev::DrainHeld { proc } => f.debug_struct("DrainHeld").field("proc", proc).finish(),
+        }
+    }
 }
 
 impl Ev {

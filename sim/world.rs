@@ -276,12 +276,12 @@ impl World {
         let mut replica = Replica::new(cfg, self.clock.clone(), SimNet(p.outbox.clone()), SimCoord(p.outbox.clone()));
         replica.start();
         p.replica = Some(replica);
-        let inc = p.incarnation;
+        let incarnation = p.incarnation;
         self.drain(proc);
         let t = self.dice.procs.range(0, self.cfg.tick);
-        self.schedule(t, Ev::Tick { proc, inc });
+        self.schedule(t, Ev::Tick { proc, incarnation });
         let t = self.dice.procs.range(0, self.cfg.session_timeout / 4);
-        self.schedule(t, Ev::ZkPing { proc, inc });
+        self.schedule(t, Ev::ZkPing { proc, incarnation });
     }
 
     pub fn proc_of_addr(&self, addr: &str) -> Option<usize> {
@@ -328,37 +328,37 @@ impl World {
     }
 
     fn carry_out(&mut self, proc: usize, out: Outgoing) {
-        let inc = self.procs[proc].incarnation;
+        let incarnation = self.procs[proc].incarnation;
         match out {
             Outgoing::Join => {
                 let t = self.delay();
-                self.schedule(t, Ev::ZkJoin { proc, inc });
+                self.schedule(t, Ev::ZkJoin { proc, incarnation });
             }
             Outgoing::MarkChainHeld => {
                 let t = self.delay();
-                self.schedule(t, Ev::ZkMarkChainHeld { proc, inc });
+                self.schedule(t, Ev::ZkMarkChainHeld { proc, incarnation });
             }
             Outgoing::Rejoin => {
                 let t = self.delay();
-                self.schedule(t, Ev::ZkLeave { proc, inc });
+                self.schedule(t, Ev::ZkLeave { proc, incarnation });
             }
-            Outgoing::Peer { to, epoch, request } => self.send_peer(proc, inc, to, epoch, request),
+            Outgoing::Peer { to, epoch, request } => self.send_peer(proc, incarnation, to, epoch, request),
             Outgoing::Complete { token, outcome } => self.complete_client(proc, token, outcome),
             Outgoing::Notify { origin } => self.notify_client(proc, origin),
         }
     }
 
-    fn send_peer(&mut self, from: usize, inc: u32, to: core::Member, epoch: u64, request: PeerRequest) {
+    fn send_peer(&mut self, from: usize, incarnation: u32, to: core::Member, epoch: u64, request: PeerRequest) {
         let kind = request.kind();
         self.peer_sends.count(kind);
         let retained = matches!(request, PeerRequest::PullState { retained: true, .. });
         let (view, checks) = self.observed();
-        checks.peer_send(&view, from, inc, to.id, kind, retained);
+        checks.peer_send(&view, from, incarnation, to.id, kind, retained);
         let reply_to = ReplyTo {
             proc: from,
-            inc,
+            incarnation,
             addressee: to.id,
-            era: self.checks.link_era(from, inc),
+            link_epoch: self.checks.link_epoch(from, incarnation),
         };
         let target = self.proc_of_addr(&to.addr);
         let lost = match target {
@@ -569,17 +569,17 @@ impl World {
         self.phase != Phase::Faults && self.clients.iter().all(|c| c.is_done())
     }
 
-    pub(super) fn current_inc(&self, proc: usize, inc: u32) -> bool {
-        self.procs[proc].incarnation == inc && self.procs[proc].status != Status::Crashed
+    pub(super) fn is_current(&self, proc: usize, incarnation: u32) -> bool {
+        self.procs[proc].incarnation == incarnation && self.procs[proc].status != Status::Crashed
     }
 
     fn handle(&mut self, ev: Ev) {
         match ev {
-            Ev::Tick { proc, inc } => {
-                if self.current_inc(proc, inc) {
+            Ev::Tick { proc, incarnation } => {
+                if self.is_current(proc, incarnation) {
                     self.with_replica(proc, |r| r.on_tick());
                     let t = self.cfg.tick;
-                    self.schedule(t, Ev::Tick { proc, inc });
+                    self.schedule(t, Ev::Tick { proc, incarnation });
                 }
             }
             Ev::PeerArrive {
@@ -599,11 +599,11 @@ impl World {
             } => {
                 let ReplyTo {
                     proc: to,
-                    inc,
+                    incarnation,
                     addressee: from_node,
                     ..
                 } = reply_to;
-                if self.current_inc(to, inc) {
+                if self.is_current(to, incarnation) {
                     let (view, checks) = self.observed();
                     checks.peer_reply(&view, reply_to, kind, &reply);
                     let before = self.procs[to].shape.clone();
@@ -633,17 +633,17 @@ impl World {
             Ev::ClientWake { client } => self.client_wake(client),
             Ev::ClientResend { client, op, attempt } => self.client_resend(client, op, attempt),
             Ev::ClientDeadline { client, op } => self.client_deadline(client, op),
-            Ev::ZkJoin { proc, inc } => self.zk_join(proc, inc),
-            Ev::ZkMarkChainHeld { proc, inc } => self.zk_mark_chain_held(proc, inc),
-            Ev::ZkLeave { proc, inc } => self.zk_leave(proc, inc),
+            Ev::ZkJoin { proc, incarnation } => self.zk_join(proc, incarnation),
+            Ev::ZkMarkChainHeld { proc, incarnation } => self.zk_mark_chain_held(proc, incarnation),
+            Ev::ZkLeave { proc, incarnation } => self.zk_leave(proc, incarnation),
             Ev::ZkWatch { watcher, event } => self.zk_watch(watcher, event),
-            Ev::ZkPing { proc, inc } => self.zk_ping(proc, inc),
+            Ev::ZkPing { proc, incarnation } => self.zk_ping(proc, incarnation),
             Ev::ZkPingArrive {
                 proc,
-                inc,
+                incarnation,
                 session,
                 sent_at,
-            } => self.zk_ping_arrive(proc, inc, session, sent_at),
+            } => self.zk_ping_arrive(proc, incarnation, session, sent_at),
             Ev::ZkExpiry => self.zk_expiry(),
             Ev::Nemesis => (self.drivers.nemesis)(self),
             Ev::Foreign { left } => (self.drivers.foreign)(self, left),

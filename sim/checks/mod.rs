@@ -70,8 +70,8 @@ impl Checks {
     pub fn replica_step(&mut self, w: &WorldView, proc: usize, before: &Shape, after: &Shape) {
         self.found(applied_grows::check(proc, before, after));
         self.dropped_held.after_step(proc, before, after);
-        let inc = w.procs[proc].incarnation;
-        self.links.after_step((proc, inc), before, after, w.now);
+        let incarnation = w.procs[proc].incarnation;
+        self.links.after_step((proc, incarnation), before, after, w.now);
         if after.session != before.session {
             self.pacing.forget(proc);
         }
@@ -89,9 +89,10 @@ impl Checks {
         self.links.paused(proc);
     }
 
-    /// The link era requests from `proc` (incarnation `inc`) are sent in now.
-    pub fn link_era(&self, proc: usize, inc: u32) -> u64 {
-        self.links.get((proc, inc)).era
+    /// The link epoch (as `sim::links` models it) requests from `proc` (incarnation
+    /// `incarnation`) are sent in now.
+    pub fn link_epoch(&self, proc: usize, incarnation: u32) -> u64 {
+        self.links.get((proc, incarnation)).epoch
     }
 
     /// Whether `sender` has a `pullState` on its way.
@@ -99,17 +100,17 @@ impl Checks {
         self.links.pulling(sender)
     }
 
-    /// Replica `proc` (incarnation `inc`) sends session `to` a `kind` request (`retained`: a
+    /// Replica `proc` (incarnation `incarnation`) sends session `to` a `kind` request (`retained`: a
     /// `pullState` asking for a retained copy).
-    pub fn peer_send(&mut self, w: &WorldView, proc: usize, inc: u32, to: NodeId, kind: RequestKind, retained: bool) {
+    pub fn peer_send(&mut self, w: &WorldView, proc: usize, incarnation: u32, to: NodeId, kind: RequestKind, retained: bool) {
         let shape = &w.procs[proc].shape;
-        let v = progress_pacing::on_send(&mut self.pacing, shape, w.now, (proc, inc), kind);
+        let v = progress_pacing::on_send(&mut self.pacing, shape, w.now, (proc, incarnation), kind);
         self.found(v);
         if kind == RequestKind::PullState {
-            self.links.pull_sent((proc, inc), to, retained);
+            self.links.pull_sent((proc, incarnation), to, retained);
         }
         if let RequestKind::Transfer(_) = kind {
-            let was = self.links.transfer_sent((proc, inc));
+            let was = self.links.transfer_sent((proc, incarnation));
             self.found(transfer_causes::check_send(proc, to, &was));
             self.found(backoff::check_send(w.now, w.cfg.tick, proc, to, &was));
         }
@@ -117,9 +118,9 @@ impl Checks {
 
     /// The answer to a `kind` request is about to reach its sender.
     pub fn peer_reply(&mut self, w: &WorldView, to: ReplyTo, kind: RequestKind, reply: &PeerReply) {
-        progress_pacing::on_reply(&mut self.pacing, w.now, (to.proc, to.inc), kind, reply);
+        progress_pacing::on_reply(&mut self.pacing, w.now, (to.proc, to.incarnation), kind, reply);
         if kind == RequestKind::PullState {
-            self.links.pull_answered((to.proc, to.inc), to.addressee);
+            self.links.pull_answered((to.proc, to.incarnation), to.addressee);
         }
         let succ = w.procs[to.proc].shape.succ;
         self.links.on_reply(to, succ, kind, reply, w.now);

@@ -89,14 +89,14 @@ impl World {
         }
     }
 
-    pub fn zk_join(&mut self, proc: usize, inc: u32) {
-        if self.procs[proc].incarnation != inc || self.procs[proc].status == Status::Crashed {
+    pub fn zk_join(&mut self, proc: usize, incarnation: u32) {
+        if self.procs[proc].incarnation != incarnation || self.procs[proc].status == Status::Crashed {
             return;
         }
         if self.is_blocked(Endpoint::Replica(proc), Endpoint::Zk) {
             // The runtime keeps retrying until ZooKeeper answers.
             let t = self.cfg.session_timeout / 4;
-            self.schedule(t, Ev::ZkJoin { proc, inc });
+            self.schedule(t, Ev::ZkJoin { proc, incarnation });
             return;
         }
         self.zk.counter += 1;
@@ -120,7 +120,7 @@ impl World {
         );
         self.zk.znodes.insert(id, self.procs[proc].addr.clone());
         self.zk.version += 1;
-        let watcher = Watcher::Replica(proc, inc);
+        let watcher = Watcher::Replica(proc, incarnation);
         self.zk.watchers.entry(watcher).or_insert(now);
         self.zk.watcher_session.insert(watcher, id);
         self.watch_send(watcher, WatchEvent::Joined(id));
@@ -128,21 +128,21 @@ impl World {
         self.broadcast_view();
     }
 
-    /// The session of `proc`'s incarnation `inc`, if it is live.
-    fn live_session(&self, proc: usize, inc: u32) -> Option<NodeId> {
-        let session = *self.zk.watcher_session.get(&Watcher::Replica(proc, inc))?;
+    /// The session of `proc`'s incarnation `incarnation`, if it is live.
+    fn live_session(&self, proc: usize, incarnation: u32) -> Option<NodeId> {
+        let session = *self.zk.watcher_session.get(&Watcher::Replica(proc, incarnation))?;
         self.zk.sessions.get(&session).filter(|s| !s.expired).map(|_| session)
     }
 
     /// Creating the marker is atomic: exactly one replica ever hears `Created`. The runtime
     /// asks over its current session, and again on the next one if there is none now.
-    pub fn zk_mark_chain_held(&mut self, proc: usize, inc: u32) {
-        if !self.current_inc(proc, inc) {
+    pub fn zk_mark_chain_held(&mut self, proc: usize, incarnation: u32) {
+        if !self.is_current(proc, incarnation) {
             return;
         }
-        if self.is_blocked(Endpoint::Replica(proc), Endpoint::Zk) || self.live_session(proc, inc).is_none() {
+        if self.is_blocked(Endpoint::Replica(proc), Endpoint::Zk) || self.live_session(proc, incarnation).is_none() {
             let t = self.cfg.session_timeout / 4;
-            self.schedule(t, Ev::ZkMarkChainHeld { proc, inc });
+            self.schedule(t, Ev::ZkMarkChainHeld { proc, incarnation });
             return;
         }
         let answer = if self.zk.marker {
@@ -151,17 +151,17 @@ impl World {
             self.zk.marker = true;
             ChainMarker::Created
         };
-        self.watch_send(Watcher::Replica(proc, inc), WatchEvent::Marker(answer));
+        self.watch_send(Watcher::Replica(proc, incarnation), WatchEvent::Marker(answer));
     }
 
     /// The replica deletes its znode and closes its session, then hears that it is lost.
     /// Cut off from ZooKeeper, the delete and close cannot go out: the znode stays until the
     /// session expires, but the replica moves on all the same.
-    pub fn zk_leave(&mut self, proc: usize, inc: u32) {
-        if !self.current_inc(proc, inc) {
+    pub fn zk_leave(&mut self, proc: usize, incarnation: u32) {
+        if !self.is_current(proc, incarnation) {
             return;
         }
-        let Some(id) = self.live_session(proc, inc) else { return };
+        let Some(id) = self.live_session(proc, incarnation) else { return };
         let reached = !self.is_blocked(Endpoint::Replica(proc), Endpoint::Zk);
         let now = self.now();
         if let Some(s) = self.zk.sessions.get_mut(&id) {
@@ -174,7 +174,7 @@ impl World {
             self.zk.version += 1;
             self.broadcast_view();
         }
-        self.watch_send(Watcher::Replica(proc, inc), WatchEvent::SessionLost);
+        self.watch_send(Watcher::Replica(proc, incarnation), WatchEvent::SessionLost);
     }
 
     pub fn zk_watch(&mut self, watcher: Watcher, event: WatchEvent) {
@@ -184,8 +184,8 @@ impl World {
                     self.clients[c].view = members;
                 }
             }
-            Watcher::Replica(proc, inc) => {
-                if self.procs[proc].incarnation != inc {
+            Watcher::Replica(proc, incarnation) => {
+                if self.procs[proc].incarnation != incarnation {
                     return;
                 }
                 // A watch fires once and the runtime lists the children again: when the list
@@ -213,12 +213,12 @@ impl World {
     }
 
     /// The runtime's periodic round trip to ZooKeeper, which renews the lease.
-    pub fn zk_ping(&mut self, proc: usize, inc: u32) {
-        if self.procs[proc].incarnation != inc || self.procs[proc].status == Status::Crashed {
+    pub fn zk_ping(&mut self, proc: usize, incarnation: u32) {
+        if self.procs[proc].incarnation != incarnation || self.procs[proc].status == Status::Crashed {
             return;
         }
         let t = self.cfg.session_timeout / 4;
-        self.schedule(t, Ev::ZkPing { proc, inc });
+        self.schedule(t, Ev::ZkPing { proc, incarnation });
         let session = self.procs[proc].replica.as_ref().and_then(|r| r.session_id());
         let Some(session) = session else { return };
         if self.is_blocked(Endpoint::Replica(proc), Endpoint::Zk) {
@@ -230,16 +230,16 @@ impl World {
             d,
             Ev::ZkPingArrive {
                 proc,
-                inc,
+                incarnation,
                 session,
                 sent_at,
             },
         );
     }
 
-    pub fn zk_ping_arrive(&mut self, proc: usize, inc: u32, session: NodeId, sent_at: Millis) {
+    pub fn zk_ping_arrive(&mut self, proc: usize, incarnation: u32, session: NodeId, sent_at: Millis) {
         let now = self.now();
-        let watcher = Watcher::Replica(proc, inc);
+        let watcher = Watcher::Replica(proc, incarnation);
         let Some(s) = self.zk.sessions.get_mut(&session) else { return };
         if s.expired {
             if !s.loss_told {

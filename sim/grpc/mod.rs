@@ -14,8 +14,11 @@
 mod client;
 mod coordinator;
 mod coverage;
+mod dice;
+mod faults;
 mod nemesis;
 mod run;
+pub mod run_shape;
 mod trace;
 mod transport;
 
@@ -26,15 +29,19 @@ use crate::core::Variant;
 
 use crate::sim::report::failure_report;
 pub use crate::sim::report::variant_name;
+pub use faults::{Fault, FAULTS};
 pub use run::{replay_command, run_seed_catching};
+use run_shape::RunShape;
 
 #[derive(Clone, Debug)]
 pub struct GrpcSimConfig {
     pub seed: u64,
     pub variant: Variant,
+    /// At most this many replicas at the start (each run draws 1 to this many).
     pub initial_replicas: usize,
     pub max_replicas: usize,
-    /// The initial replica that serves and sends only the classic calls (the stream refused).
+    /// The initial replica that serves and sends only the classic calls (the stream refused),
+    /// if the run starts with that many.
     pub classic_replica: usize,
     pub clients: usize,
     /// A client thinks this long (ms, uniform) before each operation.
@@ -105,6 +112,8 @@ impl GrpcSimConfig {
 pub struct Report {
     pub seed: u64,
     pub variant: Variant,
+    /// What the run drew before it started; `None` if it could not start.
+    pub shape: Option<RunShape>,
     /// Hash of the trace: nemesis actions, sessions, every client operation and its outcome
     /// in order, the final reads and the final replica states.
     pub trace_hash: u64,
@@ -125,6 +134,15 @@ impl Report {
         self.panic.is_some() || !self.violations.is_empty()
     }
 
+    /// `SEED=… variant=…` and the run's shape: the head of a failure report and of a replay.
+    pub fn seed_line(&self) -> String {
+        let mut line = format!("SEED={} variant={}", self.seed, variant_name(self.variant));
+        if let Some(shape) = &self.shape {
+            line.push_str(&format!(" {shape}"));
+        }
+        line
+    }
+
     /// The failure report, seed and replay command included; `None` if the seed passed.
     pub fn failure(&self) -> Option<String> {
         if !self.failed() {
@@ -132,16 +150,14 @@ impl Report {
         }
         let out = match &self.panic {
             Some(p) => format!(
-                "SEED={} variant={} panicked: {p}\n({} ms simulated, {} operations)",
-                self.seed,
-                variant_name(self.variant),
+                "{} panicked: {p}\n({} ms simulated, {} operations)",
+                self.seed_line(),
                 self.simulated_ms,
                 self.ops
             ),
             None => format!(
-                "SEED={} variant={} failed ({} ms simulated, {} operations):",
-                self.seed,
-                variant_name(self.variant),
+                "{} failed ({} ms simulated, {} operations):",
+                self.seed_line(),
                 self.simulated_ms,
                 self.ops
             ),

@@ -13,9 +13,11 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use super::client::{backend, run_client, Outcome};
 use super::coordinator::Coordinator;
 use super::coverage::Coverage;
+use super::dice::Streams;
 use super::nemesis::run_nemesis;
+use super::run_shape::RunShape;
 use super::trace::SharedTrace;
-use super::transport::{Net, Place, Proc, SharedDice, SimConnect};
+use super::transport::{Net, Place, Proc, SimConnect};
 use super::{DeliberatePanic, GrpcSimConfig, Report};
 use crate::core::{NodeId, Store, Variant};
 use crate::runtime::node::{self, NodeConfig, RunningNode};
@@ -30,7 +32,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 pub struct Replica {
     pub addr: String,
-    pub inc: u32,
+    pub incarnation: u32,
     /// Serves and sends only the classic calls, like a replica without chainrep's extension.
     pub classic: bool,
     pub node: Option<RunningNode>,
@@ -38,7 +40,9 @@ pub struct Replica {
 
 pub struct World {
     pub cfg: GrpcSimConfig,
-    pub dice: SharedDice,
+    pub dice: Streams,
+    /// What this run drew before it started.
+    pub shape: RunShape,
     pub net: Arc<Net>,
     pub coord: Arc<Coordinator>,
     pub trace: SharedTrace,
@@ -63,7 +67,7 @@ impl World {
     fn proc(&self, r: usize) -> Proc {
         Proc {
             place: Place::Replica(r),
-            inc: lock(&self.replicas)[r].inc,
+            incarnation: lock(&self.replicas)[r].incarnation,
         }
     }
 
@@ -106,20 +110,23 @@ impl World {
         cfg.net.rpc_timeout = self.cfg.rpc_timeout;
         cfg.net.transfer_timeout = self.cfg.transfer_timeout;
         cfg.net.replicate_stream = !classic;
+        cfg.core.max_sent = self.shape.max_sent;
+        cfg.core.max_reorder = self.shape.max_reorder;
+        cfg.core.max_pending_writes = self.shape.max_pending_writes;
         cfg
     }
 
     /// Start a new process for replica `r`: a new incarnation that joins with a new session.
     pub async fn boot(self: &Arc<Self>, r: usize) {
-        let (addr, inc, classic) = {
+        let (addr, incarnation, classic) = {
             let mut reps = lock(&self.replicas);
             let rep = &mut reps[r];
-            rep.inc += 1;
-            (rep.addr.clone(), rep.inc, rep.classic)
+            rep.incarnation += 1;
+            (rep.addr.clone(), rep.incarnation, rep.classic)
         };
         let proc = Proc {
             place: Place::Replica(r),
-            inc,
+            incarnation,
         };
         let incoming = self.net.start(proc, &addr);
         let (events_tx, events) = mpsc::channel(1024);
@@ -157,11 +164,11 @@ impl World {
             if reps.len() >= self.cfg.max_replicas {
                 return None;
             }
-            let classic = self.dice.chance(250_000);
+            let classic = self.dice.replicas.chance(250_000);
             let addr = format!("10.0.0.{}:7000", reps.len() + 1);
             reps.push(Replica {
                 addr,
-                inc: 0,
+                incarnation: 0,
                 classic,
                 node: None,
             });
@@ -203,8 +210,10 @@ pub fn run_seed_catching(cfg: GrpcSimConfig) -> Report {
         Err(e) => return Report::broken(&cfg, format!("cannot build the runtime: {e}")),
     };
     let slot = WorldSlot::default();
+    let dice = Streams::new(cfg.seed);
+    let shape = RunShape::draw(cfg.initial_replicas, cfg.classic_replica, cfg.faults, &dice);
     let (report, mut panics) = panics::catching(|| {
-        let play = play(cfg.clone(), slot.clone());
+        let play = play(cfg.clone(), dice, shape.clone(), slot.clone());
         tracing::subscriber::with_default(coverage.subscriber(), || match cfg.panic {
             Some(DeliberatePanic::Main(after)) => rt.block_on(panic_after(after, play)),
             _ => rt.block_on(play),
@@ -222,6 +231,7 @@ pub fn run_seed_catching(cfg: GrpcSimConfig) -> Report {
             violations.push(described.unwrap_or_else(|| format!("(describing the replicas panicked too: {})", more.join("; "))));
             Report {
                 seed: cfg.seed,
+                shape: None,
                 variant: cfg.variant,
                 trace_hash: world.trace.hash(),
                 events: world.trace.events(),
@@ -241,6 +251,7 @@ pub fn run_seed_catching(cfg: GrpcSimConfig) -> Report {
     let (_, more) = panics::catching(|| drop(rt));
     panics.extend(more);
     Report {
+        shape: Some(shape),
         coverage: coverage.counts(),
         panic: panics::summary(&panics),
         ..report
@@ -256,22 +267,24 @@ async fn panic_after(after: Duration, fut: impl std::future::Future<Output = Rep
     }
 }
 
-async fn play(cfg: GrpcSimConfig, slot: WorldSlot) -> Report {
-    let dice = SharedDice::new(cfg.seed);
+async fn play(cfg: GrpcSimConfig, dice: Streams, shape: RunShape, slot: WorldSlot) -> Report {
     let trace = SharedTrace::new(cfg.print_trace);
-    let net = Net::new(dice.clone());
-    let coord = Coordinator::new(net.clone(), dice.clone(), trace.clone(), cfg.session_timeout);
-    let replicas = (0..cfg.initial_replicas)
+    trace.note(0, &format!("shape: {shape}"));
+    let net = Net::new(dice.net.clone());
+    let coord = Coordinator::new(net.clone(), dice.coordinator.clone(), trace.clone(), cfg.session_timeout);
+    let replicas = (0..shape.initial_replicas)
         .map(|i| Replica {
             addr: format!("10.0.0.{}:7000", i + 1),
-            inc: 0,
-            classic: i == cfg.classic_replica,
+            incarnation: 0,
+            classic: Some(i) == shape.classic_replica,
             node: None,
         })
         .collect();
+    let initial_replicas = shape.initial_replicas;
     let world = Arc::new(World {
         cfg: cfg.clone(),
         dice,
+        shape,
         net,
         coord: coord.clone(),
         trace,
@@ -283,7 +296,7 @@ async fn play(cfg: GrpcSimConfig, slot: WorldSlot) -> Report {
     });
     *lock(&slot) = Some(world.clone());
     tokio::spawn(coord.clone().run());
-    for r in 0..cfg.initial_replicas {
+    for r in 0..initial_replicas {
         world.boot(r).await;
     }
     let clients: Vec<_> = (0..cfg.clients).map(|c| tokio::spawn(run_client(world.clone(), c))).collect();
@@ -344,6 +357,7 @@ async fn play(cfg: GrpcSimConfig, slot: WorldSlot) -> Report {
     }
     Report {
         seed: cfg.seed,
+        shape: None,
         variant: cfg.variant,
         trace_hash: world.trace.hash(),
         events: world.trace.events(),
@@ -438,12 +452,12 @@ fn describe_all(world: &World) -> String {
     }
     let n = lock(&world.replicas).len();
     for r in 0..n {
-        let (addr, inc, classic) = {
+        let (addr, incarnation, classic) = {
             let reps = lock(&world.replicas);
-            (reps[r].addr.clone(), reps[r].inc, reps[r].classic)
+            (reps[r].addr.clone(), reps[r].incarnation, reps[r].classic)
         };
         out.push_str(&format!(
-            "\n  replica {r} ({addr}, incarnation {inc}{}): ",
+            "\n  replica {r} ({addr}, incarnation {incarnation}{}): ",
             if classic { ", classic only" } else { "" }
         ));
         match world.with_core(r, |c| format!("{:?}", c.describe())) {
@@ -458,6 +472,7 @@ impl Report {
     fn broken(cfg: &GrpcSimConfig, why: String) -> Report {
         Report {
             seed: cfg.seed,
+            shape: None,
             variant: cfg.variant,
             trace_hash: 0,
             events: 0,

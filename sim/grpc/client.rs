@@ -17,8 +17,8 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::Status;
 
-use super::run::World;
 use super::transport::{Place, Proc, SimConnect};
+use super::world::World;
 use crate::client::{classify_write_failure, ChainClient, ClientError, ClientOptions, WriteFailure};
 use crate::core::{Member, Variant};
 use crate::pb::adb;

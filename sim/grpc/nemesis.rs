@@ -18,8 +18,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::faults::Fault;
-use super::run::World;
 use super::transport::Place;
+use super::world::World;
 
 pub async fn run_nemesis(world: Arc<World>) {
     let timeout_ms = world.cfg.session_timeout.as_millis() as u64;

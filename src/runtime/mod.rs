@@ -1,6 +1,7 @@
 //! Production runtime: tonic, tokio and ZooKeeper around the deterministic core.
 
 pub mod callbacks;
+pub mod connect;
 pub mod convert;
 pub mod limits;
 pub mod network;

@@ -14,7 +14,7 @@ use super::env::{Outbox, Outgoing, SimClock, SimCoord, SimNet};
 use super::events::{Endpoint, Ev, Fate, ReplyTo};
 use super::faults::{Fault, NemesisState, FAULTS};
 use super::linearizability::Op;
-pub use super::measure::PeerSends;
+use super::measure::PeerSends;
 use super::procs::{Proc, SimReplica, Status};
 use super::run_shape::{RunShape, Scenario, SCENARIOS};
 use super::shape::Shape;
@@ -817,7 +817,7 @@ impl World {
         self.trace.note(now, what);
     }
 
-    pub fn canon(&self) -> &crate::sim::canon::Canon {
+    pub fn canon(&self) -> &Canon {
         &self.record.canon
     }
 

@@ -6,6 +6,7 @@
 
 use crate::core::{Store, WriteOp, Xid};
 use crate::sim::client::written_key;
+use crate::sim::violation::{Invariant, Violation};
 
 #[derive(Clone, Debug)]
 struct Entry {
@@ -28,18 +29,21 @@ impl Canon {
     /// A head issued `xid` for the client's `op`. The value it must set is worked out here from
     /// the sequence itself, never read back from the replica, so a head that applies the wrong
     /// value is caught. Returns a violation if that discards an acknowledged write.
-    pub fn issued(&mut self, xid: Xid, op: &WriteOp) -> Result<(), String> {
+    pub fn issued(&mut self, xid: Xid, op: &WriteOp) -> Result<(), Violation> {
         if self.states.is_empty() {
             self.states.push(Store::new());
         }
         if xid == 0 || xid > self.len() + 1 {
-            return Err(format!("chain: xid {xid} issued but the sequence only reaches {}", self.len()));
+            return Err(Violation::new(
+                Invariant::ChainSequence,
+                format!("xid {xid} issued but the sequence only reaches {}", self.len()),
+            ));
         }
         if xid <= self.len() {
             if let Some(lost) = self.entries[xid as usize - 1..].iter().position(|e| e.acknowledged) {
-                return Err(format!(
-                    "no lost writes: xid {} was acknowledged but a new head issued xid {xid} again",
-                    xid as usize + lost
+                return Err(Violation::new(
+                    Invariant::NoLostWrites,
+                    format!("xid {} was acknowledged but a new head issued xid {xid} again", xid as usize + lost),
                 ));
             }
             self.entries.truncate(xid as usize - 1);
@@ -50,7 +54,12 @@ impl Canon {
         let value = match op {
             WriteOp::Inc { delta, .. } => {
                 let v = i64::from(state.get(key).copied().unwrap_or(0)) + i64::from(*delta);
-                i32::try_from(v).map_err(|_| format!("chain: the head accepted xid {xid}, an increment of {key} past int32"))?
+                i32::try_from(v).map_err(|_| {
+                    Violation::new(
+                        Invariant::ChainSequence,
+                        format!("the head accepted xid {xid}, an increment of {key} past int32"),
+                    )
+                })?
             }
             WriteOp::Del { .. } => 0,
         };

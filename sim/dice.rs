@@ -8,10 +8,6 @@ use rand_chacha::ChaCha8Rng;
 pub struct Dice(ChaCha8Rng);
 
 impl Dice {
-    pub fn new(seed: u64) -> Self {
-        Dice(ChaCha8Rng::seed_from_u64(seed))
-    }
-
     /// The run's ChaCha key with its own stream: independent of every other stream's draws.
     pub fn stream(seed: u64, stream: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -4,7 +4,10 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use crate::core::{ClientOrigin, ClientToken, Clock, Coordinator, Member, Millis, Network, NodeId, PeerRequest, WriteOutcome};
+use crate::core::{ClientOrigin, ClientToken, Clock, Coordinator, Member, Millis, Network, NodeId, PeerRequest, Replica, WriteOutcome};
+
+/// The replica core as the simulator runs it.
+pub type SimReplica = Replica<SimClock, SimNet, SimCoord>;
 
 /// Virtual time shared by every replica of one run.
 #[derive(Clone, Default)]

@@ -10,8 +10,9 @@
 //! its own successor up to date update by update: one accepted state transfer in all
 //! (`checks::cost`).
 
-use super::world::World;
 use crate::core::Millis;
+use crate::sim::checks::cost;
+use crate::sim::world::World;
 
 const OPS_PER_CLIENT: usize = 10;
 /// Let the workload get going so updates are in flight when the replica goes.
@@ -24,50 +25,48 @@ enum Victim {
     Middle,
 }
 
-impl World {
-    pub fn failover_phase(&mut self) {
-        // With tiny bounds a busy head refuses writes until the tail's progress reaches it, and
-        // with the second the crash takes to notice, an unlucky client can run out of time
-        // without anything being wrong.
-        if self.shape.tiny_bounds {
-            return;
-        }
-        self.crash_under_load(Victim::Tail);
-        if self.violations.is_empty() {
-            self.crash_under_load(Victim::Middle);
-        }
+pub fn run(w: &mut World) {
+    // With tiny bounds a busy head refuses writes until the tail's progress reaches it, and
+    // with the second the crash takes to notice, an unlucky client can run out of time
+    // without anything being wrong.
+    if w.shape().tiny_bounds {
+        return;
     }
+    crash_under_load(w, Victim::Tail);
+    if w.ok() {
+        crash_under_load(w, Victim::Middle);
+    }
+}
 
-    fn crash_under_load(&mut self, victim: Victim) {
-        let members = self.zk.members();
-        let (position, needed) = match victim {
-            Victim::Tail => (members.len().saturating_sub(1), 2),
-            Victim::Middle => (1, 3),
-        };
-        if members.len() < needed {
-            return;
-        }
-        let proc_at = |w: &World, i: usize| members.get(i).and_then(|m| w.proc_of_addr(&m.addr));
-        let (Some(crashed), successor) = (proc_at(self, position), proc_at(self, position + 1)) else {
-            return;
-        };
-        let start = self.now();
-        self.accepted_transfers.clear();
-        self.add_workload(OPS_PER_CLIENT);
-        self.run_until(start + CRASH_AFTER_MS);
-        if !self.violations.is_empty() {
-            return;
-        }
-        self.trace
-            .note(self.now(), &format!("failover: crash the {victim:?}, replica {crashed}"));
-        self.crash(crashed);
-        self.finish_workload(start + WORKLOAD_LIMIT_MS, &format!("across the crash of the {victim:?}"));
-        let settled = self.now() + self.cfg.settle_time;
-        self.run_until(settled);
-        if self.violations.is_empty() {
-            if let Some(successor) = successor {
-                self.check_failover_cost(successor);
-            }
+fn crash_under_load(w: &mut World, victim: Victim) {
+    let members = w.zk().members();
+    let (position, needed) = match victim {
+        Victim::Tail => (members.len().saturating_sub(1), 2),
+        Victim::Middle => (1, 3),
+    };
+    if members.len() < needed {
+        return;
+    }
+    let proc_at = |w: &World, i: usize| members.get(i).and_then(|m| w.proc_of_addr(&m.addr));
+    let (Some(crashed), successor) = (proc_at(w, position), proc_at(w, position + 1)) else {
+        return;
+    };
+    let start = w.now();
+    w.checks_mut().take_accepted_transfers();
+    w.add_workload(OPS_PER_CLIENT);
+    w.run_until(start + CRASH_AFTER_MS);
+    if !w.ok() {
+        return;
+    }
+    w.note(&format!("failover: crash the {victim:?}, replica {crashed}"));
+    w.crash(crashed);
+    w.finish_workload(start + WORKLOAD_LIMIT_MS, &format!("across the crash of the {victim:?}"));
+    let settled = w.now() + w.cfg().settle_time;
+    w.run_until(settled);
+    if w.ok() {
+        if let Some(successor) = successor {
+            let accepted = w.checks_mut().take_accepted_transfers();
+            w.fail_all(cost::check_failover(&accepted, successor));
         }
     }
 }

@@ -10,15 +10,16 @@
 //! starts at `retry_min_ms` and doubles with each failure in a row; an accepted transfer ends
 //! the run of failures.
 //!
-//! Link eras are the simulator's own: one ends at each transfer sent and whenever the
-//! replica's successor, state or session changes, and every request carries the era it was sent
-//! in (`ReplyTo::era`). A failure counts only if its request was sent in the current era.
+//! Link epochs (the core's name for the same idea) are the simulator's own here: one ends at each
+//! transfer sent and whenever the replica's successor, state or session changes, and every
+//! request carries the epoch it was sent in (`ReplyTo::link_epoch`). A failure counts only if
+//! its request was sent in the current epoch.
 
 use std::collections::BTreeMap;
 
 use crate::core::{Config, Millis, NodeId, PeerReply, RequestKind, Xid};
+use crate::sim::events::ReplyTo;
 use crate::sim::shape::Shape;
-use crate::sim::world::ReplyTo;
 
 /// (process, incarnation).
 pub type Sender = (usize, u32);
@@ -35,7 +36,7 @@ pub enum LinkState {
 
 #[derive(Clone, Copy, Debug)]
 pub struct Link {
-    pub era: u64,
+    pub epoch: u64,
     pub state: LinkState,
     /// The wait after the next failure.
     pub backoff: Millis,
@@ -52,7 +53,7 @@ pub struct Link {
 impl Link {
     fn new() -> Self {
         Link {
-            era: 0,
+            epoch: 0,
             state: LinkState::Idle,
             backoff: retry_min(),
             paused: false,
@@ -103,7 +104,7 @@ impl Links {
             return;
         }
         let link = self.entry(sender);
-        link.era += 1;
+        link.epoch += 1;
         link.restart(now);
         if !(after.holds_state && after.succ.is_some()) {
             link.state = LinkState::Idle;
@@ -166,8 +167,8 @@ impl Links {
     /// The answer to a `kind` request arrives at `to`; `succ` is the replica's successor now.
     pub fn on_reply(&mut self, to: ReplyTo, succ: Option<NodeId>, kind: RequestKind, reply: &PeerReply, now: Millis) {
         let on_link = matches!(kind, RequestKind::Propose(_) | RequestKind::Transfer(_));
-        let link = self.entry((to.proc, to.inc));
-        if !on_link || to.era != link.era || succ != Some(to.addressee) || link.state != LinkState::Active {
+        let link = self.entry((to.proc, to.incarnation));
+        if !on_link || to.link_epoch != link.epoch || succ != Some(to.addressee) || link.state != LinkState::Active {
             return;
         }
         match (kind, reply) {
@@ -185,7 +186,7 @@ impl Links {
     pub fn transfer_sent(&mut self, sender: Sender) -> Link {
         let link = self.entry(sender);
         let was = *link;
-        link.era += 1;
+        link.epoch += 1;
         link.state = LinkState::Active;
         link.restarted = false;
         was

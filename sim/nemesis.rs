@@ -7,220 +7,155 @@
 //! holder died would lose acknowledged writes by bad luck, and the checks could not tell that
 //! from a bug. Each destructive fault first makes sure another live, holds_state member survives.
 
-use std::fmt;
+use crate::sim::events::{Endpoint, Ev};
+use crate::sim::faults::Fault;
+use crate::sim::procs::Status;
+use crate::sim::world::{Phase, World};
 
-use super::world::{Endpoint, Ev, Phase, Status, World};
-
-/// One kind of fault the nemesis can make.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Fault {
-    /// Crash a replica; it restarts later as a new session.
-    Crash,
-    /// Pause a replica (the tail, half the time) for up to three session timeouts; a client
-    /// may stop seeing membership changes for as long.
-    Pause,
-    /// Cut two replicas off from each other.
-    CutReplicas,
-    /// Cut a replica off from ZooKeeper.
-    CutZk,
-    /// Cut a client off from a replica.
-    CutClient,
-    /// A client sees no membership change for a while.
-    StallClientView,
-    /// A new replica joins (up to `max_replicas`).
-    AddReplica,
-    /// Every ZooKeeper session ends at once (the root deleted).
-    ExpireAll,
-    /// A replica keeps its lease but acts on an old membership for a while.
-    StallMembership,
-}
-
-/// The nemesis's faults and their weights: at each turn it draws one, with probability its
-/// weight over the sum of the weights of the faults in the run's repertoire.
-pub const FAULTS: [(Fault, u64); 9] = [
-    (Fault::Crash, 40),
-    (Fault::Pause, 40),
-    (Fault::CutReplicas, 40),
-    (Fault::CutZk, 20),
-    (Fault::CutClient, 20),
-    (Fault::StallClientView, 10),
-    (Fault::AddReplica, 10),
-    // Rare: a run goes on only once a head has adopted the retained copies.
-    (Fault::ExpireAll, 3),
-    (Fault::StallMembership, 20),
-];
-
-impl Fault {
-    pub fn name(self) -> &'static str {
-        match self {
-            Fault::Crash => "crash",
-            Fault::Pause => "pause",
-            Fault::CutReplicas => "cut-replicas",
-            Fault::CutZk => "cut-zk",
-            Fault::CutClient => "cut-client",
-            Fault::StallClientView => "stall-client-view",
-            Fault::AddReplica => "add-replica",
-            Fault::ExpireAll => "expire-all",
-            Fault::StallMembership => "stall-membership",
-        }
+pub fn turn(w: &mut World) {
+    if w.phase() != Phase::Faults {
+        return;
     }
-}
-
-impl fmt::Display for Fault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+    if w.ops_finished() * 4 >= w.cfg().total_ops() * 3 {
+        w.heal_all();
+        return;
     }
-}
-
-impl World {
-    pub fn nemesis(&mut self) {
-        if self.phase != Phase::Faults {
+    let next = w.dice.nemesis.range(100, 600);
+    w.schedule(next, Ev::Nemesis);
+    if w.nemesis.mass_loss_recovering {
+        if !any_retained_copy(w) {
+            w.nemesis.mass_loss_recovering = false;
+            w.note("nemesis: recovered from the loss of every session");
+        } else {
             return;
         }
-        if self.ops_finished * 4 >= self.cfg.total_ops() * 3 {
-            self.heal_all();
-            return;
-        }
-        let next = self.dice.nemesis.range(100, 600);
-        self.schedule(next, Ev::Nemesis);
-        if self.mass_loss_recovering {
-            if !self.any_retained_copy() {
-                self.mass_loss_recovering = false;
-                self.trace.note(self.now(), "nemesis: recovered from the loss of every session");
-            } else {
-                return;
-            }
-        }
+    }
 
-        let Some(fault) = self.dice.nemesis.weighted(&self.nemesis_faults) else {
-            return;
-        };
-        match fault {
-            Fault::Crash => {
-                if let Some(v) = self.expendable() {
-                    self.trace.note(self.now(), &format!("nemesis: crash replica {v}"));
-                    self.crash(v);
-                    let t = self.dice.nemesis.range(200, 2 * self.cfg.session_timeout);
-                    self.schedule(t, Ev::Restart { proc: v });
-                }
+    let Some(fault) = w.dice.nemesis.weighted(&w.nemesis.faults) else {
+        return;
+    };
+    match fault {
+        Fault::Crash => {
+            if let Some(v) = expendable(w) {
+                w.note(&format!("nemesis: crash replica {v}"));
+                w.crash(v);
+                let t = w.dice.nemesis.range(200, 2 * w.cfg().session_timeout);
+                w.schedule(t, Ev::Restart { proc: v });
             }
-            Fault::Pause => {
-                // A paused tail that resumes believing it still is the tail is the classic way
-                // to serve a stale read, so the tail is the favourite victim.
-                let tail = self.zk.members().last().and_then(|m| self.proc_of_addr(&m.addr));
-                let victim = match tail {
-                    Some(t) if self.dice.nemesis.chance(500_000) && self.can_lose(t) => Some(t),
-                    _ => self.expendable(),
-                };
-                if let Some(v) = victim {
-                    let t = self.dice.nemesis.range(100, 3 * self.cfg.session_timeout);
-                    self.trace.note(self.now(), &format!("nemesis: pause replica {v} for {t} ms"));
-                    self.pause(v, t);
-                    if Some(v) == tail && self.dice.nemesis.chance(500_000) {
-                        // ...and a client that still believes in it is the one that gets hurt.
-                        let c = self.dice.nemesis.range(0, self.clients.len() as u64) as usize;
-                        self.trace
-                            .note(self.now(), &format!("nemesis: client {c} sees no membership change for {t} ms"));
-                        self.clients[c].view_stalled_until = self.now() + t + 300;
-                    }
-                }
-            }
-            Fault::CutReplicas => {
-                let up: Vec<usize> = (0..self.procs.len()).filter(|&p| self.procs[p].status == Status::Up).collect();
-                if let (Some(a), Some(b)) = (self.dice.nemesis.pick(&up), self.dice.nemesis.pick(&up)) {
-                    if a != b {
-                        self.partition(Endpoint::Replica(a), Endpoint::Replica(b));
-                    }
-                }
-            }
-            Fault::CutZk => {
-                if let Some(v) = self.expendable() {
-                    self.partition(Endpoint::Replica(v), Endpoint::Zk);
-                }
-            }
-            Fault::CutClient => {
-                let c = self.dice.nemesis.range(0, self.clients.len() as u64) as usize;
-                let p = self.dice.nemesis.range(0, self.procs.len() as u64) as usize;
-                self.partition(Endpoint::Client(c), Endpoint::Replica(p));
-            }
-            Fault::StallClientView => {
-                let c = self.dice.nemesis.range(0, self.clients.len() as u64) as usize;
-                let t = self.dice.nemesis.range(200, 3 * self.cfg.session_timeout);
-                self.trace
-                    .note(self.now(), &format!("nemesis: client {c} sees no membership change for {t} ms"));
-                self.clients[c].view_stalled_until = self.now() + t;
-            }
-            Fault::AddReplica => {
-                if self.procs.len() < self.cfg.max_replicas {
-                    let p = self.add_replica();
-                    self.trace.note(self.now(), &format!("nemesis: new replica {p} joins"));
-                }
-            }
-            Fault::ExpireAll => {
-                if self.has_fresh_holder() {
-                    self.trace.note(self.now(), "nemesis: every ZooKeeper session ends at once");
-                    self.zk_expire_all();
-                    self.mass_loss_recovering = true;
-                }
-            }
-            Fault::StallMembership => {
-                // The replica keeps its lease but acts on an old membership: a new head above it
-                // or a new successor below it goes unseen for a while, which is when the guards
-                // on pulling state and on answering as tail matter.
-                let up: Vec<usize> = (0..self.procs.len()).filter(|&p| self.procs[p].status == Status::Up).collect();
-                if let Some(p) = self.dice.nemesis.pick(&up) {
-                    let t = self.dice.nemesis.range(200, 3 * self.cfg.session_timeout / 2);
-                    self.trace
-                        .note(self.now(), &format!("nemesis: replica {p} sees no membership change for {t} ms"));
-                    self.stall_membership(p, self.now() + t);
+        }
+        Fault::Pause => {
+            // A paused tail that resumes believing it still is the tail is the classic way
+            // to serve a stale read, so the tail is the favourite victim.
+            let tail = w.zk().members().last().and_then(|m| w.proc_of_addr(&m.addr));
+            let victim = match tail {
+                Some(t) if w.dice.nemesis.chance(500_000) && can_lose(w, t) => Some(t),
+                _ => expendable(w),
+            };
+            if let Some(v) = victim {
+                let t = w.dice.nemesis.range(100, 3 * w.cfg().session_timeout);
+                w.note(&format!("nemesis: pause replica {v} for {t} ms"));
+                w.pause(v, t);
+                if Some(v) == tail && w.dice.nemesis.chance(500_000) {
+                    // ...and a client that still believes in it is the one that gets hurt.
+                    let c = w.dice.nemesis.range(0, w.client_count() as u64) as usize;
+                    w.note(&format!("nemesis: client {c} sees no membership change for {t} ms"));
+                    w.stall_client_view(c, w.now() + t + 300);
                 }
             }
         }
+        Fault::CutReplicas => {
+            let up: Vec<usize> = (0..w.procs().len()).filter(|&p| w.procs()[p].status == Status::Up).collect();
+            if let (Some(a), Some(b)) = (w.dice.nemesis.pick(&up), w.dice.nemesis.pick(&up)) {
+                if a != b {
+                    partition(w, Endpoint::Replica(a), Endpoint::Replica(b));
+                }
+            }
+        }
+        Fault::CutZk => {
+            if let Some(v) = expendable(w) {
+                partition(w, Endpoint::Replica(v), Endpoint::Zk);
+            }
+        }
+        Fault::CutClient => {
+            let c = w.dice.nemesis.range(0, w.client_count() as u64) as usize;
+            let p = w.dice.nemesis.range(0, w.procs().len() as u64) as usize;
+            partition(w, Endpoint::Client(c), Endpoint::Replica(p));
+        }
+        Fault::StallClientView => {
+            let c = w.dice.nemesis.range(0, w.client_count() as u64) as usize;
+            let t = w.dice.nemesis.range(200, 3 * w.cfg().session_timeout);
+            w.note(&format!("nemesis: client {c} sees no membership change for {t} ms"));
+            w.stall_client_view(c, w.now() + t);
+        }
+        Fault::AddReplica => {
+            if w.procs().len() < w.cfg().max_replicas {
+                let p = w.add_replica();
+                w.note(&format!("nemesis: new replica {p} joins"));
+            }
+        }
+        Fault::ExpireAll => {
+            if has_fresh_holder(w) {
+                w.note("nemesis: every ZooKeeper session ends at once");
+                w.zk_expire_all();
+                w.nemesis.mass_loss_recovering = true;
+            }
+        }
+        Fault::StallMembership => {
+            // The replica keeps its lease but acts on an old membership: a new head above it
+            // or a new successor below it goes unseen for a while, which is when the guards
+            // on pulling state and on answering as tail matter.
+            let up: Vec<usize> = (0..w.procs().len()).filter(|&p| w.procs()[p].status == Status::Up).collect();
+            if let Some(p) = w.dice.nemesis.pick(&up) {
+                let t = w.dice.nemesis.range(200, 3 * w.cfg().session_timeout / 2);
+                w.note(&format!("nemesis: replica {p} sees no membership change for {t} ms"));
+                w.stall_membership(p, w.now() + t);
+            }
+        }
     }
+}
 
-    /// Whether a live replica kept a copy of the state from a session it lost, or will: one that
-    /// holds state under a session that has ended has not heard so yet (it notices at its next
-    /// heartbeat), and until it does its copy is not counted anywhere.
-    fn any_retained_copy(&self) -> bool {
-        self.procs.iter().any(|p| {
-            p.status != Status::Crashed
-                && p.replica.as_ref().is_some_and(|r| {
-                    let ended = r.session_id().is_some_and(|s| !self.zk.is_member(s));
-                    r.describe().retained.is_some() || (r.holds_state() && ended)
-                })
-        })
-    }
+/// Whether a live replica kept a copy of the state from a session it lost, or will: one that
+/// holds state under a session that has ended has not heard so yet (it notices at its next
+/// heartbeat), and until it does its copy is not counted anywhere.
+fn any_retained_copy(w: &World) -> bool {
+    w.procs().iter().any(|p| {
+        p.status != Status::Crashed
+            && p.replica.as_ref().is_some_and(|r| {
+                let ended = r.session_id().is_some_and(|s| !w.zk().is_member(s));
+                r.describe().retained.is_some() || (r.holds_state() && ended)
+            })
+    })
+}
 
-    /// A live replica holds the chain's state and is current with ZooKeeper, so it holds every
-    /// acknowledged write and will keep it when its session ends.
-    fn has_fresh_holder(&self) -> bool {
-        self.live_synced().into_iter().any(|h| self.is_fresh(h))
-    }
+/// A live replica holds the chain's state and is current with ZooKeeper, so it holds every
+/// acknowledged write and will keep it when its session ends.
+fn has_fresh_holder(w: &World) -> bool {
+    w.live_synced().into_iter().any(|h| is_fresh(w, h))
+}
 
-    fn partition(&mut self, a: Endpoint, b: Endpoint) {
-        let t = self.dice.nemesis.range(100, 2 * self.cfg.session_timeout);
-        self.trace.note(self.now(), &format!("nemesis: cut {a:?} from {b:?} for {t} ms"));
-        self.blocked.insert((a, b));
-        self.schedule(t, Ev::Heal { a, b });
-    }
+fn partition(w: &mut World, a: Endpoint, b: Endpoint) {
+    let t = w.dice.nemesis.range(100, 2 * w.cfg().session_timeout);
+    w.note(&format!("nemesis: cut {a:?} from {b:?} for {t} ms"));
+    w.net.cut(a, b);
+    w.schedule(t, Ev::Heal { a, b });
+}
 
-    /// A replica whose loss still leaves another live, holds_state member that is not cut off
-    /// from ZooKeeper.
-    fn expendable(&mut self) -> Option<usize> {
-        let up: Vec<usize> = (0..self.procs.len()).filter(|&p| self.procs[p].status == Status::Up).collect();
-        let victim = self.dice.nemesis.pick(&up)?;
-        self.can_lose(victim).then_some(victim)
-    }
+/// A replica whose loss still leaves another live, holds_state member that is not cut off
+/// from ZooKeeper.
+fn expendable(w: &mut World) -> Option<usize> {
+    let up: Vec<usize> = (0..w.procs().len()).filter(|&p| w.procs()[p].status == Status::Up).collect();
+    let victim = w.dice.nemesis.pick(&up)?;
+    can_lose(w, victim).then_some(victim)
+}
 
-    pub fn can_lose(&self, victim: usize) -> bool {
-        self.procs[victim].status == Status::Up && self.live_synced().into_iter().any(|h| h != victim && self.is_fresh(h))
-    }
+pub fn can_lose(w: &World, victim: usize) -> bool {
+    w.procs()[victim].status == Status::Up && w.live_synced().into_iter().any(|h| h != victim && is_fresh(w, h))
+}
 
-    /// Current in ZooKeeper's eyes and able to stay so: a replica just back from a pause may
-    /// still be listed while its session is about to expire.
-    fn is_fresh(&self, h: usize) -> bool {
-        let session = self.procs[h].replica.as_ref().and_then(|r| r.session_id());
-        session.is_some_and(|s| self.zk.heard_recently(s, self.now(), self.cfg.session_timeout / 2))
-            && !self.is_blocked(Endpoint::Replica(h), Endpoint::Zk)
-    }
+/// Current in ZooKeeper's eyes and able to stay so: a replica just back from a pause may
+/// still be listed while its session is about to expire.
+fn is_fresh(w: &World, h: usize) -> bool {
+    let session = w.procs()[h].replica.as_ref().and_then(|r| r.session_id());
+    session.is_some_and(|s| w.zk().heard_recently(s, w.now(), w.cfg().session_timeout / 2))
+        && !w.is_blocked(Endpoint::Replica(h), Endpoint::Zk)
 }

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use super::nemesis::Fault;
+use super::faults::Fault;
 
 /// The targeted scenario a run plays after its failover phase (`sim::play`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

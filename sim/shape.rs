@@ -3,7 +3,7 @@
 //! trusting the replica's own bookkeeping (its link epochs, its flags).
 
 use crate::core::{NodeId, Xid};
-use crate::sim::world::SimReplica;
+use crate::sim::env::SimReplica;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Shape {

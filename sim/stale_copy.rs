@@ -8,34 +8,32 @@
 //! session loss almost never finds a replica with an older copy still waiting to register
 //! again, and almost never puts that replica at the head.
 
-use super::world::{Endpoint, World};
+use crate::sim::events::Endpoint;
+use crate::sim::scenario;
+use crate::sim::world::World;
 
 const OPS_PER_CLIENT: usize = 8;
 
-impl World {
-    pub fn stale_copy_phase(&mut self) {
-        let Some((stale, _)) = self.drop_out_keeping_copy("stale copy", OPS_PER_CLIENT) else {
-            return;
-        };
-        let cut = (Endpoint::Replica(stale), Endpoint::Zk);
+pub fn run(w: &mut World) {
+    let Some((stale, _)) = scenario::drop_out_keeping_copy(w, "stale copy", OPS_PER_CLIENT) else {
+        return;
+    };
+    let cut = (Endpoint::Replica(stale), Endpoint::Zk);
 
-        self.trace.note(
-            self.now(),
-            &format!("stale copy: every session ends; replica {stale} registers first and sorts first"),
-        );
-        self.next_session_sorts_first(stale);
-        self.zk_expire_all();
-        self.blocked.remove(&cut);
-        let now = self.now();
-        for p in self.live_synced() {
-            if self.dice.scenario.chance(250_000) {
-                let t = self.dice.scenario.range(100, 3 * self.cfg.session_timeout / 2);
-                self.trace
-                    .note(now, &format!("stale copy: replica {p} sees no membership change for {t} ms"));
-                self.stall_membership(p, now + t);
-            }
+    w.note(&format!(
+        "stale copy: every session ends; replica {stale} registers first and sorts first"
+    ));
+    w.next_session_sorts_first(stale);
+    w.zk_expire_all();
+    w.net.heal(cut.0, cut.1);
+    let now = w.now();
+    for p in w.live_synced() {
+        if w.dice.scenario.chance(250_000) {
+            let t = w.dice.scenario.range(100, 3 * w.cfg().session_timeout / 2);
+            w.note_at(now, &format!("stale copy: replica {p} sees no membership change for {t} ms"));
+            w.stall_membership(p, now + t);
         }
-        self.add_workload(OPS_PER_CLIENT);
-        self.end_scenario(&[], "after every session ended");
     }
+    w.add_workload(OPS_PER_CLIENT);
+    scenario::end(w, &[], "after every session ended");
 }

@@ -6,211 +6,25 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::rc::Rc;
 
 use super::canon::Canon;
-use super::checks::{DroppedHeld, Pacing};
-use super::client::{Client, ClientReq, ClientResult};
+use super::checks::{Checks, Violation};
+use super::client::Client;
+use super::config::SimConfig;
 use super::dice::Streams;
 use super::env::{Outbox, Outgoing, SimClock, SimCoord, SimNet};
+use super::events::{Endpoint, Ev, Fate, ReplyTo};
+use super::faults::{Fault, NemesisState, FAULTS};
 use super::linearizability::Op;
-use super::links::Links;
-use super::nemesis::{Fault, FAULTS};
+use super::measure::PeerSends;
+use super::procs::{Proc, SimReplica, Status};
 use super::run_shape::{RunShape, Scenario, SCENARIOS};
 use super::shape::Shape;
 use super::trace::Trace;
-use super::zk::{WatchEvent, Watcher, ZkModel};
-use super::SimConfig;
-use crate::core::{self, Millis, NodeId, PeerReply, PeerRequest, PullAnswer, Replica, RequestKind};
+use super::view::WorldView;
+use super::zk::ZkModel;
+use crate::core::{self, Millis, PeerReply, PeerRequest, PullAnswer, Replica, RequestKind};
 
-pub type SimReplica = Replica<SimClock, SimNet, SimCoord>;
-
-/// Something that can be cut off from something else.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Endpoint {
-    Replica(usize),
-    Client(usize),
-    Zk,
-}
-
-/// What becomes of the reply to a peer request that was delivered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fate {
-    Reply,
-    /// The reply is lost: the sender sees its deadline pass.
-    LoseReply,
-    /// A duplicate delivery: the sender already gets a reply for the original.
-    Silent,
-}
-
-/// Where the answer to a peer request goes, and what the simulator knows of the request.
-#[derive(Clone, Copy, Debug)]
-pub struct ReplyTo {
-    pub proc: usize,
-    pub inc: u32,
-    /// The session the request was addressed to.
-    pub addressee: NodeId,
-    /// The sender's link era when it sent the request (see `sim::links`).
-    pub era: u64,
-}
-
-#[derive(Debug)]
-pub enum Ev {
-    Tick {
-        proc: usize,
-        inc: u32,
-    },
-    PeerArrive {
-        from: usize,
-        to: usize,
-        epoch: u64,
-        request: PeerRequest,
-        fate: Fate,
-        sent_at: Millis,
-        reply_to: ReplyTo,
-    },
-    PeerReply {
-        to: ReplyTo,
-        epoch: u64,
-        kind: RequestKind,
-        reply: PeerReply,
-    },
-    ClientArrive {
-        client: usize,
-        op: u64,
-        attempt: u32,
-        to: usize,
-        req: ClientReq,
-    },
-    ClientResult {
-        client: usize,
-        op: u64,
-        attempt: u32,
-        result: ClientResult,
-    },
-    Callback {
-        client: usize,
-        cxid: i32,
-    },
-    ClientWake {
-        client: usize,
-    },
-    ClientResend {
-        client: usize,
-        op: u64,
-        attempt: u32,
-    },
-    ClientDeadline {
-        client: usize,
-        op: u64,
-    },
-    ZkJoin {
-        proc: usize,
-        inc: u32,
-    },
-    /// The replica asks ZooKeeper to create the chain's held-state marker.
-    ZkMarkChainHeld {
-        proc: usize,
-        inc: u32,
-    },
-    /// The replica gives up its session to join again.
-    ZkLeave {
-        proc: usize,
-        inc: u32,
-    },
-    ZkWatch {
-        watcher: Watcher,
-        event: WatchEvent,
-    },
-    ZkPing {
-        proc: usize,
-        inc: u32,
-    },
-    ZkPingArrive {
-        proc: usize,
-        inc: u32,
-        session: NodeId,
-        sent_at: Millis,
-    },
-    ZkExpiry,
-    Nemesis,
-    /// A foreign peer sends a bad request; `left` counts it and those still to come.
-    Foreign {
-        left: u32,
-    },
-    Heal {
-        a: Endpoint,
-        b: Endpoint,
-    },
-    Restart {
-        proc: usize,
-    },
-    Resume {
-        proc: usize,
-    },
-    /// Work through the events held while `proc` was paused.
-    DrainHeld {
-        proc: usize,
-    },
-}
-
-impl Ev {
-    /// The replica process an event is handled by, if any: such events wait while it is paused.
-    fn target_proc(&self) -> Option<usize> {
-        match self {
-            Ev::Tick { proc, .. } | Ev::ZkPing { proc, .. } => Some(*proc),
-            Ev::PeerArrive { to, .. } | Ev::ClientArrive { to, .. } => Some(*to),
-            Ev::PeerReply { to, .. } => Some(to.proc),
-            Ev::ZkWatch {
-                watcher: Watcher::Replica(p, _),
-                ..
-            } => Some(*p),
-            _ => None,
-        }
-    }
-}
-
-/// Peer requests sent, by method (duplicates the network makes are not counted).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PeerSends {
-    pub propose: u64,
-    pub transfer: u64,
-    pub xid_processed: u64,
-    pub get_latest_xid: u64,
-    pub pull_state: u64,
-}
-
-impl PeerSends {
-    fn count(&mut self, kind: RequestKind) {
-        let counter = match kind {
-            RequestKind::Propose(_) => &mut self.propose,
-            RequestKind::Transfer(_) => &mut self.transfer,
-            RequestKind::XidProcessed(_) => &mut self.xid_processed,
-            RequestKind::GetLatestXid => &mut self.get_latest_xid,
-            RequestKind::PullState => &mut self.pull_state,
-        };
-        *counter += 1;
-    }
-
-    pub fn total(&self) -> u64 {
-        self.propose + self.transfer + self.xid_processed + self.get_latest_xid + self.pull_state
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
-    Up,
-    Paused,
-    Crashed,
-}
-
-pub struct Proc {
-    pub incarnation: u32,
-    pub status: Status,
-    pub replica: Option<SimReplica>,
-    pub outbox: Outbox,
-    pub addr: String,
-    /// The replica's shape after its last step.
-    pub shape: Shape,
-    held: Vec<Ev>,
-}
+mod clients;
+mod coordination;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -223,52 +37,83 @@ pub enum Phase {
     Scenario,
 }
 
-pub struct World {
-    pub cfg: SimConfig,
-    pub dice: Streams,
-    pub clock: SimClock,
-    queue: BinaryHeap<Reverse<(Millis, u64)>>,
-    events: BTreeMap<u64, Ev>,
-    next_seq: u64,
-    pub procs: Vec<Proc>,
-    pub zk: ZkModel,
-    pub clients: Vec<Client>,
-    pub blocked: BTreeSet<(Endpoint, Endpoint)>,
+/// The network's faults, as the nemesis and the scenarios set them.
+#[derive(Default)]
+pub struct NetFaults {
+    /// Pairs cut off from each other (either way), as cut.
+    blocked: BTreeSet<(Endpoint, Endpoint)>,
+    /// Per message, in millionths.
     pub drop_ppm: u64,
     pub dup_ppm: u64,
-    pub history: Vec<Op>,
-    pub canon: Canon,
-    pub trace: Trace,
-    pub phase: Phase,
-    pub violations: Vec<String>,
-    pub ops_finished: usize,
-    /// Writes the head accepted, by (client, operation): acknowledging one marks its xid.
-    pub pending_xids: BTreeMap<(usize, u64), core::Xid>,
-    /// Every session was ended at once: no more faults until no live replica holds a retained
-    /// copy, because until a head adopts one, the copies are the only state there is.
-    pub mass_loss_recovering: bool,
-    pub peer_sends: PeerSends,
     /// The quiet phase: no delay long enough to miss a deadline.
     pub short_delays_only: bool,
-    /// What this run drew before it started (see `World::new`).
-    pub shape: RunShape,
-    pub dropped_held: DroppedHeld,
-    pub pacing: Pacing,
-    pub links: Links,
-    /// Replicas that accepted a state transfer, in order (kept for the failover phase).
-    pub accepted_transfers: Vec<usize>,
-    /// The nemesis's repertoire in this run, with the faults' weights (see `World::new`).
-    pub nemesis_faults: Vec<(Fault, u64)>,
-    /// Clients draw keys from the newest generation (see `World::fresh_keys`).
-    pub key_generations: usize,
     /// The answers to this many more `pullState` requests are lost on the way back.
     pub lose_pull_replies: u32,
     /// The answers to this many more `pullState` requests arrive just inside the timeout.
     pub slow_pull_replies: u32,
 }
 
+impl NetFaults {
+    pub fn cut(&mut self, a: Endpoint, b: Endpoint) {
+        self.blocked.insert((a, b));
+    }
+
+    /// Ends the cut made as `cut(a, b)`.
+    pub fn heal(&mut self, a: Endpoint, b: Endpoint) {
+        self.blocked.remove(&(a, b));
+    }
+
+    pub fn is_blocked(&self, a: Endpoint, b: Endpoint) -> bool {
+        self.blocked.contains(&(a, b)) || self.blocked.contains(&(b, a))
+    }
+}
+
+/// What the clients saw and what the heads issued, for the checks.
+#[derive(Default)]
+struct Record {
+    history: Vec<Op>,
+    canon: Canon,
+    /// Writes the head accepted, by (client, operation): acknowledging one marks its xid.
+    pending_xids: BTreeMap<(usize, u64), core::Xid>,
+    ops_finished: usize,
+}
+
+/// What the world hands to the events only the layers above it know how to carry out.
+#[derive(Clone, Copy)]
+pub struct Drivers {
+    /// `Ev::Nemesis`: the nemesis's next turn.
+    pub nemesis: fn(&mut World),
+    /// `Ev::Foreign`: the foreign peer's next request, and how many are left.
+    pub foreign: fn(&mut World, u32),
+}
+
+pub struct World {
+    cfg: SimConfig,
+    pub dice: Streams,
+    clock: SimClock,
+    queue: BinaryHeap<Reverse<(Millis, u64)>>,
+    events: BTreeMap<u64, Ev>,
+    next_seq: u64,
+    procs: Vec<Proc>,
+    zk: ZkModel,
+    clients: Vec<Client>,
+    pub net: NetFaults,
+    record: Record,
+    trace: Trace,
+    phase: Phase,
+    /// The checks' own state and the violations they found.
+    checks: Checks,
+    pub nemesis: NemesisState,
+    drivers: Drivers,
+    peer_sends: PeerSends,
+    /// What this run drew before it started (see `World::new`).
+    shape: RunShape,
+    /// Clients draw keys from the newest generation (see `World::fresh_keys`).
+    key_generations: usize,
+}
+
 impl World {
-    pub fn new(cfg: SimConfig) -> Self {
+    pub fn new(cfg: SimConfig, drivers: Drivers) -> Self {
         let trace = Trace::new(cfg.print_trace);
         let mut w = World {
             dice: Streams::new(cfg.seed),
@@ -279,15 +124,19 @@ impl World {
             procs: Vec::new(),
             zk: ZkModel::default(),
             clients: Vec::new(),
-            blocked: BTreeSet::new(),
-            drop_ppm: if cfg.faults { cfg.drop_ppm } else { 0 },
-            dup_ppm: if cfg.faults { cfg.dup_ppm } else { 0 },
-            history: Vec::new(),
-            canon: Canon::default(),
+            net: NetFaults {
+                drop_ppm: if cfg.faults { cfg.drop_ppm } else { 0 },
+                dup_ppm: if cfg.faults { cfg.dup_ppm } else { 0 },
+                ..NetFaults::default()
+            },
+            record: Record::default(),
             trace,
-            mass_loss_recovering: false,
+            nemesis: NemesisState {
+                faults: FAULTS.to_vec(),
+                mass_loss_recovering: false,
+            },
+            drivers,
             peer_sends: PeerSends::default(),
-            short_delays_only: false,
             shape: RunShape {
                 initial_replicas: 0,
                 swarm: None,
@@ -298,18 +147,9 @@ impl World {
                 max_reorder: cfg.max_reorder,
                 scenario: Scenario::NewHead,
             },
-            dropped_held: DroppedHeld::default(),
-            pacing: Pacing::default(),
-            links: Links::default(),
-            accepted_transfers: Vec::new(),
-            nemesis_faults: FAULTS.to_vec(),
+            checks: Checks::default(),
             key_generations: 1,
-            lose_pull_replies: 0,
-            slow_pull_replies: 0,
             phase: Phase::Faults,
-            violations: Vec::new(),
-            ops_finished: 0,
-            pending_xids: BTreeMap::new(),
             cfg,
         };
         // A quarter of the runs use tiny bounds, so the code at each limit runs too: a head
@@ -341,7 +181,7 @@ impl World {
             let names: Vec<&str> = chosen.iter().map(|(f, _)| f.name()).collect();
             w.trace.note(0, &format!("swarm: nemesis faults {}", names.join(", ")));
             w.shape.swarm = Some(chosen.iter().map(|&(f, _)| f).collect());
-            w.nemesis_faults = chosen;
+            w.nemesis.faults = chosen;
         }
         // Some runs start smaller, so one- and two-replica chains (head and tail at once) are
         // exercised too; the nemesis adds replicas as the run goes.
@@ -384,7 +224,7 @@ impl World {
     /// A network delay: mostly short, sometimes long, which is what reorders messages.
     pub fn delay(&mut self) -> Millis {
         // A long delay each way outlasts the RPC deadline, which is a fault like any other.
-        if !self.short_delays_only && self.dice.net.chance(50_000) {
+        if !self.net.short_delays_only && self.dice.net.chance(50_000) {
             self.dice.net.range(10, 120)
         } else {
             self.dice.net.range(1, 8)
@@ -392,7 +232,7 @@ impl World {
     }
 
     pub fn is_blocked(&self, a: Endpoint, b: Endpoint) -> bool {
-        self.blocked.contains(&(a, b)) || self.blocked.contains(&(b, a))
+        self.net.is_blocked(a, b)
     }
 
     pub fn add_replica(&mut self) -> usize {
@@ -426,7 +266,7 @@ impl World {
             ..core::Config::default()
         };
         self.zk.forget_replica_watchers(proc);
-        self.observe_restart(proc);
+        self.checks.restart(proc);
         let p = &mut self.procs[proc];
         p.incarnation += 1;
         p.status = Status::Up;
@@ -436,12 +276,12 @@ impl World {
         let mut replica = Replica::new(cfg, self.clock.clone(), SimNet(p.outbox.clone()), SimCoord(p.outbox.clone()));
         replica.start();
         p.replica = Some(replica);
-        let inc = p.incarnation;
+        let incarnation = p.incarnation;
         self.drain(proc);
         let t = self.dice.procs.range(0, self.cfg.tick);
-        self.schedule(t, Ev::Tick { proc, inc });
+        self.schedule(t, Ev::Tick { proc, incarnation });
         let t = self.dice.procs.range(0, self.cfg.session_timeout / 4);
-        self.schedule(t, Ev::ZkPing { proc, inc });
+        self.schedule(t, Ev::ZkPing { proc, incarnation });
     }
 
     pub fn proc_of_addr(&self, addr: &str) -> Option<usize> {
@@ -462,7 +302,8 @@ impl World {
         if let Some(after) = self.procs[proc].replica.as_ref().map(Shape::of) {
             let before = std::mem::replace(&mut self.procs[proc].shape, after.clone());
             if before != after {
-                self.observe_replica_step(proc, &before, &after);
+                let (view, checks) = self.observed();
+                checks.replica_step(&view, proc, &before, &after);
             }
         }
         r
@@ -470,7 +311,8 @@ impl World {
 
     fn finish_step(&mut self, proc: usize) {
         self.drain(proc);
-        self.observe_step_done(proc);
+        let (view, checks) = self.observed();
+        checks.step_done(&view, proc);
     }
 
     fn drain(&mut self, proc: usize) {
@@ -486,19 +328,19 @@ impl World {
     }
 
     fn carry_out(&mut self, proc: usize, out: Outgoing) {
-        let inc = self.procs[proc].incarnation;
+        let incarnation = self.procs[proc].incarnation;
         match out {
             Outgoing::Join => {
                 let t = self.delay();
-                self.schedule(t, Ev::ZkJoin { proc, inc });
+                self.schedule(t, Ev::ZkJoin { proc, incarnation });
             }
             Outgoing::MarkChainHeld => {
                 let t = self.delay();
-                self.schedule(t, Ev::ZkMarkChainHeld { proc, inc });
+                self.schedule(t, Ev::ZkMarkChainHeld { proc, incarnation });
             }
             Outgoing::Rejoin => {
                 let t = self.delay();
-                self.schedule(t, Ev::ZkLeave { proc, inc });
+                self.schedule(t, Ev::ZkLeave { proc, incarnation });
             }
             // Suspicion is off in the simulator's replicas until its ZooKeeper model keeps an
             // eviction record; nothing sends these yet.
@@ -513,27 +355,28 @@ impl World {
                 self.trace
                     .note(self.now(), &format!("replica {proc}: unmodelled: remove {suspect:x}"));
             }
-            Outgoing::Peer { to, epoch, request } => self.send_peer(proc, inc, to, epoch, request),
+            Outgoing::Peer { to, epoch, request } => self.send_peer(proc, incarnation, to, epoch, request),
             Outgoing::Complete { token, outcome } => self.complete_client(proc, token, outcome),
             Outgoing::Notify { origin } => self.notify_client(proc, origin),
         }
     }
 
-    fn send_peer(&mut self, from: usize, inc: u32, to: core::Member, epoch: u64, request: PeerRequest) {
+    fn send_peer(&mut self, from: usize, incarnation: u32, to: core::Member, epoch: u64, request: PeerRequest) {
         let kind = request.kind();
         self.peer_sends.count(kind);
         let retained = matches!(request, PeerRequest::PullState { retained: true, .. });
-        self.check_peer_send(from, inc, to.id, kind, retained);
+        let (view, checks) = self.observed();
+        checks.peer_send(&view, from, incarnation, to.id, kind, retained);
         let reply_to = ReplyTo {
             proc: from,
-            inc,
+            incarnation,
             addressee: to.id,
-            era: self.link_era(from, inc),
+            link_epoch: self.checks.link_epoch(from, incarnation),
         };
         let target = self.proc_of_addr(&to.addr);
         let lost = match target {
             None => true,
-            Some(t) => self.is_blocked(Endpoint::Replica(from), Endpoint::Replica(t)) || self.dice.net.chance(self.drop_ppm),
+            Some(t) => self.is_blocked(Endpoint::Replica(from), Endpoint::Replica(t)) || self.dice.net.chance(self.net.drop_ppm),
         };
         let timeout = self.cfg.rpc_timeout;
         let Some(target) = target.filter(|_| !lost) else {
@@ -548,17 +391,17 @@ impl World {
             );
             return;
         };
-        let fate = if kind == RequestKind::PullState && self.lose_pull_replies > 0 {
+        let fate = if kind == RequestKind::PullState && self.net.lose_pull_replies > 0 {
             // A scenario wants the asker to miss the answer (see `new_head`).
-            self.lose_pull_replies -= 1;
+            self.net.lose_pull_replies -= 1;
             Fate::LoseReply
-        } else if self.dice.net.chance(self.drop_ppm) {
+        } else if self.dice.net.chance(self.net.drop_ppm) {
             Fate::LoseReply
         } else {
             Fate::Reply
         };
         let sent_at = self.now();
-        if self.dice.net.chance(self.dup_ppm) {
+        if self.dice.net.chance(self.net.dup_ppm) {
             // Some duplicates arrive long after the original, when the sender may no longer
             // be the receiver's neighbour, or no longer alive.
             let t = if self.dice.net.chance(250_000) {
@@ -626,27 +469,25 @@ impl World {
         let reply = self.step_replica(to, |r| r.on_addressed_request(Some(from_node), request));
         let Some(reply) = reply else { return };
         if let Some((state_xid, sent)) = transfer_xids.filter(|_| reply == PeerReply::Accepted) {
-            self.observe_transfer_installed(to, &before, state_xid, &sent);
+            let (view, checks) = self.observed();
+            checks.transfer_installed(&view, to, &before, state_xid, &sent);
         }
         self.finish_step(to);
         if let Some((src, xid)) = propose {
-            self.check_propose_answer(to, &before, from_node, src, xid, &reply);
+            let (view, checks) = self.observed();
+            checks.propose_answered(&view, to, &before, from_node, src, xid, &reply);
         }
-        if (is_transfer && reply == PeerReply::Accepted) || matches!(reply, PeerReply::Pulled(PullAnswer::State(_))) {
-            self.dropped_held.state_given(to);
-        }
-        // Only the failover phase reads this, after clearing it; the bound keeps the fault
-        // phase from growing it without limit.
-        if is_transfer && reply == PeerReply::Accepted && self.accepted_transfers.len() < 1_000 {
-            self.accepted_transfers.push(to);
+        let accepted = is_transfer && reply == PeerReply::Accepted;
+        if accepted || matches!(reply, PeerReply::Pulled(PullAnswer::State(_))) {
+            self.checks.state_given(to, accepted);
         }
         if fate == Fate::Silent {
             return;
         }
         let mut back = self.delay();
-        if kind == RequestKind::PullState && self.slow_pull_replies > 0 && fate == Fate::Reply {
+        if kind == RequestKind::PullState && self.net.slow_pull_replies > 0 && fate == Fate::Reply {
             // A scenario wants the asker's world to move on before the answer lands.
-            self.slow_pull_replies -= 1;
+            self.net.slow_pull_replies -= 1;
             back = back.max(deadline.saturating_sub(self.now() + 1));
         }
         let cut = self.is_blocked(Endpoint::Replica(from), Endpoint::Replica(to));
@@ -668,11 +509,11 @@ impl World {
     /// Process events until every client is done after the faults stopped, or a check fails.
     pub fn run(&mut self) {
         self.run_until(self.cfg.max_time);
-        if !self.finished() && self.violations.is_empty() {
-            self.violations.push(format!(
-                "liveness: the clients did not finish within {} ms of simulated time",
+        if !self.finished() && self.ok() {
+            self.fail(Violation::liveness(format!(
+                "the clients did not finish within {} ms of simulated time",
                 self.cfg.max_time
-            ));
+            )));
         }
     }
 
@@ -709,7 +550,7 @@ impl World {
             }
             self.handle(ev);
             self.check_step();
-            if !self.violations.is_empty() || (stop_when_finished && self.finished()) {
+            if !self.ok() || (stop_when_finished && self.finished()) {
                 return;
             }
         }
@@ -728,7 +569,7 @@ impl World {
     /// Run in steps of `step` ms until `done` holds (true), or until `limit` or a failed check
     /// (false).
     pub fn run_until_holds(&mut self, limit: Millis, step: Millis, done: impl Fn(&World) -> bool) -> bool {
-        while self.now() < limit && self.violations.is_empty() {
+        while self.now() < limit && self.ok() {
             if done(self) {
                 return true;
             }
@@ -741,17 +582,17 @@ impl World {
         self.phase != Phase::Faults && self.clients.iter().all(|c| c.is_done())
     }
 
-    pub(super) fn current_inc(&self, proc: usize, inc: u32) -> bool {
-        self.procs[proc].incarnation == inc && self.procs[proc].status != Status::Crashed
+    pub(super) fn is_current(&self, proc: usize, incarnation: u32) -> bool {
+        self.procs[proc].incarnation == incarnation && self.procs[proc].status != Status::Crashed
     }
 
     fn handle(&mut self, ev: Ev) {
         match ev {
-            Ev::Tick { proc, inc } => {
-                if self.current_inc(proc, inc) {
+            Ev::Tick { proc, incarnation } => {
+                if self.is_current(proc, incarnation) {
                     self.with_replica(proc, |r| r.on_tick());
                     let t = self.cfg.tick;
-                    self.schedule(t, Ev::Tick { proc, inc });
+                    self.schedule(t, Ev::Tick { proc, incarnation });
                 }
             }
             Ev::PeerArrive {
@@ -771,17 +612,19 @@ impl World {
             } => {
                 let ReplyTo {
                     proc: to,
-                    inc,
+                    incarnation,
                     addressee: from_node,
                     ..
                 } = reply_to;
-                if self.current_inc(to, inc) {
-                    self.observe_peer_reply(reply_to, kind, &reply);
+                if self.is_current(to, incarnation) {
+                    let (view, checks) = self.observed();
+                    checks.peer_reply(&view, reply_to, kind, &reply);
                     let before = self.procs[to].shape.clone();
                     let pulled_state = matches!(reply, PeerReply::Pulled(PullAnswer::State(_)));
                     self.step_replica(to, |r| r.on_peer_reply(from_node, epoch, kind, reply));
                     if pulled_state {
-                        self.check_pulled_state_taken(to, &before);
+                        let (view, checks) = self.observed();
+                        checks.pulled_state_taken(&view, to, &before);
                     }
                     self.finish_step(to);
                 }
@@ -803,23 +646,21 @@ impl World {
             Ev::ClientWake { client } => self.client_wake(client),
             Ev::ClientResend { client, op, attempt } => self.client_resend(client, op, attempt),
             Ev::ClientDeadline { client, op } => self.client_deadline(client, op),
-            Ev::ZkJoin { proc, inc } => self.zk_join(proc, inc),
-            Ev::ZkMarkChainHeld { proc, inc } => self.zk_mark_chain_held(proc, inc),
-            Ev::ZkLeave { proc, inc } => self.zk_leave(proc, inc),
+            Ev::ZkJoin { proc, incarnation } => self.zk_join(proc, incarnation),
+            Ev::ZkMarkChainHeld { proc, incarnation } => self.zk_mark_chain_held(proc, incarnation),
+            Ev::ZkLeave { proc, incarnation } => self.zk_leave(proc, incarnation),
             Ev::ZkWatch { watcher, event } => self.zk_watch(watcher, event),
-            Ev::ZkPing { proc, inc } => self.zk_ping(proc, inc),
+            Ev::ZkPing { proc, incarnation } => self.zk_ping(proc, incarnation),
             Ev::ZkPingArrive {
                 proc,
-                inc,
+                incarnation,
                 session,
                 sent_at,
-            } => self.zk_ping_arrive(proc, inc, session, sent_at),
+            } => self.zk_ping_arrive(proc, incarnation, session, sent_at),
             Ev::ZkExpiry => self.zk_expiry(),
-            Ev::Nemesis => self.nemesis(),
-            Ev::Foreign { left } => self.foreign_request(left),
-            Ev::Heal { a, b } => {
-                self.blocked.remove(&(a, b));
-            }
+            Ev::Nemesis => (self.drivers.nemesis)(self),
+            Ev::Foreign { left } => (self.drivers.foreign)(self, left),
+            Ev::Heal { a, b } => self.net.heal(a, b),
             Ev::Restart { proc } => {
                 if self.procs[proc].status == Status::Crashed {
                     self.boot(proc);
@@ -833,7 +674,7 @@ impl World {
     /// Stop `proc` for `ms`: what reaches it meanwhile waits, in order.
     pub fn pause(&mut self, proc: usize, ms: Millis) {
         if self.procs[proc].status == Status::Up {
-            self.links.paused(proc);
+            self.checks.paused(proc);
             self.procs[proc].status = Status::Paused;
             self.schedule(ms, Ev::Resume { proc });
         }
@@ -848,7 +689,7 @@ impl World {
     }
 
     fn drain_held(&mut self, proc: usize) {
-        while !self.procs[proc].held.is_empty() && self.violations.is_empty() {
+        while !self.procs[proc].held.is_empty() && self.ok() {
             let ev = self.procs[proc].held.remove(0);
             if self.procs[proc].status != Status::Up {
                 return;
@@ -870,9 +711,9 @@ impl World {
     /// End of the fault phase: heal every partition, resume and restart every process, and
     /// stop dropping and duplicating messages.
     pub fn heal_all(&mut self) {
-        self.blocked.clear();
-        self.drop_ppm = 0;
-        self.dup_ppm = 0;
+        self.net.blocked.clear();
+        self.net.drop_ppm = 0;
+        self.net.dup_ppm = 0;
         for p in 0..self.procs.len() {
             match self.procs[p].status {
                 Status::Paused => self.resume(p),
@@ -886,37 +727,146 @@ impl World {
 
     /// Every replica's own account of itself and ZooKeeper's membership, for failure reports.
     pub fn describe_all(&self) -> String {
-        let mut out = format!("at {} ms, ZooKeeper members (chain order):", self.now());
-        for m in self.zk.members() {
-            out.push_str(&format!(" {:x}@{}", m.id, m.addr));
-        }
-        for (i, p) in self.procs.iter().enumerate() {
-            out.push_str(&format!(
-                "\n  replica {i} ({}, incarnation {}, {:?}): ",
-                p.addr, p.incarnation, p.status
-            ));
-            if let Some(r) = &p.replica {
-                out.push_str(&format!(
-                    "{:?} view={:?}",
-                    r.describe(),
-                    r.view().members().iter().map(|m| format!("{:x}", m.id)).collect::<Vec<_>>()
-                ));
-            }
-        }
-        out
+        self.view().describe_all()
     }
 
     /// Replicas that are up, in ZooKeeper's membership under their current session, and holds_state.
     pub fn live_synced(&self) -> Vec<usize> {
-        (0..self.procs.len())
-            .filter(|&p| {
-                let proc = &self.procs[p];
-                proc.status == Status::Up
-                    && proc
-                        .replica
-                        .as_ref()
-                        .is_some_and(|r| r.holds_state() && r.session_id().is_some_and(|s| self.zk.is_member(s)))
-            })
-            .collect()
+        self.view().live_synced()
+    }
+
+    /// The world as the checks see it.
+    pub fn view(&self) -> WorldView<'_> {
+        WorldView {
+            cfg: &self.cfg,
+            procs: &self.procs,
+            zk: &self.zk,
+            canon: &self.record.canon,
+            history: &self.record.history,
+            now: self.now(),
+            key_generations: self.key_generations,
+        }
+    }
+
+    /// The world as the checks see it, and the checks' own state, to run a check.
+    fn observed(&mut self) -> (WorldView<'_>, &mut Checks) {
+        let view = WorldView {
+            cfg: &self.cfg,
+            procs: &self.procs,
+            zk: &self.zk,
+            canon: &self.record.canon,
+            history: &self.record.history,
+            now: self.clock.0.get(),
+            key_generations: self.key_generations,
+        };
+        (view, &mut self.checks)
+    }
+
+    /// After every event: the checks that hold at every moment.
+    fn check_step(&mut self) {
+        let (view, checks) = self.observed();
+        checks.step(&view);
+    }
+
+    /// No check has failed.
+    pub fn ok(&self) -> bool {
+        self.checks.ok()
+    }
+
+    pub fn fail(&mut self, v: Violation) {
+        self.checks.fail(v);
+    }
+
+    pub fn fail_all(&mut self, vs: impl IntoIterator<Item = Violation>) {
+        for v in vs {
+            self.fail(v);
+        }
+    }
+
+    pub fn checks(&self) -> &Checks {
+        &self.checks
+    }
+
+    pub fn checks_mut(&mut self) -> &mut Checks {
+        &mut self.checks
+    }
+
+    pub fn cfg(&self) -> &SimConfig {
+        &self.cfg
+    }
+
+    pub fn procs(&self) -> &[Proc] {
+        &self.procs
+    }
+
+    pub fn zk(&self) -> &ZkModel {
+        &self.zk
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub fn set_phase(&mut self, phase: Phase) {
+        self.phase = phase;
+    }
+
+    pub fn shape(&self) -> &RunShape {
+        &self.shape
+    }
+
+    pub fn trace(&self) -> &Trace {
+        &self.trace
+    }
+
+    /// A line in the trace, at `at` (the current time, or earlier in the same instant's work).
+    pub fn note_at(&mut self, at: Millis, what: &str) {
+        self.trace.note(at, what);
+    }
+
+    /// A line in the trace, at the current time.
+    pub fn note(&mut self, what: &str) {
+        let now = self.now();
+        self.trace.note(now, what);
+    }
+
+    pub fn canon(&self) -> &Canon {
+        &self.record.canon
+    }
+
+    pub fn history_len(&self) -> usize {
+        self.record.history.len()
+    }
+
+    /// The final reads join the history the linearizability check judges.
+    pub fn record_final_reads(&mut self, reads: Vec<Op>) {
+        self.record.history.extend(reads);
+    }
+
+    pub fn ops_finished(&self) -> usize {
+        self.record.ops_finished
+    }
+
+    /// Peer requests sent since the last call, which starts the count afresh.
+    pub fn take_peer_sends(&mut self) -> PeerSends {
+        std::mem::take(&mut self.peer_sends)
+    }
+
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub fn clients_done(&self) -> bool {
+        self.clients.iter().all(|c| c.is_done())
+    }
+
+    /// Client `c` sees no membership change until `until`.
+    pub fn stall_client_view(&mut self, c: usize, until: Millis) {
+        self.clients[c].view_stalled_until = until;
+    }
+
+    /// The session of `p`'s replica, if it has one.
+    pub fn session_of(&self, p: usize) -> Option<core::NodeId> {
+        self.procs[p].replica.as_ref().and_then(|r| r.session_id())
     }
 }

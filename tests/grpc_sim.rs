@@ -32,6 +32,7 @@ fn run_guarded(cfg: GrpcSimConfig) -> Report {
         Err(e) => Report {
             seed,
             variant,
+            shape: None,
             trace_hash: 0,
             events: 0,
             simulated_ms: 0,
@@ -49,8 +50,11 @@ fn run_guarded(cfg: GrpcSimConfig) -> Report {
 fn replay(cfg: GrpcSimConfig) -> Result<(), String> {
     let report = run_guarded(cfg);
     println!(
-        "SEED={} trace hash {:016x}, {} operations, {} ms simulated",
-        report.seed, report.trace_hash, report.ops, report.simulated_ms
+        "{} trace hash {:016x}, {} operations, {} ms simulated",
+        report.seed_line(),
+        report.trace_hash,
+        report.ops,
+        report.simulated_ms
     );
     for (message, n) in &report.coverage {
         println!("  {n:>6}  {message}");
@@ -180,8 +184,16 @@ fn a_panicking_seed_reports_its_seed() {
                 "deliberate panic in the main future at 2000 ms (GrpcSimConfig::panic) (at sim/grpc/run.rs:",
             ),
         };
+        let seed_line = r.seed_line();
+        assert!(
+            seed_line.starts_with(&format!("SEED={} variant={variant} replicas=", r.seed)),
+            "{seed_line}"
+        );
+        for want in ["classic=", "faults=", "bounds="] {
+            assert!(seed_line.contains(want), "missing {want:?} in {seed_line:?}");
+        }
         for want in [
-            format!("SEED={} variant={variant} panicked: {message}", r.seed),
+            format!("{seed_line} panicked: {message}"),
             format!(
                 "REPRODUCE WITH: CHAIN_GRPC_SIM_SEED={} cargo test --features sim --test grpc_sim {variant}_variant -- --nocapture",
                 r.seed
@@ -205,9 +217,7 @@ fn a_panicking_seed_reports_its_seed() {
     let mut cfg = GrpcSimConfig::new(7, Variant::Head);
     cfg.panic = Some(DeliberatePanic::Main(Duration::from_millis(500)));
     let f = replay(cfg).expect_err("seed 7 panics at 500 ms");
-    assert!(
-        f.starts_with("SEED=7 variant=head panicked: deliberate panic in the main future at 500 ms"),
-        "{f}"
-    );
+    assert!(f.starts_with("SEED=7 variant=head replicas="), "{f}");
+    assert!(f.contains(" panicked: deliberate panic in the main future at 500 ms"), "{f}");
     assert!(f.contains("REPRODUCE WITH: CHAIN_GRPC_SIM_SEED=7 "), "{f}");
 }

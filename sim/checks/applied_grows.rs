@@ -4,16 +4,19 @@
 //! older than one it already acknowledged.
 
 use crate::sim::shape::Shape;
-use crate::sim::world::World;
+use crate::sim::violation::{Invariant, Violation};
 
-pub fn check(w: &mut World, proc: usize, before: &Shape, after: &Shape) {
+pub fn check(proc: usize, before: &Shape, after: &Shape) -> Option<Violation> {
     if after.session != before.session || !before.holds_state {
-        return;
+        return None;
     }
-    if !after.holds_state || after.last_applied < before.last_applied {
-        w.violations.push(format!(
-            "applied history: replica {proc} went from xid {} (holding the state) to xid {} (holding it: {}) within one session",
-            before.last_applied, after.last_applied, after.holds_state
-        ));
-    }
+    (!after.holds_state || after.last_applied < before.last_applied).then(|| {
+        Violation::new(
+            Invariant::AppliedGrows,
+            format!(
+                "replica {proc} went from xid {} (holding the state) to xid {} (holding it: {}) within one session",
+                before.last_applied, after.last_applied, after.holds_state
+            ),
+        )
+    })
 }

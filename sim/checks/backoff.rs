@@ -5,24 +5,26 @@
 //! wait for a backoff left over from failures that ended. "Later" allows one tick (the replica
 //! retries on its timer) and does not apply across a pause.
 
-use crate::core::NodeId;
+use crate::core::{Millis, NodeId};
 use crate::sim::links::{Link, LinkState};
-use crate::sim::world::World;
+use crate::sim::violation::{Invariant, Violation};
 
-pub fn check_send(w: &mut World, proc: usize, to: NodeId, was: &Link) {
-    let LinkState::Due { at } = was.state else { return };
-    let now = w.now();
+/// Replica `proc` sends session `to` a state transfer at `now` over the link `was`; the
+/// replica's timer ticks every `tick` ms.
+pub fn check_send(now: Millis, tick: Millis, proc: usize, to: NodeId, was: &Link) -> Option<Violation> {
+    let LinkState::Due { at } = was.state else { return None };
     let wrong = if now < at {
-        Some(format!("{} ms before its backoff ran out", at - now))
-    } else if now >= at + w.cfg.tick && !was.paused {
-        Some(format!("{} ms after its backoff ran out", now - at))
+        format!("{} ms before its backoff ran out", at - now)
+    } else if now >= at + tick && !was.paused {
+        format!("{} ms after its backoff ran out", now - at)
     } else {
-        None
+        return None;
     };
-    if let Some(wrong) = wrong {
-        w.violations.push(format!(
-            "backoff: replica {proc} sent session {to:x} a state transfer {wrong} (next backoff {} ms)",
+    Some(Violation::new(
+        Invariant::Backoff,
+        format!(
+            "replica {proc} sent session {to:x} a state transfer {wrong} (next backoff {} ms)",
             was.backoff
-        ));
-    }
+        ),
+    ))
 }

@@ -1,8 +1,10 @@
 //! Sent lists, reorder buffers and pending-client maps never exceed their configured bounds.
 
-use crate::sim::world::World;
+use crate::sim::view::WorldView;
+use crate::sim::violation::{Invariant, Violation};
 
-pub fn check(w: &mut World) {
+pub fn check(w: &WorldView) -> Vec<Violation> {
+    let mut found = Vec::new();
     for (p, proc) in w.procs.iter().enumerate() {
         let Some(r) = proc.replica.as_ref() else { continue };
         let d = r.describe();
@@ -10,10 +12,11 @@ pub fn check(w: &mut World) {
         let (sent, reorder, pending) = (w.cfg.max_sent, w.cfg.max_reorder, w.cfg.max_pending_writes);
         if d.sent_len > sent || d.reorder_len > reorder || d.pending_len > pending {
             let msg = format!(
-                "bounded queues: replica {p} has sent={} reorder={} pending={} (bounds {sent} / {reorder} / {pending})",
+                "replica {p} has sent={} reorder={} pending={} (bounds {sent} / {reorder} / {pending})",
                 d.sent_len, d.reorder_len, d.pending_len
             );
-            w.violations.push(msg);
+            found.push(Violation::new(Invariant::BoundedQueues, msg));
         }
     }
+    found
 }

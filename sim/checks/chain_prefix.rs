@@ -2,9 +2,11 @@
 //! replica's history is a prefix of its predecessor's, and no two heads issued different
 //! updates under one xid that both survive.
 
-use crate::sim::world::World;
+use crate::sim::view::WorldView;
+use crate::sim::violation::{Invariant, Violation};
 
-pub fn check(w: &mut World) {
+pub fn check(w: &WorldView) -> Vec<Violation> {
+    let mut found = Vec::new();
     for p in w.live_synced() {
         let Some(r) = w.procs[p].replica.as_ref() else { continue };
         let last = r.last_applied();
@@ -12,17 +14,18 @@ pub fn check(w: &mut World) {
             Some(expected) if expected == r.store() => {}
             Some(expected) => {
                 let msg = format!(
-                    "chain prefix: replica {p} at xid {last} holds {:?}, the chain's sequence gives {:?}",
+                    "replica {p} at xid {last} holds {:?}, the chain's sequence gives {:?}",
                     r.store(),
                     expected
                 );
-                w.violations.push(msg);
+                found.push(Violation::new(Invariant::ChainPrefix, msg));
             }
             None if last == 0 => {}
-            None => w.violations.push(format!(
-                "chain prefix: replica {p} applied xid {last}, beyond any xid a head issued ({})",
-                w.canon.len()
+            None => found.push(Violation::new(
+                Invariant::ChainPrefix,
+                format!("replica {p} applied xid {last}, beyond any xid a head issued ({})", w.canon.len()),
             )),
         }
     }
+    found
 }

@@ -4,11 +4,11 @@
 //! nothing at all.
 
 use crate::core::{Config, Variant};
-use crate::sim::new_head::CleanNewHead;
-use crate::sim::quiet::{Quiet, IDLE_MS};
-use crate::sim::world::World;
+use crate::sim::measure::{CleanNewHead, Quiet, IDLE_MS};
+use crate::sim::violation::{Invariant, Violation};
 
-pub fn check(w: &mut World, q: &Quiet) {
+/// The quiet phase of a `variant` chain cost `q`.
+pub fn check(variant: Variant, q: &Quiet) -> Option<Violation> {
     let links = q.members.saturating_sub(1) as u64;
     let mut wrong = Vec::new();
     if q.busy.propose != q.writes * links {
@@ -23,7 +23,7 @@ pub fn check(w: &mut World, q: &Quiet) {
             q.busy.transfer, q.busy.pull_state
         ));
     }
-    let xid_processed_bound = if w.cfg.variant == Variant::Head { q.writes } else { 0 };
+    let xid_processed_bound = if variant == Variant::Head { q.writes } else { 0 };
     if q.busy.xid_processed > xid_processed_bound {
         wrong.push(format!(
             "{} xidProcessed for {} updates ({xid_processed_bound} at most)",
@@ -41,30 +41,30 @@ pub fn check(w: &mut World, q: &Quiet) {
     if q.idle.total() != 0 {
         wrong.push(format!("an idle chain sent {:?} in {IDLE_MS} ms", q.idle));
     }
-    if !wrong.is_empty() {
-        w.violations.push(format!(
-            "cost: on the settled chain of {} replicas, {}",
-            q.members,
-            wrong.join("; ")
-        ));
-    }
+    (!wrong.is_empty()).then(|| {
+        Violation::new(
+            Invariant::Cost,
+            format!("on the settled chain of {} replicas, {}", q.members, wrong.join("; ")),
+        )
+    })
 }
 
 /// After a middle replica crashed on a quiet network: only its successor took a state transfer,
-/// once; everyone after it was caught up update by update.
-pub fn check_failover(w: &mut World, successor: usize) {
-    let accepted = std::mem::take(&mut w.accepted_transfers);
-    if accepted != [successor] {
-        w.violations.push(format!(
-            "cost: after a middle replica crashed, replicas {accepted:?} accepted state transfers; only its successor, replica {successor}, should have, once"
-        ));
-    }
+/// once; everyone after it was caught up update by update. `accepted`: the replicas that accepted
+/// one since the crash, in order.
+pub fn check_failover(accepted: &[usize], successor: usize) -> Option<Violation> {
+    (accepted != [successor]).then(|| {
+        Violation::new(
+            Invariant::Cost,
+            format!("after a middle replica crashed, replicas {accepted:?} accepted state transfers; only its successor, replica {successor}, should have, once"),
+        )
+    })
 }
 
 /// A replica with no state joined at the head of a settled chain on a quiet network. It takes
 /// the state from its successor, which already holds it, so nothing is transferred; and when
 /// told "not now" it asks again only after a pause.
-pub fn check_new_head(w: &mut World, n: &CleanNewHead) {
+pub fn check_new_head(n: &CleanNewHead) -> Option<Violation> {
     // `on_pull_reply` pauses five retry intervals after "not now"; the simulator's replicas
     // keep the default retry interval.
     let pause = Config::default().retry_min_ms * 5;
@@ -79,10 +79,10 @@ pub fn check_new_head(w: &mut World, n: &CleanNewHead) {
             n.sends.pull_state, n.pulling_ms
         ));
     }
-    if !wrong.is_empty() {
-        w.violations.push(format!(
-            "cost: a new head joining a settled chain on a quiet network cost {}",
-            wrong.join("; ")
-        ));
-    }
+    (!wrong.is_empty()).then(|| {
+        Violation::new(
+            Invariant::Cost,
+            format!("a new head joining a settled chain on a quiet network cost {}", wrong.join("; ")),
+        )
+    })
 }

@@ -3,7 +3,8 @@
 //! were, and it sends nothing. Such requests come from a foreign peer (`sim/foreign.rs`).
 
 use crate::core::{Describe, PeerReply, Store, Update};
-use crate::sim::world::{SimReplica, World};
+use crate::sim::procs::SimReplica;
+use crate::sim::violation::{Invariant, Violation};
 
 /// What a request could have changed in a replica, as far as anyone outside can see.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,7 +32,7 @@ pub struct Outcome {
     pub after: Observed,
 }
 
-pub fn check(w: &mut World, proc: usize, request: &str, expected: &PeerReply, before: &Observed, outcome: &Outcome) {
+pub fn check(proc: usize, request: &str, expected: &PeerReply, before: &Observed, outcome: &Outcome) -> Option<Violation> {
     let mut wrong = Vec::new();
     if outcome.reply != *expected {
         wrong.push(format!("replied {:?} instead of {expected:?}", outcome.reply));
@@ -52,12 +53,12 @@ pub fn check(w: &mut World, proc: usize, request: &str, expected: &PeerReply, be
     if outcome.emitted > 0 {
         wrong.push(format!("it sent {} messages", outcome.emitted));
     }
-    if !wrong.is_empty() {
-        w.violations.push(format!(
-            "foreign input: replica {proc} was sent {request}, which it must refuse, and {}",
-            wrong.join("; ")
-        ));
-    }
+    (!wrong.is_empty()).then(|| {
+        Violation::new(
+            Invariant::ForeignInput,
+            format!("replica {proc} was sent {request}, which it must refuse, and {}", wrong.join("; ")),
+        )
+    })
 }
 
 fn xids(sent: &[Update]) -> Vec<u64> {

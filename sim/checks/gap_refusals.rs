@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use crate::core::{NodeId, PeerReply, Xid};
 use crate::sim::shape::Shape;
-use crate::sim::world::World;
+use crate::sim::violation::{Invariant, Violation};
 
 /// Processes that dropped held updates since they were last given a state.
 #[derive(Default)]
@@ -35,22 +35,41 @@ impl DroppedHeld {
     pub fn forget(&mut self, proc: usize) {
         self.0.remove(&proc);
     }
+
+    pub fn contains(&self, proc: usize) -> bool {
+        self.0.contains(&proc)
+    }
 }
 
-/// Replica `proc`, shaped `before`, answered `reply` to update `xid` from `src`, sent to its
-/// session `addressee`.
-pub fn check(w: &mut World, proc: usize, before: &Shape, addressee: NodeId, src: NodeId, xid: Xid, reply: &PeerReply) {
+/// Replica `proc`, shaped `before`, with a reorder window of `max_reorder` and (`dropped`)
+/// held updates dropped since it was last given a state, answered `reply` to update `xid` from
+/// `src`, sent to its session `addressee`.
+// One argument per fact the check judges by.
+#[allow(clippy::too_many_arguments)]
+pub fn check(
+    max_reorder: usize,
+    dropped: bool,
+    proc: usize,
+    before: &Shape,
+    addressee: NodeId,
+    src: NodeId,
+    xid: Xid,
+    reply: &PeerReply,
+) -> Option<Violation> {
     if *reply != PeerReply::Refused || before.session != Some(addressee) || before.pred != Some(src) || !before.holds_state {
-        return;
+        return None;
     }
-    if xid <= before.last_applied || w.dropped_held.0.contains(&proc) {
-        return;
+    if xid <= before.last_applied || dropped {
+        return None;
     }
-    let window = w.cfg.max_reorder as u64;
-    if xid - before.last_applied <= window {
-        w.violations.push(format!(
-            "gap refusal: replica {proc} at xid {} refused update {xid} from its predecessor {src:x}, inside its reorder window of {window}, with no held update dropped",
-            before.last_applied
-        ));
-    }
+    let window = max_reorder as u64;
+    (xid - before.last_applied <= window).then(|| {
+        Violation::new(
+            Invariant::GapRefusals,
+            format!(
+                "replica {proc} at xid {} refused update {xid} from its predecessor {src:x}, inside its reorder window of {window}, with no held update dropped",
+                before.last_applied
+            ),
+        )
+    })
 }

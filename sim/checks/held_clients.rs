@@ -3,18 +3,21 @@
 //! once the session proves alive again they are answered at once, not at the tail's next
 //! progress, which may never come on an idle chain.
 
-use crate::sim::world::World;
+use crate::sim::view::WorldView;
+use crate::sim::violation::{Invariant, Violation};
 
-pub fn check(w: &mut World) {
+pub fn check(w: &WorldView) -> Vec<Violation> {
+    let mut found = Vec::new();
     for (p, proc) in w.procs.iter().enumerate() {
         let Some(r) = proc.replica.as_ref() else { continue };
         let d = r.describe();
         if let Some(oldest) = d.oldest_pending.filter(|x| d.lease_valid && *x <= d.tail_processed) {
             let msg = format!(
-                "held clients: replica {p} holds a client waiting on xid {oldest} with its lease valid and the tail at {}",
+                "replica {p} holds a client waiting on xid {oldest} with its lease valid and the tail at {}",
                 d.tail_processed
             );
-            w.violations.push(msg);
+            found.push(Violation::new(Invariant::HeldClients, msg));
         }
     }
+    found
 }

@@ -1,166 +1,200 @@
-//! The checks that judge a run, one invariant per file. `step` checks run after every event;
-//! `end` checks once the run is over.
+//! The checks that judge a run, one invariant per file. Each is a function over a read-only view
+//! of the world (`WorldView`) and, where it needs one, its own bit of observer state, and returns
+//! the violations it found. `Checks` holds that state and the violations: the world owns one and
+//! calls its hooks as events happen, but the checks never touch the world itself.
 
 mod applied_grows;
 mod backoff;
 mod bounded_queues;
 mod chain_prefix;
-mod cost;
+pub mod cost;
 mod foreign_input;
 mod gap_refusals;
 mod held_clients;
-mod linearizable;
-mod no_lost_writes;
+pub mod linearizable;
+pub mod no_lost_writes;
 mod progress_pacing;
 mod pulled_state;
-mod settled;
+pub mod settled;
 mod transfer_causes;
 mod valid_keys;
 
 pub use foreign_input::{Observed, Outcome};
-pub use gap_refusals::DroppedHeld;
-pub use progress_pacing::Pacing;
 pub use valid_keys::KeyVerdict;
 
-use super::new_head::CleanNewHead;
-use super::quiet::Quiet;
-use super::shape::Shape;
-use super::world::{ReplyTo, Status, World};
-use crate::core::{Millis, NodeId, PeerReply, RequestKind, Xid};
+use crate::core::{NodeId, PeerReply, RequestKind, Xid};
+use crate::sim::events::ReplyTo;
+use crate::sim::links::{Links, Sender};
+use crate::sim::shape::Shape;
+use crate::sim::view::WorldView;
+pub use crate::sim::violation::Violation;
+use gap_refusals::DroppedHeld;
+use progress_pacing::Pacing;
 
-impl World {
-    pub fn check_step(&mut self) {
-        chain_prefix::check(self);
-        bounded_queues::check(self);
-        held_clients::check(self);
+/// The observers' own state, apart from the world they judge, and what they found.
+#[derive(Default)]
+pub struct Checks {
+    dropped_held: DroppedHeld,
+    pacing: Pacing,
+    links: Links,
+    /// Replicas that accepted a state transfer, in order (kept for the failover phase).
+    accepted_transfers: Vec<usize>,
+    violations: Vec<Violation>,
+}
+
+impl Checks {
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    pub fn violations(&self) -> &[Violation] {
+        &self.violations
+    }
+
+    pub fn fail(&mut self, v: Violation) {
+        self.violations.push(v);
+    }
+
+    fn found(&mut self, v: Option<Violation>) {
+        self.violations.extend(v);
+    }
+
+    /// After every event.
+    pub fn step(&mut self, w: &WorldView) {
+        self.violations.extend(chain_prefix::check(w));
+        self.violations.extend(bounded_queues::check(w));
+        self.violations.extend(held_clients::check(w));
     }
 
     /// Replica `proc` took a step that changed its shape from `before` to `after`.
-    pub fn observe_replica_step(&mut self, proc: usize, before: &Shape, after: &Shape) {
-        applied_grows::check(self, proc, before, after);
+    pub fn replica_step(&mut self, w: &WorldView, proc: usize, before: &Shape, after: &Shape) {
+        self.found(applied_grows::check(proc, before, after));
         self.dropped_held.after_step(proc, before, after);
-        let inc = self.procs[proc].incarnation;
-        let now = self.now();
-        self.links.after_step((proc, inc), before, after, now);
+        let incarnation = w.procs[proc].incarnation;
+        self.links.after_step((proc, incarnation), before, after, w.now);
         if after.session != before.session {
             self.pacing.forget(proc);
         }
     }
 
     /// A process restarted: what was known of its previous incarnation no longer applies.
-    pub fn observe_restart(&mut self, proc: usize) {
+    pub fn restart(&mut self, proc: usize) {
         self.dropped_held.forget(proc);
         self.pacing.forget(proc);
         self.links.forget(proc);
     }
 
-    /// The link era requests from `proc` (incarnation `inc`) are sent in now.
-    pub fn link_era(&self, proc: usize, inc: u32) -> u64 {
-        self.links.get((proc, inc)).era
+    /// A process was paused: a transfer due meanwhile may go out late.
+    pub fn paused(&mut self, proc: usize) {
+        self.links.paused(proc);
     }
 
-    /// Replica `proc` (incarnation `inc`) sends session `to` a `kind` request (`retained`: a
+    /// The link epoch (as `sim::links` models it) requests from `proc` (incarnation
+    /// `incarnation`) are sent in now.
+    pub fn link_epoch(&self, proc: usize, incarnation: u32) -> u64 {
+        self.links.get((proc, incarnation)).epoch
+    }
+
+    /// Whether `sender` has a `pullState` on its way.
+    pub fn pulling(&self, sender: Sender) -> bool {
+        self.links.pulling(sender)
+    }
+
+    /// Replica `proc` (incarnation `incarnation`) sends session `to` a `kind` request (`retained`: a
     /// `pullState` asking for a retained copy).
-    pub fn check_peer_send(&mut self, proc: usize, inc: u32, to: NodeId, kind: RequestKind, retained: bool) {
-        progress_pacing::on_send(self, (proc, inc), kind);
+    pub fn peer_send(&mut self, w: &WorldView, proc: usize, incarnation: u32, to: NodeId, kind: RequestKind, retained: bool) {
+        let shape = &w.procs[proc].shape;
+        let v = progress_pacing::on_send(&mut self.pacing, shape, w.now, (proc, incarnation), kind);
+        self.found(v);
         if kind == RequestKind::PullState {
-            self.links.pull_sent((proc, inc), to, retained);
+            self.links.pull_sent((proc, incarnation), to, retained);
         }
         if let RequestKind::Transfer(_) = kind {
-            let was = self.links.transfer_sent((proc, inc));
-            transfer_causes::check_send(self, proc, to, &was);
-            backoff::check_send(self, proc, to, &was);
+            let was = self.links.transfer_sent((proc, incarnation));
+            self.found(transfer_causes::check_send(proc, to, &was));
+            self.found(backoff::check_send(w.now, w.cfg.tick, proc, to, &was));
         }
     }
 
     /// The answer to a `kind` request is about to reach its sender.
-    pub fn observe_peer_reply(&mut self, to: ReplyTo, kind: RequestKind, reply: &PeerReply) {
-        progress_pacing::on_reply(self, (to.proc, to.inc), kind, reply);
+    pub fn peer_reply(&mut self, w: &WorldView, to: ReplyTo, kind: RequestKind, reply: &PeerReply) {
+        progress_pacing::on_reply(&mut self.pacing, w.now, (to.proc, to.incarnation), kind, reply);
         if kind == RequestKind::PullState {
-            self.links.pull_answered((to.proc, to.inc), to.addressee);
+            self.links.pull_answered((to.proc, to.incarnation), to.addressee);
         }
-        let succ = self.procs[to.proc].shape.succ;
-        let now = self.now();
-        self.links.on_reply(to, succ, kind, reply, now);
+        let succ = w.procs[to.proc].shape.succ;
+        self.links.on_reply(to, succ, kind, reply, w.now);
     }
 
     /// Replica `proc`, shaped `before`, accepted a transfer of the state at `state_xid` with
     /// `sent` the xids of its sent list.
-    pub fn observe_transfer_installed(&mut self, proc: usize, before: &Shape, state_xid: Xid, sent: &[Xid]) {
-        let now = self.now();
+    pub fn transfer_installed(&mut self, w: &WorldView, proc: usize, before: &Shape, state_xid: Xid, sent: &[Xid]) {
         self.links
-            .installed((proc, self.procs[proc].incarnation), before, state_xid, sent, now);
+            .installed((proc, w.procs[proc].incarnation), before, state_xid, sent, w.now);
+    }
+
+    /// Replica `proc` installed a transferred state (`transfer`) or handed its state to a puller.
+    pub fn state_given(&mut self, proc: usize, transfer: bool) {
+        self.dropped_held.state_given(proc);
+        // Only the failover phase reads this, after clearing it; the bound keeps the fault
+        // phase from growing it without limit.
+        if transfer && self.accepted_transfers.len() < 1_000 {
+            self.accepted_transfers.push(proc);
+        }
     }
 
     /// Replica `proc`, shaped `before`, took an answer to its pull that carried a state.
-    pub fn check_pulled_state_taken(&mut self, proc: usize, before: &Shape) {
-        let after = self.procs[proc].shape.clone();
-        pulled_state::check(self, proc, before, &after);
+    pub fn pulled_state_taken(&mut self, w: &WorldView, proc: usize, before: &Shape) {
+        self.found(pulled_state::check(proc, before, &w.procs[proc].shape));
     }
 
     /// A step of replica `proc` is over and what it sent is on its way.
-    pub fn observe_step_done(&mut self, proc: usize) {
-        let succ = self.procs[proc].shape.succ;
-        let owed = self.links.step_done((proc, self.procs[proc].incarnation), succ);
-        transfer_causes::check_owed(self, proc, succ, owed);
+    pub fn step_done(&mut self, w: &WorldView, proc: usize) {
+        let succ = w.procs[proc].shape.succ;
+        let owed = self.links.step_done((proc, w.procs[proc].incarnation), succ);
+        self.found(transfer_causes::check_owed(proc, succ, owed));
     }
 
     /// Replica `proc`, shaped `before`, answered `reply` to update `xid` from `src`, sent to
     /// its session `addressee`.
-    pub fn check_propose_answer(&mut self, proc: usize, before: &Shape, addressee: NodeId, src: NodeId, xid: Xid, reply: &PeerReply) {
-        gap_refusals::check(self, proc, before, addressee, src, xid, reply);
-    }
-
-    /// Once the chain has had time to settle after the faults.
-    pub fn check_settled(&mut self) {
-        settled::check(self);
-    }
-
-    /// Run until every running replica is in the chain with its session confirmed alive (its
-    /// lease valid: a replica that has just joined serves nothing until its first heartbeat)
-    /// and the chain is settled (as `check_settled` judges it), for at most `limit` ms.
-    pub fn settle(&mut self, limit: Millis) {
-        let until = self.now() + limit;
-        while self.now() < until && self.violations.is_empty() {
-            let running = self.procs.iter().filter(|p| p.status == Status::Up).count();
-            let live = self.live_synced();
-            let leased = live
-                .iter()
-                .all(|&p| self.procs[p].replica.as_ref().is_some_and(|r| r.describe().lease_valid));
-            if live.len() == running && leased && settled::problems(self).is_empty() {
-                return;
-            }
-            self.run_until((self.now() + 50).min(until));
-        }
+    // One argument per fact the check judges by.
+    #[allow(clippy::too_many_arguments)]
+    pub fn propose_answered(
+        &mut self,
+        w: &WorldView,
+        proc: usize,
+        before: &Shape,
+        addressee: NodeId,
+        src: NodeId,
+        xid: Xid,
+        reply: &PeerReply,
+    ) {
+        let dropped = self.dropped_held.contains(proc);
+        self.found(gap_refusals::check(
+            w.cfg.max_reorder,
+            dropped,
+            proc,
+            before,
+            addressee,
+            src,
+            xid,
+            reply,
+        ));
     }
 
     /// A replica's answer to a client request, as far as the key goes.
-    pub fn check_key_verdict(&mut self, key: &str, verdict: KeyVerdict) {
-        valid_keys::check(self, key, verdict);
+    pub fn key_verdict(&mut self, w: &WorldView, key: &str, verdict: KeyVerdict) {
+        self.found(valid_keys::check(w.cfg.max_key_bytes, key, verdict));
     }
 
     /// A foreign peer sent replica `proc` a request it must refuse with `expected`; it was
     /// `before` and took it as `outcome` says.
-    pub fn check_foreign_input(&mut self, proc: usize, request: &str, expected: &PeerReply, before: &Observed, outcome: &Outcome) {
-        foreign_input::check(self, proc, request, expected, before, outcome);
+    pub fn foreign_input(&mut self, proc: usize, request: &str, expected: &PeerReply, before: &Observed, outcome: &Outcome) {
+        self.found(foreign_input::check(proc, request, expected, before, outcome));
     }
 
-    pub fn check_cost(&mut self, quiet: &Quiet) {
-        cost::check(self, quiet);
-    }
-
-    /// A middle replica crashed; `successor` was the one after it.
-    pub fn check_failover_cost(&mut self, successor: usize) {
-        cost::check_failover(self, successor);
-    }
-
-    pub fn check_new_head_cost(&mut self, clean: &CleanNewHead) {
-        cost::check_new_head(self, clean);
-    }
-
-    /// After the run: final reads, then the history checks.
-    pub fn check_end(&mut self) {
-        no_lost_writes::check(self);
-        linearizable::check(self);
+    /// The replicas that accepted a state transfer since the last call, in order.
+    pub fn take_accepted_transfers(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.accepted_transfers)
     }
 }

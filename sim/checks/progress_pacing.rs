@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 
 use crate::core::{Config, Millis, PeerReply, RequestKind};
-use crate::sim::world::World;
+use crate::sim::shape::Shape;
+use crate::sim::violation::{Invariant, Violation};
 
 /// (process, incarnation).
 type Sender = (usize, u32);
@@ -29,44 +30,40 @@ impl Pacing {
     }
 }
 
-/// The answer to `kind` from `sender` is about to be delivered to it.
-pub fn on_reply(w: &mut World, sender: Sender, kind: RequestKind, reply: &PeerReply) {
+/// The answer to `kind` from `sender` is about to be delivered to it, at `now`.
+pub fn on_reply(pacing: &mut Pacing, now: Millis, sender: Sender, kind: RequestKind, reply: &PeerReply) {
     // The simulator's replicas keep the default intervals.
     let cfg = Config::default();
-    let now = w.now();
     match kind {
         RequestKind::XidProcessed(_) if *reply != PeerReply::Accepted => {
-            w.pacing.notify_not_before.insert(sender, now + cfg.retry_min_ms);
+            pacing.notify_not_before.insert(sender, now + cfg.retry_min_ms);
         }
         RequestKind::GetLatestXid => {
-            w.pacing.poll_in_flight.insert(sender, false);
-            w.pacing.poll_not_before.insert(sender, now + cfg.poll_interval_ms);
+            pacing.poll_in_flight.insert(sender, false);
+            pacing.poll_not_before.insert(sender, now + cfg.poll_interval_ms);
         }
         _ => {}
     }
 }
 
-pub fn on_send(w: &mut World, sender: Sender, kind: RequestKind) {
-    let now = w.now();
+/// `sender`, shaped `shape`, sends a `kind` request at `now`.
+pub fn on_send(pacing: &mut Pacing, shape: &Shape, now: Millis, sender: Sender, kind: RequestKind) -> Option<Violation> {
     let early = |not_before: Option<&Millis>| not_before.is_some_and(|t| now < *t);
-    let shape = &w.procs[sender.0].shape;
     let is_tail = shape.holds_state && shape.succ.is_none();
     let wrong = match kind {
         RequestKind::XidProcessed(_) if !is_tail => Some("xidProcessed while not a tail that holds the state"),
         RequestKind::GetLatestXid if !shape.holds_state => Some("getLatestXid while not holding the state"),
-        RequestKind::XidProcessed(_) if early(w.pacing.notify_not_before.get(&sender)) => {
+        RequestKind::XidProcessed(_) if early(pacing.notify_not_before.get(&sender)) => {
             Some("xidProcessed sooner than retry_min_ms after the last one failed")
         }
-        RequestKind::GetLatestXid if w.pacing.poll_in_flight.get(&sender) == Some(&true) => Some("getLatestXid while one is in flight"),
-        RequestKind::GetLatestXid if early(w.pacing.poll_not_before.get(&sender)) => {
+        RequestKind::GetLatestXid if pacing.poll_in_flight.get(&sender) == Some(&true) => Some("getLatestXid while one is in flight"),
+        RequestKind::GetLatestXid if early(pacing.poll_not_before.get(&sender)) => {
             Some("getLatestXid sooner than poll_interval_ms after the last answer")
         }
         _ => None,
     };
     if kind == RequestKind::GetLatestXid {
-        w.pacing.poll_in_flight.insert(sender, true);
+        pacing.poll_in_flight.insert(sender, true);
     }
-    if let Some(wrong) = wrong {
-        w.violations.push(format!("pacing: replica {} sent {wrong}", sender.0));
-    }
+    wrong.map(|wrong| Violation::new(Invariant::ProgressPacing, format!("replica {} sent {wrong}", sender.0)))
 }

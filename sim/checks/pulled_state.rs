@@ -4,23 +4,24 @@
 //! lands after the asker gained either must change nothing.
 
 use crate::sim::shape::Shape;
-use crate::sim::world::World;
+use crate::sim::violation::{Invariant, Violation};
 
 /// Replica `proc`, shaped `before`, took an answer to its pull that carried a state, and became
 /// `after`.
-pub fn check(w: &mut World, proc: usize, before: &Shape, after: &Shape) {
+pub fn check(proc: usize, before: &Shape, after: &Shape) -> Option<Violation> {
     if !(before.holds_state || before.pred.is_some()) {
-        return;
+        return None;
     }
-    if after.holds_state != before.holds_state || after.last_applied != before.last_applied {
-        w.violations.push(format!(
-            "pulled state: replica {proc} took a pulled state at xid {} while {}",
-            after.last_applied,
-            if before.holds_state {
-                "holding the state"
-            } else {
-                "it had a predecessor"
-            }
-        ));
-    }
+    let changed = after.holds_state != before.holds_state || after.last_applied != before.last_applied;
+    changed.then(|| {
+        let had = if before.holds_state {
+            "holding the state"
+        } else {
+            "it had a predecessor"
+        };
+        Violation::new(
+            Invariant::PulledState,
+            format!("replica {proc} took a pulled state at xid {} while {had}", after.last_applied),
+        )
+    })
 }

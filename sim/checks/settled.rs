@@ -6,14 +6,11 @@
 //! from `xidProcessed`, the others by asking the tail), or sent lists only ever shrink by
 //! hitting their bound.
 
-use crate::sim::world::{Status, World};
+use crate::sim::procs::Status;
+use crate::sim::view::WorldView;
+use crate::sim::violation::{Invariant, Violation};
 
-pub fn check(w: &mut World) {
-    let problems = problems(w);
-    w.violations.extend(problems);
-}
-
-pub fn problems(w: &World) -> Vec<String> {
+pub fn check(w: &WorldView) -> Vec<Violation> {
     let mut problems = Vec::new();
     let members: Vec<_> =
         w.zk.members()
@@ -33,18 +30,21 @@ pub fn problems(w: &World) -> Vec<String> {
     for (p, m, r) in members {
         if !r.holds_state() || r.last_applied() != latest {
             let msg = format!(
-                "settled chain: replica {p} (session {:x}) holds_state={} at xid {} after the chain settled; the newest xid held or acknowledged is {latest}",
+                "replica {p} (session {:x}) holds_state={} at xid {} after the chain settled; the newest xid held or acknowledged is {latest}",
                 m.id,
                 r.holds_state(),
                 r.last_applied()
             );
-            problems.push(msg);
+            problems.push(Violation::new(Invariant::Settled, msg));
         }
         let sent = r.describe().sent_len;
         if sent > 0 {
-            problems.push(format!(
-                "settled chain: replica {p} (session {:x}) still holds {sent} updates in its sent list after the tail applied everything",
-                m.id
+            problems.push(Violation::new(
+                Invariant::Settled,
+                format!(
+                    "replica {p} (session {:x}) still holds {sent} updates in its sent list after the tail applied everything",
+                    m.id
+                ),
             ));
         }
     }

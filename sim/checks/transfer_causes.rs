@@ -16,21 +16,22 @@
 
 use crate::core::NodeId;
 use crate::sim::links::{Link, LinkState};
-use crate::sim::world::World;
+use crate::sim::violation::{Invariant, Violation};
 
-pub fn check_send(w: &mut World, proc: usize, to: NodeId, was: &Link) {
-    if !matches!(was.state, LinkState::Due { .. }) {
-        w.violations.push(format!(
-            "transfer cause: replica {proc} sent session {to:x} a state transfer with no cause (no new successor or state, no failure since its last transfer, no install that needs one); link {was:?}"
-        ));
-    }
+pub fn check_send(proc: usize, to: NodeId, was: &Link) -> Option<Violation> {
+    (!matches!(was.state, LinkState::Due { .. })).then(|| {
+        Violation::new(
+            Invariant::TransferCauses,
+            format!("replica {proc} sent session {to:x} a state transfer with no cause (no new successor or state, no failure since its last transfer, no install that needs one); link {was:?}"),
+        )
+    })
 }
 
 /// Replica `proc`'s step left its successor `succ` owed a transfer it did not send: `what`.
-pub fn check_owed(w: &mut World, proc: usize, succ: Option<NodeId>, what: Option<String>) {
-    if let (Some(what), Some(succ)) = (what, succ) {
-        w.violations.push(format!(
-            "transfer cause: replica {proc} {what}, and sent its successor {succ:x} no state transfer"
-        ));
-    }
+pub fn check_owed(proc: usize, succ: Option<NodeId>, what: Option<String>) -> Option<Violation> {
+    let (what, succ) = (what?, succ?);
+    Some(Violation::new(
+        Invariant::TransferCauses,
+        format!("replica {proc} {what}, and sent its successor {succ:x} no state transfer"),
+    ))
 }

@@ -1,7 +1,7 @@
 //! A replica refuses a key as invalid exactly when it is empty or longer than the limit the run
 //! configured, and never serves an invalid one.
 
-use crate::sim::world::World;
+use crate::sim::violation::{Invariant, Violation};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyVerdict {
@@ -13,19 +13,18 @@ pub enum KeyVerdict {
     NotJudged,
 }
 
-pub fn check(w: &mut World, key: &str, verdict: KeyVerdict) {
-    let valid = !key.is_empty() && key.len() <= w.cfg.max_key_bytes;
+/// `limit`: the replicas' key length limit as the run configured it.
+pub fn check(limit: usize, key: &str, verdict: KeyVerdict) -> Option<Violation> {
+    let valid = !key.is_empty() && key.len() <= limit;
     let wrong = match verdict {
         KeyVerdict::Served => !valid,
         KeyVerdict::Invalid => valid,
         KeyVerdict::NotJudged => false,
     };
-    if wrong {
-        w.violations.push(format!(
-            "valid keys: a {}-byte key (limit {}) was {:?}",
-            key.len(),
-            w.cfg.max_key_bytes,
-            verdict
-        ));
-    }
+    wrong.then(|| {
+        Violation::new(
+            Invariant::ValidKeys,
+            format!("a {}-byte key (limit {limit}) was {verdict:?}", key.len()),
+        )
+    })
 }

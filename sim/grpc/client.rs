@@ -17,8 +17,8 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::Status;
 
-use super::run::World;
 use super::transport::{Place, Proc, SimConnect};
+use super::world::World;
 use crate::client::{classify_write_failure, ChainClient, ClientError, ClientOptions, WriteFailure};
 use crate::core::{Member, Variant};
 use crate::pb::adb;
@@ -104,7 +104,7 @@ fn options(world: &World) -> ClientOptions {
 pub async fn backend(world: &Arc<World>, c: usize, view: watch::Receiver<Vec<Member>>) -> Backend {
     let proc = Proc {
         place: Place::Client(c),
-        inc: 1,
+        incarnation: 1,
     };
     let addr = client_addr(c);
     let incoming = world.net.start(proc, &addr);
@@ -145,12 +145,12 @@ pub async fn run_client(world: Arc<World>, c: usize) {
             return;
         }
         let (lo, hi) = world.cfg.think_ms;
-        tokio::time::sleep(Duration::from_millis(world.dice.range(lo, hi))).await;
-        let key = format!("k{}", world.dice.range(0, world.cfg.keys as u64));
-        let req = match world.dice.range(0, 10) {
+        tokio::time::sleep(Duration::from_millis(world.dice.clients.range(lo, hi))).await;
+        let key = format!("k{}", world.dice.clients.range(0, world.cfg.keys as u64));
+        let req = match world.dice.clients.range(0, 10) {
             0..=4 => {
-                let sign = if world.dice.chance(250_000) { -1 } else { 1 };
-                Request::Inc(key, world.dice.range(1, 4) as i32 * sign)
+                let sign = if world.dice.clients.chance(250_000) { -1 } else { 1 };
+                Request::Inc(key, world.dice.clients.range(1, 4) as i32 * sign)
             }
             5 => Request::Del(key),
             _ => Request::Get(key),

@@ -15,8 +15,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::dice::SharedDice;
 use super::trace::SharedTrace;
-use super::transport::{Net, Place, Proc, SharedDice};
+use super::transport::{Net, Place, Proc};
 use crate::core::{ChainMarker, Member, NodeId};
 use crate::runtime::zk::MembershipEvent;
 

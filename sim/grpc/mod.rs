@@ -12,142 +12,21 @@
 //! among a watch's waiter lists at random).
 
 mod client;
+mod config;
 mod coordinator;
 mod coverage;
+mod dice;
+mod faults;
 mod nemesis;
+mod report;
 mod run;
+pub mod run_shape;
 mod trace;
 mod transport;
+mod world;
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
-use crate::core::Variant;
-
-pub use run::{replay_command, run_seed_catching, variant_name};
-
-#[derive(Clone, Debug)]
-pub struct GrpcSimConfig {
-    pub seed: u64,
-    pub variant: Variant,
-    pub initial_replicas: usize,
-    pub max_replicas: usize,
-    /// The initial replica that serves and sends only the classic calls (the stream refused).
-    pub classic_replica: usize,
-    pub clients: usize,
-    /// A client thinks this long (ms, uniform) before each operation.
-    pub think_ms: (u64, u64),
-    pub keys: usize,
-    pub faults: bool,
-    /// How long the nemesis acts, from the start.
-    pub fault_time: Duration,
-    pub session_timeout: Duration,
-    /// Replica-to-replica deadline.
-    pub rpc_timeout: Duration,
-    pub transfer_timeout: Duration,
-    /// Clients' deadline per call, and per operation with its retries.
-    pub client_rpc_timeout: Duration,
-    pub op_timeout: Duration,
-    /// How long the chain gets to recover after the faults stop: operations invoked later
-    /// must all complete.
-    pub settle_time: Duration,
-    /// How long clients go on after `settle_time`, every operation checked for completion;
-    /// then the final reads.
-    pub checked_time: Duration,
-    pub max_time: Duration,
-    pub print_trace: bool,
-    /// Test only: panic on purpose, to check that a panic still reports its seed. `None` (the
-    /// default) spawns nothing and changes nothing in the run.
-    pub panic: Option<DeliberatePanic>,
-}
-
-/// Where and when a run panics on purpose ([`GrpcSimConfig::panic`]).
-#[derive(Clone, Copy, Debug)]
-pub enum DeliberatePanic {
-    /// A task spawned on the seed's runtime panics this long after the start: tokio catches
-    /// it and the run goes on, as with a panic in a replica's task.
-    Task(Duration),
-    /// The seed's main future panics this long after the start, unwinding out of the runtime.
-    Main(Duration),
-}
-
-impl GrpcSimConfig {
-    pub fn new(seed: u64, variant: Variant) -> Self {
-        GrpcSimConfig {
-            seed,
-            variant,
-            initial_replicas: 3,
-            max_replicas: 5,
-            classic_replica: 1,
-            clients: 3,
-            think_ms: (10, 150),
-            keys: 3,
-            faults: true,
-            fault_time: Duration::from_secs(10),
-            // The production minimum (zk::MIN_SESSION_TIMEOUT); the lease is half of it.
-            session_timeout: Duration::from_secs(2),
-            rpc_timeout: Duration::from_millis(500),
-            transfer_timeout: Duration::from_secs(2),
-            client_rpc_timeout: Duration::from_millis(500),
-            op_timeout: Duration::from_secs(3),
-            settle_time: Duration::from_secs(4),
-            checked_time: Duration::from_secs(2),
-            max_time: Duration::from_secs(600),
-            print_trace: false,
-            panic: None,
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct Report {
-    pub seed: u64,
-    pub variant: Variant,
-    /// Hash of the trace: nemesis actions, sessions, every client operation and its outcome
-    /// in order, the final reads and the final replica states.
-    pub trace_hash: u64,
-    pub events: u64,
-    pub simulated_ms: u64,
-    pub ops: usize,
-    pub violations: Vec<String>,
-    /// The production code's log events over the run, by message (see `coverage`).
-    pub coverage: BTreeMap<String, u64>,
-    /// Every panic on the seed's thread during the run, with where (`sim::panics`): one that
-    /// unwound out of the runtime (the rest of the report then mostly empty) or one tokio
-    /// caught in a spawned task (the run went on).
-    pub panic: Option<String>,
-}
-
-impl Report {
-    pub fn failed(&self) -> bool {
-        self.panic.is_some() || !self.violations.is_empty()
-    }
-
-    /// The failure report, seed and replay command included; `None` if the seed passed.
-    pub fn failure(&self) -> Option<String> {
-        if !self.failed() {
-            return None;
-        }
-        let out = match &self.panic {
-            Some(p) => format!(
-                "SEED={} variant={} panicked: {p}\n({} ms simulated, {} operations)",
-                self.seed,
-                variant_name(self.variant),
-                self.simulated_ms,
-                self.ops
-            ),
-            None => format!(
-                "SEED={} variant={} failed ({} ms simulated, {} operations):",
-                self.seed,
-                variant_name(self.variant),
-                self.simulated_ms,
-                self.ops
-            ),
-        };
-        Some(super::failure_report(
-            out,
-            &self.violations,
-            &replay_command(self.seed, self.variant),
-        ))
-    }
-}
+pub use crate::sim::report::variant_name;
+pub use config::{DeliberatePanic, GrpcSimConfig};
+pub use faults::{Fault, FAULTS};
+pub use report::{replay_command, Report};
+pub use run::run_seed_catching;

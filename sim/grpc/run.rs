@@ -2,191 +2,25 @@
 //! (`node::start_with`), the simulated coordinator, clients and the nemesis; then healing,
 //! settling, the final reads and the checks.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
-use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio::sync::watch;
 
 use super::client::{backend, run_client, Outcome};
+use super::config::{DeliberatePanic, GrpcSimConfig};
 use super::coordinator::Coordinator;
 use super::coverage::Coverage;
+use super::dice::Streams;
 use super::nemesis::run_nemesis;
+use super::report::Report;
+use super::run_shape::RunShape;
 use super::trace::SharedTrace;
-use super::transport::{Net, Place, Proc, SharedDice, SimConnect};
-use super::{DeliberatePanic, GrpcSimConfig, Report};
-use crate::core::{NodeId, Store, Variant};
-use crate::runtime::node::{self, NodeConfig, RunningNode};
-use crate::runtime::zk::ZkConfig;
+use super::transport::Net;
+use super::world::{describe_all, lock, Replica, World};
+use crate::core::Store;
 use crate::sim::linearizability::{self, Op, OpKind};
 use crate::sim::panics;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-pub struct Replica {
-    pub addr: String,
-    pub inc: u32,
-    /// Serves and sends only the classic calls, like a replica without chainrep's extension.
-    pub classic: bool,
-    pub node: Option<RunningNode>,
-}
-
-pub struct World {
-    pub cfg: GrpcSimConfig,
-    pub dice: SharedDice,
-    pub net: Arc<Net>,
-    pub coord: Arc<Coordinator>,
-    pub trace: SharedTrace,
-    start: Instant,
-    pub replicas: Mutex<Vec<Replica>>,
-    pub history: Mutex<Vec<Op>>,
-    /// When the nemesis stopped and healed everything.
-    pub healed_at: Mutex<Option<u64>>,
-    violations: Mutex<Vec<String>>,
-}
-
-impl World {
-    pub fn now_ms(&self) -> u64 {
-        Instant::now().saturating_duration_since(self.start).as_millis() as u64
-    }
-
-    pub fn violation(&self, v: String) {
-        self.trace.note(self.now_ms(), &format!("VIOLATION {v}"));
-        lock(&self.violations).push(v);
-    }
-
-    fn proc(&self, r: usize) -> Proc {
-        Proc {
-            place: Place::Replica(r),
-            inc: lock(&self.replicas)[r].inc,
-        }
-    }
-
-    pub fn is_up(&self, r: usize) -> bool {
-        lock(&self.replicas)[r].node.is_some()
-    }
-
-    pub fn up_replicas(&self) -> Vec<usize> {
-        lock(&self.replicas)
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.node.is_some())
-            .map(|(i, _)| i)
-            .collect()
-    }
-
-    fn with_core<R>(&self, r: usize, f: impl FnOnce(&mut node::Core) -> R) -> Option<R> {
-        let shared = lock(&self.replicas)[r].node.as_ref().map(|n| n.shared.clone())?;
-        Some(shared.with_core(f))
-    }
-
-    pub fn is_synced(&self, r: usize) -> bool {
-        self.with_core(r, |c| c.holds_state()).unwrap_or(false)
-    }
-
-    /// The session the replica itself and the coordinator both know it by.
-    pub fn session_of(&self, r: usize) -> Option<NodeId> {
-        let own = self.with_core(r, |c| c.session_id()).flatten()?;
-        (self.coord.session_of(self.proc(r)) == Some(own)).then_some(own)
-    }
-
-    fn node_config(&self, classic: bool) -> NodeConfig {
-        let zk = ZkConfig {
-            connect: "simulated".into(),
-            root: "/sim".into(),
-            session_timeout: self.cfg.session_timeout,
-        };
-        // `listen` is only for `node::start`; `start_with` is handed its connections.
-        let mut cfg = NodeConfig::new(zk, SocketAddr::from(([0, 0, 0, 0], 7000)), self.cfg.variant);
-        cfg.net.rpc_timeout = self.cfg.rpc_timeout;
-        cfg.net.transfer_timeout = self.cfg.transfer_timeout;
-        cfg.net.replicate_stream = !classic;
-        // Gray failures are the core tier's (`sim::links`); this tier's coordinator has no
-        // eviction record.
-        cfg.core.suspicion_ms = 0;
-        cfg
-    }
-
-    /// Start a new process for replica `r`: a new incarnation that joins with a new session.
-    pub async fn boot(self: &Arc<Self>, r: usize) {
-        let (addr, inc, classic) = {
-            let mut reps = lock(&self.replicas);
-            let rep = &mut reps[r];
-            rep.inc += 1;
-            (rep.addr.clone(), rep.inc, rep.classic)
-        };
-        let proc = Proc {
-            place: Place::Replica(r),
-            inc,
-        };
-        let incoming = self.net.start(proc, &addr);
-        let (events_tx, events) = mpsc::channel(1024);
-        self.coord.add_replica(proc, &addr, events_tx);
-        let join = Arc::new(SimMembership {
-            coord: self.coord.clone(),
-            proc,
-        }) as Arc<dyn node::MembershipControl>;
-        let connector = Arc::new(SimConnect {
-            net: self.net.clone(),
-            from: proc,
-            keepalive: true,
-        });
-        let local = addr.parse().unwrap_or_else(|_| SocketAddr::from(([10, 0, 0, 1], 7000)));
-        let cfg = self.node_config(classic);
-        // Only TLS can fail to start, and simulated replicas are plaintext.
-        let node = node::start_with(&cfg, UnboundedReceiverStream::new(incoming), local, addr, connector, events, join)
-            .await
-            .expect("a plaintext simulated replica starts");
-        lock(&self.replicas)[r].node = Some(node);
-    }
-
-    pub fn crash(&self, r: usize) {
-        let proc = self.proc(r);
-        if let Some(node) = lock(&self.replicas)[r].node.take() {
-            node.abort();
-        }
-        self.net.crash(proc);
-    }
-
-    /// A new replica process at a new address; about one in four speaks only classic calls.
-    pub async fn add_replica(self: &Arc<Self>) -> Option<usize> {
-        let r = {
-            let mut reps = lock(&self.replicas);
-            if reps.len() >= self.cfg.max_replicas {
-                return None;
-            }
-            let classic = self.dice.chance(250_000);
-            let addr = format!("10.0.0.{}:7000", reps.len() + 1);
-            reps.push(Replica {
-                addr,
-                inc: 0,
-                classic,
-                node: None,
-            });
-            reps.len() - 1
-        };
-        self.boot(r).await;
-        Some(r)
-    }
-
-    /// End of the faults: every cut healed, every crashed replica restarted.
-    pub async fn heal_all(self: &Arc<Self>) {
-        self.net.heal_all();
-        let n = lock(&self.replicas).len();
-        for r in 0..n {
-            if !self.is_up(r) {
-                self.boot(r).await;
-            }
-        }
-        let now = self.now_ms();
-        *lock(&self.healed_at) = Some(now);
-        self.trace.note(now, "healed: no more faults");
-    }
-}
 
 /// The seed's world while `play` runs, for a report if a panic unwinds out of the runtime.
 type WorldSlot = Arc<Mutex<Option<Arc<World>>>>;
@@ -205,8 +39,10 @@ pub fn run_seed_catching(cfg: GrpcSimConfig) -> Report {
         Err(e) => return Report::broken(&cfg, format!("cannot build the runtime: {e}")),
     };
     let slot = WorldSlot::default();
+    let dice = Streams::new(cfg.seed);
+    let shape = RunShape::draw(cfg.initial_replicas, cfg.classic_replica, cfg.faults, &dice);
     let (report, mut panics) = panics::catching(|| {
-        let play = play(cfg.clone(), slot.clone());
+        let play = play(cfg.clone(), dice, shape.clone(), slot.clone());
         tracing::subscriber::with_default(coverage.subscriber(), || match cfg.panic {
             Some(DeliberatePanic::Main(after)) => rt.block_on(panic_after(after, play)),
             _ => rt.block_on(play),
@@ -220,10 +56,11 @@ pub fn run_seed_catching(cfg: GrpcSimConfig) -> Report {
         (None, Some(world)) => {
             let _context = rt.enter();
             let (described, more) = panics::catching(|| describe_all(&world));
-            let mut violations = lock(&world.violations).clone();
+            let mut violations = world.violations();
             violations.push(described.unwrap_or_else(|| format!("(describing the replicas panicked too: {})", more.join("; "))));
             Report {
                 seed: cfg.seed,
+                shape: None,
                 variant: cfg.variant,
                 trace_hash: world.trace.hash(),
                 events: world.trace.events(),
@@ -243,6 +80,7 @@ pub fn run_seed_catching(cfg: GrpcSimConfig) -> Report {
     let (_, more) = panics::catching(|| drop(rt));
     panics.extend(more);
     Report {
+        shape: Some(shape),
         coverage: coverage.counts(),
         panic: panics::summary(&panics),
         ..report
@@ -258,34 +96,24 @@ async fn panic_after(after: Duration, fut: impl std::future::Future<Output = Rep
     }
 }
 
-async fn play(cfg: GrpcSimConfig, slot: WorldSlot) -> Report {
-    let dice = SharedDice::new(cfg.seed);
+async fn play(cfg: GrpcSimConfig, dice: Streams, shape: RunShape, slot: WorldSlot) -> Report {
     let trace = SharedTrace::new(cfg.print_trace);
-    let net = Net::new(dice.clone());
-    let coord = Coordinator::new(net.clone(), dice.clone(), trace.clone(), cfg.session_timeout);
-    let replicas = (0..cfg.initial_replicas)
+    trace.note(0, &format!("shape: {shape}"));
+    let net = Net::new(dice.net.clone());
+    let coord = Coordinator::new(net.clone(), dice.coordinator.clone(), trace.clone(), cfg.session_timeout);
+    let replicas = (0..shape.initial_replicas)
         .map(|i| Replica {
             addr: format!("10.0.0.{}:7000", i + 1),
-            inc: 0,
-            classic: i == cfg.classic_replica,
+            incarnation: 0,
+            classic: Some(i) == shape.classic_replica,
             node: None,
         })
         .collect();
-    let world = Arc::new(World {
-        cfg: cfg.clone(),
-        dice,
-        net,
-        coord: coord.clone(),
-        trace,
-        start: Instant::now(),
-        replicas: Mutex::new(replicas),
-        history: Mutex::new(Vec::new()),
-        healed_at: Mutex::new(None),
-        violations: Mutex::new(Vec::new()),
-    });
+    let initial_replicas = shape.initial_replicas;
+    let world = Arc::new(World::new(cfg.clone(), dice, shape, net, coord.clone(), trace, replicas));
     *lock(&slot) = Some(world.clone());
     tokio::spawn(coord.clone().run());
-    for r in 0..cfg.initial_replicas {
+    for r in 0..initial_replicas {
         world.boot(r).await;
     }
     let clients: Vec<_> = (0..cfg.clients).map(|c| tokio::spawn(run_client(world.clone(), c))).collect();
@@ -317,7 +145,7 @@ async fn play(cfg: GrpcSimConfig, slot: WorldSlot) -> Report {
     if lock(&world.healed_at).is_none() {
         world.heal_all().await;
     }
-    if lock(&world.violations).is_empty() {
+    if world.violations().is_empty() {
         // The clients stopped once the chain had settled; a moment for their last writes'
         // acknowledgements to reach everyone.
         tokio::time::sleep(cfg.rpc_timeout).await;
@@ -340,12 +168,13 @@ async fn play(cfg: GrpcSimConfig, slot: WorldSlot) -> Report {
     }
     *lock(&slot) = None;
     let ops = lock(&world.history).len();
-    let mut violations = lock(&world.violations).clone();
+    let mut violations = world.violations();
     if !violations.is_empty() {
         violations.push(describe_all(&world));
     }
     Report {
         seed: cfg.seed,
+        shape: None,
         variant: cfg.variant,
         trace_hash: world.trace.hash(),
         events: world.trace.events(),
@@ -430,97 +259,5 @@ fn check_replicas_agree(world: &World) {
             .map(|(a, s, x, st)| format!("  {a}: synced={s} xid={x} {st:?}"))
             .collect();
         world.violation(format!("settled: the chain's replicas do not agree:\n{}", listing.join("\n")));
-    }
-}
-
-fn describe_all(world: &World) -> String {
-    let mut out = format!("at {} ms, coordinator members (chain order):", world.now_ms());
-    for m in world.coord.members() {
-        out.push_str(&format!(" {:x}@{}", m.id, m.addr));
-    }
-    let n = lock(&world.replicas).len();
-    for r in 0..n {
-        let (addr, inc, classic) = {
-            let reps = lock(&world.replicas);
-            (reps[r].addr.clone(), reps[r].inc, reps[r].classic)
-        };
-        out.push_str(&format!(
-            "\n  replica {r} ({addr}, incarnation {inc}{}): ",
-            if classic { ", classic only" } else { "" }
-        ));
-        match world.with_core(r, |c| format!("{:?}", c.describe())) {
-            Some(d) => out.push_str(&d),
-            None => out.push_str("down"),
-        }
-    }
-    out
-}
-
-impl Report {
-    fn broken(cfg: &GrpcSimConfig, why: String) -> Report {
-        Report {
-            seed: cfg.seed,
-            variant: cfg.variant,
-            trace_hash: 0,
-            events: 0,
-            simulated_ms: 0,
-            ops: 0,
-            violations: vec![why],
-            coverage: Default::default(),
-            panic: None,
-        }
-    }
-}
-
-/// The command that replays one seed of `tests/grpc_sim.rs` with its trace.
-pub fn replay_command(seed: u64, variant: Variant) -> String {
-    format!(
-        "CHAIN_GRPC_SIM_SEED={seed} cargo test --features sim --test grpc_sim {}_variant -- --nocapture",
-        variant_name(variant)
-    )
-}
-
-/// Which variant's name goes in reports.
-pub fn variant_name(v: Variant) -> &'static str {
-    match v {
-        Variant::Head => "head",
-        Variant::Tail => "tail",
-    }
-}
-
-/// One replica's requests to the simulated coordinator.
-struct SimMembership {
-    coord: Arc<Coordinator>,
-    proc: Proc,
-}
-
-impl node::MembershipControl for SimMembership {
-    fn request_join(&self) {
-        self.coord.request_join(self.proc);
-    }
-    fn request_chain_marker(&self) {
-        self.coord.request_chain_marker(self.proc);
-    }
-    fn request_rejoin(&self) {
-        self.coord.request_rejoin(self.proc);
-    }
-    fn request_relist(&self) {
-        self.coord.request_relist(self.proc);
-    }
-    // Suspicion is off in this tier (`node_config`); the core tier models evictions.
-    fn request_evict(&self, suspect: NodeId, _seen_version: Option<u64>) {
-        tracing::error!(
-            suspect = format_args!("{suspect:x}"),
-            "the gRPC-tier coordinator does not model evictions"
-        );
-    }
-    fn request_leave(&self) {
-        tracing::error!("the gRPC-tier coordinator does not model evictions");
-    }
-    fn request_remove(&self, suspect: NodeId) {
-        tracing::error!(
-            suspect = format_args!("{suspect:x}"),
-            "the gRPC-tier coordinator does not model evictions"
-        );
     }
 }

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tonic::codegen::http::Uri;
 use tonic::transport::{Channel, Endpoint};
 
-use super::super::dice::Dice;
+use super::dice::SharedDice;
 use crate::runtime::network::Connect;
 
 /// Something the nemesis can cut off from something else.
@@ -37,7 +37,7 @@ pub enum Place {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Proc {
     pub place: Place,
-    pub inc: u32,
+    pub incarnation: u32,
 }
 
 pub type Incoming = mpsc::UnboundedReceiver<Result<SimIo, io::Error>>;
@@ -47,26 +47,6 @@ const PIPE_BYTES: usize = 64 * 1024;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The run's randomness, shared by everything that draws from it. Every draw happens on the
-/// runtime's one thread in an order the seed fixes.
-#[derive(Clone)]
-pub struct SharedDice(Arc<Mutex<Dice>>);
-
-impl SharedDice {
-    pub fn new(seed: u64) -> Self {
-        SharedDice(Arc::new(Mutex::new(Dice::new(seed))))
-    }
-    pub fn range(&self, lo: u64, hi: u64) -> u64 {
-        lock(&self.0).range(lo, hi)
-    }
-    pub fn chance(&self, per_million: u64) -> bool {
-        lock(&self.0).chance(per_million)
-    }
-    pub fn pick<T: Clone>(&self, items: &[T]) -> Option<T> {
-        lock(&self.0).pick(items)
-    }
 }
 
 /// What both halves of one connection share.
@@ -249,14 +229,14 @@ impl Net {
     }
 
     pub fn is_alive(&self, p: Proc) -> bool {
-        lock(&self.state).alive.get(&p.place) == Some(&p.inc)
+        lock(&self.state).alive.get(&p.place) == Some(&p.incarnation)
     }
 
     /// A new process at `place` listening on `addr` (clients listen for tail callbacks).
     pub fn start(&self, p: Proc, addr: &str) -> Incoming {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut st = lock(&self.state);
-        st.alive.insert(p.place, p.inc);
+        st.alive.insert(p.place, p.incarnation);
         st.hosts.insert(addr.to_string(), Host { proc: p, incoming: tx });
         rx
     }
@@ -265,7 +245,7 @@ impl Net {
     pub fn crash(&self, p: Proc) {
         let links: Vec<Arc<Link>> = {
             let mut st = lock(&self.state);
-            if st.alive.get(&p.place) == Some(&p.inc) {
+            if st.alive.get(&p.place) == Some(&p.incarnation) {
                 st.alive.remove(&p.place);
             }
             st.hosts.retain(|_, h| h.proc != p);

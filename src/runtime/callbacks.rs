@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use super::network::Connect;
+use super::connect::Connect;
 use crate::pb::adb;
 use crate::pb::adb::tail_client_client::TailClientClient;
 

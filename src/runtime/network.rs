@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::callbacks::{CallbackConfig, Callbacks};
+pub use super::connect::{tune, Connect, TcpConnect};
 use super::convert;
 use crate::core::{
     ClientOrigin, ClientToken, Member, NodeId, PeerReply, PeerRequest, PullAnswer, RequestKind, RetainedMark, Variant, WriteOutcome,
@@ -152,31 +153,6 @@ impl TonicNetwork {
         }
         self.links.get(&to.id)
     }
-}
-
-/// How channels to other processes are made: TCP in production, in-memory pipes in the
-/// simulator that runs this runtime deterministically.
-pub trait Connect: Send + Sync {
-    /// A lazily connecting channel to `addr` (`host:port`).
-    fn channel(&self, addr: &str) -> Result<Channel, String>;
-}
-
-pub struct TcpConnect;
-
-impl Connect for TcpConnect {
-    fn channel(&self, addr: &str) -> Result<Channel, String> {
-        let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|e| format!("bad address {addr:?}: {e}"))?;
-        Ok(tune(endpoint).connect_lazy())
-    }
-}
-
-/// The connection settings of every replica-to-replica channel, plaintext or TLS.
-pub fn tune(endpoint: Endpoint) -> Endpoint {
-    endpoint
-        .connect_timeout(Duration::from_secs(1))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5))
 }
 
 impl crate::core::Network for TonicNetwork {

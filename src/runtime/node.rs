@@ -2,148 +2,29 @@
 //! replies from peers, membership events from ZooKeeper, and a timer.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::limits::{self, MessageLimits};
 use super::network::{Connect, NetConfig, ReplyEvent, TcpConnect, TonicNetwork};
 use super::service::ChainService;
+pub use super::shared::{Core, CoreCoordinator, MembershipControl, RuntimeClock, Shared};
 use super::tls::{TlsConfig, TlsConnect};
 use super::zk::{MembershipEvent, ZkConfig, ZkCoordinator};
-use crate::core::{self, Clock, Millis, Replica, Variant};
+use crate::core::{self, Millis, Replica, Variant};
 use crate::pb::adb::head_chain_replica_server::HeadChainReplicaServer;
 use crate::pb::adb::tail_chain_replica_server::TailChainReplicaServer;
 use crate::pb::chainrep::ext::chain_ext_server::ChainExtServer;
 
 /// Requests one client connection may have open at once; more wait in the client.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
-
-/// Monotonic milliseconds since the process started.
-pub struct RuntimeClock {
-    base: Instant,
-}
-
-impl RuntimeClock {
-    fn millis_of(&self, at: Instant) -> Millis {
-        at.saturating_duration_since(self.base).as_millis() as Millis
-    }
-}
-
-impl Clock for RuntimeClock {
-    fn now(&self) -> Millis {
-        self.millis_of(Instant::now())
-    }
-}
-
-/// What the replica asks of its membership task (ZooKeeper in production, a simulated one in
-/// the simulator); answers come back as `MembershipEvent`s.
-pub trait MembershipControl: Send + Sync {
-    /// Open a new session and register (after `SessionLost`).
-    fn request_join(&self);
-    /// Create the chain's held-state marker; answered by `MembershipEvent::ChainMarker`.
-    fn request_chain_marker(&self);
-    /// Leave with the current session and report `SessionLost`.
-    fn request_rejoin(&self);
-    /// List the members now; answered by `MembershipEvent::Listed`.
-    fn request_relist(&self);
-    /// Record the eviction of `suspect` (`core::Coordinator::report_suspect`).
-    fn request_evict(&self, suspect: core::NodeId, seen_version: Option<u64>);
-    /// Delete an evicted replica's znode (`core::Coordinator::remove_member`).
-    fn request_remove(&self, suspect: core::NodeId);
-    /// Delete our znode, keep the session (`core::Coordinator::leave_chain`).
-    fn request_leave(&self);
-}
-
-impl MembershipControl for ZkCoordinator {
-    fn request_join(&self) {
-        ZkCoordinator::request_join(self);
-    }
-    fn request_chain_marker(&self) {
-        ZkCoordinator::request_chain_marker(self);
-    }
-    fn request_rejoin(&self) {
-        ZkCoordinator::request_rejoin(self);
-    }
-    fn request_relist(&self) {
-        ZkCoordinator::request_relist(self);
-    }
-    fn request_evict(&self, suspect: core::NodeId, seen_version: Option<u64>) {
-        ZkCoordinator::request_evict(self, suspect, seen_version);
-    }
-    fn request_leave(&self) {
-        ZkCoordinator::request_leave(self);
-    }
-    fn request_remove(&self, suspect: core::NodeId) {
-        ZkCoordinator::request_remove(self, suspect);
-    }
-}
-
-/// The core's `Coordinator`, handing its requests to the membership task.
-pub struct CoreCoordinator(Arc<dyn MembershipControl>);
-
-impl core::Coordinator for CoreCoordinator {
-    fn join(&mut self) {
-        self.0.request_join();
-    }
-    fn mark_chain_held(&mut self) {
-        self.0.request_chain_marker();
-    }
-    fn rejoin(&mut self) {
-        self.0.request_rejoin();
-    }
-    fn report_suspect(&mut self, suspect: core::NodeId, seen_version: Option<u64>) {
-        self.0.request_evict(suspect, seen_version);
-    }
-    fn leave_chain(&mut self) {
-        self.0.request_leave();
-    }
-    fn remove_member(&mut self, suspect: core::NodeId) {
-        self.0.request_remove(suspect);
-    }
-}
-
-pub type Core = Replica<RuntimeClock, TonicNetwork, CoreCoordinator>;
-
-pub struct Shared {
-    core: Mutex<Core>,
-    tokens: AtomicU64,
-    membership: Arc<dyn MembershipControl>,
-    /// Membership listings applied to the core so far (`MembershipEvent::Listed`).
-    listings: watch::Sender<u64>,
-    /// `stateTransfer` calls being received now (see `Replica::note_transfer_receiving`).
-    pub transfers_receiving: std::sync::atomic::AtomicUsize,
-}
-
-impl Shared {
-    /// Run one synchronous step of the core. Never held across an `.await`.
-    pub fn with_core<R>(&self, f: impl FnOnce(&mut Core) -> R) -> R {
-        // A panic inside the core leaves it in an unknown state; serving on from it could
-        // break the chain's guarantees, so every later call fails loudly instead.
-        let mut core = self.core.lock().expect("the replica core panicked earlier; refusing to continue");
-        f(&mut core)
-    }
-
-    pub fn next_token(&self) -> u64 {
-        self.tokens.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Ask for a fresh membership listing and wait, up to `limit`, until one has been applied
-    /// to the core. Returns whether one was.
-    pub async fn fresh_listing(&self, limit: Duration) -> bool {
-        let mut listings = self.listings.subscribe();
-        let seen = *listings.borrow_and_update();
-        self.membership.request_relist();
-        let listed = tokio::time::timeout(limit, listings.wait_for(|n| *n > seen)).await;
-        matches!(listed, Ok(Ok(_)))
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -287,20 +168,13 @@ where
         builder = builder.tls_config(server).context("cannot serve TLS with these files")?;
     }
     let (reply_tx, reply_rx) = mpsc::unbounded_channel();
-    let clock = RuntimeClock { base: Instant::now() };
     let core = Replica::new(
         cfg.core.clone(),
-        clock,
+        RuntimeClock::new(Instant::now()),
         TonicNetwork::new(cfg.net.clone(), reply_tx, connector),
-        CoreCoordinator(control.clone()),
+        CoreCoordinator::new(control.clone()),
     );
-    let shared = Arc::new(Shared {
-        core: Mutex::new(core),
-        tokens: AtomicU64::new(1),
-        membership: control,
-        listings: watch::Sender::new(0),
-        transfers_receiving: std::sync::atomic::AtomicUsize::new(0),
-    });
+    let shared = Arc::new(Shared::new(core, control));
 
     let tasks = vec![
         tokio::spawn(pump_replies(shared.clone(), reply_rx)),
@@ -450,7 +324,7 @@ async fn pump_membership(shared: Arc<Shared>, mut events: mpsc::Receiver<Members
                 core.on_session_lost();
             }
             MembershipEvent::Listed => {
-                shared.listings.send_modify(|n| *n += 1);
+                shared.listed();
             }
             MembershipEvent::ChainMarker(answer) => core.on_chain_marker(answer),
             MembershipEvent::Eviction(record) => core.on_eviction_record(record),

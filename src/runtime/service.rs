@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use super::network::ADDRESSEE_HEADER;
-use super::node::Shared;
+use super::shared::Shared;
 use crate::core::{
     ClientOrigin, NodeId, PeerReply, PeerRequest, PullAnswer, ReadRejected, WriteAccepted, WriteOp, WriteOutcome, WriteRejected,
 };

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 
-use super::network::Connect;
+use super::connect::Connect;
 
 /// A TLS handshake that has not finished after this long is dropped, so a caller that opens
 /// connections and stalls cannot hold them forever.
@@ -133,7 +133,7 @@ pub struct TlsConnect(pub TlsConfig);
 
 impl Connect for TlsConnect {
     fn channel(&self, addr: &str) -> Result<Channel, String> {
-        Ok(super::network::tune(self.0.endpoint(addr)?).connect_lazy())
+        Ok(super::connect::tune(self.0.endpoint(addr)?).connect_lazy())
     }
 }
 

@@ -9,10 +9,10 @@ use tokio::time::{sleep, Instant, MissedTickBehavior};
 use tracing::{debug, error, info, warn};
 use zookeeper_async::{Acl, CreateMode, ZkError, ZkState};
 
+use super::config::{MembershipEvent, ZkConfig};
 use super::eviction;
 use super::parse::{parse_member, parse_member_id};
 use super::session::{OpError, Signal, Target, ZkSession};
-use super::{MembershipEvent, ZkConfig};
 use crate::core::{ChainMarker, EvictionRecord, Member, NodeId};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);

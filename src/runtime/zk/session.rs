@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 use tokio::time::{timeout, timeout_at, Instant};
 use zookeeper_async::{Acl, CreateMode, WatchedEvent, ZkError, ZkResult, ZkState, ZooKeeper};
 
+use super::config::{ZkConfig, MIN_SESSION_TIMEOUT};
 use super::parse::{child_path, join_paths, parse_connect_string, validate_path};
-use super::{ZkConfig, MIN_SESSION_TIMEOUT};
 
 /// Pause between the library's own reconnection attempts. Zero makes it retry in a hot loop.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);

@@ -9,9 +9,9 @@ use tokio::time::Instant;
 use tracing::debug;
 use zookeeper_async::{ZkError, ZkState};
 
+use super::config::ZkConfig;
 use super::coordinator::read_members;
 use super::session::{OpError, Signal, Target, ZkSession};
-use super::ZkConfig;
 use crate::core::Member;
 
 const RELIST_RETRY: Duration = Duration::from_millis(500);

@@ -1,0 +1,74 @@
+//! The kinds of fault the nemesis (`sim::nemesis`) makes, and their weights: data that the run's
+//! shape (`sim::run_shape`) names and the world draws its repertoire from.
+
+use std::fmt;
+
+/// One kind of fault the nemesis can make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fault {
+    /// Crash a replica; it restarts later as a new session.
+    Crash,
+    /// Pause a replica (the tail, half the time) for up to three session timeouts; a client
+    /// may stop seeing membership changes for as long.
+    Pause,
+    /// Cut two replicas off from each other.
+    CutReplicas,
+    /// Cut a replica off from ZooKeeper.
+    CutZk,
+    /// Cut a client off from a replica.
+    CutClient,
+    /// A client sees no membership change for a while.
+    StallClientView,
+    /// A new replica joins (up to `max_replicas`).
+    AddReplica,
+    /// Every ZooKeeper session ends at once (the root deleted).
+    ExpireAll,
+    /// A replica keeps its lease but acts on an old membership for a while.
+    StallMembership,
+}
+
+/// The nemesis's faults and their weights: at each turn it draws one, with probability its
+/// weight over the sum of the weights of the faults in the run's repertoire.
+pub const FAULTS: [(Fault, u64); 9] = [
+    (Fault::Crash, 40),
+    (Fault::Pause, 40),
+    (Fault::CutReplicas, 40),
+    (Fault::CutZk, 20),
+    (Fault::CutClient, 20),
+    (Fault::StallClientView, 10),
+    (Fault::AddReplica, 10),
+    // Rare: a run goes on only once a head has adopted the retained copies.
+    (Fault::ExpireAll, 3),
+    (Fault::StallMembership, 20),
+];
+
+impl Fault {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Crash => "crash",
+            Fault::Pause => "pause",
+            Fault::CutReplicas => "cut-replicas",
+            Fault::CutZk => "cut-zk",
+            Fault::CutClient => "cut-client",
+            Fault::StallClientView => "stall-client-view",
+            Fault::AddReplica => "add-replica",
+            Fault::ExpireAll => "expire-all",
+            Fault::StallMembership => "stall-membership",
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The nemesis's own state in a run.
+pub struct NemesisState {
+    /// Its repertoire, with the faults' weights (see `World::new`).
+    pub faults: Vec<(Fault, u64)>,
+    /// Every session was ended at once: no more faults until no live replica holds a retained
+    /// copy, because until a head adopts one, the copies are the only state there is.
+    pub mass_loss_recovering: bool,
+}

@@ -100,6 +100,24 @@ pub enum Ev {
         proc: usize,
         incarnation: u32,
     },
+    /// The replica asks ZooKeeper to write the chain's eviction record (`core::suspicion`).
+    ZkEvict {
+        proc: usize,
+        incarnation: u32,
+        suspect: NodeId,
+        seen_version: Option<u64>,
+    },
+    /// The replica deletes its own member znode and keeps its session (it was evicted).
+    ZkLeaveChain {
+        proc: usize,
+        incarnation: u32,
+    },
+    /// The replica deletes an evicted replica's member znode.
+    ZkRemove {
+        proc: usize,
+        incarnation: u32,
+        suspect: NodeId,
+    },
     ZkWatch {
         watcher: Watcher,
         event: WatchEvent,
@@ -123,6 +141,11 @@ pub enum Ev {
     Heal {
         a: Endpoint,
         b: Endpoint,
+    },
+    /// Ends a one-way cut: messages from `from` to `to` get through again.
+    HealOneWay {
+        from: Endpoint,
+        to: Endpoint,
     },
     Restart {
         proc: usize,
@@ -221,6 +244,33 @@ impl fmt::Debug for Ev {
                 .field("inc", incarnation)
                 .finish(),
             Ev::ZkLeave { proc, incarnation } => f.debug_struct("ZkLeave").field("proc", proc).field("inc", incarnation).finish(),
+            Ev::ZkEvict {
+                proc,
+                incarnation,
+                suspect,
+                seen_version,
+            } => f
+                .debug_struct("ZkEvict")
+                .field("proc", proc)
+                .field("inc", incarnation)
+                .field("suspect", &format_args!("{suspect:x}"))
+                .field("seen_version", seen_version)
+                .finish(),
+            Ev::ZkLeaveChain { proc, incarnation } => f
+                .debug_struct("ZkLeaveChain")
+                .field("proc", proc)
+                .field("inc", incarnation)
+                .finish(),
+            Ev::ZkRemove {
+                proc,
+                incarnation,
+                suspect,
+            } => f
+                .debug_struct("ZkRemove")
+                .field("proc", proc)
+                .field("inc", incarnation)
+                .field("suspect", &format_args!("{suspect:x}"))
+                .finish(),
             Ev::ZkWatch { watcher, event } => f.debug_struct("ZkWatch").field("watcher", watcher).field("event", event).finish(),
             Ev::ZkPing { proc, incarnation } => f.debug_struct("ZkPing").field("proc", proc).field("inc", incarnation).finish(),
             Ev::ZkPingArrive {
@@ -239,6 +289,7 @@ impl fmt::Debug for Ev {
             Ev::Nemesis => f.write_str("Nemesis"),
             Ev::Foreign { left } => f.debug_struct("Foreign").field("left", left).finish(),
             Ev::Heal { a, b } => f.debug_struct("Heal").field("a", a).field("b", b).finish(),
+            Ev::HealOneWay { from, to } => f.debug_struct("HealOneWay").field("from", from).field("to", to).finish(),
             Ev::Restart { proc } => f.debug_struct("Restart").field("proc", proc).finish(),
             Ev::Resume { proc } => f.debug_struct("Resume").field("proc", proc).finish(),
             Ev::DrainHeld { proc } => f.debug_struct("DrainHeld").field("proc", proc).finish(),

@@ -13,6 +13,8 @@ pub struct Shape {
     pub holds_state: bool,
     pub last_applied: Xid,
     pub reorder_len: usize,
+    /// Evicted and out of the chain, probing it (`core::suspicion`).
+    pub parked: bool,
 }
 
 impl Shape {
@@ -27,6 +29,7 @@ impl Shape {
             holds_state: r.holds_state(),
             last_applied: r.last_applied(),
             reorder_len: r.describe().reorder_len,
+            parked: r.is_parked(),
         }
     }
 }

@@ -42,6 +42,8 @@ pub enum Phase {
 pub struct NetFaults {
     /// Pairs cut off from each other (either way), as cut.
     blocked: BTreeSet<(Endpoint, Endpoint)>,
+    /// Messages from the first to the second are lost; the other way gets through.
+    one_way: BTreeSet<(Endpoint, Endpoint)>,
     /// Per message, in millionths.
     pub drop_ppm: u64,
     pub dup_ppm: u64,
@@ -65,6 +67,20 @@ impl NetFaults {
 
     pub fn is_blocked(&self, a: Endpoint, b: Endpoint) -> bool {
         self.blocked.contains(&(a, b)) || self.blocked.contains(&(b, a))
+    }
+
+    /// Messages from `from` to `to` are lost from now on (not the other way).
+    pub fn cut_one_way(&mut self, from: Endpoint, to: Endpoint) {
+        self.one_way.insert((from, to));
+    }
+
+    pub fn heal_one_way(&mut self, from: Endpoint, to: Endpoint) {
+        self.one_way.remove(&(from, to));
+    }
+
+    /// Whether a message from `from` to `to` is lost to a cut, either kind.
+    pub fn drops(&self, from: Endpoint, to: Endpoint) -> bool {
+        self.is_blocked(from, to) || self.one_way.contains(&(from, to))
     }
 }
 
@@ -263,6 +279,9 @@ impl World {
             // Our replicas resend transfers, so this only fires when a predecessor is cut off
             // for long; short enough that runs see it.
             stateless_rejoin_ms: self.cfg.session_timeout * 4,
+            // As the runtime derives it (`NodeConfig::new`): longer than the session timeout,
+            // so ZooKeeper's expiry removes a crashed replica first.
+            suspicion_ms: self.cfg.session_timeout + self.cfg.session_timeout / 2,
             ..core::Config::default()
         };
         self.zk.forget_replica_watchers(proc);
@@ -342,18 +361,32 @@ impl World {
                 let t = self.delay();
                 self.schedule(t, Ev::ZkLeave { proc, incarnation });
             }
-            // Suspicion is off in the simulator's replicas until its ZooKeeper model keeps an
-            // eviction record; nothing sends these yet.
             Outgoing::ReportSuspect { suspect, seen_version } => {
-                self.trace.note(
-                    self.now(),
-                    &format!("replica {proc}: unmodelled: report {suspect:x} (record {seen_version:?})"),
+                let t = self.delay();
+                self.schedule(
+                    t,
+                    Ev::ZkEvict {
+                        proc,
+                        incarnation,
+                        suspect,
+                        seen_version,
+                    },
                 );
             }
-            Outgoing::LeaveChain => self.trace.note(self.now(), &format!("replica {proc}: unmodelled: leave the chain")),
+            Outgoing::LeaveChain => {
+                let t = self.delay();
+                self.schedule(t, Ev::ZkLeaveChain { proc, incarnation });
+            }
             Outgoing::RemoveMember { suspect } => {
-                self.trace
-                    .note(self.now(), &format!("replica {proc}: unmodelled: remove {suspect:x}"));
+                let t = self.delay();
+                self.schedule(
+                    t,
+                    Ev::ZkRemove {
+                        proc,
+                        incarnation,
+                        suspect,
+                    },
+                );
             }
             Outgoing::Peer { to, epoch, request } => self.send_peer(proc, incarnation, to, epoch, request),
             Outgoing::Complete { token, outcome } => self.complete_client(proc, token, outcome),
@@ -376,7 +409,7 @@ impl World {
         let target = self.proc_of_addr(&to.addr);
         let lost = match target {
             None => true,
-            Some(t) => self.is_blocked(Endpoint::Replica(from), Endpoint::Replica(t)) || self.dice.net.chance(self.net.drop_ppm),
+            Some(t) => self.net.drops(Endpoint::Replica(from), Endpoint::Replica(t)) || self.dice.net.chance(self.net.drop_ppm),
         };
         let timeout = self.cfg.rpc_timeout;
         let Some(target) = target.filter(|_| !lost) else {
@@ -490,7 +523,8 @@ impl World {
             self.net.slow_pull_replies -= 1;
             back = back.max(deadline.saturating_sub(self.now() + 1));
         }
-        let cut = self.is_blocked(Endpoint::Replica(from), Endpoint::Replica(to));
+        // The answer travels back, from `to` to `from`.
+        let cut = self.net.drops(Endpoint::Replica(to), Endpoint::Replica(from));
         if fate == Fate::LoseReply || cut || self.now() + back > deadline {
             self.schedule_at(deadline, unreachable);
         } else {
@@ -649,6 +683,18 @@ impl World {
             Ev::ZkJoin { proc, incarnation } => self.zk_join(proc, incarnation),
             Ev::ZkMarkChainHeld { proc, incarnation } => self.zk_mark_chain_held(proc, incarnation),
             Ev::ZkLeave { proc, incarnation } => self.zk_leave(proc, incarnation),
+            Ev::ZkEvict {
+                proc,
+                incarnation,
+                suspect,
+                seen_version,
+            } => self.zk_evict(proc, incarnation, suspect, seen_version),
+            Ev::ZkLeaveChain { proc, incarnation } => self.zk_leave_chain(proc, incarnation),
+            Ev::ZkRemove {
+                proc,
+                incarnation,
+                suspect,
+            } => self.zk_remove(proc, incarnation, suspect),
             Ev::ZkWatch { watcher, event } => self.zk_watch(watcher, event),
             Ev::ZkPing { proc, incarnation } => self.zk_ping(proc, incarnation),
             Ev::ZkPingArrive {
@@ -661,6 +707,7 @@ impl World {
             Ev::Nemesis => (self.drivers.nemesis)(self),
             Ev::Foreign { left } => (self.drivers.foreign)(self, left),
             Ev::Heal { a, b } => self.net.heal(a, b),
+            Ev::HealOneWay { from, to } => self.net.heal_one_way(from, to),
             Ev::Restart { proc } => {
                 if self.procs[proc].status == Status::Crashed {
                     self.boot(proc);
@@ -712,6 +759,7 @@ impl World {
     /// stop dropping and duplicating messages.
     pub fn heal_all(&mut self) {
         self.net.blocked.clear();
+        self.net.one_way.clear();
         self.net.drop_ppm = 0;
         self.net.dup_ppm = 0;
         for p in 0..self.procs.len() {

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::core::{ChainMarker, Member, Millis, NodeId};
+use crate::core::{ChainMarker, EvictionRecord, Member, Millis, NodeId};
 
 /// Drawn session ids are this far apart, so a scenario can place a session right after any
 /// other (`ZkModel::free_id_after`); ZooKeeper's own ids on one server are consecutive, but
@@ -26,6 +26,8 @@ pub enum WatchEvent {
     Alive(Millis),
     SessionLost,
     Marker(ChainMarker),
+    /// The chain's eviction record, as first read or changed (`core::suspicion`).
+    Eviction(EvictionRecord),
 }
 
 pub(super) struct Session {
@@ -65,6 +67,8 @@ pub struct ZkModel {
     pub(super) sorts_after: BTreeMap<usize, NodeId>,
     /// The chain's persistent held-state marker exists.
     pub(super) marker: bool,
+    /// The chain's eviction record, if one was ever written.
+    pub(super) eviction: Option<EvictionRecord>,
 }
 
 impl ZkModel {

@@ -3,7 +3,8 @@
 //! anyone else it would acknowledge updates the tail may not have), and after a refused or lost
 //! one it waits `retry_min_ms` before the next; only a replica that holds the state polls the
 //! tail, keeping one `getLatestXid` in flight and waiting `poll_interval_ms` after each answer.
-//! A new session starts afresh.
+//! A new session starts afresh. An evicted replica's probes of the chain's head and tail (also
+//! `getLatestXid`, paced by the suspicion timeout: `core::suspicion`) are not polls.
 
 use std::collections::BTreeMap;
 
@@ -48,6 +49,9 @@ pub fn on_reply(pacing: &mut Pacing, now: Millis, sender: Sender, kind: RequestK
 
 /// `sender`, shaped `shape`, sends a `kind` request at `now`.
 pub fn on_send(pacing: &mut Pacing, shape: &Shape, now: Millis, sender: Sender, kind: RequestKind) -> Option<Violation> {
+    if shape.parked {
+        return None;
+    }
     let early = |not_before: Option<&Millis>| not_before.is_some_and(|t| now < *t);
     let is_tail = shape.holds_state && shape.succ.is_none();
     let wrong = match kind {

@@ -1,7 +1,7 @@
 //! The world's side of ZooKeeper (`sim::zk` holds the model): sessions joining, pinging and
 //! expiring, and watches delivered to each watcher in order, with its own delays.
 
-use crate::core::{ChainMarker, Member, Millis, NodeId};
+use crate::core::{ChainMarker, EvictionRecord, Member, Millis, NodeId};
 use crate::sim::events::{Endpoint, Ev};
 use crate::sim::procs::Status;
 use crate::sim::world::World;
@@ -11,7 +11,8 @@ impl World {
     /// Deliver to one watcher, after everything already on its way to it.
     fn watch_send(&mut self, watcher: Watcher, event: WatchEvent) {
         let d = self.delay();
-        let listing = matches!(event, WatchEvent::View(..));
+        // The runtime reads the eviction record when it lists the members.
+        let listing = matches!(event, WatchEvent::View(..) | WatchEvent::Eviction(_));
         let free = self.zk.lane(listing).get(&watcher).copied().unwrap_or(0);
         let mut at = (self.now() + d).max(free + 1);
         match watcher {
@@ -126,6 +127,9 @@ impl World {
         self.watch_send(watcher, WatchEvent::Joined(id));
         self.watch_send(watcher, WatchEvent::Alive(now));
         self.broadcast_view();
+        if let Some(record) = self.zk.eviction {
+            self.watch_send(watcher, WatchEvent::Eviction(record));
+        }
     }
 
     /// The session of `proc`'s incarnation `incarnation`, if it is live.
@@ -207,6 +211,7 @@ impl World {
                     WatchEvent::Alive(at) => r.on_session_alive(at),
                     WatchEvent::SessionLost => r.on_session_lost(),
                     WatchEvent::Marker(answer) => r.on_chain_marker(answer),
+                    WatchEvent::Eviction(record) => r.on_eviction_record(record),
                 });
             }
         }
@@ -249,8 +254,14 @@ impl World {
             return;
         }
         s.last_heard = now;
-        if !self.is_blocked(Endpoint::Replica(proc), Endpoint::Zk) {
-            self.watch_send(watcher, WatchEvent::Alive(sent_at));
+        if self.is_blocked(Endpoint::Replica(proc), Endpoint::Zk) {
+            return;
+        }
+        // The runtime renews the lease only by a round trip that finds no eviction record
+        // naming it; finding one, it reports the record instead (`core::suspicion`).
+        match self.zk.eviction.filter(|r| r.suspect == session) {
+            Some(record) => self.watch_send(watcher, WatchEvent::Eviction(record)),
+            None => self.watch_send(watcher, WatchEvent::Alive(sent_at)),
         }
     }
 
@@ -290,6 +301,91 @@ impl World {
         }
         if !self.zk.znodes.is_empty() {
             self.zk.znodes.clear();
+            self.zk.version += 1;
+            self.broadcast_view();
+        }
+    }
+
+    /// Replica watchers whose sessions are live: they hear every change of the record.
+    fn live_replica_watchers(&self) -> Vec<Watcher> {
+        self.zk
+            .watchers
+            .keys()
+            .copied()
+            .filter(|w| {
+                matches!(w, Watcher::Replica(..))
+                    && self
+                        .zk
+                        .watcher_session
+                        .get(w)
+                        .is_some_and(|s| self.zk.sessions.get(s).is_some_and(|s| !s.expired))
+            })
+            .collect()
+    }
+
+    /// The eviction record is written only on the version the reporter saw, so of two racing
+    /// reporters one wins. A request that cannot reach ZooKeeper is lost: the core asks again
+    /// a suspicion period later if it still suspects.
+    pub fn zk_evict(&mut self, proc: usize, incarnation: u32, suspect: NodeId, seen_version: Option<u64>) {
+        if !self.is_current(proc, incarnation) || self.is_blocked(Endpoint::Replica(proc), Endpoint::Zk) {
+            return;
+        }
+        let Some(reporter) = self.live_session(proc, incarnation) else { return };
+        let now = self.now();
+        let current = self.zk.eviction.map(|r| r.version);
+        if current != seen_version {
+            self.trace.note(
+                now,
+                &format!("replica {proc} lost the race to evict {suspect:x}: the record is at {current:?}"),
+            );
+            return;
+        }
+        let record = EvictionRecord {
+            version: current.map_or(0, |v| v + 1),
+            reporter,
+            suspect,
+        };
+        self.zk.eviction = Some(record);
+        self.trace.note(
+            now,
+            &format!("replica {proc} ({reporter:x}) records the eviction of {suspect:x}, version {}", record.version),
+        );
+        for w in self.live_replica_watchers() {
+            self.watch_send(w, WatchEvent::Eviction(record));
+        }
+    }
+
+    /// An evicted replica deletes its own znode and keeps its session. Cut off from ZooKeeper,
+    /// the runtime retries until its session ends.
+    pub fn zk_leave_chain(&mut self, proc: usize, incarnation: u32) {
+        if !self.is_current(proc, incarnation) {
+            return;
+        }
+        let Some(id) = self.live_session(proc, incarnation) else { return };
+        if self.is_blocked(Endpoint::Replica(proc), Endpoint::Zk) {
+            let t = self.cfg.session_timeout / 4;
+            self.schedule(t, Ev::ZkLeaveChain { proc, incarnation });
+            return;
+        }
+        if self.zk.znodes.remove(&id).is_some() {
+            self.trace
+                .note(self.now(), &format!("replica {proc} leaves the chain, keeping session {id:x}"));
+            self.zk.version += 1;
+            self.broadcast_view();
+        }
+    }
+
+    /// The reporter deletes an evicted replica's znode once its lease is over.
+    pub fn zk_remove(&mut self, proc: usize, incarnation: u32, suspect: NodeId) {
+        if !self.is_current(proc, incarnation) || self.is_blocked(Endpoint::Replica(proc), Endpoint::Zk) {
+            return;
+        }
+        if self.live_session(proc, incarnation).is_none() {
+            return;
+        }
+        if self.zk.znodes.remove(&suspect).is_some() {
+            self.trace
+                .note(self.now(), &format!("replica {proc} removes evicted {suspect:x}"));
             self.zk.version += 1;
             self.broadcast_view();
         }

@@ -13,7 +13,13 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     /// A membership view. `version` orders views: it grows with every change of membership
     /// (ZooKeeper's pzxid of the root), across a deleted and recreated root too.
     pub fn on_view(&mut self, members: Vec<Member>, version: u64) {
+        let role_before = self.role();
         self.view = View::new(members);
+        if self.role() != role_before {
+            // Failures seen in another role say nothing about the links this one depends on.
+            self.head_notify.failing = None;
+            self.poll.failing = None;
+        }
         self.view_version = version;
         self.pull.stateless.clear();
         self.pull.retained.clear();

@@ -699,4 +699,21 @@ mod tests {
         assert_eq!(c.get(2).coordinator().rejoins, rejoins);
         assert_eq!(time_to_rejoin(&mut c, 2) / 100, PERIOD / 100);
     }
+
+    #[test]
+    fn failures_seen_in_an_earlier_role_do_not_count() {
+        let mut c = chain(&[1, 2]);
+        let _ = c.inc("k", 1);
+        // As the tail, 2's acknowledgements to the head fail for a while...
+        run_cut(&mut c, 2, 1, PERIOD / 2, 50);
+        // ...then a replica joins below it, and 2 is a middle; much later it is the tail again.
+        c.add(3);
+        c.set_view(&[1, 2, 3]);
+        run_cut(&mut c, 0, 0, PERIOD * 3, 50);
+        c.crash(3);
+        c.set_view(&[1, 2]);
+        let _ = c.inc("k", 1);
+        run_cut(&mut c, 0, 0, 100, 50);
+        assert!(suspects(&c, 2).is_empty(), "{:?}", suspects(&c, 2));
+    }
 }

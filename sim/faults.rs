@@ -25,11 +25,16 @@ pub enum Fault {
     ExpireAll,
     /// A replica keeps its lease but acts on an old membership for a while.
     StallMembership,
+    /// A gray failure: two live replicas stop reaching each other, both ways or one way, for
+    /// longer than the chain takes to route around it; both keep their ZooKeeper sessions.
+    BreakLink,
+    /// A gray failure: a replica reaches no other replica for long, but still reaches ZooKeeper.
+    IsolateReplica,
 }
 
 /// The nemesis's faults and their weights: at each turn it draws one, with probability its
 /// weight over the sum of the weights of the faults in the run's repertoire.
-pub const FAULTS: [(Fault, u64); 9] = [
+pub const FAULTS: [(Fault, u64); 11] = [
     (Fault::Crash, 40),
     (Fault::Pause, 40),
     (Fault::CutReplicas, 40),
@@ -40,6 +45,8 @@ pub const FAULTS: [(Fault, u64); 9] = [
     // Rare: a run goes on only once a head has adopted the retained copies.
     (Fault::ExpireAll, 3),
     (Fault::StallMembership, 20),
+    (Fault::BreakLink, 15),
+    (Fault::IsolateReplica, 10),
 ];
 
 impl Fault {
@@ -54,6 +61,8 @@ impl Fault {
             Fault::AddReplica => "add-replica",
             Fault::ExpireAll => "expire-all",
             Fault::StallMembership => "stall-membership",
+            Fault::BreakLink => "break-link",
+            Fault::IsolateReplica => "isolate-replica",
         }
     }
 }

@@ -17,6 +17,7 @@ mod failover;
 mod faults;
 mod flapping_predecessor;
 mod foreign;
+mod gray_link;
 pub mod grpc;
 pub mod linearizability;
 mod lingering_head;
@@ -153,6 +154,7 @@ fn play(w: &mut world::World) {
             Scenario::FlappingPredecessor => flapping_predecessor::run(w),
             Scenario::LingeringHead => lingering_head::run(w),
             Scenario::UnseenHolder => unseen_holder::run(w),
+            Scenario::GrayLink => gray_link::run(w),
         }
     }
     // After the run: final reads, then the history checks.

@@ -1,7 +1,9 @@
 //! Faults: crashes and restarts as new sessions, pauses past the session timeout, partitions
 //! between replicas, from ZooKeeper and from clients, clients whose view of the membership
 //! stalls, replicas whose membership notifications lag while their lease holds, new replicas
-//! joining, and every session ending at once (the root deleted).
+//! joining, every session ending at once (the root deleted), and gray failures: links between
+//! live replicas broken (both ways or one way) or a replica cut from every peer, for longer
+//! than the chain takes to route around them, while every session stays alive.
 //!
 //! The nemesis never takes away the last replica that holds the state: a run in which every
 //! holder died would lose acknowledged writes by bad luck, and the checks could not tell that
@@ -100,6 +102,36 @@ pub fn turn(w: &mut World) {
                 w.nemesis.mass_loss_recovering = true;
             }
         }
+        Fault::BreakLink => {
+            let up: Vec<usize> = (0..w.procs().len()).filter(|&p| w.procs()[p].status == Status::Up).collect();
+            if let (Some(a), Some(b)) = (w.dice.nemesis.pick(&up), w.dice.nemesis.pick(&up)) {
+                if a != b {
+                    let t = gray_duration(w);
+                    let (a, b) = (Endpoint::Replica(a), Endpoint::Replica(b));
+                    if w.dice.nemesis.chance(500_000) {
+                        w.note(&format!("nemesis: break the link {a:?} <-> {b:?} for {t} ms"));
+                        w.net.cut(a, b);
+                        w.schedule(t, Ev::Heal { a, b });
+                    } else {
+                        w.note(&format!("nemesis: drop what {a:?} sends {b:?} for {t} ms"));
+                        w.net.cut_one_way(a, b);
+                        w.schedule(t, Ev::HealOneWay { from: a, to: b });
+                    }
+                }
+            }
+        }
+        Fault::IsolateReplica => {
+            let up: Vec<usize> = (0..w.procs().len()).filter(|&p| w.procs()[p].status == Status::Up).collect();
+            if let Some(v) = w.dice.nemesis.pick(&up) {
+                let t = gray_duration(w);
+                w.note(&format!("nemesis: replica {v} reaches no other replica for {t} ms"));
+                for other in (0..w.procs().len()).filter(|&o| o != v) {
+                    let (a, b) = (Endpoint::Replica(v), Endpoint::Replica(other));
+                    w.net.cut(a, b);
+                    w.schedule(t, Ev::Heal { a, b });
+                }
+            }
+        }
         Fault::StallMembership => {
             // The replica keeps its lease but acts on an old membership: a new head above it
             // or a new successor below it goes unseen for a while, which is when the guards
@@ -131,6 +163,13 @@ fn any_retained_copy(w: &World) -> bool {
 /// acknowledged write and will keep it when its session ends.
 fn has_fresh_holder(w: &World) -> bool {
     w.live_synced().into_iter().any(|h| is_fresh(w, h))
+}
+
+/// Long enough for the chain to route around a gray failure and run that way for a while:
+/// from two to eight suspicion timeouts.
+fn gray_duration(w: &mut World) -> u64 {
+    let suspicion = w.cfg().session_timeout + w.cfg().session_timeout / 2;
+    w.dice.nemesis.range(2 * suspicion, 8 * suspicion)
 }
 
 fn partition(w: &mut World, a: Endpoint, b: Endpoint) {

@@ -14,15 +14,17 @@ pub enum Scenario {
     FlappingPredecessor,
     LingeringHead,
     UnseenHolder,
+    GrayLink,
 }
 
 /// The scenarios and their weights (one per run, drawn like the nemesis's faults).
-pub const SCENARIOS: [(Scenario, u64); 5] = [
+pub const SCENARIOS: [(Scenario, u64); 6] = [
     (Scenario::NewHead, 4),
     (Scenario::StaleCopy, 2),
     (Scenario::FlappingPredecessor, 2),
     (Scenario::LingeringHead, 2),
     (Scenario::UnseenHolder, 1),
+    (Scenario::GrayLink, 3),
 ];
 
 impl Scenario {
@@ -33,6 +35,7 @@ impl Scenario {
             Scenario::FlappingPredecessor => "flapping-predecessor",
             Scenario::LingeringHead => "lingering-head",
             Scenario::UnseenHolder => "unseen-holder",
+            Scenario::GrayLink => "gray-link",
         }
     }
 }

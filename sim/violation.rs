@@ -20,6 +20,7 @@ pub enum Invariant {
     Settled,
     TransferCauses,
     ValidKeys,
+    WritesDuringFault,
     /// Operations that must complete did (the clients, the workloads, the final reads).
     Liveness,
     /// The heads issue one write sequence (`sim::canon`).
@@ -45,6 +46,7 @@ impl Invariant {
             Invariant::Settled => "settled chain",
             Invariant::TransferCauses => "transfer cause",
             Invariant::ValidKeys => "valid keys",
+            Invariant::WritesDuringFault => "writes during a gray failure",
             Invariant::Liveness => "liveness",
             Invariant::ChainSequence => "chain",
         }

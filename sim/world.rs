@@ -396,7 +396,10 @@ impl World {
 
     fn send_peer(&mut self, from: usize, incarnation: u32, to: core::Member, epoch: u64, request: PeerRequest) {
         let kind = request.kind();
-        self.peer_sends.count(kind);
+        // An evicted replica's probes are not the chain's traffic (the cost checks count that).
+        if !self.procs[from].replica.as_ref().is_some_and(|r| r.is_parked()) {
+            self.peer_sends.count(kind);
+        }
         let retained = matches!(request, PeerRequest::PullState { retained: true, .. });
         let (view, checks) = self.observed();
         checks.peer_send(&view, from, incarnation, to.id, kind, retained);
@@ -902,6 +905,11 @@ impl World {
 
     pub fn client_count(&self) -> usize {
         self.clients.len()
+    }
+
+    /// Operations client `c` has yet to start.
+    pub fn client_ops_left(&self, c: usize) -> usize {
+        self.clients[c].ops_left
     }
 
     pub fn clients_done(&self) -> bool {

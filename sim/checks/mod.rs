@@ -18,6 +18,7 @@ mod pulled_state;
 pub mod settled;
 mod transfer_causes;
 mod valid_keys;
+pub mod writes_during_fault;
 
 pub use foreign_input::{Observed, Outcome};
 pub use valid_keys::KeyVerdict;

@@ -224,7 +224,11 @@ impl World {
         }
         let t = self.cfg.session_timeout / 4;
         self.schedule(t, Ev::ZkPing { proc, incarnation });
+        // An evicted replica has left the chain but keeps its session, and its runtime keeps
+        // proving it alive.
         let session = self.procs[proc].replica.as_ref().and_then(|r| r.session_id());
+        let parked = self.procs[proc].replica.as_ref().is_some_and(|r| r.is_parked());
+        let session = session.or_else(|| parked.then(|| self.live_session(proc, incarnation)).flatten());
         let Some(session) = session else { return };
         if self.is_blocked(Endpoint::Replica(proc), Endpoint::Zk) {
             return;

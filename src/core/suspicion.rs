@@ -23,8 +23,13 @@
 //!   znode itself only `lease_ms` and a half after it saw the record, when that lease is over.
 //! - **Restraint.** A reporter that suspects its next successor too, within three suspicion
 //!   periods of its own last eviction, is the likelier culprit (a replica cut off from everyone
-//!   suspects everyone): it evicts itself instead. A single faulty replica therefore removes at
-//!   most one healthy one, which comes back as soon as it reaches the chain again.
+//!   suspects everyone): it evicts itself instead, if that leaves the chain's state with
+//!   another member: the replica that last confirmed the tail's progress to it is still a
+//!   member, and it is not itself (every acknowledged write is there). Otherwise it accuses no
+//!   one. A single faulty replica therefore removes at most one healthy one, which comes back
+//!   as soon as it reaches the chain again; and no eviction leaves the state only with
+//!   replicas out of the chain, where no new head would look for it. (The simulator found a
+//!   replica that had served alone evict its stateless newcomers and then itself.)
 //! - **Parking.** An evicted replica of ours keeps its ZooKeeper session but stays out of the
 //!   chain, probing the chain's tail and head (`getLatestXid`, which every implementation
 //!   answers): joined again, it would follow the tail and talk to the head directly. Only after
@@ -78,6 +83,9 @@ pub(super) struct Evictions {
     asked: Option<(NodeId, Millis)>,
     /// A suspect our record named, whose znode we delete at this time unless it left first.
     removal: Option<(NodeId, Millis)>,
+    /// The replica whose confirmation last advanced our view of the tail's progress: it holds
+    /// every write acknowledged so far (see the restraint rule).
+    confirmed_by: Option<NodeId>,
     /// This process's evictions in a row, each soon after it rejoined (see `REOFFEND_WINDOW`),
     /// and when it last rejoined from parking.
     repeat_evictions: u32,
@@ -190,6 +198,14 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             return;
         }
         let restrained = last.is_some_and(|r| r.reporter == me && r.suspect != me) && since_last < period.saturating_mul(3);
+        let state_stays = self
+            .evictions
+            .confirmed_by
+            .is_some_and(|c| c != me && self.view.contains(c));
+        if restrained && !state_stays {
+            // Leaving would take the only copy we know of out of the chain.
+            return;
+        }
         if restrained {
             tracing::warn!(
                 silent = format_args!("{suspect:x}"),
@@ -229,6 +245,18 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             _ => return None,
         };
         (target == current && Some(target) != self.me).then(|| (target, now.saturating_sub(since)))
+    }
+
+    /// `by` (a member, or this replica as the tail) confirmed the tail's progress.
+    pub(super) fn evictions_note_confirmed_by(&mut self, by: Option<NodeId>) {
+        if by.is_some() {
+            self.evictions.confirmed_by = by;
+        }
+    }
+
+    /// A new session (or none): what an earlier one was told no longer stands.
+    pub(super) fn evictions_forget_confirmation(&mut self) {
+        self.evictions.confirmed_by = None;
     }
 
     /// The chain's eviction record, as read from the coordinator (again, or changed).
@@ -495,6 +523,9 @@ mod tests {
     #[test]
     fn a_reporter_that_suspects_its_next_successor_too_evicts_itself() {
         let mut c = chain(&[1, 2, 3]);
+        // The tail, 3, confirms a write: it holds every acknowledged write.
+        let _ = c.inc("k", 1);
+        c.settle();
         let _ = c.inc("k", 1);
         run_cut(&mut c, 1, 2, PERIOD + 100, 50);
         assert_eq!(suspects(&c, 1), vec![(2, None)]);
@@ -715,5 +746,30 @@ mod tests {
         let _ = c.inc("k", 1);
         run_cut(&mut c, 0, 0, 100, 50);
         assert!(suspects(&c, 2).is_empty(), "{:?}", suspects(&c, 2));
+    }
+
+    #[test]
+    fn a_reporter_that_served_alone_never_evicts_itself() {
+        // 1 served alone (it confirmed its own writes), then 2 and 3 joined without state.
+        let mut c = chain(&[1]);
+        let _ = c.inc("k", 1);
+        c.settle();
+        c.add(2);
+        c.add(3);
+        c.set_view(&[1, 2, 3]);
+        let _ = c.inc("k", 1);
+        run_cut(&mut c, 1, 2, PERIOD + 100, 50);
+        assert_eq!(suspects(&c, 1), vec![(2, None)]);
+        evict(&mut c, 1, 2, 0);
+        c.set_view(&[1, 3]);
+        // It cannot reach 3 either, but leaving would take the only copy out of the chain:
+        // within the restraint window it accuses no one...
+        run_cut(&mut c, 1, 3, PERIOD * 2, 50);
+        assert_eq!(suspects(&c, 1), vec![(2, None)]);
+        // ...and after it, it evicts the next newcomer (which holds nothing) rather than itself.
+        run_cut(&mut c, 1, 3, PERIOD * 2, 50);
+        let later = suspects(&c, 1);
+        assert_eq!(later[..2], [(2, None), (3, Some(0))]);
+        assert!(later.iter().all(|&(s, _)| s != 1), "{later:?}");
     }
 }

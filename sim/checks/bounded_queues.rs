@@ -1,4 +1,5 @@
-//! Sent lists, reorder buffers and pending-client maps never exceed their configured bounds.
+//! Sent lists, reorder buffers and pending-client maps never exceed their configured bounds;
+//! and the store's byte count, kept as a running total for metrics, matches the store.
 
 use crate::sim::world::World;
 
@@ -14,6 +15,13 @@ pub fn check(w: &mut World) {
                 d.sent_len, d.reorder_len, d.pending_len
             );
             w.violations.push(msg);
+        }
+        let counted = crate::core::store_bytes(r.store());
+        if d.store_bytes != counted {
+            w.violations.push(format!(
+                "store bytes: replica {p} reports {} but its store holds {counted}",
+                d.store_bytes
+            ));
         }
     }
 }

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::limits::{self, MessageLimits};
+use super::metrics::Metrics;
 use super::network::{Connect, NetConfig, ReplyEvent, TcpConnect, TonicNetwork};
 use super::service::ChainService;
 use super::tls::{TlsConfig, TlsConnect};
@@ -86,26 +87,31 @@ impl MembershipControl for ZkCoordinator {
 }
 
 /// The core's `Coordinator`, handing its requests to the membership task.
-pub struct CoreCoordinator(Arc<dyn MembershipControl>);
+pub struct CoreCoordinator {
+    control: Arc<dyn MembershipControl>,
+    metrics: Arc<Metrics>,
+}
 
 impl core::Coordinator for CoreCoordinator {
     fn join(&mut self) {
-        self.0.request_join();
+        self.control.request_join();
     }
     fn mark_chain_held(&mut self) {
-        self.0.request_chain_marker();
+        self.control.request_chain_marker();
     }
     fn rejoin(&mut self) {
-        self.0.request_rejoin();
+        self.control.request_rejoin();
     }
     fn report_suspect(&mut self, suspect: core::NodeId, seen_version: Option<u64>) {
-        self.0.request_evict(suspect, seen_version);
+        // Counted when asked, whether or not ZooKeeper records it: another reporter may win.
+        self.metrics.evictions_reported.inc();
+        self.control.request_evict(suspect, seen_version);
     }
     fn leave_chain(&mut self) {
-        self.0.request_leave();
+        self.control.request_leave();
     }
     fn remove_member(&mut self, suspect: core::NodeId) {
-        self.0.request_remove(suspect);
+        self.control.request_remove(suspect);
     }
 }
 
@@ -119,6 +125,9 @@ pub struct Shared {
     listings: watch::Sender<u64>,
     /// `stateTransfer` calls being received now (see `Replica::note_transfer_receiving`).
     pub transfers_receiving: std::sync::atomic::AtomicUsize,
+    pub metrics: Arc<Metrics>,
+    /// Where `/metrics` is served (`--metrics-listen`), for `Describe`; unset when it is not.
+    pub metrics_url: std::sync::OnceLock<String>,
 }
 
 impl Shared {
@@ -158,6 +167,8 @@ pub struct NodeConfig {
     pub tls: Option<TlsConfig>,
     /// Timer period for retries and polls.
     pub tick: Duration,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (`--metrics-listen`); off when `None`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl NodeConfig {
@@ -193,6 +204,7 @@ impl NodeConfig {
             },
             tls: None,
             tick: Duration::from_millis(10),
+            metrics_listen: None,
         }
     }
 }
@@ -200,6 +212,8 @@ impl NodeConfig {
 pub struct RunningNode {
     pub local_addr: SocketAddr,
     pub advertise: String,
+    /// Where `/metrics` is served, with `NodeConfig::metrics_listen`.
+    pub metrics_url: Option<String>,
     pub shared: Arc<Shared>,
     zk: Option<ZkCoordinator>,
     stop_server: Option<oneshot::Sender<()>>,
@@ -243,16 +257,27 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let local_addr = listener.local_addr().context("listener has no local address")?;
+    // Bound before anything starts, so that a busy metrics port fails the start like a busy
+    // gRPC port does.
+    let metrics_listener = match cfg.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr} (--metrics-listen)"))?,
+        ),
+        None => None,
+    };
     let advertise = cfg.advertise.clone().unwrap_or_else(|| local_addr.to_string());
     let (event_tx, event_rx) = mpsc::channel(1024);
-    let zk = ZkCoordinator::spawn(cfg.zk.clone(), advertise.clone(), event_tx);
+    let metrics = Arc::new(Metrics::new(cfg.core.variant)?);
+    let zk = ZkCoordinator::spawn_counted(cfg.zk.clone(), advertise.clone(), event_tx, metrics.zk.clone());
     let join = Arc::new(zk.clone()) as Arc<dyn MembershipControl>;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let connector: Arc<dyn Connect> = match &cfg.tls {
         Some(tls) => Arc::new(TlsConnect(tls.clone())),
         None => Arc::new(TcpConnect),
     };
-    let mut node = match start_with(&cfg, incoming, local_addr, advertise, connector, event_rx, join).await {
+    let mut node = match start_with_metrics(&cfg, incoming, local_addr, advertise, connector, event_rx, join, metrics).await {
         Ok(node) => node,
         Err(e) => {
             zk.close().await;
@@ -260,6 +285,19 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         }
     };
     node.zk = Some(zk);
+    if let Some(listener) = metrics_listener {
+        let bound = listener.local_addr().context("the metrics listener has no local address")?;
+        let url = super::metrics::metrics_url(bound, &node.advertise);
+        let _ = node.shared.metrics_url.set(url.clone());
+        let shared = node.shared.clone();
+        node.tasks.push(tokio::spawn(super::metrics::serve(
+            listener,
+            node.shared.metrics.clone(),
+            Arc::new(move || shared.with_core(|core| core.describe())),
+        )));
+        tracing::info!(%url, "serving metrics");
+        node.metrics_url = Some(url);
+    }
     Ok(node)
 }
 
@@ -279,6 +317,26 @@ where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
+    let metrics = Arc::new(Metrics::new(cfg.core.variant)?);
+    start_with_metrics(cfg, incoming, local_addr, advertise, connector, membership, control, metrics).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn start_with_metrics<S, IO, E>(
+    cfg: &NodeConfig,
+    incoming: S,
+    local_addr: SocketAddr,
+    advertise: String,
+    connector: Arc<dyn Connect>,
+    membership: mpsc::Receiver<MembershipEvent>,
+    control: Arc<dyn MembershipControl>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<RunningNode>
+where
+    S: tokio_stream::Stream<Item = Result<IO, E>> + Send + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &cfg.tls {
         let server = tls
@@ -291,8 +349,11 @@ where
     let core = Replica::new(
         cfg.core.clone(),
         clock,
-        TonicNetwork::new(cfg.net.clone(), reply_tx, connector),
-        CoreCoordinator(control.clone()),
+        TonicNetwork::new(cfg.net.clone(), reply_tx, connector, metrics.clone()),
+        CoreCoordinator {
+            control: control.clone(),
+            metrics: metrics.clone(),
+        },
     );
     let shared = Arc::new(Shared {
         core: Mutex::new(core),
@@ -300,6 +361,8 @@ where
         membership: control,
         listings: watch::Sender::new(0),
         transfers_receiving: std::sync::atomic::AtomicUsize::new(0),
+        metrics,
+        metrics_url: std::sync::OnceLock::new(),
     });
 
     let tasks = vec![
@@ -364,6 +427,7 @@ where
     Ok(RunningNode {
         local_addr,
         advertise,
+        metrics_url: None,
         shared,
         zk: None,
         stop_server: Some(stop_tx),
@@ -381,11 +445,12 @@ struct CountTransfers<S> {
     shared: Arc<Shared>,
 }
 
-struct ReceivingTransfer(Arc<Shared>);
+struct ReceivingTransfer(Arc<Shared>, std::time::Instant);
 
 impl Drop for ReceivingTransfer {
     fn drop(&mut self) {
         self.0.transfers_receiving.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.transfer_receive_seconds.observe(self.1.elapsed().as_secs_f64());
     }
 }
 
@@ -405,7 +470,7 @@ where
     fn call(&mut self, request: tonic::codegen::http::Request<B>) -> Self::Future {
         let receiving = request.uri().path().ends_with("/stateTransfer").then(|| {
             self.shared.transfers_receiving.fetch_add(1, Ordering::Relaxed);
-            ReceivingTransfer(self.shared.clone())
+            ReceivingTransfer(self.shared.clone(), std::time::Instant::now())
         });
         let call = self.inner.call(request);
         Box::pin(async move {
@@ -453,7 +518,10 @@ async fn pump_membership(shared: Arc<Shared>, mut events: mpsc::Receiver<Members
                 shared.listings.send_modify(|n| *n += 1);
             }
             MembershipEvent::ChainMarker(answer) => core.on_chain_marker(answer),
-            MembershipEvent::Eviction(record) => core.on_eviction_record(record),
+            MembershipEvent::Eviction(record) => {
+                shared.metrics.eviction_records_seen.inc();
+                core.on_eviction_record(record);
+            }
         });
     }
 }

@@ -260,11 +260,13 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
     // Bound before anything starts, so that a busy metrics port fails the start like a busy
     // gRPC port does.
     let metrics_listener = match cfg.metrics_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
                 .await
-                .with_context(|| format!("cannot serve metrics on {addr} (--metrics-listen)"))?,
-        ),
+                .with_context(|| format!("cannot serve metrics on {addr} (--metrics-listen)"))?;
+            let bound = l.local_addr().context("the metrics listener has no local address")?;
+            Some((l, bound))
+        }
         None => None,
     };
     let advertise = cfg.advertise.clone().unwrap_or_else(|| local_addr.to_string());
@@ -285,8 +287,7 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         }
     };
     node.zk = Some(zk);
-    if let Some(listener) = metrics_listener {
-        let bound = listener.local_addr().context("the metrics listener has no local address")?;
+    if let Some((listener, bound)) = metrics_listener {
         let url = super::metrics::metrics_url(bound, &node.advertise);
         let _ = node.shared.metrics_url.set(url.clone());
         let shared = node.shared.clone();

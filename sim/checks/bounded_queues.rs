@@ -1,4 +1,5 @@
-//! Sent lists, reorder buffers and pending-client maps never exceed their configured bounds.
+//! Sent lists, reorder buffers and pending-client maps never exceed their configured bounds;
+//! and the store's byte count, kept as a running total for metrics, matches the store.
 
 use crate::sim::view::WorldView;
 use crate::sim::violation::{Invariant, Violation};
@@ -15,6 +16,11 @@ pub fn check(w: &WorldView) -> Vec<Violation> {
                 "replica {p} has sent={} reorder={} pending={} (bounds {sent} / {reorder} / {pending})",
                 d.sent_len, d.reorder_len, d.pending_len
             );
+            found.push(Violation::new(Invariant::BoundedQueues, msg));
+        }
+        let counted = crate::core::store_bytes(r.store());
+        if d.store_bytes != counted {
+            let msg = format!("store bytes: replica {p} reports {} but its store holds {counted}", d.store_bytes);
             found.push(Violation::new(Invariant::BoundedQueues, msg));
         }
     }

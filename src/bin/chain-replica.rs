@@ -5,7 +5,8 @@
 //! chain-replica ZKHOST:PORT PORT          # the seed's positional form, listening on 127.0.0.1:PORT
 //! ```
 //!
-//! `--tls-cert PEM --tls-key PEM --tls-ca PEM` turn on TLS (README, "Security").
+//! `--tls-cert PEM --tls-key PEM --tls-ca PEM` turn on TLS (README, "Security");
+//! `--metrics-listen IP:PORT` serves Prometheus metrics (docs/metrics.md).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -51,6 +52,9 @@ struct Args {
     /// Client writes waiting for the tail before the head answers RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     max_pending_writes: u64,
+    /// Serve Prometheus metrics at http://IP:PORT/metrics (docs/metrics.md). Off by default.
+    #[arg(long, value_name = "IP:PORT")]
+    metrics_listen: Option<SocketAddr>,
     /// PEM certificate (chain) this replica presents, as a server to everyone and as a client
     /// to its peers. With --tls-key and --tls-ca: serve TLS only, and take replica-to-replica
     /// calls only from callers with a certificate from --tls-ca.
@@ -103,6 +107,7 @@ fn config(args: Args) -> Result<NodeConfig, String> {
         ));
     }
     cfg.advertise = args.advertise;
+    cfg.metrics_listen = args.metrics_listen;
     cfg.core.max_key_bytes = args.max_key_bytes as usize;
     cfg.core.max_pending_writes = args.max_pending_writes as usize;
     if let Some(ms) = args.suspicion_timeout_ms {
@@ -145,6 +150,9 @@ async fn main() -> ExitCode {
         "chain-replica: serving on {} (advertised as {})",
         running.local_addr, running.advertise
     );
+    if let Some(url) = &running.metrics_url {
+        eprintln!("chain-replica: metrics at {url}");
+    }
     let outcome = tokio::select! {
         biased;
         r = running.wait() => r,

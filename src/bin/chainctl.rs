@@ -12,8 +12,21 @@ use chainrep::client::{ChainClient, ClientError, ClientOptions};
 use chainrep::core::Variant;
 use chainrep::runtime::zk::ZkConfig;
 
+/// What `chainctl --help` says about exit codes; docs/statuses.md has every status behind them.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  done (status: listed, even if some replica did not answer)
+  1  refused or failed with nothing applied (invalid argument, out of range, overloaded, the
+     wrong variant, no answer from the chain in time); ZooKeeper unreachable; a shell line failed
+  2  bad command line
+  3  outcome unknown: the write may or may not have been applied (read the key to find out)";
+
 #[derive(Parser, Debug)]
-#[command(version, about = "Client for a chainrep chain: inc, del, get, status, or an interactive shell")]
+#[command(
+    version,
+    about = "Client for a chainrep chain: inc, del, get, status, or an interactive shell",
+    after_help = EXIT_CODES
+)]
 struct Args {
     /// ZooKeeper connection string: host:port[,host:port...][/chroot]
     #[arg(long)]
@@ -62,9 +75,20 @@ enum Command {
     /// Set KEY to 0.
     Del { key: String },
     /// Print KEY's value (0 if never written).
-    Get { key: String },
+    Get {
+        key: String,
+        /// Print {"key": KEY, "value": N} instead of the value alone.
+        #[arg(long)]
+        json: bool,
+    },
     /// Members in chain order with role, address, session id and last applied xid.
-    Status,
+    Status {
+        /// One JSON object: {"root", "variant", "members": [{"role", "address", "session_id",
+        /// "last_xid", "synced", "keys", "metrics_url"}]} in chain order; null where a
+        /// replica did not answer.
+        #[arg(long)]
+        json: bool,
+    },
     /// Read `inc KEY N` / `del KEY` / `get KEY` lines from standard input (the default).
     Shell,
     /// Closed-loop load: ops/s and p50/p99/p99.9 latency per operation.
@@ -402,14 +426,14 @@ async fn main() -> ExitCode {
         }
     };
     let client = std::sync::Arc::new(client);
-    let code = run_command(&client, command, &zk.root).await;
+    let code = run_command(&client, command, &zk.root, variant).await;
     if let Ok(c) = std::sync::Arc::try_unwrap(client) {
         c.close().await;
     }
     code
 }
 
-async fn run_command(client: &std::sync::Arc<ChainClient>, command: Command, root: &str) -> ExitCode {
+async fn run_command(client: &std::sync::Arc<ChainClient>, command: Command, root: &str, variant: Variant) -> ExitCode {
     match command {
         Command::NoopServer { .. } => ExitCode::SUCCESS,
         Command::Bench(b) => run_bench(Some(client.clone()), b).await,
@@ -421,7 +445,11 @@ async fn run_command(client: &std::sync::Arc<ChainClient>, command: Command, roo
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => report(&e),
         },
-        Command::Get { key } => match client.get(&key).await {
+        Command::Get { key, json } => match client.get(&key).await {
+            Ok(v) if json => {
+                println!("{}", serde_json::json!({ "key": key, "value": v }));
+                ExitCode::SUCCESS
+            }
             Ok(v) => {
                 println!("{v}");
                 ExitCode::SUCCESS
@@ -436,7 +464,8 @@ async fn run_command(client: &std::sync::Arc<ChainClient>, command: Command, roo
                 ExitCode::from(2)
             }
         },
-        Command::Status => print_status(client, root).await,
+        Command::Status { json: false } => print_status(client, root).await,
+        Command::Status { json: true } => print_status_json(client, root, variant).await,
         Command::Shell => shell(client).await,
     }
 }
@@ -465,6 +494,36 @@ async fn print_status(client: &ChainClient, root: &str) -> ExitCode {
             keys
         );
     }
+    ExitCode::SUCCESS
+}
+
+/// `status --json`: what `print_status` shows, for scripts. Session ids are hex strings, as
+/// in ZooKeeper's znode names (and because JSON numbers lose precision past 2^53); what a
+/// replica did not tell (it did not answer `Describe`) is null.
+async fn print_status_json(client: &ChainClient, root: &str, variant: Variant) -> ExitCode {
+    let members: Vec<serde_json::Value> = client
+        .status()
+        .await
+        .iter()
+        .map(|s| {
+            let d = s.described.as_ref();
+            serde_json::json!({
+                "role": s.position,
+                "address": s.member.addr,
+                "session_id": format!("{:x}", s.member.id),
+                "last_xid": d.map(|d| d.last_applied_xid).or(s.latest_xid),
+                "synced": d.map(|d| d.synced),
+                "keys": d.map(|d| d.keys),
+                "metrics_url": d.and_then(|d| (!d.metrics_url.is_empty()).then_some(d.metrics_url.as_str())),
+            })
+        })
+        .collect();
+    let out = serde_json::json!({
+        "root": root,
+        "variant": variant_name(variant),
+        "members": members,
+    });
+    println!("{out}");
     ExitCode::SUCCESS
 }
 

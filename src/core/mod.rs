@@ -189,6 +189,17 @@ impl RetainedState {
     }
 }
 
+/// What one entry of the store counts for in `Describe::store_bytes`: its key's UTF-8 bytes and
+/// its 4-byte value.
+pub fn entry_bytes(key: &str) -> usize {
+    key.len() + 4
+}
+
+/// `Describe::store_bytes` computed from scratch: O(keys), for installing a whole state.
+pub fn store_bytes(store: &Store) -> usize {
+    store.keys().map(|k| entry_bytes(k)).sum()
+}
+
 /// A snapshot for `chainctl status` and the simulator's checks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Describe {
@@ -205,6 +216,10 @@ pub struct Describe {
     /// Whether the session lease is valid now (see `session.rs`).
     pub lease_valid: bool,
     pub keys: usize,
+    /// Bytes of keys and values in the store (`store_bytes`): what a state transfer carries,
+    /// less framing; the map's own overhead is not counted. Kept as a running count, so a
+    /// metrics scrape never walks the store.
+    pub store_bytes: usize,
     /// The copy kept from a lost session, if any (see `RetainedState`).
     pub retained: Option<RetainedMark>,
     /// Evicted from the chain and waiting to reach it again (see `suspicion`).
@@ -229,6 +244,8 @@ pub struct Replica<C, N, K> {
     /// Whether `store` is the chain's state (as of `last_applied`); a new replica holds none.
     holds_state: bool,
     store: Store,
+    /// `store_bytes(&store)`, kept up to date by every change to `store`.
+    store_bytes: usize,
     last_applied: Xid,
     /// Whether xid 0 was applied: the first update of a chain headed by an implementation that
     /// numbers from 0 (see `takes_first_xid_zero`).
@@ -288,6 +305,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             succ: None,
             holds_state: false,
             store: Store::new(),
+            store_bytes: 0,
             last_applied: 0,
             applied_xid_zero: false,
             tail_processed: 0,
@@ -375,6 +393,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             oldest_pending: self.pending.keys().next().copied(),
             lease_valid: self.lease_valid(),
             keys: self.store.len(),
+            store_bytes: self.store_bytes,
             retained: self.retained.as_ref().map(|r| r.mark),
             parked: self.parked.is_some(),
         }

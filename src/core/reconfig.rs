@@ -119,6 +119,8 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         let had_xid_zero = was_synced && self.applied_xid_zero;
         self.store = t.state;
         self.store.retain(|_, v| *v != 0);
+        // The state is O(keys) to receive anyway; counting it once here keeps scrapes O(1).
+        self.store_bytes = super::store_bytes(&self.store);
         self.last_applied = t.state_xid;
         // At xid 0 a state is either empty (nothing applied, numbering from 1) or holds a
         // from-0 chain's first update; a resend of a `del` as xid 0 would change nothing anyway.

@@ -13,9 +13,11 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             self.applied_xid_zero = true;
         }
         if update.value == 0 {
-            self.store.remove(&update.key);
-        } else {
-            self.store.insert(update.key.clone(), update.value);
+            if self.store.remove(&update.key).is_some() {
+                self.store_bytes -= super::entry_bytes(&update.key);
+            }
+        } else if self.store.insert(update.key.clone(), update.value).is_none() {
+            self.store_bytes += super::entry_bytes(&update.key);
         }
         self.last_applied = update.xid;
     }

@@ -61,6 +61,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
                 mark,
                 store: std::mem::take(&mut self.store),
             });
+            self.store_bytes = 0;
         }
     }
 
@@ -79,6 +80,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.succ = None;
         self.holds_state = false;
         self.store.clear();
+        self.store_bytes = 0;
         self.last_applied = 0;
         self.applied_xid_zero = false;
         self.tail_processed = 0;

@@ -2034,3 +2034,34 @@ fn one_client_cannot_take_more_than_its_share_of_writes_in_flight() {
     c.settle();
     assert!(write(&mut c, 9000, 4).is_ok(), "room again once the tail applied them");
 }
+
+#[test]
+fn store_bytes_follow_every_change_to_the_store() {
+    let mut c = Cluster::with_nodes(head_cfg(), &[1, 2]);
+    let counted = |c: &Cluster, id| crate::core::store_bytes(c.get(id).store());
+    assert_eq!(c.get(1).describe().store_bytes, 0);
+    assert!(c.inc("abc", 1).1.is_ok());
+    assert!(c.inc("abc", 2).1.is_ok());
+    assert!(c.inc("de", -1).1.is_ok());
+    c.settle();
+    for id in [1, 2] {
+        assert_eq!(c.get(id).describe().store_bytes, (3 + 4) + (2 + 4), "replica {id}");
+    }
+    // A key set back to 0 is not stored, and no longer counted; deleting a missing key
+    // changes nothing.
+    assert!(c.inc("de", 1).1.is_ok());
+    assert!(c.del("nothing").1.is_ok());
+    c.settle();
+    for id in [1, 2] {
+        assert_eq!(c.get(id).describe().store_bytes, 3 + 4, "replica {id}");
+        assert_eq!(c.get(id).describe().store_bytes, counted(&c, id));
+    }
+    // A state transfer counts the state it installs; a lost session leaves nothing counted.
+    c.add(3);
+    c.set_view(&[1, 2, 3]);
+    c.settle();
+    assert!(c.get(3).holds_state());
+    assert_eq!(c.get(3).describe().store_bytes, 3 + 4);
+    c.rejoin(2, 4);
+    assert_eq!(c.get(4).describe().store_bytes, 0);
+}

@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use super::connect::Connect;
+use super::metrics::CallbackCounters;
 use crate::pb::adb;
 use crate::pb::adb::tail_client_client::TailClientClient;
 
@@ -166,6 +167,8 @@ pub enum Report {
 /// Totals since the start, for tests and diagnostics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Attempts handed out by `next_dispatch`.
+    pub attempts: u64,
     pub delivered: u64,
     pub retried: u64,
     pub drops: Drops,
@@ -316,6 +319,7 @@ impl Scheduler {
                 continue;
             };
             entry.attempts += 1;
+            self.stats.attempts += 1;
             self.in_flight += 1;
             if let Some(c) = self.clients.get_mut(&key) {
                 c.in_flight += 1;
@@ -646,6 +650,8 @@ impl<V: Clone> Lru<V> {
 struct State {
     scheduler: Scheduler,
     channels: Lru<Channel>,
+    /// The scheduler's totals as last added to the metrics counters.
+    exported: Stats,
     /// The replica dropped its network: the dispatcher ends, queued callbacks with it.
     closed: bool,
 }
@@ -654,11 +660,28 @@ struct Inner {
     state: Mutex<State>,
     wake: Notify,
     connector: Arc<dyn Connect>,
+    counters: CallbackCounters,
 }
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Add what the scheduler counted since the last call to the metrics counters. The
+    /// scheduler keeps its own totals (it is tested without metrics); this copies the
+    /// difference after each step that may change them, under the lock already held.
+    fn export(&self, state: &mut State) {
+        let now = state.scheduler.stats();
+        let was = std::mem::replace(&mut state.exported, now);
+        let c = &self.counters;
+        c.sent.inc_by(now.attempts.saturating_sub(was.attempts));
+        c.delivered.inc_by(now.delivered.saturating_sub(was.delivered));
+        c.retried.inc_by(now.retried.saturating_sub(was.retried));
+        c.failed_expired.inc_by(now.drops.expired.saturating_sub(was.drops.expired));
+        c.failed_over_bound
+            .inc_by(now.drops.over_bound.saturating_sub(was.drops.over_bound));
+        c.failed_refused.inc_by(now.drops.refused.saturating_sub(was.drops.refused));
     }
 }
 
@@ -671,17 +694,19 @@ pub struct Callbacks {
 
 impl Callbacks {
     /// `attempt_timeout`: the deadline of one call. Spawns nothing until the first callback.
-    pub fn new(cfg: CallbackConfig, attempt_timeout: Duration, connector: Arc<dyn Connect>) -> Self {
+    pub fn new(cfg: CallbackConfig, attempt_timeout: Duration, connector: Arc<dyn Connect>, counters: CallbackCounters) -> Self {
         let channels = Lru::new(cfg.channels);
         Callbacks {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
                     scheduler: Scheduler::new(cfg, attempt_timeout),
                     channels,
+                    exported: Stats::default(),
                     closed: false,
                 }),
                 wake: Notify::new(),
                 connector,
+                counters,
             }),
             dispatcher: false,
         }
@@ -692,6 +717,7 @@ impl Callbacks {
         let reports = {
             let mut state = self.inner.lock();
             state.scheduler.push(addr, cxid, Instant::now());
+            self.inner.export(&mut state);
             state.scheduler.take_reports()
         };
         log_reports(reports);
@@ -733,6 +759,7 @@ async fn dispatch(inner: Arc<Inner>) {
                     Err(e) => state.scheduler.complete(&d.addr, d.entry, Outcome::Refused(e), now),
                 }
             }
+            inner.export(state);
             (calls, state.scheduler.next_wake(), state.scheduler.take_reports())
         };
         log_reports(reports);
@@ -772,6 +799,7 @@ async fn call(inner: Arc<Inner>, d: Dispatch, channel: Channel) {
             state.channels.remove(&d.addr);
         }
         state.scheduler.complete(&d.addr, d.entry, outcome, Instant::now());
+        inner.export(&mut state);
         state.scheduler.take_reports()
     };
     log_reports(reports);

@@ -4,6 +4,7 @@ pub mod callbacks;
 pub mod connect;
 pub mod convert;
 pub mod limits;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod service;

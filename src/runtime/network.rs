@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 use super::callbacks::{CallbackConfig, Callbacks};
 pub use super::connect::{tune, Connect, TcpConnect};
 use super::convert;
+use super::metrics::{Metrics, PeerCall, PeerFailure, TransferOutcome};
 use crate::core::{
     ClientOrigin, ClientToken, Member, NodeId, PeerReply, PeerRequest, PullAnswer, RequestKind, RetainedMark, Variant, WriteOutcome,
 };
@@ -90,11 +91,12 @@ pub struct TonicNetwork {
     /// Tail variant: the callbacks to clients.
     callbacks: Callbacks,
     connector: Arc<dyn Connect>,
+    metrics: Arc<Metrics>,
 }
 
 impl TonicNetwork {
-    pub fn new(cfg: NetConfig, replies: mpsc::UnboundedSender<ReplyEvent>, connector: Arc<dyn Connect>) -> Self {
-        let callbacks = Callbacks::new(cfg.callbacks.clone(), cfg.rpc_timeout, connector.clone());
+    pub fn new(cfg: NetConfig, replies: mpsc::UnboundedSender<ReplyEvent>, connector: Arc<dyn Connect>, metrics: Arc<Metrics>) -> Self {
+        let callbacks = Callbacks::new(cfg.callbacks.clone(), cfg.rpc_timeout, connector.clone(), metrics.callbacks.clone());
         TonicNetwork {
             cfg,
             links: BTreeMap::new(),
@@ -102,6 +104,7 @@ impl TonicNetwork {
             waiters: HashMap::new(),
             callbacks,
             connector,
+            metrics,
         }
     }
 
@@ -141,6 +144,7 @@ impl TonicNetwork {
                 channel,
                 cfg: self.cfg.clone(),
                 replies: self.replies.clone(),
+                metrics: self.metrics.clone(),
             };
             tokio::spawn(task.run(rx));
             self.links.insert(
@@ -163,6 +167,7 @@ impl crate::core::Network for TonicNetwork {
             None => false,
         };
         if !queued {
+            self.metrics.peer_failure(PeerCall::of(kind), PeerFailure::NotSent);
             let _ = self.replies.send(ReplyEvent {
                 from: to.id,
                 epoch,
@@ -189,6 +194,14 @@ impl crate::core::Network for TonicNetwork {
 fn warn_if_refused_as_peer(peer: NodeId, status: &tonic::Status) {
     if status.code() == tonic::Code::Unauthenticated {
         tracing::warn!(peer = format_args!("{peer:x}"), %status, "the peer refused us as a replica");
+    }
+}
+
+/// A failed call's kind for `chainrep_peer_call_failures_total`.
+fn failure_of(status: &tonic::Status) -> PeerFailure {
+    match status.code() {
+        tonic::Code::DeadlineExceeded => PeerFailure::Timeout,
+        _ => PeerFailure::Error,
     }
 }
 
@@ -278,6 +291,7 @@ struct LinkTask {
     channel: Channel,
     cfg: NetConfig,
     replies: mpsc::UnboundedSender<ReplyEvent>,
+    metrics: Arc<Metrics>,
 }
 
 impl LinkTask {
@@ -327,6 +341,7 @@ impl LinkTask {
                                 continue;
                             }
                             Err(status) => {
+                                this.metrics.peer_failure(PeerCall::Replicate, failure_of(&status));
                                 warn_if_refused_as_peer(this.peer, &status);
                                 tracing::debug!(peer = format_args!("{:x}", this.peer), %status, "cannot open replication stream");
                                 stream = None;
@@ -348,7 +363,14 @@ impl LinkTask {
                     let Ok(barrier) = slots.clone().acquire_many_owned(all_slots).await else {
                         return;
                     };
+                    let started = std::time::Instant::now();
                     let (reply, why) = this.call_explained(request).await;
+                    this.metrics.transfer_send_seconds.observe(started.elapsed().as_secs_f64());
+                    this.metrics.transfer_sent(match reply {
+                        PeerReply::Accepted => TransferOutcome::Accepted,
+                        PeerReply::Refused => TransferOutcome::Refused,
+                        _ => TransferOutcome::Failed,
+                    });
                     this.log_transfer(&reply, why, &mut transfer_failures);
                     this.report(epoch, kind, reply);
                     drop(barrier);
@@ -398,7 +420,12 @@ impl LinkTask {
                 };
                 let Some(batch) = lock(&in_flight).batches.pop_front() else { break };
                 window.add_permits(1);
-                let reply = if ack.refused > 0 { PeerReply::Refused } else { PeerReply::Accepted };
+                let reply = if ack.refused > 0 {
+                    task.metrics.peer_failure(PeerCall::Replicate, PeerFailure::Refused);
+                    PeerReply::Refused
+                } else {
+                    PeerReply::Accepted
+                };
                 task.report(batch.epoch, RequestKind::Propose(batch.last_xid), reply);
             }
             // The stream is gone: whatever it carried may or may not have arrived.
@@ -408,6 +435,10 @@ impl LinkTask {
                 std::mem::take(&mut f.batches)
             };
             window.close();
+            if !lost.is_empty() {
+                // Counted once per broken stream, not per batch it carried.
+                task.metrics.peer_failure(PeerCall::Replicate, PeerFailure::Error);
+            }
             for b in lost {
                 task.report(b.epoch, RequestKind::Propose(b.last_xid), PeerReply::Unreachable);
             }
@@ -434,14 +465,24 @@ impl LinkTask {
             PeerRequest::Transfer(_) | PeerRequest::PullState { .. } => self.cfg.transfer_timeout,
             _ => self.cfg.rpc_timeout,
         };
+        let call = PeerCall::of(request.kind());
         match tokio::time::timeout(timeout, self.call_inner(request, timeout)).await {
-            Ok(Ok(reply)) => (reply, None),
+            Ok(Ok(reply)) => {
+                if reply == PeerReply::Refused {
+                    self.metrics.peer_failure(call, PeerFailure::Refused);
+                }
+                (reply, None)
+            }
             Ok(Err(status)) => {
+                self.metrics.peer_failure(call, failure_of(&status));
                 warn_if_refused_as_peer(self.peer, &status);
                 tracing::debug!(peer = format_args!("{:x}", self.peer), %status, "peer call failed");
                 (PeerReply::Unreachable, Some(status.to_string()))
             }
-            Err(_) => (PeerReply::Unreachable, Some(format!("no answer within {timeout:?}"))),
+            Err(_) => {
+                self.metrics.peer_failure(call, PeerFailure::Timeout);
+                (PeerReply::Unreachable, Some(format!("no answer within {timeout:?}")))
+            }
         }
     }
 
@@ -467,6 +508,10 @@ impl LinkTask {
         } else {
             tracing::debug!(%peer, %why, "state transfer failed");
         }
+    }
+
+    fn count_transfer_bytes(&self, bytes: usize) {
+        self.metrics.transfer_sent_bytes.inc_by(bytes as u64);
     }
 
     fn head_client(&self) -> HeadChainReplicaClient<Channel> {
@@ -498,18 +543,26 @@ impl LinkTask {
                 .await?
                 .into_inner()
                 .rc),
-            PeerRequest::Transfer(t) if head => rc(self
-                .head_client()
-                .state_transfer(addressed(convert::head_transfer_to_wire(&t), peer, timeout))
-                .await?
-                .into_inner()
-                .rc),
-            PeerRequest::Transfer(t) => rc(self
-                .tail_client()
-                .state_transfer(addressed(convert::tail_transfer_to_wire(&t), peer, timeout))
-                .await?
-                .into_inner()
-                .rc),
+            PeerRequest::Transfer(t) if head => {
+                let wire = convert::head_transfer_to_wire(&t);
+                self.count_transfer_bytes(prost::Message::encoded_len(&wire));
+                rc(self
+                    .head_client()
+                    .state_transfer(addressed(wire, peer, timeout))
+                    .await?
+                    .into_inner()
+                    .rc)
+            }
+            PeerRequest::Transfer(t) => {
+                let wire = convert::tail_transfer_to_wire(&t);
+                self.count_transfer_bytes(prost::Message::encoded_len(&wire));
+                rc(self
+                    .tail_client()
+                    .state_transfer(addressed(wire, peer, timeout))
+                    .await?
+                    .into_inner()
+                    .rc)
+            }
             PeerRequest::XidProcessed(xid) => rc(self
                 .head_client()
                 .xid_processed(addressed(adb::XidProcessedRequest { xid }, peer, timeout))

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::limits::{self, MessageLimits};
+use super::metrics::Metrics;
 use super::network::{Connect, NetConfig, ReplyEvent, TcpConnect, TonicNetwork};
 use super::service::ChainService;
 pub use super::shared::{Core, CoreCoordinator, MembershipControl, RuntimeClock, Shared};
@@ -39,6 +40,8 @@ pub struct NodeConfig {
     pub tls: Option<TlsConfig>,
     /// Timer period for retries and polls.
     pub tick: Duration,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (`--metrics-listen`); off when `None`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl NodeConfig {
@@ -74,6 +77,7 @@ impl NodeConfig {
             },
             tls: None,
             tick: Duration::from_millis(10),
+            metrics_listen: None,
         }
     }
 }
@@ -81,6 +85,8 @@ impl NodeConfig {
 pub struct RunningNode {
     pub local_addr: SocketAddr,
     pub advertise: String,
+    /// Where `/metrics` is served, with `NodeConfig::metrics_listen`.
+    pub metrics_url: Option<String>,
     pub shared: Arc<Shared>,
     zk: Option<ZkCoordinator>,
     stop_server: Option<oneshot::Sender<()>>,
@@ -124,16 +130,29 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let local_addr = listener.local_addr().context("listener has no local address")?;
+    // Bound before anything starts, so that a busy metrics port fails the start like a busy
+    // gRPC port does.
+    let metrics_listener = match cfg.metrics_listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr} (--metrics-listen)"))?;
+            let bound = l.local_addr().context("the metrics listener has no local address")?;
+            Some((l, bound))
+        }
+        None => None,
+    };
     let advertise = cfg.advertise.clone().unwrap_or_else(|| local_addr.to_string());
     let (event_tx, event_rx) = mpsc::channel(1024);
-    let zk = ZkCoordinator::spawn(cfg.zk.clone(), advertise.clone(), event_tx);
+    let metrics = Arc::new(Metrics::new(cfg.core.variant)?);
+    let zk = ZkCoordinator::spawn_counted(cfg.zk.clone(), advertise.clone(), event_tx, metrics.zk.clone());
     let join = Arc::new(zk.clone()) as Arc<dyn MembershipControl>;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let connector: Arc<dyn Connect> = match &cfg.tls {
         Some(tls) => Arc::new(TlsConnect(tls.clone())),
         None => Arc::new(TcpConnect),
     };
-    let mut node = match start_with(&cfg, incoming, local_addr, advertise, connector, event_rx, join).await {
+    let mut node = match start_with_metrics(&cfg, incoming, local_addr, advertise, connector, event_rx, join, metrics).await {
         Ok(node) => node,
         Err(e) => {
             zk.close().await;
@@ -141,6 +160,18 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         }
     };
     node.zk = Some(zk);
+    if let Some((listener, bound)) = metrics_listener {
+        let url = super::metrics::metrics_url(bound, &node.advertise);
+        let _ = node.shared.metrics_url.set(url.clone());
+        let shared = node.shared.clone();
+        node.tasks.push(tokio::spawn(super::metrics::serve(
+            listener,
+            node.shared.metrics.clone(),
+            Arc::new(move || shared.with_core(|core| core.describe())),
+        )));
+        tracing::info!(%url, "serving metrics");
+        node.metrics_url = Some(url);
+    }
     Ok(node)
 }
 
@@ -160,6 +191,26 @@ where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
+    let metrics = Arc::new(Metrics::new(cfg.core.variant)?);
+    start_with_metrics(cfg, incoming, local_addr, advertise, connector, membership, control, metrics).await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn start_with_metrics<S, IO, E>(
+    cfg: &NodeConfig,
+    incoming: S,
+    local_addr: SocketAddr,
+    advertise: String,
+    connector: Arc<dyn Connect>,
+    membership: mpsc::Receiver<MembershipEvent>,
+    control: Arc<dyn MembershipControl>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<RunningNode>
+where
+    S: tokio_stream::Stream<Item = Result<IO, E>> + Send + 'static,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &cfg.tls {
         let server = tls
@@ -171,10 +222,10 @@ where
     let core = Replica::new(
         cfg.core.clone(),
         RuntimeClock::new(Instant::now()),
-        TonicNetwork::new(cfg.net.clone(), reply_tx, connector),
-        CoreCoordinator::new(control.clone()),
+        TonicNetwork::new(cfg.net.clone(), reply_tx, connector, metrics.clone()),
+        CoreCoordinator::new(control.clone(), metrics.clone()),
     );
-    let shared = Arc::new(Shared::new(core, control));
+    let shared = Arc::new(Shared::new(core, control, metrics));
 
     let tasks = vec![
         tokio::spawn(pump_replies(shared.clone(), reply_rx)),
@@ -238,6 +289,7 @@ where
     Ok(RunningNode {
         local_addr,
         advertise,
+        metrics_url: None,
         shared,
         zk: None,
         stop_server: Some(stop_tx),
@@ -255,11 +307,12 @@ struct CountTransfers<S> {
     shared: Arc<Shared>,
 }
 
-struct ReceivingTransfer(Arc<Shared>);
+struct ReceivingTransfer(Arc<Shared>, std::time::Instant);
 
 impl Drop for ReceivingTransfer {
     fn drop(&mut self) {
         self.0.transfers_receiving.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.transfer_receive_seconds.observe(self.1.elapsed().as_secs_f64());
     }
 }
 
@@ -279,7 +332,7 @@ where
     fn call(&mut self, request: tonic::codegen::http::Request<B>) -> Self::Future {
         let receiving = request.uri().path().ends_with("/stateTransfer").then(|| {
             self.shared.transfers_receiving.fetch_add(1, Ordering::Relaxed);
-            ReceivingTransfer(self.shared.clone())
+            ReceivingTransfer(self.shared.clone(), std::time::Instant::now())
         });
         let call = self.inner.call(request);
         Box::pin(async move {
@@ -327,7 +380,10 @@ async fn pump_membership(shared: Arc<Shared>, mut events: mpsc::Receiver<Members
                 shared.listed();
             }
             MembershipEvent::ChainMarker(answer) => core.on_chain_marker(answer),
-            MembershipEvent::Eviction(record) => core.on_eviction_record(record),
+            MembershipEvent::Eviction(record) => {
+                shared.metrics.eviction_records_seen.inc();
+                core.on_eviction_record(record);
+            }
         });
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 use super::convert;
+use super::metrics::{Method, Outcome};
 use super::network::ADDRESSEE_HEADER;
 use super::shared::Shared;
 use crate::core::{
@@ -137,8 +138,20 @@ impl ChainService {
         }))
     }
 
-    /// A client write: `rc = 0` once committed (head variant) or accepted (tail variant).
-    async fn write(&self, op: WriteOp, origin: Option<ClientOrigin>) -> Result<Response<adb::HeadResponse>, Status> {
+    /// A client write: `rc = 0` once committed (head variant) or accepted (tail variant),
+    /// counted in the metrics by how it ended.
+    async fn write(&self, method: Method, op: WriteOp, origin: Option<ClientOrigin>) -> Result<Response<adb::HeadResponse>, Status> {
+        let started = std::time::Instant::now();
+        let (outcome, answer) = self.write_inner(op, origin).await;
+        let metrics = &self.shared.metrics;
+        metrics.request(method, outcome);
+        if outcome == Outcome::Ok {
+            metrics.write_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        answer
+    }
+
+    async fn write_inner(&self, op: WriteOp, origin: Option<ClientOrigin>) -> (Outcome, Result<Response<adb::HeadResponse>, Status>) {
         let token = self.shared.next_token();
         let accepted = self.shared.with_core(|core| {
             let waiter = core.net_mut().wait_for(token);
@@ -148,27 +161,60 @@ impl ChainService {
             }
             result.map(|a| (a, waiter))
         });
+        let ok = || (Outcome::Ok, Ok(Response::new(adb::HeadResponse { rc: 0 })));
         match accepted {
-            Ok((WriteAccepted::Forwarded(_), _)) => Ok(Response::new(adb::HeadResponse { rc: 0 })),
+            Ok((WriteAccepted::Forwarded(_), _)) => ok(),
             Ok((WriteAccepted::Pending(xid), waiter)) => match waiter.await {
-                Ok(WriteOutcome::Committed) => Ok(Response::new(adb::HeadResponse { rc: 0 })),
-                Ok(WriteOutcome::Unknown(why)) => Err(Status::unknown(format!("outcome of write xid {xid} unknown: {why}"))),
-                Err(_) => Err(Status::unknown(format!(
-                    "outcome of write xid {xid} unknown: the replica stopped tracking it"
-                ))),
+                Ok(WriteOutcome::Committed) => ok(),
+                Ok(WriteOutcome::Unknown(why)) => (
+                    Outcome::Unknown,
+                    Err(Status::unknown(format!("outcome of write xid {xid} unknown: {why}"))),
+                ),
+                Err(_) => (
+                    Outcome::Unknown,
+                    Err(Status::unknown(format!(
+                        "outcome of write xid {xid} unknown: the replica stopped tracking it"
+                    ))),
+                ),
             },
-            Err(WriteRejected::NotHead) => Ok(Response::new(adb::HeadResponse { rc: 1 })),
-            Err(e) => Err(write_rejection_status(&e)),
+            Err(WriteRejected::NotHead) => (Outcome::NotHead, Ok(Response::new(adb::HeadResponse { rc: 1 }))),
+            Err(e) => (write_rejection_outcome(&e), Err(write_rejection_status(&e))),
         }
     }
 
     fn read(&self, key: &str) -> Result<Response<adb::GetResponse>, Status> {
-        match self.shared.with_core(|core| core.client_read(key)) {
-            Ok(value) => Ok(Response::new(adb::GetResponse { rc: 0, value })),
-            Err(ReadRejected::NotTail) => Ok(Response::new(adb::GetResponse { rc: 1, value: 0 })),
-            Err(e @ ReadRejected::InvalidKey(_)) => Err(Status::invalid_argument(e.to_string())),
-            Err(e @ ReadRejected::Unavailable(_)) => Err(Status::unavailable(e.to_string())),
+        let started = std::time::Instant::now();
+        let (outcome, answer) = match self.shared.with_core(|core| core.client_read(key)) {
+            Ok(value) => (Outcome::Ok, Ok(Response::new(adb::GetResponse { rc: 0, value }))),
+            Err(ReadRejected::NotTail) => (Outcome::NotTail, Ok(Response::new(adb::GetResponse { rc: 1, value: 0 }))),
+            Err(e @ ReadRejected::InvalidKey(_)) => (Outcome::Invalid, Err(Status::invalid_argument(e.to_string()))),
+            Err(e @ ReadRejected::Unavailable(_)) => (Outcome::Unavailable, Err(Status::unavailable(e.to_string()))),
+        };
+        let metrics = &self.shared.metrics;
+        metrics.request(Method::Get, outcome);
+        if outcome == Outcome::Ok {
+            metrics.read_seconds.observe(started.elapsed().as_secs_f64());
         }
+        answer
+    }
+
+    /// A `stateTransfer` from the predecessor, counted by how it ended and by its size.
+    async fn serve_transfer(
+        &self,
+        to: Option<NodeId>,
+        bytes: usize,
+        t: crate::core::Transfer,
+    ) -> Result<Response<adb::ChainResponse>, Status> {
+        let metrics = &self.shared.metrics;
+        metrics.transfer_received_bytes.inc_by(bytes as u64);
+        let answer = self.serve_update_or_transfer(to, t.src, PeerRequest::Transfer(t)).await;
+        metrics.transfer_received(matches!(&answer, Ok(r) if r.get_ref().rc == 0));
+        answer
+    }
+
+    /// `callback_origin`, counting a bad address as an invalid request of `method`.
+    fn origin(&self, method: Method, host: String, port: i32, cxid: i32) -> Result<ClientOrigin, Status> {
+        callback_origin(host, port, cxid).inspect_err(|_| self.shared.metrics.request(method, Outcome::Invalid))
     }
 }
 
@@ -177,6 +223,17 @@ impl ChainService {
 fn addressee<T>(request: &Request<T>) -> Option<NodeId> {
     let value = request.metadata().get(ADDRESSEE_HEADER)?;
     Some(value.to_str().ok().and_then(|v| u64::from_str_radix(v, 16).ok()).unwrap_or(0))
+}
+
+/// How a refused write is counted in `chainrep_client_requests_total`.
+fn write_rejection_outcome(e: &WriteRejected) -> Outcome {
+    match e {
+        WriteRejected::NotHead => Outcome::NotHead,
+        WriteRejected::InvalidKey(_) => Outcome::Invalid,
+        WriteRejected::OutOfRange { .. } => Outcome::OutOfRange,
+        WriteRejected::Busy(_) => Outcome::Overloaded,
+        WriteRejected::Unavailable(_) => Outcome::Unavailable,
+    }
 }
 
 /// Every status here means nothing was applied, and says so (`status::nothing_applied`), so a
@@ -207,13 +264,15 @@ impl adb::head_chain_replica_server::HeadChainReplica for ChainService {
     async fn state_transfer(&self, request: Request<adb::HeadStateTransferRequest>) -> Result<Response<adb::ChainResponse>, Status> {
         self.check_peer(&request, "stateTransfer")?;
         let to = addressee(&request);
+        let bytes = prost::Message::encoded_len(request.get_ref());
         let t = convert::head_transfer_from_wire(request.into_inner());
-        self.serve_update_or_transfer(to, t.src, PeerRequest::Transfer(t)).await
+        self.serve_transfer(to, bytes, t).await
     }
 
     async fn increment(&self, request: Request<adb::IncrementRequest>) -> Result<Response<adb::HeadResponse>, Status> {
         let r = request.into_inner();
         self.write(
+            Method::Increment,
             WriteOp::Inc {
                 key: r.key,
                 delta: r.incr_value,
@@ -225,6 +284,7 @@ impl adb::head_chain_replica_server::HeadChainReplica for ChainService {
 
     async fn delete(&self, request: Request<adb::DeleteRequest>) -> Result<Response<adb::HeadResponse>, Status> {
         self.write(
+            Method::Delete,
             WriteOp::Del {
                 key: request.into_inner().key,
             },
@@ -260,14 +320,16 @@ impl adb::tail_chain_replica_server::TailChainReplica for ChainService {
     async fn state_transfer(&self, request: Request<adb::TailStateTransferRequest>) -> Result<Response<adb::ChainResponse>, Status> {
         self.check_peer(&request, "stateTransfer")?;
         let to = addressee(&request);
+        let bytes = prost::Message::encoded_len(request.get_ref());
         let t = convert::tail_transfer_from_wire(request.into_inner());
-        self.serve_update_or_transfer(to, t.src, PeerRequest::Transfer(t)).await
+        self.serve_transfer(to, bytes, t).await
     }
 
     async fn increment(&self, request: Request<adb::TailIncrementRequest>) -> Result<Response<adb::HeadResponse>, Status> {
         let r = request.into_inner();
-        let origin = callback_origin(r.host, r.port, r.cxid)?;
+        let origin = self.origin(Method::Increment, r.host, r.port, r.cxid)?;
         self.write(
+            Method::Increment,
             WriteOp::Inc {
                 key: r.key,
                 delta: r.incr_value,
@@ -279,8 +341,8 @@ impl adb::tail_chain_replica_server::TailChainReplica for ChainService {
 
     async fn delete(&self, request: Request<adb::TailDeleteRequest>) -> Result<Response<adb::HeadResponse>, Status> {
         let r = request.into_inner();
-        let origin = callback_origin(r.host, r.port, r.cxid)?;
-        self.write(WriteOp::Del { key: r.key }, Some(origin)).await
+        let origin = self.origin(Method::Delete, r.host, r.port, r.cxid)?;
+        self.write(Method::Delete, WriteOp::Del { key: r.key }, Some(origin)).await
     }
 
     async fn get(&self, request: Request<adb::GetRequest>) -> Result<Response<adb::GetResponse>, Status> {
@@ -391,6 +453,7 @@ impl ext::chain_ext_server::ChainExt for ChainService {
             sent_len: d.sent_len as u64,
             pending_clients: d.pending_len as u64,
             keys: d.keys as u64,
+            metrics_url: self.shared.metrics_url.get().cloned().unwrap_or_default(),
         }))
     }
 }

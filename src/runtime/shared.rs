@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::metrics::Metrics;
 use super::network::TonicNetwork;
 use super::zk::ZkCoordinator;
 use crate::core::{self, Clock, Millis, Replica};
@@ -78,32 +79,37 @@ impl MembershipControl for ZkCoordinator {
 }
 
 /// The core's `Coordinator`, handing its requests to the membership task.
-pub struct CoreCoordinator(Arc<dyn MembershipControl>);
+pub struct CoreCoordinator {
+    control: Arc<dyn MembershipControl>,
+    metrics: Arc<Metrics>,
+}
 
 impl CoreCoordinator {
-    pub fn new(control: Arc<dyn MembershipControl>) -> Self {
-        CoreCoordinator(control)
+    pub fn new(control: Arc<dyn MembershipControl>, metrics: Arc<Metrics>) -> Self {
+        CoreCoordinator { control, metrics }
     }
 }
 
 impl core::Coordinator for CoreCoordinator {
     fn join(&mut self) {
-        self.0.request_join();
+        self.control.request_join();
     }
     fn mark_chain_held(&mut self) {
-        self.0.request_chain_marker();
+        self.control.request_chain_marker();
     }
     fn rejoin(&mut self) {
-        self.0.request_rejoin();
+        self.control.request_rejoin();
     }
     fn report_suspect(&mut self, suspect: core::NodeId, seen_version: Option<u64>) {
-        self.0.request_evict(suspect, seen_version);
+        // Counted when asked, whether or not ZooKeeper records it: another reporter may win.
+        self.metrics.evictions_reported.inc();
+        self.control.request_evict(suspect, seen_version);
     }
     fn leave_chain(&mut self) {
-        self.0.request_leave();
+        self.control.request_leave();
     }
     fn remove_member(&mut self, suspect: core::NodeId) {
-        self.0.request_remove(suspect);
+        self.control.request_remove(suspect);
     }
 }
 
@@ -117,16 +123,21 @@ pub struct Shared {
     listings: watch::Sender<u64>,
     /// `stateTransfer` calls being received now (see `Replica::note_transfer_receiving`).
     pub transfers_receiving: AtomicUsize,
+    pub metrics: Arc<Metrics>,
+    /// Where `/metrics` is served (`--metrics-listen`), for `Describe`; unset when it is not.
+    pub metrics_url: std::sync::OnceLock<String>,
 }
 
 impl Shared {
-    pub fn new(core: Core, membership: Arc<dyn MembershipControl>) -> Self {
+    pub fn new(core: Core, membership: Arc<dyn MembershipControl>, metrics: Arc<Metrics>) -> Self {
         Shared {
             core: Mutex::new(core),
             tokens: AtomicU64::new(1),
             membership,
             listings: watch::Sender::new(0),
             transfers_receiving: AtomicUsize::new(0),
+            metrics,
+            metrics_url: std::sync::OnceLock::new(),
         }
     }
 

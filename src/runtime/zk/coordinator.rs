@@ -14,6 +14,7 @@ use super::eviction;
 use super::parse::{parse_member, parse_member_id};
 use super::session::{OpError, Signal, Target, ZkSession};
 use crate::core::{ChainMarker, EvictionRecord, Member, NodeId};
+use crate::runtime::metrics::ZkCounters;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -60,6 +61,11 @@ impl ZkCoordinator {
     /// Spawns the task that connects (retrying forever), registers `advertise` and reports on
     /// `events`. Must be called inside a tokio runtime.
     pub fn spawn(cfg: ZkConfig, advertise: String, events: mpsc::Sender<MembershipEvent>) -> ZkCoordinator {
+        Self::spawn_counted(cfg, advertise, events, ZkCounters::detached())
+    }
+
+    /// `spawn`, counting reconnects and lost sessions in `counters` (the replica's metrics).
+    pub fn spawn_counted(cfg: ZkConfig, advertise: String, events: mpsc::Sender<MembershipEvent>, counters: ZkCounters) -> ZkCoordinator {
         let (join, join_rx) = watch::channel(0u64);
         let (marker, marker_rx) = watch::channel(0u64);
         let (rejoin, rejoin_rx) = watch::channel(0u64);
@@ -72,6 +78,7 @@ impl ZkCoordinator {
         let task = Task {
             advertise,
             events,
+            counters,
             join: join_rx,
             marker: marker_rx,
             rejoin: rejoin_rx,
@@ -172,6 +179,7 @@ impl ZkCoordinator {
 struct Task {
     advertise: String,
     events: mpsc::Sender<MembershipEvent>,
+    counters: ZkCounters,
     join: watch::Receiver<u64>,
     marker: watch::Receiver<u64>,
     rejoin: watch::Receiver<u64>,
@@ -259,6 +267,7 @@ impl Task {
                 }
                 Ended::Lost(why) => {
                     warn!("ZooKeeper session 0x{:x} lost: {why}", reg.session_id);
+                    self.counters.session_losses.inc();
                     let seen = *self.join.borrow_and_update();
                     // After an expiry the library has quietly opened a replacement session,
                     // which must not live on. Closing can take up to the timeouts, and the owner
@@ -505,6 +514,7 @@ impl Task {
                             }
                             Signal::State(ZkState::Connected) | Signal::State(ZkState::ConnectedReadOnly) => {
                                 debug!("ZooKeeper connection re-established; re-arming the watch");
+                                self.counters.reconnects.inc();
                                 armed = false;
                                 need_record = true;
                                 need_list = true;

@@ -266,12 +266,18 @@ impl node::MembershipControl for SimMembership {
     }
     // Suspicion is off in this tier (`node_config`): nothing asks for these.
     fn request_evict(&self, suspect: NodeId, _seen_version: Option<u64>) {
-        tracing::error!(suspect = format_args!("{suspect:x}"), "the gRPC-tier coordinator does not model evictions");
+        tracing::error!(
+            suspect = format_args!("{suspect:x}"),
+            "the gRPC-tier coordinator does not model evictions"
+        );
     }
     fn request_leave(&self) {
         tracing::error!("the gRPC-tier coordinator does not model evictions");
     }
     fn request_remove(&self, suspect: NodeId) {
-        tracing::error!(suspect = format_args!("{suspect:x}"), "the gRPC-tier coordinator does not model evictions");
+        tracing::error!(
+            suspect = format_args!("{suspect:x}"),
+            "the gRPC-tier coordinator does not model evictions"
+        );
     }
 }

@@ -334,7 +334,9 @@ impl World {
         if !self.is_current(proc, incarnation) || self.is_blocked(Endpoint::Replica(proc), Endpoint::Zk) {
             return;
         }
-        let Some(reporter) = self.live_session(proc, incarnation) else { return };
+        let Some(reporter) = self.live_session(proc, incarnation) else {
+            return;
+        };
         let now = self.now();
         let current = self.zk.eviction.map(|r| r.version);
         if current != seen_version {
@@ -352,7 +354,10 @@ impl World {
         self.zk.eviction = Some(record);
         self.trace.note(
             now,
-            &format!("replica {proc} ({reporter:x}) records the eviction of {suspect:x}, version {}", record.version),
+            &format!(
+                "replica {proc} ({reporter:x}) records the eviction of {suspect:x}, version {}",
+                record.version
+            ),
         );
         for w in self.live_replica_watchers() {
             self.watch_send(w, WatchEvent::Eviction(record));
@@ -388,8 +393,7 @@ impl World {
             return;
         }
         if self.zk.znodes.remove(&suspect).is_some() {
-            self.trace
-                .note(self.now(), &format!("replica {proc} removes evicted {suspect:x}"));
+            self.trace.note(self.now(), &format!("replica {proc} removes evicted {suspect:x}"));
             self.zk.version += 1;
             self.broadcast_view();
         }

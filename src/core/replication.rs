@@ -67,7 +67,6 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
 
     /// This replica is the tail and `updates` have just become durable.
     pub(super) fn applied_at_tail(&mut self, updates: &[Update]) {
-        self.evictions_note_confirmed_by(self.me);
         if self.cfg.variant == Variant::Tail {
             for origin in updates.iter().filter_map(|u| u.origin.as_ref()) {
                 self.net.notify_client(origin);
@@ -174,8 +173,6 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         if !self.is_head_role() || !self.holds_state || xid > self.last_applied {
             return false;
         }
-        // Only a tail that holds the state sends it (ours do; see `drive_head_notify`).
-        self.evictions_note_confirmed_by(self.view.tail().map(|t| t.id));
         self.mark_processed(xid);
         true
     }
@@ -257,7 +254,6 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.poll.next_at = now + self.cfg.poll_interval_ms;
         if let PeerReply::LatestXid(Some(xid)) = reply {
             if self.holds_state {
-                self.evictions_note_confirmed_by(Some(from));
                 self.mark_processed(xid);
             }
         }

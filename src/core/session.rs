@@ -90,7 +90,6 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.link = Link::Idle;
         self.link_epoch += 1;
         self.link_watch = suspicion::LinkWatch::default();
-        self.evictions_forget_confirmation();
         self.backoff = self.cfg.retry_min_ms;
         self.head_notify = HeadNotify::default();
         self.poll = Poll::default();

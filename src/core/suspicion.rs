@@ -21,20 +21,17 @@
 //!   implementation) stops renewing its lease, because our replicas renew it only by a
 //!   ZooKeeper round trip that finds no record naming them. The reporter deletes the suspect's
 //!   znode itself only `lease_ms` and a half after it saw the record, when that lease is over.
-//! - **Restraint.** A reporter that suspects its next successor too, within three suspicion
-//!   periods of its own last eviction, is the likelier culprit (a replica cut off from everyone
-//!   suspects everyone): it evicts itself instead, if that leaves the chain's state with
-//!   another member: the replica that last confirmed the tail's progress to it is still a
-//!   member, and it is not itself (every acknowledged write is there). Otherwise it accuses no
-//!   one. A single faulty replica therefore removes at most one healthy one, which comes back
-//!   as soon as it reaches the chain again; and no eviction leaves the state only with
-//!   replicas out of the chain, where no new head would look for it. (The simulator found a
-//!   replica that had served alone evict its stateless newcomers and then itself.)
+//! - **No self-eviction.** A replica never names itself. One cut off from every peer suspects
+//!   whoever follows it, and an eviction of its successor always leaves the state in the chain
+//!   (the reporter, upstream, holds everything its successor holds). Leaving itself would
+//!   not: its copy would go where no new head looks for state, and the simulator found runs
+//!   where every other member was stateless or crashed, and acknowledged writes were lost. A
+//!   head cut off from every peer therefore ends up alone in the chain (one eviction per
+//!   suspicion period), serving the clients that reach it, until the cut heals.
 //! - **Parking.** An evicted replica of ours keeps its ZooKeeper session but stays out of the
-//!   chain, probing the chain's tail and head (`getLatestXid`, which every implementation
-//!   answers): joined again, it would follow the tail and talk to the head directly. Only after
-//!   both answered every probe for `suspicion_ms` does it join again, with a new session, at
-//!   the tail, behind the replica it just reached. A replica cut off from its peers
+//!   chain, probing every member (`getLatestXid`, which every implementation answers). Only
+//!   after all of them answered every probe for `suspicion_ms` does it join again, with a new
+//!   session (at the tail on a single ZooKeeper server; anywhere on an ensemble). A replica cut off from its peers
 //!   therefore stays outside the chain, and a flapping link re-forms the chain at most once per
 //!   suspicion period. A replica evicted again soon after it came back (within
 //!   `REOFFEND_WINDOW` suspicion periods) must reach the tail twice as long as the last time
@@ -83,9 +80,6 @@ pub(super) struct Evictions {
     asked: Option<(NodeId, Millis)>,
     /// A suspect our record named, whose znode we delete at this time unless it left first.
     removal: Option<(NodeId, Millis)>,
-    /// The replica whose confirmation last advanced our view of the tail's progress: it holds
-    /// every write acknowledged so far (see the restraint rule).
-    confirmed_by: Option<NodeId>,
     /// This process's evictions in a row, each soon after it rejoined (see `REOFFEND_WINDOW`),
     /// and when it last rejoined from parking.
     repeat_evictions: u32,
@@ -197,29 +191,11 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         if last.is_some() && since_last < period {
             return;
         }
-        let restrained = last.is_some_and(|r| r.reporter == me && r.suspect != me) && since_last < period.saturating_mul(3);
-        let state_stays = self
-            .evictions
-            .confirmed_by
-            .is_some_and(|c| c != me && self.view.contains(c));
-        if restrained && !state_stays {
-            // Leaving would take the only copy we know of out of the chain.
-            return;
-        }
-        if restrained {
-            tracing::warn!(
-                silent = format_args!("{suspect:x}"),
-                silent_ms = silent,
-                "a second replica in a row does not answer: this replica is the likelier cause, and leaves the chain"
-            );
-        } else {
-            tracing::warn!(
-                suspect = format_args!("{suspect:x}"),
-                silent_ms = silent,
-                "a replica we depend on has not answered for the suspicion timeout: asking ZooKeeper to evict it"
-            );
-        }
-        let suspect = if restrained { me } else { suspect };
+        tracing::warn!(
+            suspect = format_args!("{suspect:x}"),
+            silent_ms = silent,
+            "a replica we depend on has not answered for the suspicion timeout: asking ZooKeeper to evict it"
+        );
         self.evictions.asked = Some((suspect, now));
         self.coord.report_suspect(suspect, last.map(|r| r.version));
     }
@@ -245,18 +221,6 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             _ => return None,
         };
         (target == current && Some(target) != self.me).then(|| (target, now.saturating_sub(since)))
-    }
-
-    /// `by` (a member, or this replica as the tail) confirmed the tail's progress.
-    pub(super) fn evictions_note_confirmed_by(&mut self, by: Option<NodeId>) {
-        if by.is_some() {
-            self.evictions.confirmed_by = by;
-        }
-    }
-
-    /// A new session (or none): what an earlier one was told no longer stands.
-    pub(super) fn evictions_forget_confirmation(&mut self) {
-        self.evictions.confirmed_by = None;
     }
 
     /// The chain's eviction record, as read from the coordinator (again, or changed).
@@ -321,11 +285,11 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
 
     fn drive_parked(&mut self, now: Millis) {
         let probe_every = (self.cfg.suspicion_ms / 4).max(self.cfg.retry_min_ms).max(1);
-        // Joined at the tail, a replica needs its predecessor (today's tail) and the head: in
-        // the head variant the tail acknowledges to the head directly, in the tail variant the
-        // head polls the tail.
-        let mut targets: Vec<Member> = self.view.tail().into_iter().chain(self.view.head()).cloned().collect();
-        targets.dedup_by_key(|m| m.id);
+        // Every member: joined again, a replica needs its neighbours and the head or tail it
+        // talks to directly, and where it lands is not known in advance (on a ZooKeeper
+        // ensemble a new session id sorts by the server that made it, not always last; the
+        // simulator found a replica that came back next to the link that got it evicted).
+        let targets: Vec<Member> = self.view.members().to_vec();
         let Some(p) = self.parked.as_mut() else { return };
         if p.rejoining || p.probes_out > 0 || now < p.next_probe_at {
             return;
@@ -371,7 +335,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         if !p.rejoining && now.saturating_sub(since) >= p.reach_for {
             tracing::info!(
                 parked_ms = now.saturating_sub(p.since),
-                "the chain's head and tail have answered every probe for long enough: joining again at the tail"
+                "every member has answered every probe for long enough: joining again"
             );
             p.rejoining = true;
             self.evictions.last_unparked_at = Some(now);
@@ -518,31 +482,6 @@ mod tests {
         assert!(suspects(&c, 1).is_empty());
         run_cut(&mut c, 1, 2, PERIOD / 2, 50);
         assert_eq!(suspects(&c, 1), vec![(2, Some(4))]);
-    }
-
-    #[test]
-    fn a_reporter_that_suspects_its_next_successor_too_evicts_itself() {
-        let mut c = chain(&[1, 2, 3]);
-        // The tail, 3, confirms a write: it holds every acknowledged write.
-        let _ = c.inc("k", 1);
-        c.settle();
-        let _ = c.inc("k", 1);
-        run_cut(&mut c, 1, 2, PERIOD + 100, 50);
-        assert_eq!(suspects(&c, 1), vec![(2, None)]);
-        // ZooKeeper records it; 2 is gone from the view.
-        let record = EvictionRecord {
-            version: 0,
-            reporter: 1,
-            suspect: 2,
-        };
-        for id in c.ids() {
-            c.get_mut(id).on_eviction_record(record);
-        }
-        assert!(c.get(2).is_parked());
-        c.set_view(&[1, 3]);
-        // 1 cannot reach 3 either: it is the common cause, and leaves.
-        run_cut(&mut c, 1, 3, PERIOD + PERIOD / 2, 50);
-        assert_eq!(suspects(&c, 1), vec![(2, None), (1, Some(0))]);
     }
 
     #[test]
@@ -748,28 +687,49 @@ mod tests {
         assert!(suspects(&c, 2).is_empty(), "{:?}", suspects(&c, 2));
     }
 
+    /// As `run_cut`, with several links cut at once.
+    fn run_cuts(c: &mut Cluster, cuts: &[(NodeId, NodeId)], total: Millis) {
+        let mut t = 0;
+        while t < total {
+            c.advance(50);
+            c.tick_all();
+            for _ in 0..1_000 {
+                for &(from, to) in cuts {
+                    fail_queued(c, from, to);
+                }
+                let mut progressed = false;
+                for id in c.ids() {
+                    let cut = |m: &Outgoing| cuts.contains(&(id, m.to.id));
+                    if let Some(i) = c.pending_from(id).iter().position(|m| !cut(m)) {
+                        let msg = c.take(id, i).expect("a queued message");
+                        c.deliver(id, msg);
+                        progressed = true;
+                    }
+                }
+                if !progressed {
+                    break;
+                }
+            }
+            t += 50;
+        }
+    }
+
     #[test]
-    fn a_reporter_that_served_alone_never_evicts_itself() {
-        // 1 served alone (it confirmed its own writes), then 2 and 3 joined without state.
-        let mut c = chain(&[1]);
+    fn a_replica_cut_from_every_peer_evicts_one_successor_per_period_and_never_itself() {
+        let mut c = chain(&[1, 2, 3]);
         let _ = c.inc("k", 1);
         c.settle();
-        c.add(2);
-        c.add(3);
-        c.set_view(&[1, 2, 3]);
+        let isolated = [(1, 2), (2, 1), (1, 3), (3, 1)];
         let _ = c.inc("k", 1);
-        run_cut(&mut c, 1, 2, PERIOD + 100, 50);
+        run_cuts(&mut c, &isolated, PERIOD + 100);
         assert_eq!(suspects(&c, 1), vec![(2, None)]);
         evict(&mut c, 1, 2, 0);
         c.set_view(&[1, 3]);
-        // It cannot reach 3 either, but leaving would take the only copy out of the chain:
-        // within the restraint window it accuses no one...
-        run_cut(&mut c, 1, 3, PERIOD * 2, 50);
+        // Not within a period of the last eviction, whatever the silence.
+        run_cuts(&mut c, &isolated, PERIOD - 100);
         assert_eq!(suspects(&c, 1), vec![(2, None)]);
-        // ...and after it, it evicts the next newcomer (which holds nothing) rather than itself.
-        run_cut(&mut c, 1, 3, PERIOD * 2, 50);
-        let later = suspects(&c, 1);
-        assert_eq!(later[..2], [(2, None), (3, Some(0))]);
-        assert!(later.iter().all(|&(s, _)| s != 1), "{later:?}");
+        run_cuts(&mut c, &isolated, PERIOD);
+        assert_eq!(suspects(&c, 1), vec![(2, None), (3, Some(0))]);
+        assert!(suspects(&c, 3).iter().all(|&(s, _)| s != 3));
     }
 }

@@ -41,6 +41,7 @@ pub fn run(w: &mut World) -> Option<CleanNewHead> {
     let mut steps = vec![(w.dice.scenario.range(0, 100), Step::Join)];
     if clean {
         w.net.short_delays_only = true;
+        // The clean case's cost counts from here.
         w.take_peer_sends();
         // The old head may take a while to see the newcomer and says "not now" meanwhile,
         // which is when the newcomer's pacing of its questions shows.

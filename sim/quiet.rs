@@ -23,6 +23,7 @@ pub fn run(w: &mut World) -> Quiet {
     let issued_before = w.canon().len();
     let start = w.now();
     w.net.short_delays_only = true;
+    // What the phase costs counts from here.
     w.take_peer_sends();
     w.add_workload(OPS_PER_CLIENT);
     w.finish_workload(start + WORKLOAD_LIMIT_MS, "on the quiet network after settling");

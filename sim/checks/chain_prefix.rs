@@ -5,8 +5,8 @@
 use crate::sim::view::WorldView;
 use crate::sim::violation::{Invariant, Violation};
 
-pub fn check(w: &WorldView) -> Vec<Violation> {
-    let mut found = Vec::new();
+/// Adds what it finds to `found`.
+pub fn check(w: &WorldView, found: &mut Vec<Violation>) {
     for p in w.live_synced() {
         let Some(r) = w.procs[p].replica.as_ref() else { continue };
         let last = r.last_applied();
@@ -27,5 +27,4 @@ pub fn check(w: &WorldView) -> Vec<Violation> {
             )),
         }
     }
-    found
 }

@@ -6,8 +6,8 @@
 use crate::sim::view::WorldView;
 use crate::sim::violation::{Invariant, Violation};
 
-pub fn check(w: &WorldView) -> Vec<Violation> {
-    let mut found = Vec::new();
+/// Adds what it finds to `found`.
+pub fn check(w: &WorldView, found: &mut Vec<Violation>) {
     for (p, proc) in w.procs.iter().enumerate() {
         let Some(r) = proc.replica.as_ref() else { continue };
         let d = r.describe();
@@ -19,5 +19,4 @@ pub fn check(w: &WorldView) -> Vec<Violation> {
             found.push(Violation::new(Invariant::HeldClients, msg));
         }
     }
-    found
 }

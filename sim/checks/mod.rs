@@ -56,15 +56,20 @@ impl Checks {
         self.violations.push(v);
     }
 
+    // Runs several times per event, nearly always with nothing found: `extend` would go
+    // through an iterator for nothing, which the debug profile's seed rate feels.
     fn found(&mut self, v: Option<Violation>) {
-        self.violations.extend(v);
+        if let Some(v) = v {
+            self.violations.push(v);
+        }
     }
 
-    /// After every event.
+    /// After every event. These three add to the list instead of returning one: an empty `Vec`
+    /// made, moved and dropped three times per event cost 1% of the debug profile's seed rate.
     pub fn step(&mut self, w: &WorldView) {
-        self.violations.extend(chain_prefix::check(w));
-        self.violations.extend(bounded_queues::check(w));
-        self.violations.extend(held_clients::check(w));
+        chain_prefix::check(w, &mut self.violations);
+        bounded_queues::check(w, &mut self.violations);
+        held_clients::check(w, &mut self.violations);
     }
 
     /// Replica `proc` took a step that changed its shape from `before` to `after`.

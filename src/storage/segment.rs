@@ -119,10 +119,8 @@ pub fn read_segment(data: &[u8]) -> SegmentContents {
             }
         }
     }
-    out.valid_len = at.min(data.len()) as u64;
-    if out.stop.is_some() {
-        out.valid_len = out.stop.as_ref().map_or(0, |s| s.offset);
-    }
+    // Only whole frames move `at`, so it never passes the end.
+    out.valid_len = at as u64;
     out
 }
 

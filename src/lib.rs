@@ -4,6 +4,7 @@ pub mod client;
 pub mod core;
 pub mod runtime;
 pub mod status;
+pub mod storage;
 
 #[cfg(feature = "sim")]
 #[path = "../sim/mod.rs"]

@@ -13,6 +13,10 @@
 #[path = "../fuzz/src/zk.rs"]
 mod zk;
 
+#[allow(dead_code)]
+#[path = "../fuzz/src/log_reader.rs"]
+mod log_reader;
+
 #[cfg(feature = "sim")]
 #[allow(dead_code)]
 #[path = "../fuzz/src/harness.rs"]
@@ -78,6 +82,53 @@ fn zk_parse_inputs_replay() {
         replay_all("zk_parse", zk::run) > 0,
         "no zk_parse seeds found under fuzz/corpus/zk_parse"
     );
+}
+
+#[test]
+fn log_reader_inputs_replay() {
+    assert!(
+        replay_all("log_reader", log_reader::run) > 0,
+        "no log_reader seeds found under fuzz/corpus/log_reader"
+    );
+}
+
+/// Rewrites `fuzz/corpus/log_reader/seed-*`: segment files as the log writes them (whole, cut
+/// short, zero-filled at the end, damaged in the middle, header only) and a snapshot file.
+/// `cargo test --test fuzz_regressions -- --ignored write_log_reader_seeds`.
+#[test]
+#[ignore]
+fn write_log_reader_seeds() {
+    use chainrep::storage::segment::SegmentHeader;
+    use chainrep::storage::{record, snapshot, Record};
+    let mut whole = SegmentHeader { seq: 0, base_xid: 0 }.encode().to_vec();
+    for (i, key) in ["a", "bb", "ключ", "a", "c"].iter().enumerate() {
+        record::encode(
+            &Record::Update {
+                xid: i as u64 + 1,
+                key: key.to_string(),
+                value: i as i32 * 7 - 3,
+            },
+            &mut whole,
+        )
+        .unwrap();
+        if i == 2 {
+            record::encode(&Record::ViewMark { version: 4 }, &mut whole).unwrap();
+        }
+    }
+    let cut = whole[..whole.len() - 5].to_vec();
+    let mut zero_tail = whole.clone();
+    let n = zero_tail.len();
+    zero_tail[n - 9..].fill(0);
+    let mut damaged = whole.clone();
+    damaged[50] ^= 0x08;
+    let header_only = SegmentHeader { seq: 0, base_xid: 0 }.encode().to_vec();
+    let store = [("a".to_string(), 5), ("b".to_string(), -1)].into_iter().collect();
+    let snap = snapshot::encode(1, 9, 2, &store).unwrap();
+    let dir = fuzz_dir().join("corpus").join("log_reader");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, seed) in [whole, cut, zero_tail, damaged, header_only, snap].iter().enumerate() {
+        std::fs::write(dir.join(format!("seed-{i:02}")), seed).unwrap();
+    }
 }
 
 #[cfg(feature = "sim")]

@@ -4,5 +4,6 @@
 
 pub mod events;
 pub mod harness;
+pub mod log_reader;
 pub mod wire;
 pub mod zk;

@@ -219,6 +219,20 @@ async fn admin(connect: &str) -> ZooKeeper {
     zk
 }
 
+/// What clients see of a member that never answers, with the chain's own remedy (evicting it
+/// after the suspicion timeout: docs/gray-failures.md, tests/gray_failure.rs) turned off, so the
+/// member stays as long as the test needs it.
+const NO_EVICTION: &[&str] = &["--suspicion-timeout-ms", "0"];
+
+/// Deletes a fake member the test made, unless the chain already removed it: a member that
+/// never answers is evicted after the suspicion timeout (docs/gray-failures.md).
+async fn remove_fake(zk: &ZooKeeper, path: &str) {
+    match zk.delete(path, None).await {
+        Ok(()) | Err(zookeeper_async::ZkError::NoNode) => {}
+        Err(e) => panic!("delete {path}: {e:?}"),
+    }
+}
+
 async fn create(zk: &ZooKeeper, path: &str, data: &[u8]) {
     zk.create(path, data.to_vec(), Acl::open_unsafe().clone(), CreateMode::Persistent)
         .await
@@ -1125,7 +1139,7 @@ async fn a_root_deleted_while_running_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_where_nothing_listens() {
     let _serial = serial();
-    let chain = Chain::start(3, &[]).await;
+    let chain = Chain::start(3, NO_EVICTION).await;
     let mut ledger = Ledger::default();
     ledger.fill(&chain.client, 5).await;
     let admin = admin(&chain.zk()).await;
@@ -1147,7 +1161,7 @@ async fn a_member_where_nothing_listens() {
     assert_eq!(c.get("acked0").await.expect("reads still work"), 1);
     let (code, _, stderr, took) = chainctl(&chain.zk(), &["--timeout-ms", "3000", "inc", "x", "1"], Duration::from_secs(30));
     assert_eq!(code, Some(1), "chainctl inc with a dead head ({took:?}): {stderr}");
-    admin.delete(&path, None).await.expect("delete the fake head");
+    remove_fake(&admin, &path).await;
     wait_for_roles(&chain, &["head", "middle", "tail"]).await;
     ledger.check(&chain.client).await;
 
@@ -1163,7 +1177,7 @@ async fn a_member_where_nothing_listens() {
         .await
         .expect("the client must give up, not hang");
     assert!(matches!(r, Err(ClientError::Timeout(..))), "read with a dead tail: {r:?}");
-    admin.delete(&path, None).await.expect("delete the fake tail");
+    remove_fake(&admin, &path).await;
     wait_for_roles(&chain, &["head", "middle", "tail"]).await;
     // The write whose outcome was unknown was applied once the real tail took over again.
     assert_eq!(chain.client.get("during-fake-tail").await.unwrap(), 1);
@@ -1404,7 +1418,7 @@ async fn a_member_that_accepts_and_never_answers() {
     );
     assert_eq!(describe(&head).await.pending_clients, 1, "the write still waits for the tail");
 
-    admin.delete(&path, None).await.expect("delete the silent member");
+    remove_fake(&admin, &path).await;
     wait_for_roles(&chain, &["head", "middle", "tail"]).await;
     assert_eq!(
         chain.client.get("during-silent-tail").await.unwrap(),
@@ -1423,7 +1437,7 @@ async fn a_member_that_accepts_and_never_answers() {
         })
         .await;
     assert_eq!(r.map(|r| r.into_inner().rc).ok(), Some(1), "the old head is not the head any more");
-    admin.delete(&path, None).await.expect("delete the silent member");
+    remove_fake(&admin, &path).await;
     wait_for_roles(&chain, &["head", "middle", "tail"]).await;
     chain.all_alive();
     ledger.check(&chain.client).await;
@@ -1435,7 +1449,7 @@ async fn a_member_that_accepts_and_never_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_give_up_on_a_silent_member() {
     let _serial = serial();
-    let chain = Chain::start(3, &[]).await;
+    let chain = Chain::start(3, NO_EVICTION).await;
     let mut ledger = Ledger::default();
     ledger.fill(&chain.client, 5).await;
     let admin = admin(&chain.zk()).await;
@@ -1448,7 +1462,7 @@ async fn clients_give_up_on_a_silent_member() {
     let r = tokio::time::timeout(Duration::from_secs(20), c.inc("x", 1)).await;
     let (code, _, stderr, took) = chainctl(&chain.zk(), &["--timeout-ms", "3000", "inc", "x", "1"], Duration::from_secs(30));
     let (scode, _, _, stook) = chainctl(&chain.zk(), &["--timeout-ms", "3000", "status"], Duration::from_secs(30));
-    admin.delete(&path, None).await.expect("delete the silent member");
+    remove_fake(&admin, &path).await;
     assert!(
         r.is_ok(),
         "ChainClient::inc to a silent head still running after 20 s (op timeout 3 s)"
@@ -1469,7 +1483,7 @@ async fn clients_give_up_on_a_silent_member() {
     wait_for_roles(&chain, &["head", "middle", "middle"]).await;
     let r = tokio::time::timeout(Duration::from_secs(20), c.get("acked0")).await;
     let (code, _, _, took) = chainctl(&chain.zk(), &["--timeout-ms", "3000", "get", "acked0"], Duration::from_secs(30));
-    admin.delete(&path, None).await.expect("delete the silent member");
+    remove_fake(&admin, &path).await;
     assert!(
         r.is_ok(),
         "ChainClient::get from a silent tail still running after 20 s (op timeout 3 s)"

@@ -40,6 +40,7 @@ pub fn run(w: &mut World) {
     let i = w.dice.scenario.range(0, n as u64 - 1) as usize;
     let (a, b) = (chain[i], chain[i + 1]);
     let mut two_way: Vec<(Endpoint, Endpoint)> = Vec::new();
+    let mut isolated_head_members = 0;
     let mut one_way: Vec<(Endpoint, Endpoint)> = Vec::new();
     let what = match w.dice.scenario.range(0, 5) {
         0 => {
@@ -61,6 +62,11 @@ pub fn run(w: &mut World) {
         }
         _ => {
             let v = chain[w.dice.scenario.range(0, n as u64) as usize];
+            if v == chain[0] {
+                // No replica evicts itself, so a head cut from every peer evicts the others, one
+                // per suspicion timeout, and then serves alone (docs/gray-failures.md).
+                isolated_head_members = n;
+            }
             for other in (0..w.procs().len()).filter(|&o| o != v) {
                 two_way.push((Endpoint::Replica(v), Endpoint::Replica(other)));
             }
@@ -77,7 +83,7 @@ pub fn run(w: &mut World) {
     }
     // Keep every client busy for the whole fault: the check needs writes to judge.
     let suspicion = w.cfg().session_timeout + w.cfg().session_timeout / 2;
-    let healed = began + bound(w) + 4 * suspicion;
+    let healed = began + bound(w).max(n as Millis * suspicion + 2_000) + 4 * suspicion;
     while w.now() < healed && w.ok() {
         for c in 0..w.client_count() {
             if w.client_ops_left(c) < 5 {
@@ -93,7 +99,9 @@ pub fn run(w: &mut World) {
         w.net.heal_one_way(x, y);
     }
     w.note("gray link: healed");
-    let found = writes_during_fault::check(w.view().history, &what, began, healed, bound(w), MAX_GAP_MS);
+    let suspicion = w.cfg().session_timeout + w.cfg().session_timeout / 2;
+    let bound = bound(w).max(isolated_head_members.saturating_sub(1) as Millis * (suspicion + suspicion / 10) + 2_000);
+    let found = writes_during_fault::check(w.view().history, &what, began, healed, bound, MAX_GAP_MS);
     w.fail_all(found);
     if !w.ok() {
         return;

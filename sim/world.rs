@@ -654,8 +654,12 @@ impl World {
                     ..
                 } = reply_to;
                 if self.is_current(to, incarnation) {
-                    let (view, checks) = self.observed();
-                    checks.peer_reply(&view, reply_to, kind, &reply);
+                    // A parked replica's probes are not the chain's traffic the checks pace,
+                    // and their answers may land after it joined again.
+                    if !core::is_probe_epoch(epoch) {
+                        let (view, checks) = self.observed();
+                        checks.peer_reply(&view, reply_to, kind, &reply);
+                    }
                     let before = self.procs[to].shape.clone();
                     let pulled_state = matches!(reply, PeerReply::Pulled(PullAnswer::State(_)));
                     self.step_replica(to, |r| r.on_peer_reply(from_node, epoch, kind, reply));

@@ -28,7 +28,7 @@ pub mod testkit;
 #[cfg(test)]
 mod tests;
 
-pub use suspicion::EvictionRecord;
+pub use suspicion::{is_probe_epoch, EvictionRecord};
 pub use write_path::WriteAccepted;
 
 pub use env::{ChainMarker, Clock, Coordinator, Network, PeerReply, PeerRequest, PullAnswer, RequestKind};
@@ -447,7 +447,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     /// The reply to something this replica sent with `Network::send`.
     pub fn on_peer_reply(&mut self, from: NodeId, epoch: u64, kind: RequestKind, reply: PeerReply) {
         let now = self.clock.now();
-        if Self::is_probe_epoch(epoch) {
+        if is_probe_epoch(epoch) {
             self.on_probe_reply(epoch, &reply, now);
             return;
         }

@@ -60,6 +60,11 @@ const MAX_BACKOFF_SHIFT: u32 = 6;
 /// for the replies to a tail poll (`drive_poll`) made before the replica was evicted.
 const PROBE_EPOCH: u64 = 1 << 63;
 
+/// Whether a request sent with this epoch is a parked replica's probe (see `PROBE_EPOCH`).
+pub fn is_probe_epoch(epoch: u64) -> bool {
+    epoch & PROBE_EPOCH != 0
+}
+
 /// How the link to the successor is doing, for suspicion.
 #[derive(Clone, Debug, Default)]
 pub(super) struct LinkWatch {
@@ -310,11 +315,6 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         for target in &targets {
             self.net.send(target, epoch, PeerRequest::GetLatestXid);
         }
-    }
-
-    /// Whether a reply with this epoch answers a probe (see `PROBE_EPOCH`).
-    pub(super) fn is_probe_epoch(epoch: u64) -> bool {
-        epoch & PROBE_EPOCH != 0
     }
 
     pub(super) fn on_probe_reply(&mut self, epoch: u64, reply: &PeerReply, now: Millis) {

@@ -3,7 +3,7 @@
 //! than read from the replica's own epochs and flags. `checks::transfer_causes` and
 //! `checks::backoff` judge the replica's transfers against it.
 //!
-//! The model follows the protocol as README describes it: a replica that holds the state and
+//! The model follows the protocol as docs/protocol.md describes it: a replica that holds the state and
 //! gets a new successor (or comes to hold the state with one) sends it a state transfer at once,
 //! unless it pulled the state from that successor; a failed request on the link since the last
 //! transfer (refused, or no answer in time) makes the next transfer due after a backoff that

@@ -1,4 +1,4 @@
-//! The bad-input catalogue (README.md, "Bad input"): each test sends one kind of bad input to a
+//! The bad-input catalogue (docs/bad-input.md): each test sends one kind of bad input to a
 //! running chain — real ZooKeeper, real `chain-replica` processes, real sockets — and then checks
 //! that the chain still serves and lost nothing: every acknowledged write reads back, and a fresh
 //! write and read work.

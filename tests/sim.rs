@@ -113,7 +113,7 @@ fn same_seed_same_run() {
 #[test]
 fn every_seed_runs_enough_operations() {
     let cfg = SimConfig::new(0, Variant::Head);
-    assert!(cfg.total_ops() >= 200, "issue 3 asks for at least 200 client operations per seed");
+    assert!(cfg.total_ops() >= 200, "a seed runs at least 200 client operations");
     let report = run(cfg);
     assert!(report.ops >= 150, "only {} operations reached the history", report.ops);
 }

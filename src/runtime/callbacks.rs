@@ -45,7 +45,7 @@ pub struct CallbackConfig {
     /// Estimated bytes of all queues together: each callback counts [`ENTRY_BYTES`], each
     /// client [`CLIENT_BYTES`] plus its address. 64 MiB holds 16 clients' full queues, or
     /// 200,000 clients with one callback each, while staying below what a
-    /// replica holds otherwise (a head under overload peaks near 90 MiB; see README, Overload).
+    /// replica holds otherwise (a head under overload peaks near 90 MiB; see docs/overload.md).
     pub total_bytes: usize,
     /// Calls in flight to one client. h2 carries them on one connection; 32 keep up with the
     /// fastest a chain writes for one client (a callback takes well under a millisecond on a

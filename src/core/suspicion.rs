@@ -359,14 +359,16 @@ mod tests {
         Cluster::with_nodes(cfg, ids)
     }
 
-    /// Deliver everything queued except on the cut link `from -> to`, whose requests fail as
-    /// the runtime fails them after its deadline (here at once).
-    fn deliver_except(c: &mut Cluster, from: NodeId, to: NodeId) {
+    /// Deliver everything queued except on the cut links, whose requests fail as the runtime
+    /// fails them after its deadline (here at once).
+    fn deliver_except(c: &mut Cluster, cuts: &[(NodeId, NodeId)]) {
         for _ in 0..1_000 {
-            fail_queued(c, from, to);
+            for &(from, to) in cuts {
+                fail_queued(c, from, to);
+            }
             let mut progressed = false;
             for id in c.ids() {
-                let cut = |m: &Outgoing| id == from && m.to.id == to;
+                let cut = |m: &Outgoing| cuts.contains(&(id, m.to.id));
                 if let Some(i) = c.pending_from(id).iter().position(|m| !cut(m)) {
                     let msg = c.take(id, i).expect("a queued message");
                     c.deliver(id, msg);
@@ -380,15 +382,20 @@ mod tests {
         panic!("the replicas keep talking");
     }
 
-    /// Advance in steps of `step` ms for `total` ms, ticking, with the link `from -> to` cut.
-    fn run_cut(c: &mut Cluster, from: NodeId, to: NodeId, total: Millis, step: Millis) {
+    /// Advance in steps of 50 ms for `total` ms, ticking, with the links in `cuts` cut.
+    fn run_cuts(c: &mut Cluster, cuts: &[(NodeId, NodeId)], total: Millis) {
         let mut t = 0;
         while t < total {
-            c.advance(step);
+            c.advance(50);
             c.tick_all();
-            deliver_except(c, from, to);
-            t += step;
+            deliver_except(c, cuts);
+            t += 50;
         }
+    }
+
+    /// As `run_cuts`, with the one link `from -> to` cut.
+    fn run_cut(c: &mut Cluster, from: NodeId, to: NodeId, total: Millis) {
+        run_cuts(c, &[(from, to)], total);
     }
 
     fn suspects(c: &Cluster, id: NodeId) -> Vec<(NodeId, Option<u64>)> {
@@ -408,12 +415,12 @@ mod tests {
         let mut c = chain(&[1, 2, 3]);
         let _ = c.inc("k", 1);
         // 1 -> 2 is cut: the update stays unacknowledged.
-        run_cut(&mut c, 1, 2, PERIOD - 100, 50);
+        run_cut(&mut c, 1, 2, PERIOD - 100);
         assert!(suspects(&c, 1).is_empty(), "reported before the timeout");
-        run_cut(&mut c, 1, 2, 200, 50);
+        run_cut(&mut c, 1, 2, 200);
         assert_eq!(suspects(&c, 1), vec![(2, None)]);
         // One request per suspicion period, not one per tick.
-        run_cut(&mut c, 1, 2, PERIOD / 2, 50);
+        run_cut(&mut c, 1, 2, PERIOD / 2);
         assert_eq!(suspects(&c, 1).len(), 1);
         assert!(suspects(&c, 2).is_empty() && suspects(&c, 3).is_empty());
     }
@@ -446,10 +453,10 @@ mod tests {
         );
         let _ = c.inc("k", 1);
         c.lease_paused.insert(1);
-        run_cut(&mut c, 1, 2, PERIOD * 3, 50);
+        run_cut(&mut c, 1, 2, PERIOD * 3);
         assert!(suspects(&c, 1).is_empty());
         c.lease_paused.clear();
-        run_cut(&mut c, 1, 2, 100, 50);
+        run_cut(&mut c, 1, 2, 100);
         assert_eq!(suspects(&c, 1), vec![(2, None)]);
     }
 
@@ -458,9 +465,9 @@ mod tests {
         let mut c = chain(&[1, 2, 3]);
         let _ = c.inc("k", 1);
         // 2 -> 3 cut: the middle suspects the tail, a tenth of a period later than a head would.
-        run_cut(&mut c, 2, 3, PERIOD + 50, 50);
+        run_cut(&mut c, 2, 3, PERIOD + 50);
         assert!(suspects(&c, 2).is_empty());
-        run_cut(&mut c, 2, 3, PERIOD / 10, 50);
+        run_cut(&mut c, 2, 3, PERIOD / 10);
         assert_eq!(suspects(&c, 2), vec![(3, None)]);
     }
 
@@ -468,7 +475,7 @@ mod tests {
     fn a_recent_eviction_holds_every_report_back_for_a_period() {
         let mut c = chain(&[1, 2, 3]);
         let _ = c.inc("k", 1);
-        run_cut(&mut c, 1, 2, PERIOD / 2, 50);
+        run_cut(&mut c, 1, 2, PERIOD / 2);
         let record = EvictionRecord {
             version: 4,
             reporter: 9,
@@ -477,10 +484,10 @@ mod tests {
         for id in c.ids() {
             c.get_mut(id).on_eviction_record(record);
         }
-        run_cut(&mut c, 1, 2, PERIOD / 2 + 200, 50);
+        run_cut(&mut c, 1, 2, PERIOD / 2 + 200);
         // Silent long enough, but the last eviction was seen less than a period ago.
         assert!(suspects(&c, 1).is_empty());
-        run_cut(&mut c, 1, 2, PERIOD / 2, 50);
+        run_cut(&mut c, 1, 2, PERIOD / 2);
         assert_eq!(suspects(&c, 1), vec![(2, Some(4))]);
     }
 
@@ -502,12 +509,12 @@ mod tests {
         assert_eq!(parked.role(), Role::Outside);
         assert_eq!(parked.coordinator().leaves, 1);
         // The tail does not answer its probes: it stays out.
-        run_cut(&mut c, 2, 3, PERIOD * 3, 50);
+        run_cut(&mut c, 2, 3, PERIOD * 3);
         assert_eq!(c.get(2).coordinator().rejoins, rejoins);
         // Answered for a whole period: it joins again, once.
-        run_cut(&mut c, 0, 0, PERIOD - 100, 50);
+        run_cut(&mut c, 0, 0, PERIOD - 100);
         assert_eq!(c.get(2).coordinator().rejoins, rejoins);
-        run_cut(&mut c, 0, 0, PERIOD, 50);
+        run_cut(&mut c, 0, 0, PERIOD);
         assert_eq!(c.get(2).coordinator().rejoins, rejoins + 1);
         // Losing the session (its own rejoin) clears the parking and registers anew.
         let joins = c.get(2).coordinator().joins;
@@ -592,7 +599,7 @@ mod tests {
         let before = c.get(id).coordinator().rejoins;
         while c.get(id).coordinator().rejoins == before {
             assert!(c.now() - start < PERIOD * 200, "never rejoined");
-            run_cut(c, 0, 0, 50, 50);
+            run_cut(c, 0, 0, 50);
         }
         c.now() - start
     }
@@ -631,7 +638,7 @@ mod tests {
         while t < PERIOD * 2 {
             c.advance(50);
             c.tick_all();
-            deliver_except(&mut c, 3, 1);
+            deliver_except(&mut c, &[(3, 1)]);
             t += 50;
         }
         assert!(suspects(&c, 1).is_empty() && suspects(&c, 2).is_empty());
@@ -654,7 +661,7 @@ mod tests {
             cxid: 1,
         };
         let _ = c.write_at(1, WriteOp::Inc { key: "k".into(), delta: 1 }, Some(origin));
-        run_cut(&mut c, 1, 3, PERIOD * 2, 50);
+        run_cut(&mut c, 1, 3, PERIOD * 2);
         assert!(suspects(&c, 2).is_empty() && suspects(&c, 3).is_empty());
         assert_eq!(suspects(&c, 1), vec![(3, None)]);
     }
@@ -665,7 +672,7 @@ mod tests {
         let rejoins = c.get(2).coordinator().rejoins;
         evict(&mut c, 1, 2, 0);
         c.set_view(&[1, 3]);
-        run_cut(&mut c, 2, 1, PERIOD * 5, 50);
+        run_cut(&mut c, 2, 1, PERIOD * 5);
         assert_eq!(c.get(2).coordinator().rejoins, rejoins);
         assert_eq!(time_to_rejoin(&mut c, 2) / 100, PERIOD / 100);
     }
@@ -675,43 +682,16 @@ mod tests {
         let mut c = chain(&[1, 2]);
         let _ = c.inc("k", 1);
         // As the tail, 2's acknowledgements to the head fail for a while...
-        run_cut(&mut c, 2, 1, PERIOD / 2, 50);
+        run_cut(&mut c, 2, 1, PERIOD / 2);
         // ...then a replica joins below it, and 2 is a middle; much later it is the tail again.
         c.add(3);
         c.set_view(&[1, 2, 3]);
-        run_cut(&mut c, 0, 0, PERIOD * 3, 50);
+        run_cut(&mut c, 0, 0, PERIOD * 3);
         c.crash(3);
         c.set_view(&[1, 2]);
         let _ = c.inc("k", 1);
-        run_cut(&mut c, 0, 0, 100, 50);
+        run_cut(&mut c, 0, 0, 100);
         assert!(suspects(&c, 2).is_empty(), "{:?}", suspects(&c, 2));
-    }
-
-    /// As `run_cut`, with several links cut at once.
-    fn run_cuts(c: &mut Cluster, cuts: &[(NodeId, NodeId)], total: Millis) {
-        let mut t = 0;
-        while t < total {
-            c.advance(50);
-            c.tick_all();
-            for _ in 0..1_000 {
-                for &(from, to) in cuts {
-                    fail_queued(c, from, to);
-                }
-                let mut progressed = false;
-                for id in c.ids() {
-                    let cut = |m: &Outgoing| cuts.contains(&(id, m.to.id));
-                    if let Some(i) = c.pending_from(id).iter().position(|m| !cut(m)) {
-                        let msg = c.take(id, i).expect("a queued message");
-                        c.deliver(id, msg);
-                        progressed = true;
-                    }
-                }
-                if !progressed {
-                    break;
-                }
-            }
-            t += 50;
-        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - `session`: joining, the session lease, losing the session.
 //! - `suspicion`: a successor that stops answering while both still reach ZooKeeper.
 
+mod durability;
 mod env;
 mod membership;
 mod reconfig;
@@ -28,6 +29,7 @@ pub mod testkit;
 #[cfg(test)]
 mod tests;
 
+pub use durability::{DiskCopy, Storage};
 pub use suspicion::{is_probe_epoch, EvictionRecord};
 pub use write_path::WriteAccepted;
 
@@ -287,6 +289,7 @@ pub struct Replica<C, N, K> {
     evictions: suspicion::Evictions,
     /// Evicted from the chain: out of it until its tail answers again.
     parked: Option<suspicion::Parked>,
+    durability: durability::Durability,
 }
 
 impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
@@ -329,6 +332,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             link_watch: suspicion::LinkWatch::default(),
             evictions: suspicion::Evictions::default(),
             parked: None,
+            durability: durability::Durability::default(),
         }
     }
 

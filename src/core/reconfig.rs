@@ -26,8 +26,9 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.pull.settle_until = None;
         let Some(me) = self.me else { return };
         let now = self.clock.now();
-        if self.view.contains(me) {
-            self.member_version = self.member_version.max(version);
+        if self.view.contains(me) && version > self.member_version {
+            self.member_version = version;
+            self.persist_view();
         }
 
         if self.marker == Marker::Unavailable {
@@ -148,18 +149,21 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
 
         if self.succ.is_some() {
             if successor_has_it {
+                self.persist_install(&[]);
                 self.link_epoch += 1;
                 self.watch_new_link(self.clock.now());
                 self.link = Link::Streaming;
             } else if was_synced && suffix_complete && matches!(self.link, Link::Transferring | Link::Streaming) {
+                self.persist_install(&[]);
                 for u in &suffix {
                     self.forward(u);
                 }
             } else {
+                self.persist_install(&[]);
                 self.restart_link(self.clock.now());
             }
             self.mark_processed(self.tail_processed);
-        } else {
+        } else if !self.persist_install(&suffix) {
             self.applied_at_tail(&suffix);
         }
         self.drain_reorder();
@@ -266,6 +270,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
                     self.marker = Marker::Existed;
                     tracing::info!(session = format_args!("{me:x}"), "a new chain: starting with empty state");
                     self.holds_state = true;
+                    self.persist_install(&[]);
                     self.restart_link(now);
                     return;
                 }
@@ -286,6 +291,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
                 tracing::warn!("no replica in the chain holds state: starting with empty state");
             }
             self.holds_state = true;
+            self.persist_install(&[]);
             self.restart_link(now);
             return;
         }

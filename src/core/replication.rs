@@ -22,11 +22,21 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.last_applied = update.xid;
     }
 
-    /// Apply the next update of the sequence and hand it on: to the successor, or, at the
-    /// tail, back up as an acknowledgement.
+    /// Apply the next update of the sequence and hand it on (once it is durable, see
+    /// `durability`): to the successor, or, at the tail, back up as an acknowledgement.
     pub(super) fn apply_and_pass_on(&mut self, update: Update) {
         self.apply(&update);
+        self.persist_and_pass_on(update);
+    }
+
+    /// Hand on an applied (and durable) update.
+    pub(super) fn pass_on(&mut self, update: Update) {
         if self.succ.is_some() {
+            // Covered by a state installed while it waited for the disk: that state reaches
+            // the successor by itself.
+            if self.sent.back().is_some_and(|u| u.xid >= update.xid) {
+                return;
+            }
             self.forward(&update);
             // A from-0 chain's xid 0 is not kept: `tail_processed == 0` cannot tell whether
             // the tail has it. A transfer still carries it in the state; only a tail-variant
@@ -72,7 +82,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
                 self.net.notify_client(origin);
             }
         }
-        self.mark_processed(self.last_applied);
+        self.mark_processed(self.durable_xid());
         if self.cfg.variant == Variant::Head && !self.is_head_role() {
             self.head_notify.needed = true;
             self.drive_head_notify(self.clock.now());
@@ -177,9 +187,9 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         true
     }
 
-    /// `getLatestXid`: the last applied xid, from the tail only.
+    /// `getLatestXid`: the last applied (and durable) xid, from the tail only.
     pub fn on_get_latest_xid(&self) -> Option<Xid> {
-        (self.is_tail_role() && self.holds_state && self.lease_valid()).then_some(self.last_applied)
+        (self.is_tail_role() && self.holds_state && self.lease_valid()).then_some(self.durable_xid())
     }
 
     /// The tail keeps at most one `xidProcessed` in flight; it always carries the latest xid,
@@ -195,12 +205,13 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.head_notify.needed = false;
         // Nothing applied yet: there is nothing to report, and to a head that numbers from 0,
         // `xidProcessed(0)` would acknowledge its first update, which we have not seen.
-        if Some(head.id) == self.me || (self.last_applied == 0 && !self.applied_xid_zero) {
+        let processed = self.durable_xid();
+        if Some(head.id) == self.me || (processed == 0 && !self.applied_xid_zero) {
             return;
         }
         self.head_notify.in_flight = true;
         self.head_notify.sent_at = now;
-        self.net.send(&head, 0, PeerRequest::XidProcessed(self.last_applied));
+        self.net.send(&head, 0, PeerRequest::XidProcessed(processed));
     }
 
     pub(super) fn on_head_notify_reply(&mut self, from: NodeId, reply: PeerReply, now: Millis) {

@@ -98,5 +98,6 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.client_writes.clear();
         self.writes_per_client.clear();
         self.lease_until = 0;
+        self.forget_durability();
     }
 }

@@ -5,12 +5,14 @@
 //! messages are delivered in the order they were sent, sender by sender in id order.
 
 use super::{
+    DiskCopy, Storage, Store, Update, Xid,
     ClientOrigin, ClientToken, Clock, Config, Coordinator, Member, Millis, Network, NodeId, PeerReply, PeerRequest, ReadRejected, Replica,
     Role, WriteAccepted, WriteOp, WriteOutcome, WriteRejected,
 };
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 /// One clock shared by every replica of a cluster, moved only by the test.
 #[derive(Clone, Debug, Default)]
@@ -129,6 +131,112 @@ pub fn replica(cfg: Config, clock: &ManualClock, id: NodeId) -> TestReplica {
     r
 }
 
+/// What a replica asked its storage to keep, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DiskOp {
+    Append(Update),
+    Install { epoch: u64, store: Store, xid: Xid, view_version: u64 },
+    MarkView(u64),
+}
+
+/// A replica's disk as a list of operations: the first `synced` of them survive a power loss,
+/// the rest are lost. The test decides when a sync happens (`ModelDisk::sync`).
+#[derive(Clone, Debug, Default)]
+pub struct ModelDisk(pub Arc<Mutex<ModelDiskState>>);
+
+#[derive(Debug, Default)]
+pub struct ModelDiskState {
+    pub ops: Vec<DiskOp>,
+    pub synced: usize,
+}
+
+impl ModelDisk {
+    fn state(&self) -> std::sync::MutexGuard<'_, ModelDiskState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Make everything durable; returns what to report to the replica: the epoch of the last
+    /// install and the last xid, if anything was written since the last sync.
+    pub fn sync(&self) -> Option<(u64, Xid)> {
+        let mut s = self.state();
+        if s.synced == s.ops.len() {
+            return None;
+        }
+        s.synced = s.ops.len();
+        let (mut epoch, mut xid) = (0, 0);
+        for op in &s.ops {
+            match op {
+                DiskOp::Install { epoch: e, xid: x, .. } => (epoch, xid) = (*e, *x),
+                DiskOp::Append(u) => xid = u.xid,
+                DiskOp::MarkView(_) => {}
+            }
+        }
+        Some((epoch, xid))
+    }
+
+    /// What recovery finds after a power loss: the synced operations replayed.
+    pub fn recover(&self) -> Option<DiskCopy> {
+        let s = self.state();
+        let mut copy: Option<DiskCopy> = None;
+        let mut view = 0;
+        for op in &s.ops[..s.synced] {
+            match op {
+                DiskOp::Install { store, xid, view_version, .. } => {
+                    view = *view_version;
+                    copy = Some(DiskCopy {
+                        store: store.clone(),
+                        xid: *xid,
+                        view_version: view,
+                    });
+                }
+                DiskOp::Append(u) => {
+                    let c = copy.get_or_insert_with(|| DiskCopy {
+                        store: Store::new(),
+                        xid: 0,
+                        view_version: view,
+                    });
+                    if u.value == 0 {
+                        c.store.remove(&u.key);
+                    } else {
+                        c.store.insert(u.key.clone(), u.value);
+                    }
+                    c.xid = u.xid;
+                }
+                DiskOp::MarkView(v) => {
+                    view = *v;
+                    if let Some(c) = copy.as_mut() {
+                        c.view_version = view;
+                    }
+                }
+            }
+        }
+        copy
+    }
+
+    /// Operations not yet synced.
+    pub fn unsynced(&self) -> usize {
+        let s = self.state();
+        s.ops.len() - s.synced
+    }
+}
+
+impl Storage for ModelDisk {
+    fn append(&mut self, update: &Update) {
+        self.state().ops.push(DiskOp::Append(update.clone()));
+    }
+    fn install(&mut self, epoch: u64, store: &Store, xid: Xid, view_version: u64) {
+        self.state().ops.push(DiskOp::Install {
+            epoch,
+            store: store.clone(),
+            xid,
+            view_version,
+        });
+    }
+    fn mark_view(&mut self, view_version: u64) {
+        self.state().ops.push(DiskOp::MarkView(view_version));
+    }
+}
+
 /// Guards `deliver_all` against replicas that keep talking forever.
 const MAX_ROUNDS: usize = 10_000;
 
@@ -148,6 +256,10 @@ pub struct Cluster {
     /// The last membership set handed out and its version: a new set gets the next version,
     /// as ZooKeeper's pzxid grows with every change of children.
     view_version: (Vec<NodeId>, u64),
+    /// Durable replicas (`Cluster::durable`): each process's disk, by its current session id.
+    pub disks: BTreeMap<NodeId, ModelDisk>,
+    /// Whether `deliver_all` syncs every disk between rounds.
+    pub auto_sync: bool,
 }
 
 impl Cluster {
@@ -161,7 +273,77 @@ impl Cluster {
             aliases: BTreeMap::new(),
             next_token: 1,
             view_version: (Vec::new(), 0),
+            disks: BTreeMap::new(),
+            auto_sync: false,
         }
+    }
+
+    /// Like `with_nodes`, each replica with a `ModelDisk` that syncs between delivery rounds.
+    pub fn durable(cfg: Config, ids: &[NodeId]) -> Self {
+        let mut c = Cluster::new(cfg);
+        c.auto_sync = true;
+        let Some(&first) = ids.iter().min() else {
+            return c;
+        };
+        c.add_durable(first, None);
+        c.set_view(&[first]);
+        c.tick_all();
+        c.sync_disks();
+        c.advance(c.cfg.retained_settle_ms);
+        c.tick_all();
+        for &id in ids.iter().filter(|&&id| id != first) {
+            c.add_durable(id, None);
+        }
+        c.set_view(ids);
+        c.settle();
+        c
+    }
+
+    /// Start a durable replica with session `id` on a fresh disk holding `copy` (what a data
+    /// dir held at start), or an empty one.
+    pub fn add_durable(&mut self, id: NodeId, copy: Option<DiskCopy>) {
+        let disk = ModelDisk::default();
+        if let Some(c) = &copy {
+            let mut s = disk.state();
+            s.ops.push(DiskOp::Install {
+                epoch: 0,
+                store: c.store.clone(),
+                xid: c.xid,
+                view_version: c.view_version,
+            });
+            s.synced = 1;
+        }
+        let mut r = Replica::new(self.cfg.clone(), self.clock.clone(), RecordingNet::default(), RecordingCoord::default())
+            .with_storage(Box::new(disk.clone()), copy);
+        r.start();
+        r.on_joined(id);
+        r.on_session_alive(self.now());
+        self.replicas.insert(id, r);
+        self.disks.insert(id, disk);
+    }
+
+    /// Sync `id`'s disk and tell the replica.
+    pub fn sync_disk(&mut self, id: NodeId) {
+        let Some(done) = self.disks.get(&id).and_then(ModelDisk::sync) else {
+            return;
+        };
+        if let Some(r) = self.replicas.get_mut(&id) {
+            r.on_durable(done.0, done.1);
+        }
+    }
+
+    pub fn sync_disks(&mut self) {
+        for id in self.disks.keys().copied().collect::<Vec<_>>() {
+            self.sync_disk(id);
+        }
+    }
+
+    /// Every process loses power at once: replicas and their unsynced writes are gone; what
+    /// each disk recovers is returned, by the old session id.
+    pub fn power_loss(&mut self) -> BTreeMap<NodeId, Option<DiskCopy>> {
+        self.replicas.clear();
+        self.aliases.clear();
+        std::mem::take(&mut self.disks).into_iter().map(|(id, d)| (id, d.recover())).collect()
     }
 
     /// A cluster of `ids` that all see the same view and have exchanged every message.
@@ -211,6 +393,9 @@ impl Cluster {
         r.on_session_alive(self.now());
         self.replicas.insert(new, r);
         self.aliases.insert(old, new);
+        if let Some(disk) = self.disks.remove(&old) {
+            self.disks.insert(new, disk);
+        }
     }
 
     /// Which live replica a request addressed to `id` reaches.
@@ -353,6 +538,10 @@ impl Cluster {
                 }
             }
             if batch.is_empty() {
+                if self.auto_sync && self.disks.values().any(|d| d.unsynced() > 0) {
+                    self.sync_disks();
+                    continue;
+                }
                 return;
             }
             for (from, msg) in batch {

@@ -1,0 +1,328 @@
+//! Durable replicas (`--data-dir`): what waits for the disk.
+//!
+//! The core hands every applied update, every installed state and every view mark to an
+//! injected [`Storage`] and hears back, through [`Replica::on_durable`], how far the disk has
+//! got. An update is passed on (forwarded to the successor, or, at the tail, acknowledged) only
+//! once it is durable here. So an update reaches a replica only after every replica above it has
+//! it on disk, and the tail acknowledges (head variant: `xidProcessed`; tail variant: the
+//! client's callback; `getLatestXid`) only what it has on disk itself: a write is acknowledged
+//! once every replica it passed through has it on disk, and survives losing power to all of
+//! them. The price is one group commit per replica on a write's way down the chain.
+//!
+//! What is on disk is, at every moment, either this session's state or the copy kept from a
+//! lost session (`RetainedState`): a new session does not touch the disk until it installs a
+//! state. A replica restarted on its data dir therefore starts with that copy as its retained
+//! state, ranked by the view version it last marked, and the whole-chain restart goes through
+//! the retained-copy adoption exactly as after every session was lost in memory. View marks are
+//! written only while the replica holds the chain's state: a copy from an earlier history must
+//! keep the old version it had, or it could outrank the chain's own copies.
+//!
+//! Without a `Storage` (memory-only, the default) everything counts as durable the moment it is
+//! applied and nothing here changes the replica's behaviour.
+
+use super::*;
+
+/// Where the core's state goes to survive a power loss. Every call only queues work; the
+/// runtime reports progress through `Replica::on_durable`, in the order the calls were made.
+pub trait Storage: Send {
+    /// Append `update` (just applied) to the log.
+    fn append(&mut self, update: &Update);
+    /// The state is now exactly `store` at `xid`, as a member of view `view_version`: a state
+    /// transfer installed, a retained copy adopted, or a new chain started empty. Later reports
+    /// of progress carry `epoch`.
+    fn install(&mut self, epoch: u64, store: &Store, xid: Xid, view_version: u64);
+    /// The newest view that lists this replica, while it holds the chain's state.
+    fn mark_view(&mut self, view_version: u64);
+}
+
+/// What a data dir held at start: the state of the last session that wrote it.
+#[derive(Clone, Debug)]
+pub struct DiskCopy {
+    pub store: Store,
+    pub xid: Xid,
+    pub view_version: u64,
+}
+
+#[derive(Default)]
+pub(super) struct Durability {
+    storage: Option<Box<dyn Storage>>,
+    /// Bumped by every `install`; progress reported for an older one is about a state this
+    /// replica no longer holds.
+    epoch: u64,
+    /// Highest xid on disk, in the current epoch.
+    durable_xid: Xid,
+    /// Applied, not yet on disk, in xid order: passed on as the disk catches up. Bounded by what
+    /// the head lets into the chain (`max_pending_writes`, `max_writes_per_client`, `max_sent`).
+    waiting: VecDeque<Update>,
+}
+
+impl Durability {
+    pub(super) fn enabled(&self) -> bool {
+        self.storage.is_some()
+    }
+
+    /// The highest applied xid that may be acknowledged: everything up to it is on disk.
+    pub(super) fn acknowledgeable(&self, last_applied: Xid) -> Xid {
+        if self.enabled() {
+            last_applied.min(self.durable_xid)
+        } else {
+            last_applied
+        }
+    }
+}
+
+impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
+    /// Make this replica durable: from now on it passes updates on only once `storage` has
+    /// them. `copy` is what the storage held at start; it becomes the retained copy.
+    pub fn with_storage(mut self, storage: Box<dyn Storage>, copy: Option<DiskCopy>) -> Self {
+        self.durability.storage = Some(storage);
+        if let Some(copy) = copy.filter(|c| c.xid > 0 || !c.store.is_empty()) {
+            let mut store = copy.store;
+            store.retain(|_, v| *v != 0);
+            self.retained = Some(RetainedState {
+                mark: RetainedMark {
+                    view_version: copy.view_version,
+                    xid: copy.xid,
+                },
+                store,
+            });
+        }
+        self
+    }
+
+    /// Highest xid durable here (`last_applied` when memory-only).
+    pub fn durable_xid(&self) -> Xid {
+        self.durability.acknowledgeable(self.last_applied)
+    }
+
+    /// The storage made everything up to `xid` of install `epoch` durable.
+    pub fn on_durable(&mut self, epoch: u64, xid: Xid) {
+        if epoch != self.durability.epoch || xid <= self.durability.durable_xid {
+            return;
+        }
+        self.durability.durable_xid = self.durability.durable_xid.max(xid);
+        let mut ready = Vec::new();
+        while self.durability.waiting.front().is_some_and(|u| u.xid <= xid) {
+            ready.extend(self.durability.waiting.pop_front());
+        }
+        if self.succ.is_some() {
+            for update in ready {
+                self.pass_on(update);
+            }
+        } else if self.holds_state {
+            // Also when nothing was waiting: the tail's acknowledgement covers only what is
+            // durable, so a snapshot that landed may let it acknowledge more.
+            self.applied_at_tail(&ready);
+        }
+    }
+
+    /// Applied: pass it on now, or once it is durable.
+    pub(super) fn persist_and_pass_on(&mut self, update: Update) {
+        if let Some(storage) = self.durability.storage.as_mut() {
+            storage.append(&update);
+            self.durability.waiting.push_back(update);
+        } else {
+            self.pass_on(update);
+        }
+    }
+
+    /// The state was replaced wholesale; `deferred` are updates it covers that still have to be
+    /// passed on (forwarded, or called back at the tail) once it is on disk. `false`: memory
+    /// only, pass them on now.
+    pub(super) fn persist_install(&mut self, deferred: &[Update]) -> bool {
+        let Some(storage) = self.durability.storage.as_mut() else {
+            return false;
+        };
+        self.durability.epoch += 1;
+        self.durability.durable_xid = 0;
+        storage.install(self.durability.epoch, &self.store, self.last_applied, self.member_version);
+        // Those waiting from before are covered by the new state too.
+        let mut waiting: Vec<Update> = std::mem::take(&mut self.durability.waiting).into();
+        waiting.extend(deferred.iter().cloned());
+        waiting.sort_by_key(|u| u.xid);
+        waiting.dedup_by_key(|u| u.xid);
+        self.durability.waiting = waiting.into();
+        true
+    }
+
+    /// This replica became a member of a newer view while holding the chain's state.
+    pub(super) fn persist_view(&mut self) {
+        if let Some(storage) = self.durability.storage.as_mut() {
+            if self.holds_state {
+                storage.mark_view(self.member_version);
+            }
+        }
+    }
+
+    /// A new session: nothing waits any more (the disk keeps the copy it has; see the module
+    /// documentation). Progress reports for it are ignored from now on.
+    pub(super) fn forget_durability(&mut self) {
+        self.durability.waiting.clear();
+        self.durability.epoch += 1;
+        self.durability.durable_xid = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::*;
+
+    fn inc(c: &mut Cluster, key: &str, delta: i32) -> ClientToken {
+        let (token, result) = c.inc(key, delta);
+        assert!(result.is_ok(), "write refused: {result:?}");
+        token
+    }
+
+    fn proposes_to(c: &Cluster, from: NodeId, to: NodeId) -> usize {
+        c.pending_from(from)
+            .iter()
+            .filter(|m| m.to.id == to && matches!(m.request, PeerRequest::Propose { .. }))
+            .count()
+    }
+
+    /// Restart every process on its disk with new sessions (old id * 10), all listed at once.
+    fn restart_all(c: &mut Cluster, copies: BTreeMap<NodeId, Option<DiskCopy>>) -> Vec<NodeId> {
+        let ids: Vec<NodeId> = copies.keys().map(|id| id * 10).collect();
+        for (id, copy) in copies {
+            c.add_durable(id * 10, copy);
+        }
+        c.set_view(&ids);
+        c.settle_for(8);
+        ids
+    }
+
+    #[test]
+    fn a_write_moves_down_the_chain_only_as_each_disk_has_it() {
+        let mut c = Cluster::durable(Config::default(), &[1, 2, 3]);
+        c.auto_sync = false;
+        let t = inc(&mut c, "k", 7);
+        // The head applied it but keeps it until its own disk has it.
+        assert_eq!(proposes_to(&c, 1, 2), 0, "forwarded before the head's disk had it");
+        c.sync_disk(1);
+        assert_eq!(proposes_to(&c, 1, 2), 1);
+        c.deliver_all();
+        assert_eq!(c.get(2).last_applied(), 1);
+        assert_eq!(c.get(3).last_applied(), 0, "the middle forwarded before its disk had it");
+        c.sync_disk(2);
+        c.deliver_all();
+        assert_eq!(c.get(3).last_applied(), 1);
+        // The tail applied it and may serve it, but acknowledges only what its disk has.
+        c.settle();
+        assert_eq!(c.outcome(t), None, "acknowledged before the tail's disk had it");
+        assert_eq!(c.get(3).on_get_latest_xid(), Some(0));
+        c.sync_disk(3);
+        c.settle();
+        assert_eq!(c.outcome(t), Some(&WriteOutcome::Committed));
+    }
+
+    #[test]
+    fn the_tail_variant_calls_a_client_back_only_once_the_tail_has_the_write_on_disk() {
+        let cfg = Config {
+            variant: Variant::Tail,
+            ..Config::default()
+        };
+        let mut c = Cluster::durable(cfg, &[1, 2]);
+        c.auto_sync = false;
+        let origin = ClientOrigin {
+            host: "client".into(),
+            port: 9000,
+            cxid: 1,
+        };
+        let (_, result) = c.write_at(1, WriteOp::Inc { key: "k".into(), delta: 1 }, Some(origin.clone()));
+        assert!(result.is_ok());
+        c.sync_disk(1);
+        c.settle();
+        assert_eq!(c.get(2).last_applied(), 1);
+        assert!(c.get(2).net().notified.is_empty(), "called back before the tail's disk had it");
+        c.sync_disk(2);
+        assert_eq!(c.get(2).net().notified, vec![origin]);
+    }
+
+    #[test]
+    fn a_lone_replica_acknowledges_only_what_its_disk_has() {
+        let mut c = Cluster::durable(Config::default(), &[1]);
+        c.auto_sync = false;
+        let t = inc(&mut c, "k", 1);
+        c.settle();
+        assert_eq!(c.outcome(t), None);
+        c.sync_disk(1);
+        assert_eq!(c.outcome(t), Some(&WriteOutcome::Committed));
+    }
+
+    #[test]
+    fn every_replica_loses_power_and_the_chain_comes_back_from_its_disks() {
+        let mut c = Cluster::durable(Config::default(), &[1, 2, 3]);
+        let acked: Vec<ClientToken> = (0..5).map(|i| inc(&mut c, &format!("k{i}"), i + 1)).collect();
+        c.settle();
+        for t in &acked {
+            assert_eq!(c.outcome(*t), Some(&WriteOutcome::Committed));
+        }
+        // One more write is on the head's disk only when the power goes.
+        c.auto_sync = false;
+        let _unacked = inc(&mut c, "late", 1);
+        c.sync_disk(1);
+        let copies = c.power_loss();
+        c.auto_sync = true;
+        let ids = restart_all(&mut c, copies);
+        assert_eq!(c.head(), ids[0]);
+        for i in 0..5 {
+            assert_eq!(c.read(&format!("k{i}")), Ok(i + 1), "k{i} after the restart");
+        }
+        let t = inc(&mut c, "k0", 10);
+        c.settle();
+        assert_eq!(c.outcome(t), Some(&WriteOutcome::Committed));
+        assert_eq!(c.read("k0"), Ok(11));
+    }
+
+    #[test]
+    fn the_disk_of_a_head_removed_earlier_loses_to_the_chain_that_carried_on() {
+        let mut c = Cluster::durable(Config::default(), &[1, 2, 3]);
+        inc(&mut c, "k", 1);
+        c.settle();
+        // Head 1 takes a write that reaches its own disk and nobody else, then dies.
+        c.auto_sync = false;
+        inc(&mut c, "k", 100);
+        c.sync_disk(1);
+        c.crash(1);
+        c.auto_sync = true;
+        // The chain goes on and gives xid 2 to another, acknowledged write.
+        c.set_view(&[2, 3]);
+        c.settle();
+        let (t, r) = c.write_at(2, WriteOp::Inc { key: "k".into(), delta: 5 }, None);
+        assert_eq!(r, Ok(WriteAccepted::Pending(2)));
+        c.settle();
+        assert_eq!(c.outcome(t), Some(&WriteOutcome::Committed));
+        // Power loss everywhere; the old head's disk still says k = 101 at xid 2.
+        let copies = c.power_loss();
+        assert_eq!(copies[&1].as_ref().map(|d| (d.xid, d.store.get("k").copied())), Some((2, Some(101))));
+        restart_all(&mut c, copies);
+        assert_eq!(c.read("k"), Ok(6), "the old head's copy won");
+    }
+
+    #[test]
+    fn a_copy_kept_on_disk_does_not_take_the_version_of_views_seen_before_it_holds_state_again() {
+        let mut c = Cluster::durable(Config::default(), &[1, 2]);
+        inc(&mut c, "k", 1);
+        c.settle();
+        // 2 loses its session and comes back as 20; until it gets the state, its disk keeps the
+        // old copy under the old view's version, whatever views it sees meanwhile.
+        let before = c.disks[&2].recover().map(|d| d.view_version);
+        c.auto_sync = false;
+        c.rejoin(2, 20);
+        c.set_view(&[1, 20]);
+        let marks_while_stateless = c.disks[&20]
+            .0
+            .lock()
+            .map(|s| s.ops.iter().filter(|op| matches!(op, DiskOp::MarkView(_))).count())
+            .unwrap_or(0);
+        assert_eq!(marks_while_stateless, 0, "a view was marked on the old copy");
+        c.sync_disks();
+        assert_eq!(c.disks[&20].recover().map(|d| d.view_version), before);
+        c.auto_sync = true;
+        c.settle();
+        // Once it holds the state again, its disk holds that state under the new view.
+        let now = c.disks[&20].recover();
+        assert!(now.as_ref().is_some_and(|d| d.view_version > before.unwrap_or(0) && d.store.get("k") == Some(&1)));
+    }
+}

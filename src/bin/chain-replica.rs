@@ -55,6 +55,12 @@ struct Args {
     /// Serve Prometheus metrics at http://IP:PORT/metrics (docs/metrics.md). Off by default.
     #[arg(long, value_name = "IP:PORT")]
     metrics_listen: Option<SocketAddr>,
+    /// Keep the store in a write-ahead log in DIR (created if missing) and acknowledge a write
+    /// only once every replica it passed through has it on disk; restarted on DIR, the replica
+    /// brings its data back. Without it the replica keeps everything in memory only.
+    /// See docs/storage.md.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<std::path::PathBuf>,
     /// PEM certificate (chain) this replica presents, as a server to everyone and as a client
     /// to its peers. With --tls-key and --tls-ca: serve TLS only, and take replica-to-replica
     /// calls only from callers with a certificate from --tls-ca.
@@ -108,6 +114,7 @@ fn config(args: Args) -> Result<NodeConfig, String> {
     }
     cfg.advertise = args.advertise;
     cfg.metrics_listen = args.metrics_listen;
+    cfg.data_dir = args.data_dir;
     cfg.core.max_key_bytes = args.max_key_bytes as usize;
     cfg.core.max_pending_writes = args.max_pending_writes as usize;
     if let Some(ms) = args.suspicion_timeout_ms {

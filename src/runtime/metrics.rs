@@ -242,6 +242,20 @@ pub struct Metrics {
     pub zk: ZkCounters,
     pub evictions_reported: IntCounter,
     pub eviction_records_seen: IntCounter,
+    pub disk: DiskMetrics,
+}
+
+/// The data dir's write-ahead log (`--data-dir`), updated by the thread that owns it.
+#[derive(Clone)]
+pub struct DiskMetrics {
+    /// `fdatasync`s of group commits: one for every batch of updates made durable.
+    pub syncs: IntCounter,
+    pub sync_seconds: Histogram,
+    pub updates_appended: IntCounter,
+    pub snapshots: IntCounter,
+    pub log_bytes: IntGauge,
+    pub snapshot_bytes: IntGauge,
+    pub durable_xid: IntGauge,
 }
 
 /// Registers a collector and hands back a handle to it.
@@ -428,6 +442,15 @@ impl Metrics {
                 "Evictions of a silent successor (or head) this replica asked ZooKeeper to record",
             )?,
             eviction_records_seen: counter(&r, "eviction_records_seen_total", "Eviction records this replica received from ZooKeeper")?,
+            disk: DiskMetrics {
+                syncs: counter(&r, "disk_syncs_total", "Group commits of the write-ahead log (--data-dir): one fdatasync each")?,
+                sync_seconds: histogram(&r, "disk_sync_seconds", "Time of one group commit's fdatasync", LATENCY_BUCKETS)?,
+                updates_appended: counter(&r, "disk_updates_appended_total", "Updates appended to the write-ahead log")?,
+                snapshots: counter(&r, "disk_snapshots_total", "Snapshots of the store written (compaction and installed state transfers)")?,
+                log_bytes: gauge(&r, "disk_log_bytes", "Bytes of write-ahead log since the last snapshot: what a restart replays")?,
+                snapshot_bytes: gauge(&r, "disk_snapshot_bytes", "Size of the last snapshot file")?,
+                durable_xid: gauge(&r, "disk_durable_xid", "The highest xid on disk in the current state")?,
+            },
             registry: r,
         })
     }

@@ -9,5 +9,6 @@ pub mod network;
 pub mod node;
 pub mod service;
 pub mod shared;
+pub mod storage;
 pub mod tls;
 pub mod zk;

@@ -42,6 +42,9 @@ pub struct NodeConfig {
     pub tick: Duration,
     /// Serve Prometheus metrics at `http://ADDR/metrics` (`--metrics-listen`); off when `None`.
     pub metrics_listen: Option<SocketAddr>,
+    /// Keep the state in a write-ahead log here and acknowledge only what is on disk
+    /// (`--data-dir`, see `runtime::storage`); memory-only when `None`.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl NodeConfig {
@@ -78,6 +81,7 @@ impl NodeConfig {
             tls: None,
             tick: Duration::from_millis(10),
             metrics_listen: None,
+            data_dir: None,
         }
     }
 }
@@ -219,19 +223,32 @@ where
         builder = builder.tls_config(server).context("cannot serve TLS with these files")?;
     }
     let (reply_tx, reply_rx) = mpsc::unbounded_channel();
-    let core = Replica::new(
+    let mut core = Replica::new(
         cfg.core.clone(),
         RuntimeClock::new(Instant::now()),
         TonicNetwork::new(cfg.net.clone(), reply_tx, connector, metrics.clone()),
         CoreCoordinator::new(control.clone(), metrics.clone()),
     );
+    let mut durable_progress = None;
+    if let Some(dir) = cfg.data_dir.clone() {
+        let disk_metrics = metrics.disk.clone();
+        // Recovery reads the whole log: seconds for millions of keys, off the async threads.
+        let opened = tokio::task::spawn_blocking(move || super::storage::open(&dir, disk_metrics))
+            .await
+            .context("the data dir's recovery task failed")??;
+        core = core.with_storage(Box::new(opened.storage), opened.copy);
+        durable_progress = Some((opened.progress, opened.lock));
+    }
     let shared = Arc::new(Shared::new(core, control, metrics));
 
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(pump_replies(shared.clone(), reply_rx)),
         tokio::spawn(pump_membership(shared.clone(), membership)),
         tokio::spawn(tick(shared.clone(), cfg.tick)),
     ];
+    if let Some((progress, lock)) = durable_progress {
+        tasks.push(tokio::spawn(super::storage::pump_progress(shared.clone(), progress, lock)));
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let mut service = ChainService::new(shared.clone());

@@ -108,9 +108,9 @@ def start_replica(work, zk, name, session_timeout_ms=4000, extra=()):
     return p, addr
 
 
-def chain_status(zk):
+def chain_status(zk, root=None):
     """Rows of `chainctl status` as (role, address, session, last_xid, synced)."""
-    out = chainctl(zk, "status", timeout=10).stdout
+    out = chainctl(zk, *(["--root", root] if root else []), "status", timeout=10).stdout
     rows = []
     for line in out.splitlines():
         f = line.split()
@@ -119,8 +119,8 @@ def chain_status(zk):
     return rows
 
 
-def wait_chain(zk, n, timeout=60):
-    wait_for(f"a chain of {n} synced replicas", lambda: len(chain_status(zk)) == n and all(r[4] for r in chain_status(zk)), timeout)
+def wait_chain(zk, n, timeout=60, root=None):
+    wait_for(f"a chain of {n} synced replicas", lambda: len(chain_status(zk, root)) == n and all(r[4] for r in chain_status(zk, root)), timeout)
 
 
 def start_chain(work, zk, n=3):

@@ -32,6 +32,9 @@ pub struct SimConfig {
     pub max_sent: usize,
     pub max_reorder: usize,
     pub print_trace: bool,
+    /// Every replica keeps a write-ahead log on a simulated disk (`sim::disks`), and the
+    /// nemesis may cut the power to all of them and rot their bytes.
+    pub durable: bool,
     /// Test only: the world panics right after recording this event (counted from 1), to check
     /// that a panic still reports its seed. `None` (the default) changes nothing in the run.
     pub panic_at_event: Option<u64>,
@@ -62,6 +65,7 @@ impl SimConfig {
             max_sent: 128,
             max_reorder: 32,
             print_trace: false,
+            durable: false,
             panic_at_event: None,
         }
     }

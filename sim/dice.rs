@@ -28,6 +28,11 @@ impl Dice {
         self.range(0, 1_000_000) < per_million
     }
 
+    /// The generator itself, for code that draws through `rand_core` (the simulated disk).
+    pub fn rng(&mut self) -> &mut ChaCha8Rng {
+        &mut self.0
+    }
+
     pub fn pick<T: Clone>(&mut self, items: &[T]) -> Option<T> {
         if items.is_empty() {
             return None;
@@ -72,6 +77,8 @@ pub struct Streams {
     pub foreign: Dice,
     /// Replica processes: the phase of each new incarnation's timers.
     pub procs: Dice,
+    /// Durable runs' disks: sync delays, what a crash keeps, which byte rots.
+    pub disk: Dice,
 }
 
 impl Streams {
@@ -85,6 +92,7 @@ impl Streams {
             scenario: Dice::stream(seed, 6),
             foreign: Dice::stream(seed, 7),
             procs: Dice::stream(seed, 8),
+            disk: Dice::stream(seed, 9),
         }
     }
 }

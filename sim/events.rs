@@ -42,6 +42,11 @@ pub enum Ev {
         proc: usize,
         incarnation: u32,
     },
+    /// Durable runs: the process's log syncs what it was given (`sim::disks`).
+    DiskSync {
+        proc: usize,
+        incarnation: u32,
+    },
     PeerArrive {
         from: usize,
         to: usize,
@@ -177,6 +182,7 @@ impl fmt::Debug for Ev {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Ev::Tick { proc, incarnation } => f.debug_struct("Tick").field("proc", proc).field("inc", incarnation).finish(),
+            Ev::DiskSync { proc, incarnation } => f.debug_struct("DiskSync").field("proc", proc).field("inc", incarnation).finish(),
             Ev::PeerArrive {
                 from,
                 to,
@@ -301,7 +307,7 @@ impl Ev {
     /// The replica process an event is handled by, if any: such events wait while it is paused.
     pub fn target_proc(&self) -> Option<usize> {
         match self {
-            Ev::Tick { proc, .. } | Ev::ZkPing { proc, .. } => Some(*proc),
+            Ev::Tick { proc, .. } | Ev::ZkPing { proc, .. } | Ev::DiskSync { proc, .. } => Some(*proc),
             Ev::PeerArrive { to, .. } | Ev::ClientArrive { to, .. } => Some(*to),
             Ev::PeerReply { to, .. } => Some(to.proc),
             Ev::ZkWatch {

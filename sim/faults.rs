@@ -30,6 +30,11 @@ pub enum Fault {
     BreakLink,
     /// A gray failure: a replica reaches no other replica for long, but still reaches ZooKeeper.
     IsolateReplica,
+    /// Durable runs: every replica process dies at once; each disk keeps what it had synced
+    /// and a prefix of the rest. They all restart on their disks.
+    PowerLoss,
+    /// Durable runs: a replica dies and a byte of its disk flips before it restarts.
+    CorruptDisk,
 }
 
 /// The nemesis's faults and their weights: at each turn it draws one, with probability its
@@ -49,6 +54,10 @@ pub const FAULTS: [(Fault, u64); 11] = [
     (Fault::IsolateReplica, 10),
 ];
 
+/// The faults of durable runs only, drawn into the repertoire after everything else the run's
+/// shape draws, so that runs without disks draw exactly as before.
+pub const DISK_FAULTS: [(Fault, u64); 2] = [(Fault::PowerLoss, 4), (Fault::CorruptDisk, 10)];
+
 impl Fault {
     pub fn name(self) -> &'static str {
         match self {
@@ -63,6 +72,8 @@ impl Fault {
             Fault::StallMembership => "stall-membership",
             Fault::BreakLink => "break-link",
             Fault::IsolateReplica => "isolate-replica",
+            Fault::PowerLoss => "power-loss",
+            Fault::CorruptDisk => "corrupt-disk",
         }
     }
 }
@@ -80,4 +91,7 @@ pub struct NemesisState {
     /// Every session was ended at once: no more faults until no live replica holds a retained
     /// copy, because until a head adopts one, the copies are the only state there is.
     pub mass_loss_recovering: bool,
+    /// Every process lost power: no more faults until all are back and a head adopted the best
+    /// disk copy.
+    pub power_loss_recovering: bool,
 }

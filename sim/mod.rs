@@ -11,6 +11,7 @@ mod checks;
 mod client;
 mod config;
 mod dice;
+mod disks;
 mod env;
 mod events;
 mod failover;
@@ -61,7 +62,7 @@ pub fn run(cfg: SimConfig) -> Report {
 /// Plays one seed, a panic in the core or the simulator included in the report (with the
 /// seed) rather than propagated: the other seeds go on, and the failure can be replayed.
 pub fn run_seed_catching(cfg: SimConfig) -> Report {
-    let (seed, variant) = (cfg.seed, cfg.variant);
+    let (seed, variant, durable) = (cfg.seed, cfg.variant, cfg.durable);
     let mut world = None;
     let (_, panics) = panics::catching(|| play(world.insert(world::World::new(cfg, DRIVERS))));
     let Some(panic) = panics::summary(&panics) else {
@@ -81,6 +82,7 @@ pub fn run_seed_catching(cfg: SimConfig) -> Report {
         None => Report {
             seed,
             variant,
+            durable,
             shape: None,
             trace_hash: 0,
             events: 0,
@@ -105,6 +107,7 @@ fn report_with(world: world::World, panic: Option<String>, snapshot: Option<Stri
     Report {
         seed: world.cfg().seed,
         variant: world.cfg().variant,
+        durable: world.cfg().durable,
         shape: Some(world.shape().clone()),
         trace_hash: world.trace().hash(),
         events: world.trace().events,

@@ -24,6 +24,15 @@ pub fn turn(w: &mut World) {
     }
     let next = w.dice.nemesis.range(100, 600);
     w.schedule(next, Ev::Nemesis);
+    if w.nemesis.power_loss_recovering {
+        let all_up = w.procs().iter().all(|p| p.status == Status::Up);
+        if all_up && !any_retained_copy(w) && !w.live_synced().is_empty() {
+            w.nemesis.power_loss_recovering = false;
+            w.note("nemesis: recovered from the power loss");
+        } else {
+            return;
+        }
+    }
     if w.nemesis.mass_loss_recovering {
         if !any_retained_copy(w) {
             w.nemesis.mass_loss_recovering = false;
@@ -130,6 +139,28 @@ pub fn turn(w: &mut World) {
                     w.net.cut(a, b);
                     w.schedule(t, Ev::Heal { a, b });
                 }
+            }
+        }
+        Fault::PowerLoss => {
+            w.note("nemesis: power loss: every replica process dies at once");
+            for p in 0..w.procs().len() {
+                if w.procs()[p].status != Status::Crashed {
+                    w.crash(p);
+                    let t = w.dice.nemesis.range(100, 2 * w.cfg().session_timeout);
+                    w.schedule(t, Ev::Restart { proc: p });
+                }
+            }
+            w.nemesis.power_loss_recovering = true;
+        }
+        Fault::CorruptDisk => {
+            if let Some(v) = expendable(w) {
+                w.crash(v);
+                match w.corrupt_disk(v) {
+                    Some((file, at)) => w.note(&format!("nemesis: crash replica {v} and flip a byte of {file} at {at}")),
+                    None => w.note(&format!("nemesis: crash replica {v} (its disk is empty: nothing to rot)")),
+                }
+                let t = w.dice.nemesis.range(200, 2 * w.cfg().session_timeout);
+                w.schedule(t, Ev::Restart { proc: v });
             }
         }
         Fault::StallMembership => {

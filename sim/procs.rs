@@ -1,6 +1,7 @@
 //! A replica process as the world runs it: its incarnation, whether it is up, the core replica,
 //! what the replica asked for, and its shape after its last step.
 
+use crate::sim::disks::ProcDisk;
 use crate::sim::env::Outbox;
 pub use crate::sim::env::SimReplica;
 use crate::sim::events::Ev;
@@ -23,4 +24,6 @@ pub struct Proc {
     pub shape: Shape,
     /// What reached the process while it was paused, in order.
     pub(super) held: Vec<Ev>,
+    /// Durable runs: the process's disk, which outlives its incarnations.
+    pub disk: Option<ProcDisk>,
 }

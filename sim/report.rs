@@ -8,6 +8,8 @@ use crate::sim::run_shape::RunShape;
 pub struct Report {
     pub seed: u64,
     pub variant: Variant,
+    /// The run's replicas kept their state on simulated disks (`SimConfig::durable`).
+    pub durable: bool,
     /// What the run drew before it started; `None` if building its world panicked.
     pub shape: Option<RunShape>,
     pub trace_hash: u64,
@@ -53,7 +55,7 @@ impl Report {
                 self.simulated_ms
             ),
         };
-        Some(failure_report(head, &self.violations, &replay_command(self.seed, self.variant)))
+        Some(failure_report(head, &self.violations, &replay_command(self.seed, self.variant, self.durable)))
     }
 }
 
@@ -85,9 +87,10 @@ pub fn summarize_failures(failures: &[String], failed_seeds: &[u64], seeds_run: 
 }
 
 /// The command that replays one seed of `tests/sim.rs` with its trace.
-pub fn replay_command(seed: u64, variant: Variant) -> String {
+pub fn replay_command(seed: u64, variant: Variant, durable: bool) -> String {
     format!(
-        "CHAIN_SIM_SEED={seed} cargo test --features sim --test sim {}_variant -- --nocapture",
+        "CHAIN_SIM_SEED={seed} cargo test --features sim --test sim {}{}_variant -- --exact --nocapture",
+        if durable { "durable_" } else { "" },
         variant_name(variant)
     )
 }

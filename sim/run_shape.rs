@@ -54,6 +54,8 @@ pub struct RunShape {
     pub max_sent: usize,
     pub max_reorder: usize,
     pub scenario: Scenario,
+    /// Durable runs: the disk faults in the repertoire (`faults::DISK_FAULTS`).
+    pub disk_faults: Option<Vec<Fault>>,
 }
 
 impl fmt::Display for RunShape {
@@ -76,6 +78,11 @@ impl fmt::Display for RunShape {
             self.max_sent,
             self.max_reorder,
             self.scenario.name()
-        )
+        )?;
+        if let Some(disk) = &self.disk_faults {
+            let names: Vec<&str> = disk.iter().map(|f| f.name()).collect();
+            write!(f, " durable(disk faults: {})", if names.is_empty() { "none".to_string() } else { names.join(",") })?;
+        }
+        Ok(())
     }
 }

@@ -21,6 +21,8 @@ pub enum Invariant {
     TransferCauses,
     ValidKeys,
     WritesDuringFault,
+    /// Durable runs: the log takes what the replica asks and stays within its bounds.
+    Disk,
     /// Operations that must complete did (the clients, the workloads, the final reads).
     Liveness,
     /// The heads issue one write sequence (`sim::canon`).
@@ -47,6 +49,7 @@ impl Invariant {
             Invariant::TransferCauses => "transfer cause",
             Invariant::ValidKeys => "valid keys",
             Invariant::WritesDuringFault => "writes during a gray failure",
+            Invariant::Disk => "disk",
             Invariant::Liveness => "liveness",
             Invariant::ChainSequence => "chain",
         }

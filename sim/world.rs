@@ -12,7 +12,7 @@ use super::config::SimConfig;
 use super::dice::Streams;
 use super::env::{Outbox, Outgoing, SimClock, SimCoord, SimNet};
 use super::events::{Endpoint, Ev, Fate, ReplyTo};
-use super::faults::{Fault, NemesisState, FAULTS};
+use super::faults::{Fault, NemesisState, DISK_FAULTS, FAULTS};
 use super::linearizability::Op;
 use super::measure::PeerSends;
 use super::procs::{Proc, SimReplica, Status};
@@ -25,6 +25,7 @@ use crate::core::{self, Millis, PeerReply, PeerRequest, PullAnswer, Replica, Req
 
 mod clients;
 mod coordination;
+mod disks;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -150,6 +151,7 @@ impl World {
             nemesis: NemesisState {
                 faults: FAULTS.to_vec(),
                 mass_loss_recovering: false,
+                power_loss_recovering: false,
             },
             drivers,
             peer_sends: PeerSends::default(),
@@ -162,6 +164,7 @@ impl World {
                 max_sent: cfg.max_sent,
                 max_reorder: cfg.max_reorder,
                 scenario: Scenario::NewHead,
+                disk_faults: None,
             },
             checks: Checks::default(),
             key_generations: 1,
@@ -203,6 +206,11 @@ impl World {
         // exercised too; the nemesis adds replicas as the run goes.
         let initial = w.dice.shape.range(1, w.cfg.initial_replicas as u64 + 1) as usize;
         w.shape.initial_replicas = initial;
+        if w.cfg.durable {
+            let chosen: Vec<(Fault, u64)> = DISK_FAULTS.iter().copied().filter(|_| w.dice.shape.chance(700_000)).collect();
+            w.shape.disk_faults = Some(chosen.iter().map(|&(f, _)| f).collect());
+            w.nemesis.faults.extend(chosen);
+        }
         // The scenario after the failover phase, from its own stream (whose first draw this is).
         w.shape.scenario = w.dice.scenario.weighted(&SCENARIOS).expect("the scenarios have weights");
         for _ in 0..initial {
@@ -261,6 +269,7 @@ impl World {
             addr: format!("10.0.0.{}:7000", id + 1),
             shape: Shape::default(),
             held: Vec::new(),
+            disk: None,
         });
         self.boot(id);
         id
@@ -292,11 +301,13 @@ impl World {
         p.held.clear();
         p.outbox = Rc::default();
         p.shape = Shape::default();
-        let mut replica = Replica::new(cfg, self.clock.clone(), SimNet(p.outbox.clone()), SimCoord(p.outbox.clone()));
+        let replica = Replica::new(cfg, self.clock.clone(), SimNet(p.outbox.clone()), SimCoord(p.outbox.clone()));
+        let mut replica = self.attach_disk(proc, replica);
         replica.start();
-        p.replica = Some(replica);
+        self.procs[proc].replica = Some(replica);
+        let p = &mut self.procs[proc];
         let incarnation = p.incarnation;
-        self.drain(proc);
+        self.drain_all(proc);
         let t = self.dice.procs.range(0, self.cfg.tick);
         self.schedule(t, Ev::Tick { proc, incarnation });
         let t = self.dice.procs.range(0, self.cfg.session_timeout / 4);
@@ -329,7 +340,7 @@ impl World {
     }
 
     fn finish_step(&mut self, proc: usize) {
-        self.drain(proc);
+        self.drain_all(proc);
         let (view, checks) = self.observed();
         checks.step_done(&view, proc);
     }
@@ -344,6 +355,12 @@ impl World {
                 self.carry_out(proc, o);
             }
         }
+    }
+
+    /// `drain`, then what the replica asked of its disk.
+    fn drain_all(&mut self, proc: usize) {
+        self.drain(proc);
+        self.drain_disk(proc);
     }
 
     fn carry_out(&mut self, proc: usize, out: Outgoing) {
@@ -632,6 +649,11 @@ impl World {
                     self.schedule(t, Ev::Tick { proc, incarnation });
                 }
             }
+            Ev::DiskSync { proc, incarnation } => {
+                if self.is_current(proc, incarnation) {
+                    self.disk_sync(proc);
+                }
+            }
             Ev::PeerArrive {
                 from,
                 to,
@@ -755,6 +777,7 @@ impl World {
     }
 
     pub fn crash(&mut self, proc: usize) {
+        self.crash_disk(proc);
         let p = &mut self.procs[proc];
         p.status = Status::Crashed;
         p.replica = None;

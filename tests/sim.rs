@@ -60,24 +60,42 @@ fn failures(reports: &[Report]) -> (Vec<String>, Option<String>) {
     (failures, summary)
 }
 
+fn config(seed: u64, v: Variant, durable: bool) -> SimConfig {
+    let mut cfg = SimConfig::new(seed, v);
+    cfg.durable = durable;
+    cfg
+}
+
+/// `CHAIN_SIM_SEEDS` seeds (default 1000) of variant `v`; durable runs give every replica a
+/// simulated disk and the nemesis power losses and bit rot, `CHAIN_SIM_DURABLE_SEEDS` of them
+/// (default 300).
 fn run_seeds(v: Variant) {
+    run_seeds_of(v, false)
+}
+
+fn run_seeds_of(v: Variant, durable: bool) {
     if let Some(seed) = env_u64("CHAIN_SIM_SEED") {
-        let mut cfg = SimConfig::new(seed, v);
+        let mut cfg = config(seed, v, durable);
         cfg.print_trace = true;
         if let Err(failure) = replay(cfg) {
             panic!("{failure}");
         }
         return;
     }
-    let seeds = env_u64("CHAIN_SIM_SEEDS").unwrap_or(1000);
+    let seeds = if durable {
+        env_u64("CHAIN_SIM_DURABLE_SEEDS").unwrap_or(300)
+    } else {
+        env_u64("CHAIN_SIM_SEEDS").unwrap_or(1000)
+    };
     let base = env_u64("CHAIN_SIM_SEED_BASE").unwrap_or(0);
     let started = Instant::now();
-    let reports = run_many(base, seeds, |seed| SimConfig::new(seed, v));
+    let reports = run_many(base, seeds, |seed| config(seed, v, durable));
     let elapsed = started.elapsed().as_secs_f64();
     let ops: usize = reports.iter().map(|r| r.ops).sum();
     let events: u64 = reports.iter().map(|r| r.events).sum();
     println!(
-        "{} variant: {} seeds, {} client operations, {} events in {:.1} s ({:.1} seeds/s)",
+        "{}{} variant: {} seeds, {} client operations, {} events in {:.1} s ({:.1} seeds/s)",
+        if durable { "durable " } else { "" },
         variant_name(v),
         reports.len(),
         ops,
@@ -98,6 +116,16 @@ fn head_variant() {
 #[test]
 fn tail_variant() {
     run_seeds(Variant::Tail);
+}
+
+#[test]
+fn durable_head_variant() {
+    run_seeds_of(Variant::Head, true);
+}
+
+#[test]
+fn durable_tail_variant() {
+    run_seeds_of(Variant::Tail, true);
 }
 
 #[test]
@@ -152,7 +180,7 @@ fn a_panicking_seed_reports_its_seed() {
                 format!("(after {at} events, "),
                 "ZooKeeper members (chain order)".into(),
                 format!(
-                    "REPRODUCE WITH: CHAIN_SIM_SEED={} cargo test --features sim --test sim {}_variant -- --nocapture",
+                    "REPRODUCE WITH: CHAIN_SIM_SEED={} cargo test --features sim --test sim {}_variant -- --exact --nocapture",
                     r.seed,
                     variant_name(v)
                 ),

@@ -58,7 +58,7 @@ fn check_segment_reader(data: &[u8]) {
 
 fn check_snapshot_decoder(data: &[u8]) {
     if let Ok(s) = snapshot::decode(data) {
-        let again = snapshot::encode(s.seq, s.xid, s.view_version, &s.store).expect("keys within the limit");
+        let again = snapshot::encode(s.seq, s.xid, &s.view, &s.store).expect("keys within the limit");
         assert_eq!(again, data, "a snapshot read back re-encodes to its bytes");
         assert!(s.store.values().all(|&v| v != 0));
     }

@@ -7,6 +7,7 @@ mod applied_grows;
 mod backoff;
 mod bounded_queues;
 mod chain_prefix;
+mod disk_usage;
 pub mod cost;
 mod foreign_input;
 mod gap_refusals;
@@ -152,6 +153,11 @@ impl Checks {
     /// Replica `proc`, shaped `before`, took an answer to its pull that carried a state.
     pub fn pulled_state_taken(&mut self, w: &WorldView, proc: usize, before: &Shape) {
         self.found(pulled_state::check(proc, before, &w.procs[proc].shape));
+    }
+
+    /// Durable runs: replica `proc`'s log just synced.
+    pub fn disk_synced(&mut self, w: &WorldView, proc: usize) {
+        self.found(disk_usage::check(w, proc));
     }
 
     /// A step of replica `proc` is over and what it sent is on its way.

@@ -228,7 +228,9 @@ impl World {
         // proving it alive.
         let session = self.procs[proc].replica.as_ref().and_then(|r| r.session_id());
         let parked = self.procs[proc].replica.as_ref().is_some_and(|r| r.is_parked());
-        let session = session.or_else(|| parked.then(|| self.live_session(proc, incarnation)).flatten());
+        // Its session may have ended meanwhile (every session ended at once): its next round
+        // trip tells it so, as for any other replica.
+        let session = session.or_else(|| parked.then(|| self.zk.watcher_session.get(&Watcher::Replica(proc, incarnation)).copied()).flatten());
         let Some(session) = session else { return };
         if self.is_blocked(Endpoint::Replica(proc), Endpoint::Zk) {
             return;

@@ -30,9 +30,9 @@ pub trait Storage: Send {
     /// The state is now exactly `store` at `xid`, as a member of view `view_version`: a state
     /// transfer installed, a retained copy adopted, or a new chain started empty. Later reports
     /// of progress carry `epoch`.
-    fn install(&mut self, epoch: u64, store: &Store, xid: Xid, view_version: u64);
+    fn install(&mut self, epoch: u64, store: &Store, xid: Xid, view: &ViewMark);
     /// The newest view that lists this replica, while it holds the chain's state.
-    fn mark_view(&mut self, view_version: u64);
+    fn mark_view(&mut self, view: &ViewMark);
 }
 
 /// What a data dir held at start: the state of the last session that wrote it.
@@ -40,7 +40,22 @@ pub trait Storage: Send {
 pub struct DiskCopy {
     pub store: Store,
     pub xid: Xid,
-    pub view_version: u64,
+    pub view: ViewMark,
+    /// The data dir failed its checksums and was set aside: there was a copy, its content is
+    /// lost to this replica (store empty, xid 0).
+    pub refused: bool,
+}
+
+impl DiskCopy {
+    /// What a data dir refused as corrupt leaves.
+    pub fn refused() -> DiskCopy {
+        DiskCopy {
+            store: Store::new(),
+            xid: 0,
+            view: ViewMark::default(),
+            refused: true,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -61,6 +76,11 @@ impl Durability {
         self.storage.is_some()
     }
 
+    /// Applied updates not yet on disk.
+    pub(super) fn waiting_len(&self) -> usize {
+        self.waiting.len()
+    }
+
     /// The highest applied xid that may be acknowledged: everything up to it is on disk.
     pub(super) fn acknowledgeable(&self, last_applied: Xid) -> Xid {
         if self.enabled() {
@@ -73,18 +93,23 @@ impl Durability {
 
 impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     /// Make this replica durable: from now on it passes updates on only once `storage` has
-    /// them. `copy` is what the storage held at start; it becomes the retained copy.
+    /// them. `copy` is what the storage held at start; it becomes the retained copy. A refused
+    /// one becomes a retained copy that is never adopted but keeps a head that finds no other
+    /// copy from starting the chain over empty: the chain's data may be on a disk whose replica
+    /// is not back yet.
     pub fn with_storage(mut self, storage: Box<dyn Storage>, copy: Option<DiskCopy>) -> Self {
         self.durability.storage = Some(storage);
-        if let Some(copy) = copy.filter(|c| c.xid > 0 || !c.store.is_empty()) {
+        if let Some(copy) = copy.filter(|c| c.refused || c.xid > 0 || !c.store.is_empty()) {
             let mut store = copy.store;
             store.retain(|_, v| *v != 0);
             self.retained = Some(RetainedState {
                 mark: RetainedMark {
-                    view_version: copy.view_version,
+                    view_version: copy.view.version,
                     xid: copy.xid,
                 },
+                view_members: copy.view.members,
                 store,
+                refused: copy.refused,
             });
         }
         self
@@ -130,12 +155,13 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     /// passed on (forwarded, or called back at the tail) once it is on disk. `false`: memory
     /// only, pass them on now.
     pub(super) fn persist_install(&mut self, deferred: &[Update]) -> bool {
+        let view = self.member_view();
         let Some(storage) = self.durability.storage.as_mut() else {
             return false;
         };
         self.durability.epoch += 1;
         self.durability.durable_xid = 0;
-        storage.install(self.durability.epoch, &self.store, self.last_applied, self.member_version);
+        storage.install(self.durability.epoch, &self.store, self.last_applied, &view);
         // Those waiting from before are covered by the new state too.
         let mut waiting: Vec<Update> = std::mem::take(&mut self.durability.waiting).into();
         waiting.extend(deferred.iter().cloned());
@@ -145,12 +171,32 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         true
     }
 
+    /// The sent list a state transfer carries: besides what went to the successor, what still
+    /// waits for our disk. The state holds those updates too, and a receiver that acknowledges
+    /// (a tail calling clients back) must know their clients.
+    pub(super) fn sent_for_transfer(&self) -> Vec<Update> {
+        let mut sent: Vec<Update> = self.sent.iter().cloned().collect();
+        let newer = |u: &&Update| u.xid > 0 && sent.last().is_none_or(|last| u.xid > last.xid);
+        let waiting: Vec<Update> = self.durability.waiting.iter().filter(newer).cloned().collect();
+        sent.extend(waiting);
+        sent
+    }
+
     /// This replica became a member of a newer view while holding the chain's state.
     pub(super) fn persist_view(&mut self) {
+        let view = self.member_view();
         if let Some(storage) = self.durability.storage.as_mut() {
             if self.holds_state {
-                storage.mark_view(self.member_version);
+                storage.mark_view(&view);
             }
+        }
+    }
+
+    /// The newest view that listed this replica, as its disk records it.
+    fn member_view(&self) -> ViewMark {
+        ViewMark {
+            version: self.member_version,
+            members: self.member_addrs.clone(),
         }
     }
 
@@ -185,6 +231,8 @@ mod tests {
     fn restart_all(c: &mut Cluster, copies: BTreeMap<NodeId, Option<DiskCopy>>) -> Vec<NodeId> {
         let ids: Vec<NodeId> = copies.keys().map(|id| id * 10).collect();
         for (id, copy) in copies {
+            // The same machine, at the same address, with a new session.
+            c.machines.insert(id * 10, c.machine(id));
             c.add_durable(id * 10, copy);
         }
         c.set_view(&ids);
@@ -307,7 +355,7 @@ mod tests {
         c.settle();
         // 2 loses its session and comes back as 20; until it gets the state, its disk keeps the
         // old copy under the old view's version, whatever views it sees meanwhile.
-        let before = c.disks[&2].recover().map(|d| d.view_version);
+        let before = c.disks[&2].recover().map(|d| d.view.version);
         c.auto_sync = false;
         c.rejoin(2, 20);
         c.set_view(&[1, 20]);
@@ -318,11 +366,40 @@ mod tests {
             .unwrap_or(0);
         assert_eq!(marks_while_stateless, 0, "a view was marked on the old copy");
         c.sync_disks();
-        assert_eq!(c.disks[&20].recover().map(|d| d.view_version), before);
+        assert_eq!(c.disks[&20].recover().map(|d| d.view.version), before);
         c.auto_sync = true;
         c.settle();
         // Once it holds the state again, its disk holds that state under the new view.
         let now = c.disks[&20].recover();
-        assert!(now.as_ref().is_some_and(|d| d.view_version > before.unwrap_or(0) && d.store.get("k") == Some(&1)));
+        assert!(now.as_ref().is_some_and(|d| d.view.version > before.unwrap_or(0) && d.store.get("k") == Some(&1)));
+    }
+
+    #[test]
+    fn a_copy_waits_for_every_replica_of_its_view_before_it_is_adopted() {
+        let mut c = Cluster::durable(Config::default(), &[1, 2]);
+        inc(&mut c, "k", 1);
+        c.settle();
+        // 2 leaves the chain (its copy says: view of {1, 2}, k = 1); 1 goes on alone and
+        // acknowledges more.
+        c.crash(2);
+        c.set_view(&[1]);
+        c.settle();
+        let t = inc(&mut c, "k", 10);
+        c.settle();
+        assert_eq!(c.outcome(t), Some(&WriteOutcome::Committed));
+        let copies = c.power_loss();
+        // 2's process comes back first, alone: its copy is not the newest, and it cannot know
+        // that until 1 is back. It must wait, not adopt, however long the view stays the same.
+        c.machines.insert(20, 2);
+        c.add_durable(20, copies[&2].clone());
+        c.set_view(&[20]);
+        c.settle_for(20);
+        assert!(!c.get(20).holds_state(), "adopted a copy while a replica of its view was missing");
+        // 1 comes back with the newer copy: that one is adopted.
+        c.machines.insert(10, 1);
+        c.add_durable(10, copies[&1].clone());
+        c.set_view(&[10, 20]);
+        c.settle_for(8);
+        assert_eq!(c.read("k"), Ok(11));
     }
 }

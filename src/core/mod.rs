@@ -160,6 +160,8 @@ struct Pull {
     retained: BTreeMap<NodeId, RetainedMark>,
     /// Whether the pull in flight asks for a retained copy.
     asked_retained: bool,
+    /// Said once per view that our copy waits for replicas of its view to come back.
+    said_copy_waits: bool,
     /// No state anywhere but in retained copies: the best is adopted at this time if the view
     /// has not changed by then.
     settle_until: Option<Millis>,
@@ -175,7 +177,13 @@ struct Pull {
 #[derive(Clone, Debug)]
 struct RetainedState {
     mark: RetainedMark,
+    /// The addresses of the view `mark.view_version` names: the copy is offered only once they
+    /// are all registered again (`ViewMark`).
+    view_members: Vec<String>,
     store: Store,
+    /// Stands for a data dir refused as corrupt: there was a copy, nobody may adopt it, and
+    /// while it is the best there is, no head starts the chain over (`with_storage`).
+    refused: bool,
 }
 
 impl RetainedState {
@@ -240,6 +248,8 @@ pub struct Replica<C, N, K> {
     view_version: u64,
     /// Version of the newest view that listed this replica.
     member_version: u64,
+    /// That view's members' addresses (see `ViewMark`).
+    member_addrs: Vec<String>,
     pred: Option<NodeId>,
     succ: Option<Member>,
 
@@ -304,6 +314,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             view: View::default(),
             view_version: 0,
             member_version: 0,
+            member_addrs: Vec::new(),
             pred: None,
             succ: None,
             holds_state: false,

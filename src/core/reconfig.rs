@@ -24,10 +24,12 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.pull.stateless.clear();
         self.pull.retained.clear();
         self.pull.settle_until = None;
+        self.pull.said_copy_waits = false;
         let Some(me) = self.me else { return };
         let now = self.clock.now();
         if self.view.contains(me) && version > self.member_version {
             self.member_version = version;
+            self.member_addrs = self.view.members().iter().map(|m| m.addr.clone()).collect();
             self.persist_view();
         }
 
@@ -91,7 +93,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             src: self.me?,
             state_xid: self.last_applied,
             state: self.store.clone(),
-            sent: self.sent.iter().cloned().collect(),
+            sent: self.sent_for_transfer(),
         })
     }
 
@@ -189,6 +191,9 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             }
             return match &self.retained {
                 None => PullAnswer::NoState,
+                // Handed over for adoption only once every replica of its view is back: copies
+                // of that view, or newer, may be on their way back (`all_registered`).
+                Some(r) if want_retained && (r.refused || !self.all_registered(&r.view_members)) => PullAnswer::NotNow,
                 Some(r) if want_retained => PullAnswer::State(r.clone().into_transfer(me)),
                 Some(r) => PullAnswer::Retained(r.mark),
             };
@@ -248,6 +253,20 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     /// empty chain before they do would wipe their copies. Then adopt the best copy, or start
     /// empty if there is none.
     fn no_state_in_chain(&mut self, me: NodeId, now: Millis) {
+        if let Some(r) = &self.retained {
+            if !self.all_registered(&r.view_members) {
+                if !self.pull.said_copy_waits {
+                    self.pull.said_copy_waits = true;
+                    let missing: Vec<&String> = r.view_members.iter().filter(|a| !self.view.members().iter().any(|m| &m.addr == *a)).collect();
+                    tracing::info!(
+                        view = r.mark.view_version,
+                        ?missing,
+                        "no replica in the chain holds state: waiting for every replica of the view our copy is from to come back"
+                    );
+                }
+                return;
+            }
+        }
         let own = self.retained.as_ref().map(|r| r.mark);
         // Ties go to the lowest id, so every asker picks the same copy.
         let other = self
@@ -309,6 +328,15 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
                 self.send_pull(me, &target, true);
             }
             _ => {
+                if self.retained.as_ref().is_some_and(|r| r.refused) {
+                    // Our data dir was refused as corrupt and no better copy has come back:
+                    // the chain's data may be on a disk whose replica is still away.
+                    if !self.pull.said_copy_waits {
+                        self.pull.said_copy_waits = true;
+                        tracing::warn!("no replica in the chain holds state, and our data dir was refused as corrupt: waiting for a replica with a copy to come back");
+                    }
+                    return;
+                }
                 let Some(r) = self.retained.take() else { return };
                 tracing::warn!(
                     xid = r.mark.xid,
@@ -344,6 +372,14 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             self.marker = Marker::Asked;
             self.coord.mark_chain_held();
         }
+    }
+
+    /// Whether every one of `addrs` is registered in the current view. A copy kept from the view
+    /// that listed `addrs` is offered, to a head adopting the best copy, only then: any copy as
+    /// recent as it or more belongs to one of them or to a replica of a view one of them names,
+    /// so once the whole list answered, the best copy is among the answers or waits in turn.
+    fn all_registered(&self, addrs: &[String]) -> bool {
+        addrs.iter().all(|a| self.view.members().iter().any(|m| &m.addr == a))
     }
 
     /// Whether refusing a `proposeStateUpdate` or `stateTransfer` from `src` as "not from our

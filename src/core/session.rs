@@ -59,7 +59,9 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             );
             self.retained = Some(RetainedState {
                 mark,
+                view_members: self.member_addrs.clone(),
                 store: std::mem::take(&mut self.store),
+                refused: false,
             });
             self.store_bytes = 0;
         }
@@ -76,6 +78,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         }
         self.me = me;
         self.member_version = 0;
+        self.member_addrs.clear();
         self.pred = None;
         self.succ = None;
         self.holds_state = false;

@@ -5,7 +5,7 @@
 //! messages are delivered in the order they were sent, sender by sender in id order.
 
 use super::{
-    DiskCopy, Storage, Store, Update, Xid,
+    DiskCopy, Storage, Store, Update, ViewMark, Xid,
     ClientOrigin, ClientToken, Clock, Config, Coordinator, Member, Millis, Network, NodeId, PeerReply, PeerRequest, ReadRejected, Replica,
     Role, WriteAccepted, WriteOp, WriteOutcome, WriteRejected,
 };
@@ -135,8 +135,8 @@ pub fn replica(cfg: Config, clock: &ManualClock, id: NodeId) -> TestReplica {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DiskOp {
     Append(Update),
-    Install { epoch: u64, store: Store, xid: Xid, view_version: u64 },
-    MarkView(u64),
+    Install { epoch: u64, store: Store, xid: Xid, view: ViewMark },
+    MarkView(ViewMark),
 }
 
 /// A replica's disk as a list of operations: the first `synced` of them survive a power loss,
@@ -178,22 +178,24 @@ impl ModelDisk {
     pub fn recover(&self) -> Option<DiskCopy> {
         let s = self.state();
         let mut copy: Option<DiskCopy> = None;
-        let mut view = 0;
+        let mut view = ViewMark::default();
         for op in &s.ops[..s.synced] {
             match op {
-                DiskOp::Install { store, xid, view_version, .. } => {
-                    view = *view_version;
+                DiskOp::Install { store, xid, view: v, .. } => {
+                    view = v.clone();
                     copy = Some(DiskCopy {
                         store: store.clone(),
                         xid: *xid,
-                        view_version: view,
+                        view: view.clone(),
+                        refused: false,
                     });
                 }
                 DiskOp::Append(u) => {
                     let c = copy.get_or_insert_with(|| DiskCopy {
                         store: Store::new(),
                         xid: 0,
-                        view_version: view,
+                        view: view.clone(),
+                        refused: false,
                     });
                     if u.value == 0 {
                         c.store.remove(&u.key);
@@ -203,9 +205,9 @@ impl ModelDisk {
                     c.xid = u.xid;
                 }
                 DiskOp::MarkView(v) => {
-                    view = *v;
+                    view = v.clone();
                     if let Some(c) = copy.as_mut() {
-                        c.view_version = view;
+                        c.view = view.clone();
                     }
                 }
             }
@@ -224,16 +226,16 @@ impl Storage for ModelDisk {
     fn append(&mut self, update: &Update) {
         self.state().ops.push(DiskOp::Append(update.clone()));
     }
-    fn install(&mut self, epoch: u64, store: &Store, xid: Xid, view_version: u64) {
+    fn install(&mut self, epoch: u64, store: &Store, xid: Xid, view: &ViewMark) {
         self.state().ops.push(DiskOp::Install {
             epoch,
             store: store.clone(),
             xid,
-            view_version,
+            view: view.clone(),
         });
     }
-    fn mark_view(&mut self, view_version: u64) {
-        self.state().ops.push(DiskOp::MarkView(view_version));
+    fn mark_view(&mut self, view: &ViewMark) {
+        self.state().ops.push(DiskOp::MarkView(view.clone()));
     }
 }
 
@@ -256,6 +258,9 @@ pub struct Cluster {
     /// The last membership set handed out and its version: a new set gets the next version,
     /// as ZooKeeper's pzxid grows with every change of children.
     view_version: (Vec<NodeId>, u64),
+    /// Session id -> the id of the process's first session, whose address (`member`) it keeps:
+    /// a process that joins again, or restarts on its disk, is still reached at its address.
+    pub machines: BTreeMap<NodeId, NodeId>,
     /// Durable replicas (`Cluster::durable`): each process's disk, by its current session id.
     pub disks: BTreeMap<NodeId, ModelDisk>,
     /// Whether `deliver_all` syncs every disk between rounds.
@@ -273,6 +278,7 @@ impl Cluster {
             aliases: BTreeMap::new(),
             next_token: 1,
             view_version: (Vec::new(), 0),
+            machines: BTreeMap::new(),
             disks: BTreeMap::new(),
             auto_sync: false,
         }
@@ -288,6 +294,9 @@ impl Cluster {
         c.add_durable(first, None);
         c.set_view(&[first]);
         c.tick_all();
+        // A durable chain starts empty only as a brand-new chain: its first replica creates
+        // the chain's marker (`Coordinator::mark_chain_held`).
+        c.get_mut(first).on_chain_marker(super::ChainMarker::Created);
         c.sync_disks();
         c.advance(c.cfg.retained_settle_ms);
         c.tick_all();
@@ -309,7 +318,7 @@ impl Cluster {
                 epoch: 0,
                 store: c.store.clone(),
                 xid: c.xid,
-                view_version: c.view_version,
+                view: c.view.clone(),
             });
             s.synced = 1;
         }
@@ -393,9 +402,16 @@ impl Cluster {
         r.on_session_alive(self.now());
         self.replicas.insert(new, r);
         self.aliases.insert(old, new);
+        let machine = self.machine(old);
+        self.machines.insert(new, machine);
         if let Some(disk) = self.disks.remove(&old) {
             self.disks.insert(new, disk);
         }
+    }
+
+    /// The process session `id` belongs to (see `machines`).
+    pub fn machine(&self, id: NodeId) -> NodeId {
+        self.machines.get(&id).copied().unwrap_or(id)
     }
 
     /// Which live replica a request addressed to `id` reaches.
@@ -432,9 +448,16 @@ impl Cluster {
             self.view_version = (set, self.view_version.1 + 1);
         }
         let version = self.view_version.1;
+        let view: Vec<Member> = ids
+            .iter()
+            .map(|&id| Member {
+                id,
+                addr: member(self.machine(id)).addr,
+            })
+            .collect();
         for t in targets {
             if let Some(r) = self.replicas.get_mut(t) {
-                r.on_view(members(ids), version);
+                r.on_view(view.clone(), version);
             }
         }
     }

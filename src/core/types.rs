@@ -62,6 +62,17 @@ pub struct Transfer {
 
 /// Where a retained copy of the state stands: the version of the last membership view that
 /// listed its holder, then its xid. Copies compare in that order; see `RetainedState`.
+/// The newest membership view that listed a replica while it held state: its version (the
+/// root's pzxid) and its members' addresses. A copy kept from that view (retained, or on disk)
+/// may be offered to a head looking for the chain's state only once every one of those
+/// addresses is registered again: the copies of that view, and of any newer one, all belong to
+/// replicas of that list or of lists they name (`reconfig`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ViewMark {
+    pub version: u64,
+    pub members: Vec<String>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RetainedMark {
     pub view_version: u64,

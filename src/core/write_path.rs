@@ -54,7 +54,8 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         if self.cfg.variant == Variant::Head && self.pending.len() >= self.cfg.max_pending_writes {
             return Err(WriteRejected::Busy(format!("{} writes wait for the tail", self.pending.len())));
         }
-        if self.sent.len() >= self.cfg.max_sent {
+        // Updates still waiting for our disk go down the chain next, so they count too.
+        if self.sent.len() + self.durability.waiting_len() >= self.cfg.max_sent {
             return Err(WriteRejected::Busy(format!(
                 "{} updates are not yet applied at the tail",
                 self.sent.len()

@@ -17,15 +17,8 @@ use tokio::sync::mpsc;
 
 use super::metrics::DiskMetrics;
 use super::shared::Shared;
-use crate::core::{DiskCopy, Store, Update, Xid};
-use crate::storage::{FsDisk, Log, LogConfig, SnapshotPolicy, StorageError};
-
-/// Queued work for the log thread, in the order the core made it.
-enum Command {
-    Append(Update),
-    Install { epoch: u64, store: Store, xid: Xid, view_version: u64 },
-    MarkView(u64),
-}
+use crate::core::{DiskCopy, Store, Update, ViewMark, Xid};
+use crate::storage::{FsDisk, Log, LogConfig, ReplicaLog, StorageCommand as Command, StorageError};
 
 /// What the log thread reports.
 pub enum Progress {
@@ -45,16 +38,16 @@ impl crate::core::Storage for DiskStorage {
         // A send fails only once the thread has stopped after a failure, which ends the process.
         let _ = self.commands.send(Command::Append(update.clone()));
     }
-    fn install(&mut self, epoch: u64, store: &Store, xid: Xid, view_version: u64) {
+    fn install(&mut self, epoch: u64, store: &Store, xid: Xid, view: &ViewMark) {
         let _ = self.commands.send(Command::Install {
             epoch,
             store: store.clone(),
             xid,
-            view_version,
+            view: view.clone(),
         });
     }
-    fn mark_view(&mut self, view_version: u64) {
-        let _ = self.commands.send(Command::MarkView(view_version));
+    fn mark_view(&mut self, view: &ViewMark) {
+        let _ = self.commands.send(Command::MarkView(view.clone()));
     }
 }
 
@@ -91,8 +84,21 @@ pub fn open(dir: &Path, metrics: DiskMetrics) -> anyhow::Result<OpenedDataDir> {
         fs::TryLockError::Error(e) => anyhow::Error::new(e).context(format!("cannot lock {}", lock_path.display())),
     })?;
     let cfg = LogConfig::default();
-    let (log, recovered) = match Log::open_dir(dir, cfg.clone()) {
-        Ok(opened) => opened,
+    let (log, copy) = match ReplicaLog::open(FsDisk::new(dir).with_context(|| format!("cannot open {}", dir.display()))?, cfg.clone()) {
+        Ok((log, recovered, copy)) => {
+            if let Some((file, at, dropped)) = &recovered.torn_tail {
+                tracing::warn!(%file, offset = at, bytes = dropped, "dropped a torn last record (power lost mid-write)");
+            }
+            tracing::info!(
+                dir = %dir.display(),
+                xid = recovered.last_xid,
+                keys = recovered.store.len(),
+                view = recovered.view.version,
+                replayed = recovered.records_replayed,
+                "recovered the data dir"
+            );
+            (log, copy)
+        }
         Err(StorageError::Corrupt { file, offset, reason }) => {
             let aside = set_aside(dir).context("cannot set the corrupt data aside")?;
             tracing::error!(
@@ -102,36 +108,20 @@ pub fn open(dir: &Path, metrics: DiskMetrics) -> anyhow::Result<OpenedDataDir> {
                 moved_to = %aside.display(),
                 "the data dir is corrupt: not serving any of it; starting empty and taking the state from the chain"
             );
-            Log::open_dir(dir, cfg).with_context(|| format!("cannot start an empty log in {}", dir.display()))?
+            let (log, _) = Log::open_dir(dir, cfg).with_context(|| format!("cannot start an empty log in {}", dir.display()))?;
+            (ReplicaLog::empty(log), Some(DiskCopy::refused()))
         }
         Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot open the data dir {}", dir.display()))),
     };
-    if let Some((file, at, dropped)) = &recovered.torn_tail {
-        tracing::warn!(%file, offset = at, bytes = dropped, "dropped a torn last record (power lost mid-write)");
-    }
-    tracing::info!(
-        dir = %dir.display(),
-        xid = recovered.last_xid,
-        keys = recovered.store.len(),
-        view = recovered.view_version,
-        replayed = recovered.records_replayed,
-        "recovered the data dir"
-    );
-    let copy = DiskCopy {
-        store: recovered.store.clone(),
-        xid: recovered.last_xid,
-        view_version: recovered.view_version,
-    };
     let (commands_tx, commands_rx) = std_mpsc::channel();
     let (progress_tx, progress_rx) = mpsc::unbounded_channel();
-    let mirror = recovered.store;
     std::thread::Builder::new()
         .name("chainrep-wal".into())
-        .spawn(move || run_log(log, mirror, commands_rx, progress_tx, metrics))
+        .spawn(move || run_log(log, commands_rx, progress_tx, metrics))
         .context("cannot start the write-ahead log thread")?;
     Ok(OpenedDataDir {
         storage: DiskStorage { commands: commands_tx },
-        copy: Some(copy),
+        copy,
         progress: progress_rx,
         lock,
     })
@@ -156,23 +146,7 @@ fn set_aside(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(aside)
 }
 
-fn apply(store: &mut Store, u: &Update) {
-    if u.value == 0 {
-        store.remove(&u.key);
-    } else {
-        store.insert(u.key.clone(), u.value);
-    }
-}
-
-fn run_log(
-    mut log: Log<FsDisk>,
-    mut store: Store,
-    commands: std_mpsc::Receiver<Command>,
-    progress: mpsc::UnboundedSender<Progress>,
-    metrics: DiskMetrics,
-) {
-    let policy = SnapshotPolicy::default();
-    let mut epoch = 0;
+fn run_log(mut log: ReplicaLog<FsDisk>, commands: std_mpsc::Receiver<Command>, progress: mpsc::UnboundedSender<Progress>, metrics: DiskMetrics) {
     let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     let fail = |e: StorageError| {
         let _ = progress.send(Progress::Failed(e));
@@ -182,26 +156,12 @@ fn run_log(
         let mut next = Some(first);
         let mut taken = 0;
         while let Some(command) = next.take() {
-            let result = match command {
-                Command::Append(u) => {
-                    apply(&mut store, &u);
-                    metrics.updates_appended.inc();
-                    log.append(&u)
-                }
-                Command::MarkView(v) => log.append_view_mark(v),
-                Command::Install {
-                    epoch: e,
-                    store: s,
-                    xid,
-                    view_version,
-                } => {
-                    epoch = e;
-                    store = s;
-                    metrics.snapshots.inc();
-                    log.append_view_mark(view_version).and_then(|()| log.write_snapshot(&store, xid))
-                }
-            };
-            if let Err(e) = result {
+            match &command {
+                Command::Append(_) => metrics.updates_appended.inc(),
+                Command::Install { .. } => metrics.snapshots.inc(),
+                Command::MarkView(_) => {}
+            }
+            if let Err(e) = log.apply(command) {
                 fail(e);
                 return;
             }
@@ -211,31 +171,32 @@ fn run_log(
             }
         }
         let started = Instant::now();
-        let before = log.stats().group_commits;
-        let durable = match log.sync() {
-            Ok(x) => x,
+        let synced = match log.sync() {
+            Ok(s) => s,
             Err(e) => {
                 fail(e);
                 return;
             }
         };
-        if log.stats().group_commits > before {
+        if synced.fsynced {
             metrics.syncs.inc();
             metrics.sync_seconds.observe(started.elapsed().as_secs_f64());
         }
-        metrics.durable_xid.set(gauge(durable));
-        if progress.send(Progress::Durable { epoch, xid: durable }).is_err() {
+        if synced.compacted {
+            metrics.snapshots.inc();
+        }
+        metrics.durable_xid.set(gauge(synced.xid));
+        metrics.log_bytes.set(gauge(log.log().log_bytes()));
+        metrics.snapshot_bytes.set(gauge(log.log().snapshot_bytes()));
+        if progress
+            .send(Progress::Durable {
+                epoch: synced.epoch,
+                xid: synced.xid,
+            })
+            .is_err()
+        {
             return;
         }
-        if policy.due(&log) {
-            metrics.snapshots.inc();
-            if let Err(e) = log.write_snapshot(&store, durable) {
-                fail(e);
-                return;
-            }
-        }
-        metrics.log_bytes.set(gauge(log.log_bytes()));
-        metrics.snapshot_bytes.set(gauge(log.snapshot_bytes()));
     }
 }
 

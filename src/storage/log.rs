@@ -12,7 +12,7 @@ use super::record::{self, Record, MAX_KEY_BYTES};
 use super::segment::{self, read_segment, SegmentHeader, SEGMENT_HEADER_LEN};
 use super::snapshot;
 use super::StorageError;
-use crate::core::{Store, Update, Xid};
+use crate::core::{Store, Update, Xid, ViewMark};
 
 #[derive(Clone, Debug)]
 pub struct LogConfig {
@@ -66,8 +66,8 @@ pub struct Recovered {
     /// a new log). A store that is not empty at xid 0 holds the first update of a chain that
     /// numbers from 0 (see `Replica`'s `applied_xid_zero`).
     pub last_xid: Xid,
-    /// The last view mark, in the log or the snapshot (0 if none).
-    pub view_version: u64,
+    /// The last view mark, in the log or the snapshot (version 0, no members, if none).
+    pub view: ViewMark,
     /// The snapshot recovery started from: its file and xid.
     pub snapshot: Option<(String, Xid)>,
     pub records_replayed: u64,
@@ -112,7 +112,7 @@ pub struct Log<D: Disk> {
     /// The least xid the next update may have (`None` once `u64::MAX` is taken).
     next_min: Option<Xid>,
     durable_xid: Xid,
-    view_version: u64,
+    view: ViewMark,
     stats: LogStats,
     failed: Option<String>,
 }
@@ -177,7 +177,7 @@ impl<D: Disk> Log<D> {
         let mut rec = Recovered {
             store: Store::new(),
             last_xid: 0,
-            view_version: 0,
+            view: ViewMark::default(),
             snapshot: None,
             records_replayed: 0,
             torn_tail: None,
@@ -200,7 +200,7 @@ impl<D: Disk> Log<D> {
             rec.snapshot = Some((name, snap.xid));
             rec.store = snap.store;
             rec.last_xid = snap.xid;
-            rec.view_version = snap.view_version;
+            rec.view = snap.view;
         }
         let snapshot_xid = rec.last_xid;
         let mut next_min = next_after_state(rec.last_xid, rec.store.is_empty());
@@ -285,7 +285,7 @@ impl<D: Disk> Log<D> {
                         rec.last_xid = xid;
                         next_min = xid.checked_add(1);
                     }
-                    Record::ViewMark { version } => rec.view_version = version,
+                    Record::ViewMark(view) => rec.view = view,
                 }
                 rec.records_replayed += 1;
             }
@@ -360,7 +360,7 @@ impl<D: Disk> Log<D> {
             last_xid: rec.last_xid,
             next_min,
             durable_xid: rec.last_xid,
-            view_version: rec.view_version,
+            view: rec.view.clone(),
             stats,
             failed: None,
         };
@@ -430,14 +430,18 @@ impl<D: Disk> Log<D> {
     }
 
     /// Buffers a view mark (see `Record::ViewMark`); durable at the next `sync`.
-    pub fn append_view_mark(&mut self, version: u64) -> Result<(), StorageError> {
+    pub fn append_view_mark(&mut self, view: &ViewMark) -> Result<(), StorageError> {
         self.check()?;
         let mut frame = Vec::new();
-        record::encode_view_mark(version, &mut frame);
+        if record::encode_view_mark(view, &mut frame).is_none() {
+            return Err(StorageError::ViewTooLarge {
+                members: view.members.len(),
+            });
+        }
         let r = self.make_room(frame.len());
         self.guard(r)?;
         self.buf.extend_from_slice(&frame);
-        self.view_version = version;
+        self.view = view.clone();
         self.stats.records_appended += 1;
         Ok(())
     }
@@ -467,7 +471,7 @@ impl<D: Disk> Log<D> {
 
     fn snapshot_inner(&mut self, store: &Store, xid: Xid) -> Result<(), StorageError> {
         let new_seq = self.seq + 1;
-        let Some(bytes) = snapshot::encode(new_seq, xid, self.view_version, store) else {
+        let Some(bytes) = snapshot::encode(new_seq, xid, &self.view, store) else {
             let bytes = store.keys().map(String::len).max().unwrap_or(0);
             return Err(StorageError::KeyTooLong {
                 bytes,

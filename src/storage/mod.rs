@@ -1,11 +1,12 @@
-//! Durable storage for a replica: a write-ahead log of applied updates and snapshots of the
-//! store, in one directory. Not wired into the replica yet; `docs/storage.md` says how it is
-//! meant to be, and gives the on-disk format, the recovery rules and the bounds.
+//! Durable storage for a replica (`--data-dir`): a write-ahead log of applied updates and
+//! snapshots of the store, in one directory. `docs/storage.md` gives the on-disk format, the
+//! recovery rules and the bounds.
 //!
 //! - `record`: one log record's framing and checksum;
 //! - `segment`: a log file, and reading one back (torn tail or damage);
 //! - `snapshot`: the store at one xid, in one checksummed file;
 //! - `log`: the log as a whole: appends, group commit, snapshots, recovery;
+//! - `replica_log`: the log as a durable replica drives it (the core's requests, compaction);
 //! - `disk`: the file operations all of that needs, on the real file system (`FsDisk`) or, in
 //!   tests, on a simulated disk that loses and tears unsynced writes (`SimDisk`).
 //!
@@ -17,6 +18,7 @@
 pub mod disk;
 pub mod log;
 pub mod record;
+pub mod replica_log;
 pub mod segment;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim_disk;
@@ -28,6 +30,7 @@ mod tests;
 pub use disk::{Disk, DiskFile, FsDisk};
 pub use log::{Log, LogConfig, LogStats, Recovered, SnapshotPolicy};
 pub use record::Record;
+pub use replica_log::{ReplicaLog, StorageCommand, Synced};
 #[cfg(any(test, feature = "sim"))]
 pub use sim_disk::SimDisk;
 
@@ -47,6 +50,10 @@ pub enum StorageError {
     Corrupt { file: String, offset: u64, reason: String },
     #[error("key of {bytes} bytes is over the storage limit of {limit}")]
     KeyTooLong { bytes: usize, limit: usize },
+    /// A view whose member list does not fit in one record (addresses over 255 bytes, or
+    /// thousands of members).
+    #[error("a view of {members} members does not fit in a log record")]
+    ViewTooLarge { members: usize },
     /// Updates must come in xid order, as a replica applies them.
     #[error("update xid {xid} appended after xid {last}: the log takes xids in increasing order")]
     OutOfOrder { xid: u64, last: u64 },

@@ -11,7 +11,7 @@
 //! Decoding never trusts the length before bounding it: nothing is allocated from it, and a
 //! length of 0 (what a zero-filled or preallocated region reads as) is never a record.
 
-use crate::core::Xid;
+use crate::core::{ViewMark, Xid};
 
 /// Checksum and length.
 pub const FRAME_HEADER_LEN: usize = 8;
@@ -33,10 +33,10 @@ pub enum Record {
     /// The key's absolute value from `xid` on (0: the key is gone). The client's callback
     /// address is not kept: after a restart nobody waits for it.
     Update { xid: Xid, key: String, value: i32 },
-    /// The version of the latest membership view that listed this replica (what
-    /// `RetainedMark::view_version` compares), so that a restarted replica can say how recent
-    /// its state is.
-    ViewMark { version: u64 },
+    /// The latest membership view that listed this replica (`core::ViewMark`: its version is
+    /// what `RetainedMark::view_version` compares, and its members are who must be back before
+    /// this copy is offered), so that a restarted replica can say how recent its state is.
+    ViewMark(ViewMark),
 }
 
 /// Why the bytes at some offset are not a record.
@@ -100,13 +100,52 @@ pub fn encode_update(xid: Xid, key: &str, value: i32, out: &mut Vec<u8>) {
     seal(out, start);
 }
 
-/// Appends a view mark's frame to `out`.
-pub fn encode_view_mark(version: u64, out: &mut Vec<u8>) {
+/// A member's address on disk: at most this many bytes (a `host:port`).
+pub const MAX_ADDR_BYTES: usize = 255;
+
+/// Bytes of a view mark's payload, if it fits in a record: type, version, member count, then a
+/// length byte and the address per member.
+pub fn view_mark_payload_len(view: &ViewMark) -> Option<usize> {
+    let mut len = 1 + 8 + 2;
+    for m in &view.members {
+        if m.len() > MAX_ADDR_BYTES {
+            return None;
+        }
+        len += 1 + m.len();
+    }
+    (view.members.len() <= u16::MAX as usize && len <= MAX_PAYLOAD).then_some(len)
+}
+
+/// Appends a view mark's frame to `out`; `None` (nothing appended) if it does not fit a record.
+pub fn encode_view_mark(view: &ViewMark, out: &mut Vec<u8>) -> Option<()> {
+    view_mark_payload_len(view)?;
     let start = out.len();
     out.extend_from_slice(&[0; FRAME_HEADER_LEN]);
     out.push(TYPE_VIEW_MARK);
-    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&view.version.to_le_bytes());
+    out.extend_from_slice(&(view.members.len() as u16).to_le_bytes());
+    for m in &view.members {
+        out.push(m.len() as u8);
+        out.extend_from_slice(m.as_bytes());
+    }
     seal(out, start);
+    Some(())
+}
+
+/// Reads the members of a view mark or a snapshot: a `u16` count, then a length byte and the
+/// address each. Bounded by `bytes`; the offset after them.
+pub fn decode_members(bytes: &[u8]) -> Result<(Vec<String>, usize), &'static str> {
+    let count = bytes.get(..2).ok_or("member count cut short")?;
+    let count = u16::from_le_bytes([count[0], count[1]]) as usize;
+    let mut at = 2;
+    let mut members = Vec::new();
+    for _ in 0..count {
+        let len = *bytes.get(at).ok_or("member address cut short")? as usize;
+        let addr = bytes.get(at + 1..at + 1 + len).ok_or("member address cut short")?;
+        members.push(std::str::from_utf8(addr).map_err(|_| "member address is not UTF-8")?.to_owned());
+        at += 1 + len;
+    }
+    Ok((members, at))
 }
 
 /// Appends any record's frame; `None` for a key over the limit.
@@ -118,7 +157,7 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) -> Option<()> {
             }
             encode_update(*xid, key, *value, out)
         }
-        Record::ViewMark { version } => encode_view_mark(*version, out),
+        Record::ViewMark(view) => encode_view_mark(view, out)?,
     }
     Some(())
 }
@@ -182,10 +221,14 @@ fn decode_payload(p: &[u8]) -> Result<Record, FrameError> {
                 value: value as i32,
             })
         }
-        Some(&TYPE_VIEW_MARK) => match (p.len(), u64_at(p, 1)) {
-            (9, Some(version)) => Ok(Record::ViewMark { version }),
-            _ => Err(FrameError::BadPayload("view mark of the wrong size")),
-        },
+        Some(&TYPE_VIEW_MARK) => {
+            let version = u64_at(p, 1).ok_or(FrameError::BadPayload("view mark shorter than its fixed fields"))?;
+            let (members, used) = decode_members(&p[9..]).map_err(FrameError::BadPayload)?;
+            if 9 + used != p.len() {
+                return Err(FrameError::BadPayload("bytes after a view mark's members"));
+            }
+            Ok(Record::ViewMark(ViewMark { version, members }))
+        }
         _ => Err(FrameError::BadPayload("unknown record type")),
     }
 }
@@ -206,7 +249,10 @@ mod tests {
                 key: "ключ".into(),
                 value: -7,
             },
-            Record::ViewMark { version: 9 },
+            Record::ViewMark(ViewMark {
+                version: 9,
+                members: vec!["10.0.0.1:7000".into(), "h:1".into()],
+            }),
             Record::Update {
                 xid: u64::MAX,
                 key: String::new(),

@@ -9,10 +9,10 @@
 //! once the whole content is durable, so a snapshot file whose checksum fails was damaged after
 //! it was written, never torn.
 
-use super::record::MAX_KEY_BYTES;
-use crate::core::{Store, Xid};
+use super::record::{decode_members, view_mark_payload_len, MAX_KEY_BYTES};
+use crate::core::{Store, ViewMark, Xid};
 
-const MAGIC: &[u8; 8] = b"CRSNAP01";
+const MAGIC: &[u8; 8] = b"CRSNAP02";
 const FIXED: usize = 8 + 8 * 4;
 const TRAILER: usize = 4;
 
@@ -21,7 +21,7 @@ pub struct Snapshot {
     /// The first log segment to replay on top of it.
     pub seq: u64,
     pub xid: Xid,
-    pub view_version: u64,
+    pub view: ViewMark,
     pub store: Store,
 }
 
@@ -35,17 +35,26 @@ pub fn parse_snapshot_name(name: &str) -> Option<u64> {
 }
 
 /// The file's exact size, without encoding it.
-pub fn encoded_len(store: &Store) -> u64 {
-    (FIXED + TRAILER) as u64 + store.keys().map(|k| 8 + k.len() as u64).sum::<u64>()
+pub fn encoded_len(store: &Store, view: &ViewMark) -> u64 {
+    let members: u64 = 2 + view.members.iter().map(|m| 1 + m.len() as u64).sum::<u64>();
+    (FIXED + TRAILER) as u64 + members + store.keys().map(|k| 8 + k.len() as u64).sum::<u64>()
 }
 
-/// `None` if a key is over `MAX_KEY_BYTES` (the log would have refused it first).
-pub fn encode(seq: u64, xid: Xid, view_version: u64, store: &Store) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(encoded_len(store) as usize);
+/// `None` if a key is over `MAX_KEY_BYTES` (the log would have refused it first) or the view's
+/// members do not fit a view mark record.
+pub fn encode(seq: u64, xid: Xid, view: &ViewMark, store: &Store) -> Option<Vec<u8>> {
+    view_mark_payload_len(view)?;
+    let mut out = Vec::with_capacity(encoded_len(store, view) as usize);
     out.extend_from_slice(MAGIC);
-    for field in [seq, xid, view_version, store.len() as u64] {
+    for field in [seq, xid, view.version] {
         out.extend_from_slice(&field.to_le_bytes());
     }
+    out.extend_from_slice(&(view.members.len() as u16).to_le_bytes());
+    for m in &view.members {
+        out.push(m.len() as u8);
+        out.extend_from_slice(m.as_bytes());
+    }
+    out.extend_from_slice(&(store.len() as u64).to_le_bytes());
     for (key, value) in store {
         if key.len() > MAX_KEY_BYTES {
             return None;
@@ -126,6 +135,9 @@ pub fn decode(data: &[u8]) -> Result<Snapshot, SnapshotError> {
     let seq = r.u64("log seq")?;
     let xid = r.u64("xid")?;
     let view_version = r.u64("view version")?;
+    let members_at = r.at;
+    let (members, used) = decode_members(&r.data[members_at..]).map_err(|e| err(members_at, e))?;
+    r.at += used;
     let count = r.u64("entry count")?;
     let mut store = Store::new();
     let mut last: Option<&str> = None;
@@ -152,7 +164,10 @@ pub fn decode(data: &[u8]) -> Result<Snapshot, SnapshotError> {
     Ok(Snapshot {
         seq,
         xid,
-        view_version,
+        view: ViewMark {
+            version: view_version,
+            members,
+        },
         store,
     })
 }
@@ -160,6 +175,14 @@ pub fn decode(data: &[u8]) -> Result<Snapshot, SnapshotError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A view without members: the entry count is then at bytes 34..42.
+    fn view(version: u64) -> ViewMark {
+        ViewMark {
+            version,
+            members: Vec::new(),
+        }
+    }
 
     fn store() -> Store {
         [("a", 1), ("b", -5), ("ключ", i32::MAX), ("zz", i32::MIN)]
@@ -171,14 +194,18 @@ mod tests {
     #[test]
     fn snapshots_round_trip() {
         for s in [Store::new(), store()] {
-            let bytes = encode(7, 42, 3, &s).unwrap();
-            assert_eq!(bytes.len() as u64, encoded_len(&s));
+            let view = ViewMark {
+                version: 3,
+                members: vec!["10.0.0.1:7000".into(), "b:2".into()],
+            };
+            let bytes = encode(7, 42, &view, &s).unwrap();
+            assert_eq!(bytes.len() as u64, encoded_len(&s, &view));
             assert_eq!(
                 decode(&bytes),
                 Ok(Snapshot {
                     seq: 7,
                     xid: 42,
-                    view_version: 3,
+                    view,
                     store: s
                 })
             );
@@ -187,7 +214,7 @@ mod tests {
 
     #[test]
     fn every_flipped_byte_and_every_cut_is_refused() {
-        let bytes = encode(7, 42, 3, &store()).unwrap();
+        let bytes = encode(7, 42, &view(3), &store()).unwrap();
         for at in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[at] ^= 0x21;
@@ -203,14 +230,14 @@ mod tests {
             body.extend_from_slice(&crc.to_le_bytes());
             body
         };
-        let mut body = encode(1, 1, 1, &store()).unwrap();
+        let mut body = encode(1, 1, &view(1), &store()).unwrap();
         body.truncate(body.len() - TRAILER);
         // An entry count far beyond the bytes: refused without allocating for it.
         let mut huge = body.clone();
-        huge[32..40].copy_from_slice(&u64::MAX.to_le_bytes());
+        huge[34..42].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(decode(&reseal(huge)).is_err());
-        let mut zero = Vec::from(&body[..40]);
-        zero[32..40].copy_from_slice(&1u64.to_le_bytes());
+        let mut zero = Vec::from(&body[..42]);
+        zero[34..42].copy_from_slice(&1u64.to_le_bytes());
         zero.extend_from_slice(&1u32.to_le_bytes());
         zero.push(b'k');
         zero.extend_from_slice(&0i32.to_le_bytes());

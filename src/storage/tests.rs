@@ -10,7 +10,15 @@ use super::segment::{segment_name, SEGMENT_HEADER_LEN};
 use super::sim_disk::SimDisk;
 use super::snapshot::snapshot_name;
 use super::*;
-use crate::core::{Store, Update, Xid};
+use crate::core::{Store, Update, ViewMark, Xid};
+
+/// A view with a member list, so that marks and snapshots carry one through recovery.
+fn view(version: u64) -> ViewMark {
+    ViewMark {
+        version,
+        members: vec![format!("10.0.0.{}:7000", version % 7), "replica:7001".into()],
+    }
+}
 
 fn update(xid: Xid, key: &str, value: i32) -> Update {
     Update {
@@ -57,7 +65,7 @@ fn a_new_directory_recovers_empty() {
     let dir = tempfile::tempdir().unwrap();
     let (log, rec) = Log::open_dir(dir.path(), LogConfig::default()).unwrap();
     assert_eq!(rec.store, Store::new());
-    assert_eq!((rec.last_xid, rec.view_version, rec.snapshot, rec.torn_tail), (0, 0, None, None));
+    assert_eq!((rec.last_xid, rec.view.version, rec.snapshot, rec.torn_tail), (0, 0, None, None));
     assert_eq!(log.segment_count(), 1);
     drop(log);
     let (_, again) = Log::open_dir(dir.path(), LogConfig::default()).unwrap();
@@ -71,19 +79,19 @@ fn fs_log_recovers_appends_snapshots_and_view_marks() {
     {
         let (mut log, _) = Log::open_dir(dir.path(), small()).unwrap();
         fill(&mut log, &mut store, 40);
-        log.append_view_mark(3).unwrap();
+        log.append_view_mark(&view(3)).unwrap();
         assert_eq!(log.sync().unwrap(), 40);
         assert!(log.segment_count() > 1, "small segments roll");
         log.write_snapshot(&store, 40).unwrap();
         assert_eq!(log.segment_count(), 1);
         fill(&mut log, &mut store, 25);
-        log.append_view_mark(4).unwrap();
+        log.append_view_mark(&view(4)).unwrap();
         assert_eq!(log.sync().unwrap(), 65);
     }
     let (log, rec) = Log::open_dir(dir.path(), small()).unwrap();
     assert_eq!(rec.store, store);
     assert_eq!(rec.last_xid, 65);
-    assert_eq!(rec.view_version, 4);
+    assert_eq!(rec.view, view(4));
     assert_eq!(rec.snapshot, Some((snapshot_name(rec_snapshot_seq(&log)), 40)));
     assert_eq!(rec.torn_tail, None);
 }
@@ -111,7 +119,7 @@ fn a_snapshot_removes_the_segments_and_snapshot_it_covers() {
     assert_eq!(second.len(), 2, "{second:?}");
     assert!(first.iter().all(|n| !second.contains(n)));
     assert_eq!(log.log_bytes(), SEGMENT_HEADER_LEN as u64);
-    assert_eq!(log.snapshot_bytes(), snapshot::encoded_len(&store));
+    assert_eq!(log.snapshot_bytes(), snapshot::encoded_len(&store, &ViewMark::default()));
 }
 
 #[test]
@@ -398,7 +406,7 @@ impl Model {
         let got = State {
             xid: rec.last_xid,
             store: rec.store.clone(),
-            view: rec.view_version,
+            view: rec.view.version,
         };
         let Some(i) = self.states[self.durable..].iter().rposition(|s| *s == got) else {
             return Err(TestCaseError::fail(format!(
@@ -435,7 +443,7 @@ fn run_ops(ops: &[Op], seed: u64, corrupt_at_end: bool) -> Result<(), TestCaseEr
                 model.push(next);
             }
             Op::ViewMark(v) => {
-                log.append_view_mark(*v as u64).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                log.append_view_mark(&view(*v as u64)).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 next.view = *v as u64;
                 model.push(next);
             }
@@ -480,7 +488,7 @@ fn run_ops(ops: &[Op], seed: u64, corrupt_at_end: bool) -> Result<(), TestCaseEr
                 let got = State {
                     xid: rec.last_xid,
                     store: rec.store,
-                    view: rec.view_version,
+                    view: rec.view.version,
                 };
                 prop_assert!(model.states.contains(&got), "seed {}: flip {:?} recovered {:?}", seed, flipped, got);
             }

@@ -85,13 +85,27 @@ impl ProcDisk {
         match ReplicaLog::open(self.disk.clone(), log_config()) {
             Ok((log, rec, copy)) => {
                 self.log = Some(log.with_policy(snapshot_policy()));
-                let torn = rec.torn_tail.map(|(f, at, n)| format!(", torn tail {f}@{at} ({n} bytes) dropped")).unwrap_or_default();
-                Ok((copy, format!("disk recovered: xid {} view {} keys {}{torn}", rec.last_xid, rec.view.version, rec.store.len())))
+                let torn = rec
+                    .torn_tail
+                    .map(|(f, at, n)| format!(", torn tail {f}@{at} ({n} bytes) dropped"))
+                    .unwrap_or_default();
+                Ok((
+                    copy,
+                    format!(
+                        "disk recovered: xid {} view {} keys {}{torn}",
+                        rec.last_xid,
+                        rec.view.version,
+                        rec.store.len()
+                    ),
+                ))
             }
             Err(StorageError::Corrupt { file, offset, reason }) => {
                 let log = Log::reset(self.disk.clone(), log_config())?;
                 self.log = Some(ReplicaLog::empty(log).with_policy(snapshot_policy()));
-                Ok((Some(DiskCopy::refused()), format!("disk refused as corrupt ({file}@{offset}: {reason}): starting empty")))
+                Ok((
+                    Some(DiskCopy::refused()),
+                    format!("disk refused as corrupt ({file}@{offset}: {reason}): starting empty"),
+                ))
             }
             Err(e) => Err(e),
         }

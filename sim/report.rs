@@ -55,7 +55,11 @@ impl Report {
                 self.simulated_ms
             ),
         };
-        Some(failure_report(head, &self.violations, &replay_command(self.seed, self.variant, self.durable)))
+        Some(failure_report(
+            head,
+            &self.violations,
+            &replay_command(self.seed, self.variant, self.durable),
+        ))
     }
 }
 

@@ -81,7 +81,11 @@ impl fmt::Display for RunShape {
         )?;
         if let Some(disk) = &self.disk_faults {
             let names: Vec<&str> = disk.iter().map(|f| f.name()).collect();
-            write!(f, " durable(disk faults: {})", if names.is_empty() { "none".to_string() } else { names.join(",") })?;
+            write!(
+                f,
+                " durable(disk faults: {})",
+                if names.is_empty() { "none".to_string() } else { names.join(",") }
+            )?;
         }
         Ok(())
     }

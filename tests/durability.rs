@@ -49,7 +49,10 @@ impl Host {
     }
 
     fn log(&self) -> String {
-        self.proc.as_ref().map(|p| std::fs::read_to_string(&p.log).unwrap_or_default()).unwrap_or_default()
+        self.proc
+            .as_ref()
+            .map(|p| std::fs::read_to_string(&p.log).unwrap_or_default())
+            .unwrap_or_default()
     }
 
     /// The data dir's only write-ahead log segment with records in it (the newest).
@@ -57,7 +60,11 @@ impl Host {
         let mut segments: Vec<PathBuf> = std::fs::read_dir(&self.data)
             .expect("data dir")
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("wal-") && n.ends_with(".log")))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("wal-") && n.ends_with(".log"))
+            })
             .collect();
         segments.sort();
         segments.pop().expect("a segment in the data dir")
@@ -202,7 +209,11 @@ async fn a_replica_back_alone_waits_for_the_rest_of_its_view() {
         !status.iter().any(|s| s.described.as_ref().is_some_and(|d| d.synced)),
         "a replica adopted its copy with the rest of its view missing: {status:#?}"
     );
-    assert!(hosts[2].log().contains("waiting for every replica of the view"), "{}", hosts[2].log());
+    assert!(
+        hosts[2].log().contains("waiting for every replica of the view"),
+        "{}",
+        hosts[2].log()
+    );
     hosts[0].start(&zk.connect_string(), Variant::Head);
     hosts[1].start(&zk.connect_string(), Variant::Head);
     let addrs: Vec<String> = hosts.iter().map(Host::addr).collect();
@@ -274,7 +285,11 @@ async fn a_replica_whose_log_has_a_flipped_byte_never_serves_it() {
     }
     let c = client(&zk.connect_string(), ROOT, Variant::Head).await;
     let status = wait_chain(&c, &addr_refs, Duration::from_secs(60)).await;
-    assert_eq!(status.last().map(|s| s.member.addr.clone()), Some(hosts[2].addr()), "the damaged replica is not the tail");
+    assert_eq!(
+        status.last().map(|s| s.member.addr.clone()),
+        Some(hosts[2].addr()),
+        "the damaged replica is not the tail"
+    );
     for (k, v) in &expected {
         assert_eq!(c.get(k).await.unwrap_or_else(|e| panic!("get {k}: {e}")), *v, "{k}");
     }

@@ -112,7 +112,14 @@ fn write_log_reader_seeds() {
         )
         .unwrap();
         if i == 2 {
-            record::encode(&Record::ViewMark(chainrep::core::ViewMark { version: 4, members: vec!["h:1".into()] }), &mut whole).unwrap();
+            record::encode(
+                &Record::ViewMark(chainrep::core::ViewMark {
+                    version: 4,
+                    members: vec!["h:1".into()],
+                }),
+                &mut whole,
+            )
+            .unwrap();
         }
     }
     let cut = whole[..whole.len() - 5].to_vec();
@@ -123,7 +130,16 @@ fn write_log_reader_seeds() {
     damaged[50] ^= 0x08;
     let header_only = SegmentHeader { seq: 0, base_xid: 0 }.encode().to_vec();
     let store = [("a".to_string(), 5), ("b".to_string(), -1)].into_iter().collect();
-    let snap = snapshot::encode(1, 9, &chainrep::core::ViewMark { version: 2, members: vec!["h:1".into()] }, &store).unwrap();
+    let snap = snapshot::encode(
+        1,
+        9,
+        &chainrep::core::ViewMark {
+            version: 2,
+            members: vec!["h:1".into()],
+        },
+        &store,
+    )
+    .unwrap();
     let dir = fuzz_dir().join("corpus").join("log_reader");
     std::fs::create_dir_all(&dir).unwrap();
     for (i, seed) in [whole, cut, zero_tail, damaged, header_only, snap].iter().enumerate() {

@@ -230,7 +230,11 @@ impl World {
         let parked = self.procs[proc].replica.as_ref().is_some_and(|r| r.is_parked());
         // Its session may have ended meanwhile (every session ended at once): its next round
         // trip tells it so, as for any other replica.
-        let session = session.or_else(|| parked.then(|| self.zk.watcher_session.get(&Watcher::Replica(proc, incarnation)).copied()).flatten());
+        let session = session.or_else(|| {
+            parked
+                .then(|| self.zk.watcher_session.get(&Watcher::Replica(proc, incarnation)).copied())
+                .flatten()
+        });
         let Some(session) = session else { return };
         if self.is_blocked(Endpoint::Replica(proc), Endpoint::Zk) {
             return;

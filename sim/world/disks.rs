@@ -56,7 +56,10 @@ impl World {
         }
         if let Some(e) = failed {
             // The core asked for something a log must refuse (an xid out of order).
-            self.fail(Violation::new(Invariant::Disk, format!("replica {proc}: the log refused a request: {e}")));
+            self.fail(Violation::new(
+                Invariant::Disk,
+                format!("replica {proc}: the log refused a request: {e}"),
+            ));
             return;
         }
         if !disk.sync_scheduled {

@@ -343,7 +343,10 @@ mod tests {
         assert_eq!(c.outcome(t), Some(&WriteOutcome::Committed));
         // Power loss everywhere; the old head's disk still says k = 101 at xid 2.
         let copies = c.power_loss();
-        assert_eq!(copies[&1].as_ref().map(|d| (d.xid, d.store.get("k").copied())), Some((2, Some(101))));
+        assert_eq!(
+            copies[&1].as_ref().map(|d| (d.xid, d.store.get("k").copied())),
+            Some((2, Some(101)))
+        );
         restart_all(&mut c, copies);
         assert_eq!(c.read("k"), Ok(6), "the old head's copy won");
     }
@@ -371,7 +374,9 @@ mod tests {
         c.settle();
         // Once it holds the state again, its disk holds that state under the new view.
         let now = c.disks[&20].recover();
-        assert!(now.as_ref().is_some_and(|d| d.view.version > before.unwrap_or(0) && d.store.get("k") == Some(&1)));
+        assert!(now
+            .as_ref()
+            .is_some_and(|d| d.view.version > before.unwrap_or(0) && d.store.get("k") == Some(&1)));
     }
 
     #[test]

@@ -257,7 +257,11 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             if !self.all_registered(&r.view_members) {
                 if !self.pull.said_copy_waits {
                     self.pull.said_copy_waits = true;
-                    let missing: Vec<&String> = r.view_members.iter().filter(|a| !self.view.members().iter().any(|m| &m.addr == *a)).collect();
+                    let missing: Vec<&String> = r
+                        .view_members
+                        .iter()
+                        .filter(|a| !self.view.members().iter().any(|m| &m.addr == *a))
+                        .collect();
                     tracing::info!(
                         view = r.mark.view_version,
                         ?missing,

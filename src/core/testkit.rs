@@ -5,9 +5,8 @@
 //! messages are delivered in the order they were sent, sender by sender in id order.
 
 use super::{
-    DiskCopy, Storage, Store, Update, ViewMark, Xid,
-    ClientOrigin, ClientToken, Clock, Config, Coordinator, Member, Millis, Network, NodeId, PeerReply, PeerRequest, ReadRejected, Replica,
-    Role, WriteAccepted, WriteOp, WriteOutcome, WriteRejected,
+    ClientOrigin, ClientToken, Clock, Config, Coordinator, DiskCopy, Member, Millis, Network, NodeId, PeerReply, PeerRequest, ReadRejected,
+    Replica, Role, Storage, Store, Update, ViewMark, WriteAccepted, WriteOp, WriteOutcome, WriteRejected, Xid,
 };
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -135,7 +134,12 @@ pub fn replica(cfg: Config, clock: &ManualClock, id: NodeId) -> TestReplica {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DiskOp {
     Append(Update),
-    Install { epoch: u64, store: Store, xid: Xid, view: ViewMark },
+    Install {
+        epoch: u64,
+        store: Store,
+        xid: Xid,
+        view: ViewMark,
+    },
     MarkView(ViewMark),
 }
 
@@ -322,8 +326,13 @@ impl Cluster {
             });
             s.synced = 1;
         }
-        let mut r = Replica::new(self.cfg.clone(), self.clock.clone(), RecordingNet::default(), RecordingCoord::default())
-            .with_storage(Box::new(disk.clone()), copy);
+        let mut r = Replica::new(
+            self.cfg.clone(),
+            self.clock.clone(),
+            RecordingNet::default(),
+            RecordingCoord::default(),
+        )
+        .with_storage(Box::new(disk.clone()), copy);
         r.start();
         r.on_joined(id);
         r.on_session_alive(self.now());
@@ -352,7 +361,10 @@ impl Cluster {
     pub fn power_loss(&mut self) -> BTreeMap<NodeId, Option<DiskCopy>> {
         self.replicas.clear();
         self.aliases.clear();
-        std::mem::take(&mut self.disks).into_iter().map(|(id, d)| (id, d.recover())).collect()
+        std::mem::take(&mut self.disks)
+            .into_iter()
+            .map(|(id, d)| (id, d.recover()))
+            .collect()
     }
 
     /// A cluster of `ids` that all see the same view and have exchanged every message.

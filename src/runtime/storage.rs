@@ -79,12 +79,19 @@ pub fn open(dir: &Path, metrics: DiskMetrics) -> anyhow::Result<OpenedDataDir> {
         .with_context(|| format!("cannot open {}", lock_path.display()))?;
     lock.try_lock().map_err(|e| match e {
         fs::TryLockError::WouldBlock => {
-            anyhow::anyhow!("the data dir {} is in use by another process (locked: {})", dir.display(), lock_path.display())
+            anyhow::anyhow!(
+                "the data dir {} is in use by another process (locked: {})",
+                dir.display(),
+                lock_path.display()
+            )
         }
         fs::TryLockError::Error(e) => anyhow::Error::new(e).context(format!("cannot lock {}", lock_path.display())),
     })?;
     let cfg = LogConfig::default();
-    let (log, copy) = match ReplicaLog::open(FsDisk::new(dir).with_context(|| format!("cannot open {}", dir.display()))?, cfg.clone()) {
+    let (log, copy) = match ReplicaLog::open(
+        FsDisk::new(dir).with_context(|| format!("cannot open {}", dir.display()))?,
+        cfg.clone(),
+    ) {
         Ok((log, recovered, copy)) => {
             if let Some((file, at, dropped)) = &recovered.torn_tail {
                 tracing::warn!(%file, offset = at, bytes = dropped, "dropped a torn last record (power lost mid-write)");
@@ -146,7 +153,12 @@ fn set_aside(dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(aside)
 }
 
-fn run_log(mut log: ReplicaLog<FsDisk>, commands: std_mpsc::Receiver<Command>, progress: mpsc::UnboundedSender<Progress>, metrics: DiskMetrics) {
+fn run_log(
+    mut log: ReplicaLog<FsDisk>,
+    commands: std_mpsc::Receiver<Command>,
+    progress: mpsc::UnboundedSender<Progress>,
+    metrics: DiskMetrics,
+) {
     let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     let fail = |e: StorageError| {
         let _ = progress.send(Progress::Failed(e));

@@ -12,7 +12,7 @@ use super::record::{self, Record, MAX_KEY_BYTES};
 use super::segment::{self, read_segment, SegmentHeader, SEGMENT_HEADER_LEN};
 use super::snapshot;
 use super::StorageError;
-use crate::core::{Store, Update, Xid, ViewMark};
+use crate::core::{Store, Update, ViewMark, Xid};
 
 #[derive(Clone, Debug)]
 pub struct LogConfig {

@@ -12,7 +12,12 @@ use crate::core::{DiskCopy, Store, Update, ViewMark, Xid};
 #[derive(Clone, Debug)]
 pub enum StorageCommand {
     Append(Update),
-    Install { epoch: u64, store: Store, xid: Xid, view: ViewMark },
+    Install {
+        epoch: u64,
+        store: Store,
+        xid: Xid,
+        view: ViewMark,
+    },
     MarkView(ViewMark),
 }
 
@@ -75,12 +80,7 @@ impl<D: Disk> ReplicaLog<D> {
                 Ok(())
             }
             StorageCommand::MarkView(v) => self.log.append_view_mark(&v),
-            StorageCommand::Install {
-                epoch,
-                store,
-                xid,
-                view,
-            } => {
+            StorageCommand::Install { epoch, store, xid, view } => {
                 self.epoch = epoch;
                 self.store = store;
                 self.log.append_view_mark(&view)?;

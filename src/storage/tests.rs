@@ -443,7 +443,8 @@ fn run_ops(ops: &[Op], seed: u64, corrupt_at_end: bool) -> Result<(), TestCaseEr
                 model.push(next);
             }
             Op::ViewMark(v) => {
-                log.append_view_mark(&view(*v as u64)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                log.append_view_mark(&view(*v as u64))
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 next.view = *v as u64;
                 model.push(next);
             }

@@ -712,4 +712,206 @@ mod tests {
         assert_eq!(suspects(&c, 1), vec![(2, None), (3, Some(0))]);
         assert!(suspects(&c, 3).iter().all(|&(s, _)| s != 3));
     }
+    /// Time passes and every replica ticks, and nothing is delivered: a successor that hangs
+    /// rather than one whose link fails, so the link stays `Streaming` and owes all the while.
+    fn run_silent(c: &mut Cluster, total: Millis) {
+        let mut t = 0;
+        while t < total {
+            c.advance(50);
+            c.tick_all();
+            t += 50;
+        }
+    }
+
+    /// Takes `from`'s first queued message that `pick` selects out of its outbox.
+    fn take_where(c: &mut Cluster, from: NodeId, pick: impl Fn(&Outgoing) -> bool) -> Outgoing {
+        let i = c.pending_from(from).iter().position(pick).expect("a queued message of that kind");
+        c.take(from, i).expect("a queued message")
+    }
+
+    fn probes_sent(c: &Cluster, from: NodeId) -> usize {
+        c.delivered.iter().filter(|(f, m)| *f == from && is_probe_epoch(m.epoch)).count()
+    }
+
+    #[test]
+    fn silence_from_a_new_successor_counts_from_when_it_became_the_successor() {
+        let mut c = chain(&[1, 2, 3]);
+        let _ = c.inc("k", 1);
+        c.settle();
+        // A long idle spell: the last answer on 1's link is old.
+        c.advance(PERIOD * 5);
+        c.tick_all();
+        c.settle();
+        c.crash(2);
+        c.set_view(&[1, 3]);
+        // The new successor cannot be reached. Were its silence counted from the old
+        // successor's last answer, it would be evicted on the spot for a link it never had
+        // time to use: a replica that joins behind a head whose chain was idle would be thrown
+        // out before its first transfer could time out.
+        run_cut(&mut c, 1, 3, PERIOD - 100);
+        assert!(suspects(&c, 1).is_empty(), "{:?}", suspects(&c, 1));
+        run_cut(&mut c, 1, 3, 200);
+        assert_eq!(suspects(&c, 1), vec![(3, None)]);
+    }
+
+    #[test]
+    fn a_replica_without_state_accuses_no_one() {
+        let mut c = chain(&[1, 2]);
+        let _ = c.inc("k", 1);
+        // The tail applies the update and acknowledges it to the head; that call is still out
+        // when the tail loses its session and joins again as 3, with no state.
+        while c.deliver_next(1) {}
+        let ack = take_where(&mut c, 2, |m| matches!(m.request, PeerRequest::XidProcessed(_)));
+        c.rejoin(2, 3);
+        c.set_view(&[1, 3]);
+        // The old call fails only now. A replica that holds nothing has forwarded nothing and
+        // is owed nothing: what it heard is about a link of its past life, and an eviction on
+        // that ground would cost the chain a healthy head (and hold every other report back
+        // for a period).
+        c.reply(3, &ack, PeerReply::Unreachable);
+        for _ in 0..4 {
+            c.advance(PERIOD / 2);
+            c.tick_all();
+        }
+        assert!(!c.get(3).holds_state());
+        assert!(suspects(&c, 3).is_empty(), "{:?}", suspects(&c, 3));
+    }
+
+    #[test]
+    fn an_unanswered_report_is_made_again_exactly_one_period_later() {
+        let mut c = chain(&[1, 2, 3]);
+        let _ = c.inc("k", 1);
+        run_silent(&mut c, PERIOD);
+        assert_eq!(suspects(&c, 1).len(), 1);
+        // No record came of it (the ZooKeeper write failed, or lost a race to a record not
+        // seen yet): the report is made again one suspicion period later, as the rule says, no
+        // sooner (one request per period) and no later (each period of delay is a period more
+        // without writes).
+        run_silent(&mut c, PERIOD - 50);
+        assert_eq!(suspects(&c, 1).len(), 1);
+        run_silent(&mut c, 50);
+        assert_eq!(suspects(&c, 1), vec![(2, None), (2, None)]);
+    }
+
+    #[test]
+    fn a_report_may_follow_the_last_eviction_exactly_one_period_after_it_was_seen() {
+        let mut c = chain(&[1, 2, 3]);
+        let _ = c.inc("k", 1);
+        run_silent(&mut c, PERIOD / 2);
+        evict(&mut c, 9, 8, 4);
+        // Silent for long enough from here on; only the last eviction holds the report back,
+        // and for exactly one period: the bound of one eviction per period is also what the
+        // time to route around a second broken link is made of.
+        run_silent(&mut c, PERIOD - 50);
+        assert!(suspects(&c, 1).is_empty());
+        run_silent(&mut c, 50);
+        assert_eq!(suspects(&c, 1), vec![(2, Some(4))]);
+    }
+
+    #[test]
+    fn a_middle_does_not_report_the_head_over_an_acknowledgement_it_sent_as_the_tail() {
+        let mut c = chain(&[1, 2]);
+        let _ = c.inc("k", 1);
+        while c.deliver_next(1) {}
+        let ack = take_where(&mut c, 2, |m| matches!(m.request, PeerRequest::XidProcessed(_)));
+        // 3 joins below 2, which becomes a middle; then its last call as the tail fails.
+        c.add(3);
+        c.set_view(&[1, 2, 3]);
+        c.reply(2, &ack, PeerReply::Unreachable);
+        // A middle sends the head nothing, so nothing will ever clear that failure: counting
+        // it would have a middle whose own links all work evict a healthy head.
+        run_cut(&mut c, 0, 0, PERIOD * 3);
+        assert!(c.ids().iter().all(|&id| suspects(&c, id).is_empty()), "{:?}", suspects(&c, 2));
+    }
+
+    #[test]
+    fn a_middle_whose_polls_do_not_reach_the_tail_reports_no_one() {
+        let mut c = Cluster::with_nodes(
+            Config {
+                variant: Variant::Tail,
+                suspicion_ms: PERIOD,
+                ..Config::default()
+            },
+            &[1, 2, 3, 4],
+        );
+        let _ = c.inc("k", 1);
+        // Middles poll the tail too, to trim their sent lists, over links that are not the
+        // chain's. Only the head's polls matter (its full sent list makes it refuse writes); a
+        // middle's only let its list grow, which it bounds by itself. Evicting the tail for
+        // them would remove a replica every link of the chain reaches.
+        run_cut(&mut c, 2, 4, PERIOD * 3);
+        assert!(c.ids().iter().all(|&id| suspects(&c, id).is_empty()), "{:?}", suspects(&c, 2));
+    }
+
+    #[test]
+    fn a_tail_does_not_report_a_head_that_has_left() {
+        let mut c = chain(&[1, 2, 3]);
+        let _ = c.inc("k", 1);
+        c.settle();
+        let _ = c.inc("k", 1);
+        // The tail's acknowledgements stop reaching the head, not quite long enough to report
+        // it; then the head leaves and 2 takes over.
+        run_cut(&mut c, 3, 1, PERIOD);
+        assert!(suspects(&c, 3).is_empty());
+        c.crash(1);
+        c.set_view(&[2, 3]);
+        // Before the new head has answered, the old failures are about a replica that is no
+        // longer the head: reporting it would spend the one eviction a period allows on a
+        // replica already gone, and hold back the report that a real cut would need.
+        run_silent(&mut c, PERIOD);
+        assert!(suspects(&c, 3).is_empty(), "{:?}", suspects(&c, 3));
+    }
+
+    #[test]
+    fn a_parked_replica_probes_every_member_once_per_quarter_period() {
+        let mut c = chain(&[1, 2, 3]);
+        evict(&mut c, 1, 2, 0);
+        c.set_view(&[1, 3]);
+        // Rounds at 50, 300, 550 and 800 ms, two members each. Probing faster would load every
+        // member of the chain for each parked replica; slower would delay its return.
+        run_cut(&mut c, 0, 0, PERIOD - 100);
+        assert_eq!(probes_sent(&c, 2), 4 * 2);
+    }
+
+    #[test]
+    fn a_parked_replica_waits_for_every_answer_before_probing_again() {
+        let mut c = chain(&[1, 2, 3]);
+        let rejoins = c.get(2).coordinator().rejoins;
+        evict(&mut c, 1, 2, 0);
+        c.set_view(&[1, 3]);
+        run_silent(&mut c, 50);
+        assert_eq!(c.pending_from(2).len(), 2);
+        // The answers take longer than the probe interval. A new round would abandon them and
+        // pile requests on the members: on links that slow, a parked replica would never
+        // finish a round and never come back.
+        run_silent(&mut c, PERIOD);
+        assert_eq!(c.pending_from(2).len(), 2, "probed again before the answers came");
+        deliver_except(&mut c, &[]);
+        assert_eq!(time_to_rejoin(&mut c, 2) / 100, PERIOD / 100);
+        assert_eq!(c.get(2).coordinator().rejoins, rejoins + 1);
+    }
+
+    #[test]
+    fn a_round_counts_only_once_every_member_answered_it() {
+        let mut c = chain(&[1, 2, 3]);
+        let rejoins = c.get(2).coordinator().rejoins;
+        evict(&mut c, 1, 2, 0);
+        c.set_view(&[1, 3]);
+        // Every probe answered for just under a period...
+        run_cut(&mut c, 0, 0, PERIOD);
+        assert_eq!(c.get(2).coordinator().rejoins, rejoins);
+        // ...then, in the round that would complete the period, the head answers and the tail
+        // does not (its answer comes last). Judged before the round is in, the replica would
+        // join again next to a tail it cannot reach.
+        for _ in 0..(PERIOD * 2 / 50) {
+            c.advance(50);
+            c.tick_all();
+            while let Some(i) = c.pending_from(2).iter().position(|m| m.to.id != 3) {
+                let probe = c.take(2, i).expect("a queued probe");
+                c.deliver(2, probe);
+            }
+            fail_queued(&mut c, 2, 3);
+        }
+        assert_eq!(c.get(2).coordinator().rejoins, rejoins);
+    }
 }

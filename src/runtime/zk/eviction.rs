@@ -116,7 +116,8 @@ fn parse(data: &[u8]) -> Option<(NodeId, NodeId)> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse;
+    use super::{parse, record};
+    use crate::core::EvictionRecord;
 
     #[test]
     fn record_data_is_two_hex_ids() {
@@ -125,5 +126,20 @@ mod tests {
         assert_eq!(parse(b"1a2b 3c 4"), None);
         assert_eq!(parse(b"xyz 3c"), None);
         assert_eq!(parse(&[0xff, 0x20, 0x31]), None);
+    }
+
+    #[test]
+    fn the_record_carries_the_znode_version() {
+        // The version is how a replica tells a new eviction from one it has seen, and the one
+        // the next reporter must name for its write to win: it is the znode's, not made up.
+        assert_eq!(
+            record("/c.chainrep/eviction", b"1a 2b", 5),
+            Some(EvictionRecord {
+                version: 5,
+                reporter: 0x1a,
+                suspect: 0x2b,
+            })
+        );
+        assert_eq!(record("/c.chainrep/eviction", b"1a", 5), None);
     }
 }

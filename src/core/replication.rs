@@ -114,8 +114,10 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         if !self.lease_valid() {
             return;
         }
+        // With a data dir, the head's own disk must have the write too (see `durability`).
+        let done = self.tail_processed.min(self.durable_xid());
         // A transfer may carry the last xid there is (the wire allows any u64): none follows it.
-        let still_waiting = match self.tail_processed.checked_add(1) {
+        let still_waiting = match done.checked_add(1) {
             Some(next) => self.pending.split_off(&next),
             None => BTreeMap::new(),
         };

@@ -345,9 +345,11 @@ mod tests {
         let mut c = Cluster::durable(Config::default(), &[1, 2, 3]);
         inc(&mut c, "k", 1);
         c.settle();
-        // Head 1 takes a write that reaches its own disk and nobody else, then dies.
+        // Head 1 takes two writes that reach its own disk and nobody else, then dies: its copy
+        // ends up *longer* than the chain's, so only the view it is from can rank it lower.
         c.auto_sync = false;
         inc(&mut c, "k", 100);
+        inc(&mut c, "k", 1000);
         c.sync_disk(1);
         c.crash(1);
         c.auto_sync = true;
@@ -358,11 +360,11 @@ mod tests {
         assert_eq!(r, Ok(WriteAccepted::Pending(2)));
         c.settle();
         assert_eq!(c.outcome(t), Some(&WriteOutcome::Committed));
-        // Power loss everywhere; the old head's disk still says k = 101 at xid 2.
+        // Power loss everywhere; the old head's disk still says k = 1101 at xid 3.
         let copies = c.power_loss();
         assert_eq!(
             copies[&1].as_ref().map(|d| (d.xid, d.store.get("k").copied())),
-            Some((2, Some(101)))
+            Some((3, Some(1101)))
         );
         restart_all(&mut c, copies);
         assert_eq!(c.read("k"), Ok(6), "the old head's copy won");

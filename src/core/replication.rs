@@ -32,16 +32,18 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     /// Hand on an applied (and durable) update.
     pub(super) fn pass_on(&mut self, update: Update) {
         if self.succ.is_some() {
-            // Covered by a state installed while it waited for the disk: that state reaches
-            // the successor by itself.
-            if self.sent.back().is_some_and(|u| u.xid >= update.xid) {
-                return;
-            }
+            // Also when a state installed while it waited for the disk covers it: that state
+            // came from our predecessor, and our successor may lack the update (a duplicate
+            // costs it nothing).
             self.forward(&update);
             // A from-0 chain's xid 0 is not kept: `tail_processed == 0` cannot tell whether
             // the tail has it. A transfer still carries it in the state; only a tail-variant
             // callback for it can be lost if the tail fails before applying it.
             if update.xid == 0 {
+                return;
+            }
+            // Listed already by that installed state's sent list.
+            if self.sent.back().is_some_and(|u| u.xid >= update.xid) {
                 return;
             }
             self.sent.push_back(update);

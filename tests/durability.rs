@@ -145,17 +145,22 @@ async fn three_killed_under_load(variant: Variant) -> (support::zk::ZkServer, te
     (zk, dir, hosts, writes)
 }
 
+/// The chain re-forms from `hosts`, every one synced, and holds every acknowledged write.
+async fn every_write_is_back(zk: &str, variant: Variant, hosts: &[Host], writes: &BTreeMap<String, bool>) {
+    let c = client(zk, ROOT, variant).await;
+    let addrs: Vec<String> = hosts.iter().map(Host::addr).collect();
+    let addr_refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    wait_chain(&c, &addr_refs, Duration::from_secs(60)).await;
+    check_writes(&c, writes).await;
+    c.close().await;
+}
+
 async fn restart_all_in_order(variant: Variant, order: [usize; 3]) {
     let (zk, _dir, mut hosts, writes) = three_killed_under_load(variant).await;
     for i in order {
         hosts[i].start(&zk.connect_string(), variant);
     }
-    let c = client(&zk.connect_string(), ROOT, variant).await;
-    let addrs: Vec<String> = hosts.iter().map(Host::addr).collect();
-    let addr_refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
-    wait_chain(&c, &addr_refs, Duration::from_secs(60)).await;
-    check_writes(&c, &writes).await;
-    c.close().await;
+    every_write_is_back(&zk.connect_string(), variant, &hosts, &writes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,12 +192,7 @@ async fn the_disk_of_any_single_replica_has_every_acknowledged_write() {
         }
         h.start(&zk.connect_string(), Variant::Head);
     }
-    let c = client(&zk.connect_string(), ROOT, Variant::Head).await;
-    let addrs: Vec<String> = hosts.iter().map(Host::addr).collect();
-    let addr_refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
-    wait_chain(&c, &addr_refs, Duration::from_secs(60)).await;
-    check_writes(&c, &writes).await;
-    c.close().await;
+    every_write_is_back(&zk.connect_string(), Variant::Head, &hosts, &writes).await;
 }
 
 /// After every replica lost power, one that comes back alone does not adopt its copy while a
@@ -214,13 +214,10 @@ async fn a_replica_back_alone_waits_for_the_rest_of_its_view() {
         "{}",
         hosts[2].log()
     );
+    c.close().await;
     hosts[0].start(&zk.connect_string(), Variant::Head);
     hosts[1].start(&zk.connect_string(), Variant::Head);
-    let addrs: Vec<String> = hosts.iter().map(Host::addr).collect();
-    let addr_refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
-    wait_chain(&c, &addr_refs, Duration::from_secs(60)).await;
-    check_writes(&c, &writes).await;
-    c.close().await;
+    every_write_is_back(&zk.connect_string(), Variant::Head, &hosts, &writes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,17 +235,12 @@ async fn a_log_cut_short_by_a_few_bytes_loses_nothing_acknowledged() {
     for h in hosts.iter_mut() {
         h.start(&zk.connect_string(), Variant::Head);
     }
-    let c = client(&zk.connect_string(), ROOT, Variant::Head).await;
-    let addrs: Vec<String> = hosts.iter().map(Host::addr).collect();
-    let addr_refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
-    wait_chain(&c, &addr_refs, Duration::from_secs(60)).await;
-    check_writes(&c, &writes).await;
+    every_write_is_back(&zk.connect_string(), Variant::Head, &hosts, &writes).await;
     assert!(
         hosts[2].log().contains("dropped a torn last record"),
         "the cut replica did not report its torn record:\n{}",
         hosts[2].log()
     );
-    c.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -290,3 +290,45 @@ async fn a_replica_whose_log_has_a_flipped_byte_never_serves_it() {
     assert!(hosts[2].data.join("corrupt-0").is_dir(), "the damaged files were not set aside");
     c.close().await;
 }
+
+/// A data dir that cannot be used stops the replica before it touches ZooKeeper, with a line
+/// that says why: a path that is a file, or a dir another replica holds.
+#[test]
+fn an_unusable_data_dir_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").expect("write");
+    let run = |data: &Path| {
+        std::process::Command::new(support::chain::replica_binary())
+            .args(["--zk", "127.0.0.1:1", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .output()
+            .expect("run chain-replica")
+    };
+    let out = run(&file);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot create the data dir"), "{err}");
+    assert!(!err.contains("ZooKeeper"), "it went on to ZooKeeper: {err}");
+
+    let held = dir.path().join("held");
+    let mut first = std::process::Command::new(support::chain::replica_binary())
+        .args(["--zk", "127.0.0.1:1", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&held)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the first replica");
+    // The first one holds the lock as soon as its data dir exists.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !held.join("LOCK").exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let out = run(&held);
+    let _ = first.kill();
+    let _ = first.wait();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is in use by another process"), "{err}");
+}

@@ -149,6 +149,8 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
     let advertise = cfg.advertise.clone().unwrap_or_else(|| local_addr.to_string());
     let (event_tx, event_rx) = mpsc::channel(1024);
     let metrics = Arc::new(Metrics::new(cfg.core.variant)?);
+    // Before ZooKeeper: a data dir that cannot be used must not even briefly make a member.
+    let data = open_data_dir(&cfg, &metrics).await?;
     let zk = ZkCoordinator::spawn_counted(cfg.zk.clone(), advertise.clone(), event_tx, metrics.zk.clone());
     let join = Arc::new(zk.clone()) as Arc<dyn MembershipControl>;
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -156,7 +158,7 @@ pub async fn start(cfg: NodeConfig) -> anyhow::Result<RunningNode> {
         Some(tls) => Arc::new(TlsConnect(tls.clone())),
         None => Arc::new(TcpConnect),
     };
-    let mut node = match start_with_metrics(&cfg, incoming, local_addr, advertise, connector, event_rx, join, metrics).await {
+    let mut node = match start_with_metrics(&cfg, incoming, local_addr, advertise, connector, event_rx, join, metrics, data).await {
         Ok(node) => node,
         Err(e) => {
             zk.close().await;
@@ -196,7 +198,19 @@ where
     E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
     let metrics = Arc::new(Metrics::new(cfg.core.variant)?);
-    start_with_metrics(cfg, incoming, local_addr, advertise, connector, membership, control, metrics).await
+    let data = open_data_dir(cfg, &metrics).await?;
+    start_with_metrics(cfg, incoming, local_addr, advertise, connector, membership, control, metrics, data).await
+}
+
+/// `cfg.data_dir` opened and recovered (`runtime::storage`), if the replica has one.
+async fn open_data_dir(cfg: &NodeConfig, metrics: &Metrics) -> anyhow::Result<Option<super::storage::OpenedDataDir>> {
+    let Some(dir) = cfg.data_dir.clone() else { return Ok(None) };
+    let disk_metrics = metrics.disk.clone();
+    // Recovery reads the whole log: seconds for millions of keys, off the async threads.
+    let opened = tokio::task::spawn_blocking(move || super::storage::open(&dir, disk_metrics))
+        .await
+        .context("the data dir's recovery task failed")??;
+    Ok(Some(opened))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -209,6 +223,7 @@ async fn start_with_metrics<S, IO, E>(
     membership: mpsc::Receiver<MembershipEvent>,
     control: Arc<dyn MembershipControl>,
     metrics: Arc<Metrics>,
+    data: Option<super::storage::OpenedDataDir>,
 ) -> anyhow::Result<RunningNode>
 where
     S: tokio_stream::Stream<Item = Result<IO, E>> + Send + 'static,
@@ -230,12 +245,7 @@ where
         CoreCoordinator::new(control.clone(), metrics.clone()),
     );
     let mut durable_progress = None;
-    if let Some(dir) = cfg.data_dir.clone() {
-        let disk_metrics = metrics.disk.clone();
-        // Recovery reads the whole log: seconds for millions of keys, off the async threads.
-        let opened = tokio::task::spawn_blocking(move || super::storage::open(&dir, disk_metrics))
-            .await
-            .context("the data dir's recovery task failed")??;
+    if let Some(opened) = data {
         core = core.with_storage(Box::new(opened.storage), opened.copy);
         durable_progress = Some((opened.progress, opened.lock));
     }

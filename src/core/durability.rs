@@ -7,7 +7,15 @@
 //! it on disk, and the tail acknowledges (head variant: `xidProcessed`; tail variant: the
 //! client's callback; `getLatestXid`) only what it has on disk itself: a write is acknowledged
 //! once every replica it passed through has it on disk, and survives losing power to all of
-//! them. The price is one group commit per replica on a write's way down the chain.
+//! them. The price is one group commit per replica on a write's way down the chain. The head
+//! variant's head is the exception: it answers its clients itself, so it forwards at once and
+//! answers only once the tail confirmed the write and its own disk has it (`mark_processed`),
+//! which takes its fsync off the write's path.
+//!
+//! A copy is adopted after every replica lost power only once every replica of the view it is
+//! from is registered again (`ViewMark`, `reconfig::all_registered`), and a data dir refused as
+//! corrupt stands as a copy nobody may adopt, so that no head starts the chain over while the
+//! data may be on a disk that is not back yet.
 //!
 //! What is on disk is, at every moment, either this session's state or the copy kept from a
 //! lost session (`RetainedState`): a new session does not touch the disk until it installs a

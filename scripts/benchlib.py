@@ -100,9 +100,9 @@ def chainctl(zk, *args, timeout=120):
     return subprocess.run([os.path.join(BIN, "chainctl"), "--zk", zk, *args], capture_output=True, text=True, timeout=timeout)
 
 
-def start_replica(work, zk, name, session_timeout_ms=4000, extra=()):
-    """Returns (process, address). `extra` are further chain-replica flags."""
-    addr = f"127.0.0.1:{free_port()}"
+def start_replica(work, zk, name, session_timeout_ms=4000, extra=(), addr=None):
+    """Returns (process, address). `extra` are further chain-replica flags; `addr` reuses an address."""
+    addr = addr or f"127.0.0.1:{free_port()}"
     p = spawn([os.path.join(BIN, "chain-replica"), "--zk", zk, "--listen", addr, "--session-timeout-ms", str(session_timeout_ms), *extra],
               os.path.join(work, f"{name}.log"))
     return p, addr

@@ -7,8 +7,8 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::core::{DiskCopy, Storage, Store, Update, ViewMark, Xid};
-use crate::storage::{Log, LogConfig, ReplicaLog, SimDisk, SnapshotPolicy, StorageCommand, StorageError};
+use crate::core::{DiskCopy, Storage, StorageCommand};
+use crate::storage::{Log, LogConfig, ReplicaLog, SimDisk, SnapshotPolicy, StorageError};
 
 /// What the replica asked of its storage since the world last looked.
 pub type DiskQueue = Arc<Mutex<Vec<StorageCommand>>>;
@@ -21,19 +21,8 @@ fn lock(q: &DiskQueue) -> MutexGuard<'_, Vec<StorageCommand>> {
 }
 
 impl Storage for SimStorage {
-    fn append(&mut self, update: &Update) {
-        lock(&self.0).push(StorageCommand::Append(update.clone()));
-    }
-    fn install(&mut self, epoch: u64, store: &Store, xid: Xid, view: &ViewMark) {
-        lock(&self.0).push(StorageCommand::Install {
-            epoch,
-            store: store.clone(),
-            xid,
-            view: view.clone(),
-        });
-    }
-    fn mark_view(&mut self, view: &ViewMark) {
-        lock(&self.0).push(StorageCommand::MarkView(view.clone()));
+    fn submit(&mut self, command: StorageCommand) {
+        lock(&self.0).push(command);
     }
 }
 

@@ -30,17 +30,28 @@
 
 use super::*;
 
-/// Where the core's state goes to survive a power loss. Every call only queues work; the
-/// runtime reports progress through `Replica::on_durable`, in the order the calls were made.
-pub trait Storage: Send {
-    /// Append `update` (just applied) to the log.
-    fn append(&mut self, update: &Update);
-    /// The state is now exactly `store` at `xid`, as a member of view `view_version`: a state
-    /// transfer installed, a retained copy adopted, or a new chain started empty. Later reports
-    /// of progress carry `epoch`.
-    fn install(&mut self, epoch: u64, store: &Store, xid: Xid, view: &ViewMark);
+/// What the core asks of its storage, in order (`storage::ReplicaLog::apply` carries it out).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StorageCommand {
+    /// Append this update (just applied) to the log.
+    Append(Update),
+    /// The state is now exactly `store` at `xid`, as a member of `view`: a state transfer
+    /// installed, a retained copy adopted, or a new chain started empty. Later reports of
+    /// progress carry `epoch`.
+    Install {
+        epoch: u64,
+        store: Store,
+        xid: Xid,
+        view: ViewMark,
+    },
     /// The newest view that lists this replica, while it holds the chain's state.
-    fn mark_view(&mut self, view: &ViewMark);
+    MarkView(ViewMark),
+}
+
+/// Where the core's state goes to survive a power loss. `submit` only queues the command; the
+/// runtime reports progress through `Replica::on_durable`, in the order commands were made.
+pub trait Storage: Send {
+    fn submit(&mut self, command: StorageCommand);
 }
 
 /// What a data dir held at start: the state of the last session that wrote it.
@@ -160,7 +171,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             self.pass_on(update);
             return;
         };
-        storage.append(&update);
+        storage.submit(StorageCommand::Append(update.clone()));
         if head_of_head_variant {
             // The head variant's head answers the client itself, and only once its own disk
             // has the write as well as the tail's word (`mark_processed`): it may forward first,
@@ -181,7 +192,12 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         };
         self.durability.epoch += 1;
         self.durability.durable_xid = 0;
-        storage.install(self.durability.epoch, &self.store, self.last_applied, &view);
+        storage.submit(StorageCommand::Install {
+            epoch: self.durability.epoch,
+            store: self.store.clone(),
+            xid: self.last_applied,
+            view,
+        });
         // Those waiting from before are covered by the new state too.
         let mut waiting: Vec<Update> = std::mem::take(&mut self.durability.waiting).into();
         waiting.extend(deferred.iter().cloned());
@@ -207,7 +223,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         let view = self.member_view();
         if let Some(storage) = self.durability.storage.as_mut() {
             if self.holds_state {
-                storage.mark_view(&view);
+                storage.submit(StorageCommand::MarkView(view));
             }
         }
     }
@@ -392,7 +408,7 @@ mod tests {
         let marks_while_stateless = c.disks[&20]
             .0
             .lock()
-            .map(|s| s.ops.iter().filter(|op| matches!(op, DiskOp::MarkView(_))).count())
+            .map(|s| s.ops.iter().filter(|op| matches!(op, StorageCommand::MarkView(_))).count())
             .unwrap_or(0);
         assert_eq!(marks_while_stateless, 0, "a view was marked on the old copy");
         c.sync_disks();

@@ -29,7 +29,7 @@ pub mod testkit;
 #[cfg(test)]
 mod tests;
 
-pub use durability::{DiskCopy, Storage};
+pub use durability::{DiskCopy, Storage, StorageCommand};
 pub use suspicion::{is_probe_epoch, EvictionRecord};
 pub use write_path::WriteAccepted;
 

@@ -6,7 +6,7 @@
 
 use super::{
     ClientOrigin, ClientToken, Clock, Config, Coordinator, DiskCopy, Member, Millis, Network, NodeId, PeerReply, PeerRequest, ReadRejected,
-    Replica, Role, Storage, Store, Update, ViewMark, WriteAccepted, WriteOp, WriteOutcome, WriteRejected, Xid,
+    Replica, Role, Storage, StorageCommand, Store, ViewMark, WriteAccepted, WriteOp, WriteOutcome, WriteRejected, Xid,
 };
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -130,19 +130,6 @@ pub fn replica(cfg: Config, clock: &ManualClock, id: NodeId) -> TestReplica {
     r
 }
 
-/// What a replica asked its storage to keep, in order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DiskOp {
-    Append(Update),
-    Install {
-        epoch: u64,
-        store: Store,
-        xid: Xid,
-        view: ViewMark,
-    },
-    MarkView(ViewMark),
-}
-
 /// A replica's disk as a list of operations: the first `synced` of them survive a power loss,
 /// the rest are lost. The test decides when a sync happens (`ModelDisk::sync`).
 #[derive(Clone, Debug, Default)]
@@ -150,7 +137,7 @@ pub struct ModelDisk(pub Arc<Mutex<ModelDiskState>>);
 
 #[derive(Debug, Default)]
 pub struct ModelDiskState {
-    pub ops: Vec<DiskOp>,
+    pub ops: Vec<StorageCommand>,
     pub synced: usize,
 }
 
@@ -170,9 +157,9 @@ impl ModelDisk {
         let (mut epoch, mut xid) = (0, 0);
         for op in &s.ops {
             match op {
-                DiskOp::Install { epoch: e, xid: x, .. } => (epoch, xid) = (*e, *x),
-                DiskOp::Append(u) => xid = u.xid,
-                DiskOp::MarkView(_) => {}
+                StorageCommand::Install { epoch: e, xid: x, .. } => (epoch, xid) = (*e, *x),
+                StorageCommand::Append(u) => xid = u.xid,
+                StorageCommand::MarkView(_) => {}
             }
         }
         Some((epoch, xid))
@@ -185,7 +172,7 @@ impl ModelDisk {
         let mut view = ViewMark::default();
         for op in &s.ops[..s.synced] {
             match op {
-                DiskOp::Install { store, xid, view: v, .. } => {
+                StorageCommand::Install { store, xid, view: v, .. } => {
                     view = v.clone();
                     copy = Some(DiskCopy {
                         store: store.clone(),
@@ -194,7 +181,7 @@ impl ModelDisk {
                         refused: false,
                     });
                 }
-                DiskOp::Append(u) => {
+                StorageCommand::Append(u) => {
                     let c = copy.get_or_insert_with(|| DiskCopy {
                         store: Store::new(),
                         xid: 0,
@@ -208,7 +195,7 @@ impl ModelDisk {
                     }
                     c.xid = u.xid;
                 }
-                DiskOp::MarkView(v) => {
+                StorageCommand::MarkView(v) => {
                     view = v.clone();
                     if let Some(c) = copy.as_mut() {
                         c.view = view.clone();
@@ -227,19 +214,8 @@ impl ModelDisk {
 }
 
 impl Storage for ModelDisk {
-    fn append(&mut self, update: &Update) {
-        self.state().ops.push(DiskOp::Append(update.clone()));
-    }
-    fn install(&mut self, epoch: u64, store: &Store, xid: Xid, view: &ViewMark) {
-        self.state().ops.push(DiskOp::Install {
-            epoch,
-            store: store.clone(),
-            xid,
-            view: view.clone(),
-        });
-    }
-    fn mark_view(&mut self, view: &ViewMark) {
-        self.state().ops.push(DiskOp::MarkView(view.clone()));
+    fn submit(&mut self, command: StorageCommand) {
+        self.state().ops.push(command);
     }
 }
 
@@ -318,7 +294,7 @@ impl Cluster {
         let disk = ModelDisk::default();
         if let Some(c) = &copy {
             let mut s = disk.state();
-            s.ops.push(DiskOp::Install {
+            s.ops.push(StorageCommand::Install {
                 epoch: 0,
                 store: c.store.clone(),
                 xid: c.xid,

@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 
 use super::metrics::DiskMetrics;
 use super::shared::Shared;
-use crate::core::{DiskCopy, Store, Update, ViewMark, Xid};
-use crate::storage::{FsDisk, Log, LogConfig, ReplicaLog, StorageCommand as Command, StorageError};
+use crate::core::{DiskCopy, StorageCommand as Command, Xid};
+use crate::storage::{FsDisk, Log, LogConfig, ReplicaLog, StorageError};
 
 /// What the log thread reports.
 pub enum Progress {
@@ -34,20 +34,9 @@ pub struct DiskStorage {
 }
 
 impl crate::core::Storage for DiskStorage {
-    fn append(&mut self, update: &Update) {
+    fn submit(&mut self, command: Command) {
         // A send fails only once the thread has stopped after a failure, which ends the process.
-        let _ = self.commands.send(Command::Append(update.clone()));
-    }
-    fn install(&mut self, epoch: u64, store: &Store, xid: Xid, view: &ViewMark) {
-        let _ = self.commands.send(Command::Install {
-            epoch,
-            store: store.clone(),
-            xid,
-            view: view.clone(),
-        });
-    }
-    fn mark_view(&mut self, view: &ViewMark) {
-        let _ = self.commands.send(Command::MarkView(view.clone()));
+        let _ = self.commands.send(command);
     }
 }
 

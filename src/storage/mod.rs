@@ -30,7 +30,7 @@ mod tests;
 pub use disk::{Disk, DiskFile, FsDisk};
 pub use log::{Log, LogConfig, LogStats, Recovered, SnapshotPolicy};
 pub use record::Record;
-pub use replica_log::{ReplicaLog, StorageCommand, Synced};
+pub use replica_log::{ReplicaLog, Synced};
 #[cfg(any(test, feature = "sim"))]
 pub use sim_disk::SimDisk;
 

@@ -6,20 +6,7 @@
 use super::disk::Disk;
 use super::log::{Log, LogConfig, Recovered, SnapshotPolicy};
 use super::StorageError;
-use crate::core::{DiskCopy, Store, Update, ViewMark, Xid};
-
-/// One request of the core's, in the order it made them.
-#[derive(Clone, Debug)]
-pub enum StorageCommand {
-    Append(Update),
-    Install {
-        epoch: u64,
-        store: Store,
-        xid: Xid,
-        view: ViewMark,
-    },
-    MarkView(ViewMark),
-}
+use crate::core::{DiskCopy, StorageCommand, Store, Xid};
 
 /// What a group commit made durable: everything up to `xid` of install `epoch`
 /// (`Replica::on_durable`), and whether it cost an `fdatasync`.

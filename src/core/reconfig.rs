@@ -149,23 +149,23 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.sent.drain(..excess);
         self.reorder.retain(|xid, _| *xid > t.state_xid);
 
+        // As the tail, the suffix's acknowledgements wait for the state to be on disk.
+        let deferred: &[Update] = if self.succ.is_none() { &suffix } else { &[] };
+        let persisted = self.persist_install(deferred);
         if self.succ.is_some() {
             if successor_has_it {
-                self.persist_install(&[]);
                 self.link_epoch += 1;
                 self.watch_new_link(self.clock.now());
                 self.link = Link::Streaming;
             } else if was_synced && suffix_complete && matches!(self.link, Link::Transferring | Link::Streaming) {
-                self.persist_install(&[]);
                 for u in &suffix {
                     self.forward(u);
                 }
             } else {
-                self.persist_install(&[]);
                 self.restart_link(self.clock.now());
             }
             self.mark_processed(self.tail_processed);
-        } else if !self.persist_install(&suffix) {
+        } else if !persisted {
             self.applied_at_tail(&suffix);
         }
         self.drain_reorder();
@@ -257,11 +257,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             if !self.all_registered(&r.view_members) {
                 if !self.pull.said_copy_waits {
                     self.pull.said_copy_waits = true;
-                    let missing: Vec<&String> = r
-                        .view_members
-                        .iter()
-                        .filter(|a| !self.view.members().iter().any(|m| &m.addr == *a))
-                        .collect();
+                    let missing: Vec<&String> = r.view_members.iter().filter(|a| !self.is_registered(a)).collect();
                     tracing::info!(
                         view = r.mark.view_version,
                         ?missing,
@@ -292,9 +288,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
                 Marker::Created => {
                     self.marker = Marker::Existed;
                     tracing::info!(session = format_args!("{me:x}"), "a new chain: starting with empty state");
-                    self.holds_state = true;
-                    self.persist_install(&[]);
-                    self.restart_link(now);
+                    self.start_empty(now);
                     return;
                 }
                 Marker::Unknown => {
@@ -313,9 +307,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             } else {
                 tracing::warn!("no replica in the chain holds state: starting with empty state");
             }
-            self.holds_state = true;
-            self.persist_install(&[]);
-            self.restart_link(now);
+            self.start_empty(now);
             return;
         }
         match other {
@@ -383,7 +375,18 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     /// recent as it or more belongs to one of them or to a replica of a view one of them names,
     /// so once the whole list answered, the best copy is among the answers or waits in turn.
     fn all_registered(&self, addrs: &[String]) -> bool {
-        addrs.iter().all(|a| self.view.members().iter().any(|m| &m.addr == a))
+        addrs.iter().all(|a| self.is_registered(a))
+    }
+
+    fn is_registered(&self, addr: &str) -> bool {
+        self.view.members().iter().any(|m| m.addr == addr)
+    }
+
+    /// Hold the chain's state from nothing: a brand-new chain, or one whose state died.
+    fn start_empty(&mut self, now: Millis) {
+        self.holds_state = true;
+        self.persist_install(&[]);
+        self.restart_link(now);
     }
 
     /// Whether refusing a `proposeStateUpdate` or `stateTransfer` from `src` as "not from our

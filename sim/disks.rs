@@ -48,8 +48,6 @@ pub struct ProcDisk {
     pub queue: DiskQueue,
     /// A sync event is on its way.
     pub sync_scheduled: bool,
-    /// Bytes appended since the last sync, for the usage bound (`checks::disk_usage`).
-    pub unsynced_bytes: u64,
 }
 
 impl Default for ProcDisk {
@@ -59,7 +57,6 @@ impl Default for ProcDisk {
             log: None,
             queue: DiskQueue::default(),
             sync_scheduled: false,
-            unsynced_bytes: 0,
         }
     }
 }
@@ -70,7 +67,6 @@ impl ProcDisk {
     pub fn open(&mut self) -> Result<(Option<DiskCopy>, String), StorageError> {
         self.queue = DiskQueue::default();
         self.sync_scheduled = false;
-        self.unsynced_bytes = 0;
         match ReplicaLog::open(self.disk.clone(), log_config()) {
             Ok((log, rec, copy)) => {
                 self.log = Some(log.with_policy(snapshot_policy()));
@@ -110,6 +106,5 @@ impl ProcDisk {
         self.log = None;
         self.queue = DiskQueue::default();
         self.sync_scheduled = false;
-        self.unsynced_bytes = 0;
     }
 }

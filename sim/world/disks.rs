@@ -47,12 +47,10 @@ impl World {
         let Some(log) = disk.log.as_mut() else { return };
         let mut failed = None;
         for c in commands {
-            let before = log.log().log_bytes();
             if let Err(e) = log.apply(c) {
                 failed = Some(e);
                 break;
             }
-            disk.unsynced_bytes += log.log().log_bytes().saturating_sub(before);
         }
         if let Some(e) = failed {
             // The core asked for something a log must refuse (an xid out of order).
@@ -85,7 +83,6 @@ impl World {
                 return;
             }
         };
-        disk.unsynced_bytes = 0;
         let (view, checks) = self.observed();
         checks.disk_synced(&view, proc);
         self.with_replica(proc, |r| r.on_durable(synced.epoch, synced.xid));

@@ -7,7 +7,7 @@
 //! after the heal the chain must settle with every evicted replica back.
 
 use crate::core::Millis;
-use crate::sim::checks::writes_during_fault;
+use crate::sim::checks::{cut_off_outside, writes_during_fault};
 use crate::sim::events::Endpoint;
 use crate::sim::scenario;
 use crate::sim::world::World;
@@ -40,7 +40,7 @@ pub fn run(w: &mut World) {
     let i = w.dice.scenario.range(0, n as u64 - 1) as usize;
     let (a, b) = (chain[i], chain[i + 1]);
     let mut two_way: Vec<(Endpoint, Endpoint)> = Vec::new();
-    let mut isolated_head_members = 0;
+    let mut isolated = None;
     let mut one_way: Vec<(Endpoint, Endpoint)> = Vec::new();
     let what = match w.dice.scenario.range(0, 5) {
         0 => {
@@ -62,11 +62,7 @@ pub fn run(w: &mut World) {
         }
         _ => {
             let v = chain[w.dice.scenario.range(0, n as u64) as usize];
-            if v == chain[0] {
-                // No replica evicts itself, so a head cut from every peer evicts the others, one
-                // per suspicion timeout, and then serves alone (docs/gray-failures.md).
-                isolated_head_members = n;
-            }
+            isolated = Some(v);
             for other in (0..w.procs().len()).filter(|&o| o != v) {
                 two_way.push((Endpoint::Replica(v), Endpoint::Replica(other)));
             }
@@ -92,6 +88,7 @@ pub fn run(w: &mut World) {
         }
         w.run_to((w.now() + 200).min(healed));
     }
+    let members_at_heal: Vec<usize> = w.zk().members().iter().filter_map(|m| w.proc_of_addr(&m.addr)).collect();
     for &(x, y) in &two_way {
         w.net.heal(x, y);
     }
@@ -100,9 +97,19 @@ pub fn run(w: &mut World) {
     }
     w.note("gray link: healed");
     let suspicion = w.cfg().session_timeout + w.cfg().session_timeout / 2;
-    let bound = bound(w).max(isolated_head_members.saturating_sub(1) as Millis * (suspicion + suspicion / 10) + 2_000);
+    // A head cut off from every peer first evicts its successor (it cannot tell whose fault
+    // it is); the next successor reports it a suspicion timeout (and a tenth) after that.
+    let head_cut_off = isolated == Some(chain[0]);
+    let bound = if head_cut_off {
+        bound(w).max(2 * suspicion + suspicion / 10 + 2_000)
+    } else {
+        bound(w)
+    };
     let found = writes_during_fault::check(w.view().history, &what, began, healed, bound, MAX_GAP_MS);
     w.fail_all(found);
+    if let Some(v) = isolated {
+        w.fail_all(cut_off_outside::check(v, n, &members_at_heal, &what));
+    }
     if !w.ok() {
         return;
     }

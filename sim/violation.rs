@@ -21,6 +21,7 @@ pub enum Invariant {
     TransferCauses,
     ValidKeys,
     WritesDuringFault,
+    CutOffOutside,
     /// Durable runs: the log takes what the replica asks and stays within its bounds.
     Disk,
     /// Operations that must complete did (the clients, the workloads, the final reads).
@@ -49,6 +50,7 @@ impl Invariant {
             Invariant::TransferCauses => "transfer cause",
             Invariant::ValidKeys => "valid keys",
             Invariant::WritesDuringFault => "writes during a gray failure",
+            Invariant::CutOffOutside => "cut-off replica outside",
             Invariant::Disk => "disk",
             Invariant::Liveness => "liveness",
             Invariant::ChainSequence => "chain",

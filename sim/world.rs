@@ -413,13 +413,18 @@ impl World {
 
     fn send_peer(&mut self, from: usize, incarnation: u32, to: core::Member, epoch: u64, request: PeerRequest) {
         let kind = request.kind();
-        // An evicted replica's probes are not the chain's traffic (the cost checks count that).
-        if !self.procs[from].replica.as_ref().is_some_and(|r| r.is_parked()) {
+        // Probes (an evicted replica's, or of a predecessor that just evicted someone) are not
+        // the chain's traffic that the cost and pacing checks judge; `core::suspicion` paces
+        // them by the suspicion timeout.
+        let probe = core::is_probe_epoch(epoch);
+        if !probe && !self.procs[from].replica.as_ref().is_some_and(|r| r.is_parked()) {
             self.peer_sends.count(kind);
         }
         let retained = matches!(request, PeerRequest::PullState { retained: true, .. });
         let (view, checks) = self.observed();
-        checks.peer_send(&view, from, incarnation, to.id, kind, retained);
+        if !probe {
+            checks.peer_send(&view, from, incarnation, to.id, kind, retained);
+        }
         let reply_to = ReplyTo {
             proc: from,
             incarnation,

@@ -10,10 +10,13 @@
 //! `<target>/tmp/gray_failure_table.md`), then asserts:
 //!
 //! - link cuts: writes flowing again (no gap over 2 s from then until the heal) within
-//!   2 x session timeout + 2 s of the cut. The replicas do not yet detect a broken link, so on
-//!   code without that detection these fail: that they can fail is the point.
-//! - ZooKeeper cuts, what holds today: a new head (tail) is chosen, writes resume within the
-//!   same bound, the old head stops acknowledging before the new one is named, no stale reads.
+//!   2 x session timeout + 2 s of the cut. On code without the detection of broken links
+//!   these fail: that they can fail is the point.
+//! - ZooKeeper cuts: a new head (tail) is chosen, writes resume within the same bound, the old
+//!   head stops acknowledging before the new one is named, no stale reads.
+//! - the head cut off from both peers (row 7, beyond the table): it is out of the
+//!   chain when the cut heals, a new head was named after its last acknowledgement, and writes
+//!   flow again within two suspicion timeouts, a tenth, and 2 s.
 //! - every row: nothing acknowledged lost, no read from the old tail older than a write
 //!   acknowledged before the read was sent.
 //!
@@ -75,6 +78,19 @@ fn target() -> Duration {
     Duration::from_millis(2 * SESSION_TIMEOUT_MS + 2000)
 }
 
+/// A head cut off from its peers is removed in two evictions (docs/gray-failures.md): its own
+/// of its successor, then its next successor's of it, a suspicion timeout and a tenth later
+/// (the default suspicion timeout, 1.5 session timeouts), then 2 s as for a link cut.
+fn target_for(fault: Fault) -> Duration {
+    match fault {
+        Fault::FromPeers(Role::Head) => {
+            let suspicion = SESSION_TIMEOUT_MS * 3 / 2;
+            Duration::from_millis(2 * suspicion + suspicion / 10 + 2000)
+        }
+        _ => target(),
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Role {
     Head,
@@ -90,6 +106,8 @@ enum Fault {
     OneWay(Role, Role),
     /// One replica and ZooKeeper cut off from each other; everything else reachable.
     Zookeeper(Role),
+    /// One replica cut off from both others; ZooKeeper and the clients still reach it.
+    FromPeers(Role),
 }
 
 #[test]
@@ -130,6 +148,11 @@ fn head_cut_from_zookeeper_only() {
 #[test]
 fn tail_cut_from_zookeeper_only() {
     row(6, "tzk", "6. tail cut from ZooKeeper only", Fault::Zookeeper(Role::Tail));
+}
+
+#[test]
+fn head_cut_from_every_peer() {
+    row(7, "hpeers", "7. head cut from both other replicas", Fault::FromPeers(Role::Head));
 }
 
 fn row(subnet: u8, tag: &str, label: &str, fault: Fault) {
@@ -341,6 +364,11 @@ fn rules_for(net: &Net, roles: &Roles, fault: Fault) -> (String, Vec<Rule>) {
         Fault::Zookeeper(r) => {
             let zk = net.ip("zk");
             (roles.node(r).to_string(), vec![Rule::DropFrom(zk), Rule::DropTo(zk)])
+        }
+        Fault::FromPeers(r) => {
+            let peers = [Role::Head, Role::Middle, Role::Tail].into_iter().filter(|&p| p != r);
+            let rules = peers.flat_map(|p| [Rule::DropFrom(ip(p)), Rule::DropTo(ip(p))]).collect();
+            (roles.node(r).to_string(), rules)
         }
     }
 }
@@ -554,6 +582,9 @@ struct Report {
     rejoined: Option<String>,
     rules_during: String,
     errors: Vec<String>,
+    /// Whether the replica that was head at the cut is in the chain the client saw last
+    /// before the heal.
+    old_head_in_chain_at_heal: bool,
 }
 
 impl Report {
@@ -605,6 +636,10 @@ impl Report {
                 .find(|(_, ms)| pick(ms).is_some_and(|m| m.id != old))
                 .map(|(at, _)| since_cut(*at))
         };
+        let old_head_in_chain_at_heal = changes
+            .iter()
+            .rfind(|(at, _)| *at < t.heal)
+            .is_none_or(|(_, ms)| ms.iter().any(|m| m.addr == roles.head.addr));
         let new_head = first_change(|ms| ms.first(), roles.head.id);
         let new_tail = first_change(|ms| ms.last(), roles.tail.id);
         let old_head_last_ack = probe
@@ -663,21 +698,26 @@ impl Report {
             rejoined,
             rules_during,
             errors,
+            old_head_in_chain_at_heal,
         }
     }
 
     fn meets_target(&self) -> bool {
-        self.flow.flowing_again.is_some_and(|d| d <= target())
+        self.flow.flowing_again.is_some_and(|d| d <= target_for(self.fault))
     }
 
     fn notes(&self) -> String {
         let secs = |d: Option<Duration>| d.map_or("never".to_string(), |d| format!("+{:.1} s", d.as_secs_f64()));
         match self.fault {
-            Fault::Zookeeper(Role::Head) => format!(
-                "new head {}, old head's last ack {}",
+            Fault::Zookeeper(Role::Head) | Fault::FromPeers(Role::Head) => format!(
+                "new head {}, old head's last ack {}{}",
                 secs(self.new_head),
                 self.old_head_last_ack
-                    .map_or("before the cut".to_string(), |d| format!("+{:.1} s", d.as_secs_f64()))
+                    .map_or("before the cut".to_string(), |d| format!("+{:.1} s", d.as_secs_f64())),
+                match self.fault {
+                    Fault::FromPeers(_) => format!("; its target: flowing again within {:.1} s", target_for(self.fault).as_secs_f64()),
+                    _ => String::new(),
+                }
             ),
             Fault::Zookeeper(_) => format!(
                 "new tail {}, old tail answered {} reads (last {})",
@@ -731,6 +771,29 @@ impl Report {
         );
         let again = self.flow.flowing_again;
         match self.fault {
+            Fault::FromPeers(Role::Head) => {
+                let Some(replaced) = self.new_head else {
+                    panic!("{}: no new head chosen during the fault", self.label);
+                };
+                if let Some(last) = self.old_head_last_ack {
+                    assert!(
+                        last < replaced,
+                        "{}: the old head acknowledged at +{last:?}, after the new head was named at +{replaced:?}",
+                        self.label
+                    );
+                }
+                assert!(
+                    !self.old_head_in_chain_at_heal,
+                    "{}: the head cut off from its peers is still in the chain at the heal ({})",
+                    self.label, self.membership
+                );
+                assert!(
+                    self.meets_target(),
+                    "{}: writes not flowing again within {:?} of the cut (flowing again: {again:?})",
+                    self.label,
+                    target_for(self.fault)
+                );
+            }
             Fault::Zookeeper(role) => {
                 let replaced = if role == Role::Head { self.new_head } else { self.new_tail };
                 let Some(replaced) = replaced else {

@@ -8,6 +8,7 @@ mod backoff;
 mod bounded_queues;
 mod chain_prefix;
 pub mod cost;
+pub mod cut_off_outside;
 mod disk_usage;
 mod foreign_input;
 mod gap_refusals;

@@ -296,6 +296,7 @@ pub struct Replica<C, N, K> {
     lease_until: Millis,
 
     link_watch: suspicion::LinkWatch,
+    accuser_watch: suspicion::AccuserWatch,
     evictions: suspicion::Evictions,
     /// Evicted from the chain: out of it until its tail answers again.
     parked: Option<suspicion::Parked>,
@@ -341,6 +342,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             writes_per_client: BTreeMap::new(),
             lease_until: 0,
             link_watch: suspicion::LinkWatch::default(),
+            accuser_watch: suspicion::AccuserWatch::default(),
             evictions: suspicion::Evictions::default(),
             parked: None,
             durability: durability::Durability::default(),
@@ -463,7 +465,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     pub fn on_peer_reply(&mut self, from: NodeId, epoch: u64, kind: RequestKind, reply: PeerReply) {
         let now = self.clock.now();
         if is_probe_epoch(epoch) {
-            self.on_probe_reply(epoch, &reply, now);
+            self.on_probe_reply(from, epoch, &reply, now);
             return;
         }
         match kind {

@@ -25,9 +25,13 @@
 //!   whoever follows it, and an eviction of its successor always leaves the state in the chain
 //!   (the reporter, upstream, holds everything its successor holds). Leaving itself would
 //!   not: its copy would go where no new head looks for state, and the simulator found runs
-//!   where every other member was stateless or crashed, and acknowledged writes were lost. A
-//!   head cut off from every peer therefore ends up alone in the chain (one eviction per
-//!   suspicion period), serving the clients that reach it, until the cut heals.
+//!   where every other member was stateless or crashed, and acknowledged writes were lost.
+//! - **Watching an accuser.** A head cut off from every peer suspects its successor all the
+//!   same. So a replica whose predecessor reported the last eviction probes it, and reports it
+//!   if it stays silent for `suspicion_ms`; the reporter waits two periods before its next
+//!   report, so the head cut off is the one that leaves, after one healthy replica (which
+//!   comes back). Safe like any eviction by a replica holding state: it holds every
+//!   acknowledged write.
 //! - **Parking.** An evicted replica of ours keeps its ZooKeeper session but stays out of the
 //!   chain, probing every member (`getLatestXid`, which every implementation answers). Only
 //!   after all of them answered every probe for `suspicion_ms` does it join again, with a new
@@ -60,7 +64,17 @@ const MAX_BACKOFF_SHIFT: u32 = 6;
 /// for the replies to a tail poll (`drive_poll`) made before the replica was evicted.
 const PROBE_EPOCH: u64 = 1 << 63;
 
-/// Whether a request sent with this epoch is a parked replica's probe (see `PROBE_EPOCH`).
+/// Probes of a predecessor that just evicted someone (`AccuserWatch`) carry this bit beside
+/// `PROBE_EPOCH`.
+const ACCUSER_PROBE: u64 = 1 << 62;
+
+/// A successor watches its predecessor for this many suspicion periods after the predecessor
+/// reported an eviction: long enough for its own report, which comes one period and a stagger
+/// after it began watching, also when the evicted replica had to be removed by its reporter.
+const ACCUSER_WATCH_PERIODS: u64 = 3;
+
+/// Whether a request sent with this epoch is a probe (a parked replica's, or a watch of an
+/// accuser): not the chain's traffic (see `PROBE_EPOCH`).
 pub fn is_probe_epoch(epoch: u64) -> bool {
     epoch & PROBE_EPOCH != 0
 }
@@ -73,6 +87,23 @@ pub(super) struct LinkWatch {
     acked: Xid,
     /// The successor's last answer of any kind, or when we started waiting on it.
     contact_at: Millis,
+}
+
+/// A predecessor that reported the last eviction, watched by its successor. A head cut off
+/// from every peer cannot tell that the fault is its own: it suspects its successor, which
+/// leaves. Its next successor then hears nothing from it either; it probes it, and reports it
+/// if it stays silent for a suspicion period, before the head may report again (a reporter
+/// waits a period longer before its next report). So the replica cut off ends up outside the
+/// chain, and the healthy ones lose at most one member for a while, which comes back.
+#[derive(Clone, Debug, Default)]
+pub(super) struct AccuserWatch {
+    target: Option<NodeId>,
+    /// Its last answer to a probe, or when the watch began.
+    contact_at: Millis,
+    next_probe_at: Millis,
+    /// When the probe in flight went out; the network answers every request (`Unreachable`
+    /// after its deadline), and one older than a period is given up.
+    probe_sent_at: Option<Millis>,
 }
 
 /// What this replica knows of the chain's evictions. Survives session loss: the records are
@@ -174,7 +205,11 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             }
         }
         let period = self.cfg.suspicion_ms;
-        if period == 0 || !self.holds_state || !self.lease_valid() {
+        if period == 0 {
+            return;
+        }
+        self.watch_accuser(now);
+        if !self.holds_state || !self.lease_valid() {
             return;
         }
         let Some(me) = self.me else { return };
@@ -193,7 +228,11 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         }
         let last = self.evictions.last;
         let since_last = now.saturating_sub(self.evictions.seen_at);
-        if last.is_some() && since_last < period {
+        // The reporter of the last eviction waits a period longer: if the fault was its own,
+        // the successor watching it (`AccuserWatch`) reports it first.
+        let reported_last = last.is_some_and(|r| Some(r.reporter) == self.me);
+        let quiet_for = if reported_last { period.saturating_mul(2) } else { period };
+        if last.is_some() && since_last < quiet_for {
             return;
         }
         tracing::warn!(
@@ -214,18 +253,64 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             let succ = self.succ.as_ref()?.id;
             return Some((succ, now.saturating_sub(self.link_watch.contact_at)));
         }
-        let (target, since, current) = match self.cfg.variant {
-            Variant::Head if self.is_tail_role() => {
-                let (head, since) = self.head_notify.failing?;
-                (head, since, self.view.head()?.id)
-            }
-            Variant::Tail if self.is_head_role() => {
-                let (tail, since) = self.poll.failing?;
-                (tail, since, self.view.tail()?.id)
-            }
-            _ => return None,
+        let direct = match self.cfg.variant {
+            Variant::Head if self.is_tail_role() => self
+                .head_notify
+                .failing
+                .and_then(|(head, since)| Some((head, since, self.view.head()?.id))),
+            Variant::Tail if self.is_head_role() => self
+                .poll
+                .failing
+                .and_then(|(tail, since)| Some((tail, since, self.view.tail()?.id))),
+            _ => None,
         };
-        (target == current && Some(target) != self.me).then(|| (target, now.saturating_sub(since)))
+        if let Some((target, since, current)) = direct {
+            if target == current && Some(target) != self.me {
+                return Some((target, now.saturating_sub(since)));
+            }
+        }
+        let watched = self.accuser_watch.target?;
+        (self.pred == Some(watched)).then(|| (watched, now.saturating_sub(self.accuser_watch.contact_at)))
+    }
+
+    /// Watch the predecessor while it is the reporter of a recent eviction and we hold state
+    /// (see `AccuserWatch`), probing it every quarter period.
+    fn watch_accuser(&mut self, now: Millis) {
+        let period = self.cfg.suspicion_ms;
+        let recent = now.saturating_sub(self.evictions.seen_at) < period.saturating_mul(ACCUSER_WATCH_PERIODS);
+        let accuser = self.evictions.last.filter(|_| recent).map(|r| r.reporter);
+        let target = self.pred.filter(|&p| self.holds_state && Some(p) == accuser && Some(p) != self.me);
+        if target != self.accuser_watch.target {
+            self.accuser_watch = AccuserWatch {
+                target,
+                contact_at: now,
+                next_probe_at: now,
+                probe_sent_at: None,
+            };
+        }
+        let Some(target) = target else { return };
+        let w = &mut self.accuser_watch;
+        let in_flight = w.probe_sent_at.is_some_and(|at| now.saturating_sub(at) < period);
+        if in_flight || now < w.next_probe_at {
+            return;
+        }
+        let Some(member) = self.view.members().iter().find(|m| m.id == target).cloned() else {
+            return;
+        };
+        w.probe_sent_at = Some(now);
+        w.next_probe_at = now.saturating_add((period / 4).max(self.cfg.retry_min_ms).max(1));
+        self.net.send(&member, PROBE_EPOCH | ACCUSER_PROBE, PeerRequest::GetLatestXid);
+    }
+
+    fn on_accuser_probe_reply(&mut self, from: NodeId, reply: &PeerReply, now: Millis) {
+        let w = &mut self.accuser_watch;
+        if w.target != Some(from) {
+            return;
+        }
+        w.probe_sent_at = None;
+        if *reply != PeerReply::Unreachable {
+            w.contact_at = now;
+        }
     }
 
     /// The chain's eviction record, as read from the coordinator (again, or changed).
@@ -317,7 +402,11 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         }
     }
 
-    pub(super) fn on_probe_reply(&mut self, epoch: u64, reply: &PeerReply, now: Millis) {
+    pub(super) fn on_probe_reply(&mut self, from: NodeId, epoch: u64, reply: &PeerReply, now: Millis) {
+        if epoch & ACCUSER_PROBE != 0 {
+            self.on_accuser_probe_reply(from, reply, now);
+            return;
+        }
         let Some(p) = self.parked.as_mut() else { return };
         if epoch != PROBE_EPOCH | p.probe_seq || p.probes_out == 0 {
             return;
@@ -489,6 +578,68 @@ mod tests {
         assert!(suspects(&c, 1).is_empty());
         run_cut(&mut c, 1, 2, PERIOD / 2);
         assert_eq!(suspects(&c, 1), vec![(2, Some(4))]);
+    }
+
+    /// The first eviction a head cut off from every peer makes: it suspects its successor 2.
+    fn isolated_head_evicts_its_successor(variant: Variant, cuts: &[(NodeId, NodeId)]) -> Cluster {
+        let mut c = Cluster::with_nodes(
+            Config {
+                suspicion_ms: PERIOD,
+                variant,
+                ..Config::default()
+            },
+            &[1, 2, 3],
+        );
+        let _ = c.inc("k", 1);
+        run_cuts(&mut c, cuts, PERIOD + 100);
+        assert_eq!(suspects(&c, 1), vec![(2, None)]);
+        let record = EvictionRecord {
+            version: 1,
+            reporter: 1,
+            suspect: 2,
+        };
+        for id in c.ids() {
+            c.get_mut(id).on_eviction_record(record);
+        }
+        c.set_view(&[1, 3]);
+        c
+    }
+
+    #[test]
+    fn a_head_cut_off_from_every_peer_is_reported_by_its_next_successor_before_it_reports_again() {
+        // In the tail variant the tail has no call of its own to the head to notice it by;
+        // in the head variant its acknowledgements to the head fail too.
+        for variant in [Variant::Tail, Variant::Head] {
+            let cuts = [(1, 2), (2, 1), (1, 3), (3, 1)];
+            let mut c = isolated_head_evicts_its_successor(variant, &cuts);
+            // The tail hears nothing from the reporter for a period (and its position's tenth).
+            run_cuts(&mut c, &cuts, PERIOD);
+            assert!(suspects(&c, 3).is_empty(), "{variant:?}: reported before the timeout");
+            run_cuts(&mut c, &cuts, PERIOD / 10 + 100);
+            assert_eq!(suspects(&c, 3), vec![(1, Some(1))], "{variant:?}");
+            // The head, which hears nothing from the tail either, waits a period longer after
+            // its report, and never names itself.
+            run_cuts(&mut c, &cuts, PERIOD / 2);
+            assert_eq!(suspects(&c, 1), vec![(2, None)], "{variant:?}");
+        }
+    }
+
+    #[test]
+    fn a_reporter_that_answers_its_next_successor_is_left_alone() {
+        // Only the link between head and middle is broken: the middle goes, and the tail,
+        // watching the head that reported it, gets answers.
+        let cuts = [(1, 2), (2, 1)];
+        let mut c = isolated_head_evicts_its_successor(Variant::Tail, &cuts);
+        run_cuts(&mut c, &cuts, PERIOD * 4);
+        assert!(suspects(&c, 3).is_empty());
+        assert_eq!(suspects(&c, 1), vec![(2, None)]);
+        let probes_of_head = c
+            .delivered
+            .iter()
+            .filter(|(f, m)| *f == 3 && m.to.id == 1 && is_probe_epoch(m.epoch))
+            .count();
+        // A probe every quarter period while the record is recent, then none.
+        assert!((8..=13).contains(&probes_of_head), "{probes_of_head} probes");
     }
 
     #[test]
@@ -694,24 +845,6 @@ mod tests {
         assert!(suspects(&c, 2).is_empty(), "{:?}", suspects(&c, 2));
     }
 
-    #[test]
-    fn a_replica_cut_from_every_peer_evicts_one_successor_per_period_and_never_itself() {
-        let mut c = chain(&[1, 2, 3]);
-        let _ = c.inc("k", 1);
-        c.settle();
-        let isolated = [(1, 2), (2, 1), (1, 3), (3, 1)];
-        let _ = c.inc("k", 1);
-        run_cuts(&mut c, &isolated, PERIOD + 100);
-        assert_eq!(suspects(&c, 1), vec![(2, None)]);
-        evict(&mut c, 1, 2, 0);
-        c.set_view(&[1, 3]);
-        // Not within a period of the last eviction, whatever the silence.
-        run_cuts(&mut c, &isolated, PERIOD - 100);
-        assert_eq!(suspects(&c, 1), vec![(2, None)]);
-        run_cuts(&mut c, &isolated, PERIOD);
-        assert_eq!(suspects(&c, 1), vec![(2, None), (3, Some(0))]);
-        assert!(suspects(&c, 3).iter().all(|&(s, _)| s != 3));
-    }
     /// Time passes and every replica ticks, and nothing is delivered: a successor that hangs
     /// rather than one whose link fails, so the link stays `Streaming` and owes all the while.
     fn run_silent(c: &mut Cluster, total: Millis) {

@@ -17,7 +17,7 @@ use support::proxy::TcpProxy;
 use support::zk::{free_port, ZkServer};
 use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout, Instant};
-use zookeeper_async::{Acl, CreateMode, ZooKeeper};
+use zookeeper_async::{Acl, CreateMode, Permission, ZooKeeper};
 
 /// One JVM at a time: two cores, and the CPU check below must measure only itself.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -384,6 +384,52 @@ async fn eviction_record_and_a_parked_suspect() {
         r.coord.close().await;
     }
     let _ = zk.close().await;
+}
+
+/// The lease is renewed only by a round trip that reads the eviction record and finds it does
+/// not name us. A record that exists but cannot be read (here: an ACL without READ; in life,
+/// any failed read) may name us, so renewals stop until it can be read again, and its content,
+/// once readable, reaches the core.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_eviction_record_stops_the_lease_renewals() {
+    let _serial = serial();
+    let server = start_zk();
+    let connect = server.connect_string();
+    let zk = admin(&connect).await;
+    let alives = |events: &[MembershipEvent]| events.iter().filter(|e| matches!(e, MembershipEvent::Alive { .. })).count();
+
+    let mut a = Replica::spawn(cfg(&connect, "/headchain"), "127.0.0.1:7001");
+    let id_a = a.joined().await;
+    assert!(alives(&a.drain_for(SESSION).await) >= 2, "no renewals before the record");
+
+    let no_read = vec![Acl::new(
+        Permission::WRITE | Permission::CREATE | Permission::DELETE | Permission::ADMIN,
+        "world",
+        "anyone",
+    )];
+    let path = "/headchain.chainrep/eviction";
+    zk.create(path, format!("1 {id_a:x}").into_bytes(), no_read, CreateMode::Persistent)
+        .await
+        .expect("create an unreadable eviction record");
+    // A renewal already past its read may still arrive.
+    a.drain_for(SESSION / 4).await;
+    let during = a.drain_for(SESSION).await;
+    assert_eq!(
+        alives(&during),
+        0,
+        "renewed the lease while the record could not be read: {during:?}"
+    );
+
+    zk.set_acl(path, Acl::open_unsafe().clone(), None)
+        .await
+        .expect("make the record readable");
+    let seen = a
+        .wait_for("the record, once readable", |ev| match ev {
+            MembershipEvent::Eviction(r) => Some(*r),
+            _ => None,
+        })
+        .await;
+    assert_eq!((seen.reporter, seen.suspect), (1, id_a));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,9 +26,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-def spawn(args, log):
+def spawn(args, log, env=None):
     out = open(log, "ab")
-    p = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    env = {**os.environ, **env} if env else None
+    p = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
     children.append(p)
     return p
 
@@ -100,11 +101,12 @@ def chainctl(zk, *args, timeout=120):
     return subprocess.run([os.path.join(BIN, "chainctl"), "--zk", zk, *args], capture_output=True, text=True, timeout=timeout)
 
 
-def start_replica(work, zk, name, session_timeout_ms=4000, extra=(), addr=None):
-    """Returns (process, address). `extra` are further chain-replica flags; `addr` reuses an address."""
+def start_replica(work, zk, name, session_timeout_ms=4000, extra=(), addr=None, env=None):
+    """Returns (process, address). `extra` are further chain-replica flags; `addr` reuses an address;
+    `env` adds environment variables."""
     addr = addr or f"127.0.0.1:{free_port()}"
     p = spawn([os.path.join(BIN, "chain-replica"), "--zk", zk, "--listen", addr, "--session-timeout-ms", str(session_timeout_ms), *extra],
-              os.path.join(work, f"{name}.log"))
+              os.path.join(work, f"{name}.log"), env)
     return p, addr
 
 

@@ -184,6 +184,7 @@ fn malformed_transfer(w: &mut World, p: usize, pred: &Member) -> (Transfer, Flaw
         state_xid,
         state,
         sent,
+        base: None,
     };
     (t, flaw)
 }

@@ -48,6 +48,9 @@ pub struct Link {
     pull: Option<(NodeId, bool)>,
     /// The `pullState` answered in the step being carried out.
     pulled: Option<(NodeId, bool)>,
+    /// The replica asked its successor what it holds (`held`): the transfer that follows the
+    /// answer belongs to the same attempt.
+    asked: bool,
 }
 
 impl Link {
@@ -60,6 +63,7 @@ impl Link {
             restarted: false,
             pull: None,
             pulled: None,
+            asked: false,
         }
     }
 
@@ -159,6 +163,10 @@ impl Links {
         }
         let suffix = sent.iter().filter(|x| **x > before.last_applied).count() as u64;
         let link = self.entry(sender);
+        if link.asked {
+            // The transfer that follows the successor's answer is made from the new state.
+            return;
+        }
         if suffix != state_xid - before.last_applied || link.state != LinkState::Active {
             link.restart(now);
         }
@@ -166,7 +174,7 @@ impl Links {
 
     /// The answer to a `kind` request arrives at `to`; `succ` is the replica's successor now.
     pub fn on_reply(&mut self, to: ReplyTo, succ: Option<NodeId>, kind: RequestKind, reply: &PeerReply, now: Millis) {
-        let on_link = matches!(kind, RequestKind::Propose(_) | RequestKind::Transfer(_));
+        let on_link = matches!(kind, RequestKind::Propose(_) | RequestKind::Transfer(_) | RequestKind::Held);
         let link = self.entry((to.proc, to.incarnation));
         if !on_link || to.link_epoch != link.epoch || succ != Some(to.addressee) || link.state != LinkState::Active {
             return;
@@ -174,7 +182,11 @@ impl Links {
         match (kind, reply) {
             (RequestKind::Transfer(_), PeerReply::Accepted) => link.backoff = retry_min(),
             (_, PeerReply::Accepted) => {}
+            // An answer: the transfer follows at once, whole or not.
+            (RequestKind::Held, PeerReply::Held(_)) => {}
             _ => {
+                // A question that failed ends the attempt: no transfer follows it.
+                link.asked = false;
                 link.state = LinkState::Due { at: now + link.backoff };
                 link.backoff = (link.backoff * 2).min(Config::default().retry_max_ms);
                 link.paused = false;
@@ -182,13 +194,19 @@ impl Links {
         }
     }
 
-    /// The replica sends its successor a transfer; returns the link as it was.
-    pub fn transfer_sent(&mut self, sender: Sender) -> Link {
+    /// The replica sends its successor a transfer, or asks it what it holds, which starts a
+    /// transfer; returns the link as it was, or `None` for the transfer that follows an answer
+    /// (judged with the question).
+    pub fn transfer_sent(&mut self, sender: Sender, kind: RequestKind) -> Option<Link> {
         let link = self.entry(sender);
         let was = *link;
         link.epoch += 1;
+        let follows_answer = std::mem::replace(&mut link.asked, kind == RequestKind::Held);
+        if follows_answer && kind != RequestKind::Held {
+            return None;
+        }
         link.state = LinkState::Active;
         link.restarted = false;
-        was
+        Some(was)
     }
 }

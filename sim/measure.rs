@@ -11,6 +11,7 @@ pub struct PeerSends {
     pub xid_processed: u64,
     pub get_latest_xid: u64,
     pub pull_state: u64,
+    pub held: u64,
 }
 
 impl PeerSends {
@@ -21,12 +22,13 @@ impl PeerSends {
             RequestKind::XidProcessed(_) => &mut self.xid_processed,
             RequestKind::GetLatestXid => &mut self.get_latest_xid,
             RequestKind::PullState => &mut self.pull_state,
+            RequestKind::Held => &mut self.held,
         };
         *counter += 1;
     }
 
     pub fn total(&self) -> u64 {
-        self.propose + self.transfer + self.xid_processed + self.get_latest_xid + self.pull_state
+        self.propose + self.transfer + self.xid_processed + self.get_latest_xid + self.pull_state + self.held
     }
 }
 

@@ -83,9 +83,13 @@ pub fn settle(w: &mut World, limit: Millis) {
     while w.now() < until && w.ok() {
         let running = w.procs().iter().filter(|p| p.status == Status::Up).count();
         let live = w.live_synced();
-        let leased = live
-            .iter()
-            .all(|&p| w.procs()[p].replica.as_ref().is_some_and(|r| r.describe().lease_valid));
+        // Every link streaming, too: a transfer still owed would count against what follows.
+        let leased = live.iter().all(|&p| {
+            w.procs()[p]
+                .replica
+                .as_ref()
+                .is_some_and(|r| r.describe().lease_valid && !r.describe().transfer_owed)
+        });
         if live.len() == running && leased && settled::check(&w.view()).is_empty() {
             return;
         }

@@ -770,11 +770,10 @@ impl World {
     }
 
     fn drain_held(&mut self, proc: usize) {
-        while !self.procs[proc].held.is_empty() && self.ok() {
+        // Paused again before the drain ran: what is held stays held, every event of it (a
+        // timer event dropped here never comes back, and the replica would never retry).
+        while !self.procs[proc].held.is_empty() && self.ok() && self.procs[proc].status == Status::Up {
             let ev = self.procs[proc].held.remove(0);
-            if self.procs[proc].status != Status::Up {
-                return;
-            }
             self.trace.record(self.now(), &ev);
             self.handle(ev);
             self.check_step();

@@ -73,6 +73,7 @@ fn scrape_in_process() -> String {
         store_bytes: 0,
         retained: None,
         parked: false,
+        transfer_owed: false,
     })
 }
 

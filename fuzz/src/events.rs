@@ -263,6 +263,7 @@ fn transfer(s: &Subject, spec: &TransferSpec) -> Transfer {
         state_xid,
         state,
         sent,
+        base: None,
     }
 }
 

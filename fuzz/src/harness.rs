@@ -153,6 +153,7 @@ fn seed_transfer(src: NodeId) -> Transfer {
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
         sent: vec![seed_update(5, "k3", 7), seed_update(6, "k0", 1)],
+        base: None,
     }
 }
 
@@ -508,7 +509,7 @@ impl Subject {
                 assert!(self.replica.store() == &before.store, "xidProcessed changed the store ({})", ctx());
                 assert!(d.tail_processed >= *xid, "xidProcessed accepted but not recorded ({})", ctx());
             }
-            PeerRequest::GetLatestXid | PeerRequest::PullState { .. } => {
+            PeerRequest::GetLatestXid | PeerRequest::PullState { .. } | PeerRequest::Held => {
                 panic!("{request:?} answered Accepted ({})", ctx());
             }
         }

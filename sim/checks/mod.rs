@@ -117,10 +117,11 @@ impl Checks {
         if kind == RequestKind::PullState {
             self.links.pull_sent((proc, incarnation), to, retained);
         }
-        if let RequestKind::Transfer(_) = kind {
-            let was = self.links.transfer_sent((proc, incarnation));
-            self.found(transfer_causes::check_send(proc, to, &was));
-            self.found(backoff::check_send(w.now, w.cfg.tick, proc, to, &was));
+        if let RequestKind::Transfer(_) | RequestKind::Held = kind {
+            if let Some(was) = self.links.transfer_sent((proc, incarnation), kind) {
+                self.found(transfer_causes::check_send(proc, to, &was));
+                self.found(backoff::check_send(w.now, w.cfg.tick, proc, to, &was));
+            }
         }
     }
 

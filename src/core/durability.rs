@@ -121,6 +121,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         if let Some(copy) = copy.filter(|c| c.refused || c.xid > 0 || !c.store.is_empty()) {
             let mut store = copy.store;
             store.retain(|_, v| *v != 0);
+            let digest = StateDigest::of(&store);
             self.retained = Some(RetainedState {
                 mark: RetainedMark {
                     view_version: copy.view.version,
@@ -128,6 +129,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
                 },
                 view_members: copy.view.members,
                 store,
+                digest,
                 refused: copy.refused,
             });
         }
@@ -337,6 +339,104 @@ mod tests {
         assert_eq!(c.outcome(t), None);
         c.sync_disk(1);
         assert_eq!(c.outcome(t), Some(&WriteOutcome::Committed));
+    }
+
+    /// The transfers `from` sent `to`, whole (`None`) or since an xid.
+    fn transfers(c: &Cluster, from: NodeId, to: NodeId) -> Vec<(Option<Xid>, usize)> {
+        c.delivered
+            .iter()
+            .filter(|(f, m)| *f == from && m.to.id == to)
+            .filter_map(|(_, m)| match &m.request {
+                PeerRequest::Transfer(t) => Some((t.base.map(|(x, _)| x), t.state.len())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A chain of three with 50 keys, whose tail 3 is then killed with its disk synced.
+    fn tail_killed_with_its_disk() -> (Cluster, DiskCopy) {
+        let mut c = Cluster::durable(Config::default(), &[1, 2, 3]);
+        for i in 0..50 {
+            inc(&mut c, &format!("k{i}"), i + 1);
+        }
+        c.settle();
+        let copy = c.disks[&3].recover().expect("the tail's disk holds the state");
+        assert_eq!(copy.xid, 50);
+        c.crash(3);
+        c.set_view(&[1, 2]);
+        c.settle();
+        (c, copy)
+    }
+
+    #[test]
+    fn a_replica_back_on_its_disk_gets_only_the_keys_written_while_it_was_away() {
+        let (mut c, copy) = tail_killed_with_its_disk();
+        inc(&mut c, "k3", 100);
+        inc(&mut c, "new", 7);
+        c.del("k4").1.expect("del accepted");
+        c.settle();
+        // The same machine back under a new session, at the tail.
+        c.machines.insert(30, 3);
+        c.add_durable(30, Some(copy));
+        c.set_view(&[1, 2, 30]);
+        c.settle();
+        // Three keys written since xid 50 (one of them deleted: sent as 0), not the 50 keys.
+        assert_eq!(transfers(&c, 2, 30), vec![(Some(50), 3)]);
+        assert_eq!(c.get(30).store(), c.get(2).store());
+        assert_eq!(c.read("k3"), Ok(104));
+        assert_eq!(c.read("k4"), Ok(0));
+        assert_eq!(c.read("new"), Ok(7));
+        let t = inc(&mut c, "k0", 1);
+        c.settle();
+        assert_eq!(c.outcome(t), Some(&WriteOutcome::Committed));
+    }
+
+    #[test]
+    fn a_copy_that_differs_at_its_xid_gets_the_whole_state() {
+        // The copy claims xid 50 like the chain's, but holds another write under it: a head's
+        // write nobody else saw, whose xid the chain gave to another one.
+        let (mut c, mut copy) = tail_killed_with_its_disk();
+        copy.store.insert("k49".into(), 1_000);
+        c.machines.insert(30, 3);
+        c.add_durable(30, Some(copy));
+        c.set_view(&[1, 2, 30]);
+        c.settle();
+        assert_eq!(transfers(&c, 2, 30), vec![(None, 50)]);
+        assert_eq!(c.get(30).store(), c.get(2).store());
+        assert_eq!(c.read("k49"), Ok(50));
+    }
+
+    #[test]
+    fn a_delta_for_a_state_the_receiver_does_not_hold_is_refused() {
+        let (mut c, copy) = tail_killed_with_its_disk();
+        c.machines.insert(30, 3);
+        c.add_durable(30, Some(copy));
+        c.set_view(&[1, 2, 30]);
+        let held = c.get(30).on_held().expect("its disk's state");
+        assert_eq!(held.0, 50);
+        let delta = |base| Transfer {
+            src: 2,
+            state_xid: 51,
+            state: [("k1".to_string(), 9)].into_iter().collect(),
+            sent: Vec::new(),
+            base: Some(base),
+        };
+        let wrong = (50, StateDigest(held.1 .0 ^ 1));
+        assert_eq!(
+            c.get_mut(30).on_peer_request(PeerRequest::Transfer(delta(wrong))),
+            PeerReply::Refused
+        );
+        assert_eq!(
+            c.get_mut(30).on_peer_request(PeerRequest::Transfer(delta((49, held.1)))),
+            PeerReply::Refused
+        );
+        assert!(!c.get(30).holds_state());
+        assert_eq!(
+            c.get_mut(30).on_peer_request(PeerRequest::Transfer(delta(held))),
+            PeerReply::Accepted
+        );
+        assert_eq!(c.get(30).store().get("k1"), Some(&9));
+        assert_eq!(c.get(30).store().get("k2"), Some(&3));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! which reports the outcome back through the `Replica::on_*` methods. Production implements
 //! these with tokio, tonic and ZooKeeper; the simulator with a seeded event queue.
 
+use super::digest::StateDigest;
 use super::types::{ClientOrigin, ClientToken, Member, Millis, NodeId, RetainedMark, Transfer, Update, WriteOutcome, Xid};
 
 /// Monotonic milliseconds. Virtual in the simulator, so the core never reads a wall clock.
@@ -30,6 +31,9 @@ pub enum PeerRequest {
         stateless: Vec<NodeId>,
         retained: bool,
     },
+    /// `chainrep.ext.held`: a predecessor asks its new successor which state it holds, before
+    /// choosing between the whole state and only what the successor lacks.
+    Held,
 }
 
 impl PeerRequest {
@@ -40,6 +44,7 @@ impl PeerRequest {
             PeerRequest::XidProcessed(x) => RequestKind::XidProcessed(*x),
             PeerRequest::GetLatestXid => RequestKind::GetLatestXid,
             PeerRequest::PullState { .. } => RequestKind::PullState,
+            PeerRequest::Held => RequestKind::Held,
         }
     }
 }
@@ -52,6 +57,7 @@ pub enum RequestKind {
     XidProcessed(Xid),
     GetLatestXid,
     PullState,
+    Held,
 }
 
 /// The answer to a pull, as the responder decides it.
@@ -81,6 +87,9 @@ pub enum PeerReply {
     /// `getLatestXid`: `Some` when the peer answered as tail.
     LatestXid(Option<Xid>),
     Pulled(PullAnswer),
+    /// `held`: the xid and digest of the state the peer holds (or kept from an earlier
+    /// session, or read from its data dir), `None` if it has none it would build on.
+    Held(Option<(Xid, StateDigest)>),
 }
 
 /// Everything the core sends out. Sends to one peer must be delivered in the order they were

@@ -12,6 +12,7 @@
 //! - `session`: joining, the session lease, losing the session.
 //! - `suspicion`: a successor that stops answering while both still reach ZooKeeper.
 
+mod digest;
 mod durability;
 mod env;
 mod membership;
@@ -29,6 +30,7 @@ pub mod testkit;
 #[cfg(test)]
 mod tests;
 
+pub use digest::{History, StateDigest, HISTORY_UPDATES};
 pub use durability::{DiskCopy, Storage, StorageCommand};
 pub use suspicion::{is_probe_epoch, EvictionRecord};
 pub use write_path::WriteAccepted;
@@ -110,6 +112,9 @@ enum Link {
     Idle,
     /// The successor must get a full `stateTransfer` before anything else, at `retry_at`.
     NeedsTransfer { retry_at: Millis },
+    /// We asked the successor which state it holds (`PeerRequest::Held`); the transfer, whole
+    /// or only what it lacks, follows the answer and carries every update applied meanwhile.
+    Asking,
     /// A transfer is on its way; updates sent after it queue behind it.
     Transferring,
     /// The successor has everything we sent; new updates go straight to it.
@@ -181,6 +186,7 @@ struct RetainedState {
     /// are all registered again (`ViewMark`).
     view_members: Vec<String>,
     store: Store,
+    digest: StateDigest,
     /// Stands for a data dir refused as corrupt: there was a copy, nobody may adopt it, and
     /// while it is the best there is, no head starts the chain over (`with_storage`).
     refused: bool,
@@ -195,6 +201,7 @@ impl RetainedState {
             state_xid: self.mark.xid,
             state: self.store,
             sent: Vec::new(),
+            base: None,
         }
     }
 }
@@ -234,6 +241,8 @@ pub struct Describe {
     pub retained: Option<RetainedMark>,
     /// Evicted from the chain and waiting to reach it again (see `suspicion`).
     pub parked: bool,
+    /// The successor is still to get our state: a transfer is due, asked about, or on its way.
+    pub transfer_owed: bool,
 }
 
 pub struct Replica<C, N, K> {
@@ -258,6 +267,9 @@ pub struct Replica<C, N, K> {
     store: Store,
     /// `store_bytes(&store)`, kept up to date by every change to `store`.
     store_bytes: usize,
+    /// `StateDigest::of(&store)`, kept up to date the same way, and its recent values.
+    digest: StateDigest,
+    history: History,
     last_applied: Xid,
     /// Whether xid 0 was applied: the first update of a chain headed by an implementation that
     /// numbers from 0 (see `takes_first_xid_zero`).
@@ -321,6 +333,8 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             holds_state: false,
             store: Store::new(),
             store_bytes: 0,
+            digest: StateDigest::default(),
+            history: History::default(),
             last_applied: 0,
             applied_xid_zero: false,
             tail_processed: 0,
@@ -413,6 +427,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             store_bytes: self.store_bytes,
             retained: self.retained.as_ref().map(|r| r.mark),
             parked: self.parked.is_some(),
+            transfer_owed: matches!(self.link, Link::NeedsTransfer { .. } | Link::Asking | Link::Transferring),
         }
     }
 
@@ -458,6 +473,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             PeerRequest::XidProcessed(xid) => accepted(self.on_xid_processed(xid)),
             PeerRequest::GetLatestXid => PeerReply::LatestXid(self.on_get_latest_xid()),
             PeerRequest::PullState { src, stateless, retained } => PeerReply::Pulled(self.on_pull_state(src, &stateless, retained)),
+            PeerRequest::Held => PeerReply::Held(self.on_held()),
         }
     }
 
@@ -469,7 +485,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             return;
         }
         match kind {
-            RequestKind::Propose(_) | RequestKind::Transfer(_) => self.on_link_reply(from, epoch, kind, reply, now),
+            RequestKind::Propose(_) | RequestKind::Transfer(_) | RequestKind::Held => self.on_link_reply(from, epoch, kind, reply, now),
             RequestKind::XidProcessed(_) => self.on_head_notify_reply(from, reply, now),
             RequestKind::GetLatestXid => self.on_poll_reply(from, reply, now),
             RequestKind::PullState => self.on_pull_reply(from, reply, now),

@@ -82,7 +82,55 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             self.link = Link::Idle;
             return;
         };
-        let Some(transfer) = self.snapshot() else { return };
+        // Ask first what the successor holds: a replica back on its data dir, or one that held
+        // the state below our predecessor, may need only the keys written since.
+        self.link_epoch += 1;
+        self.link = Link::Asking;
+        self.net.send(&succ, self.link_epoch, PeerRequest::Held);
+    }
+
+    /// The successor's answer to `Held`: send it the whole state, or only what it lacks.
+    pub(super) fn on_held_reply(&mut self, reply: PeerReply, now: Millis) {
+        if self.link != Link::Asking {
+            return;
+        }
+        let held = match reply {
+            // `None` also from a foreign successor, which does not know the question.
+            PeerReply::Held(held) => held,
+            // Refused: asked of a session the replica at that address is not (restarted before
+            // its old session expired), or not now; a whole transfer would be refused too.
+            _ => {
+                self.link = Link::NeedsTransfer {
+                    retry_at: now + self.backoff,
+                };
+                self.backoff = (self.backoff * 2).min(self.cfg.retry_max_ms);
+                return;
+            }
+        };
+        let Some(succ) = self.succ.clone() else {
+            self.link = Link::Idle;
+            return;
+        };
+        let transfer = match held.and_then(|base| self.delta_since(base)) {
+            Some(delta) => {
+                tracing::info!(
+                    base_xid = delta.base.map_or(0, |(xid, _)| xid),
+                    keys = delta.state.len(),
+                    "the successor holds our state as of its last xid: sending only the keys written since"
+                );
+                delta
+            }
+            None => match self.snapshot() {
+                Some(t) => t,
+                None => {
+                    // Not joined: nothing to send from yet.
+                    self.link = Link::NeedsTransfer {
+                        retry_at: now + self.backoff,
+                    };
+                    return;
+                }
+            },
+        };
         self.link_epoch += 1;
         self.link = Link::Transferring;
         self.net.send(&succ, self.link_epoch, PeerRequest::Transfer(transfer));
@@ -94,7 +142,38 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             state_xid: self.last_applied,
             state: self.store.clone(),
             sent: self.sent_for_transfer(),
+            base: None,
         })
+    }
+
+    /// Only the keys written after `base`'s xid, if our state had `base`'s digest there (so
+    /// the successor's state is ours as of then, whatever history led to it).
+    fn delta_since(&self, base: (Xid, StateDigest)) -> Option<Transfer> {
+        let (xid, digest) = base;
+        if xid > self.last_applied || self.history.digest_at(xid) != Some(digest) {
+            return None;
+        }
+        let state: Store = self
+            .history
+            .keys_after(xid)
+            .into_iter()
+            .map(|k| (k.to_string(), self.store.get(k).copied().unwrap_or(0)))
+            .collect();
+        Some(Transfer {
+            src: self.me?,
+            state_xid: self.last_applied,
+            state,
+            sent: self.sent_for_transfer(),
+            base: Some(base),
+        })
+    }
+
+    /// `held` from our predecessor: the state we would build on, whole or with what we lack.
+    pub fn on_held(&self) -> Option<(Xid, StateDigest)> {
+        if self.holds_state {
+            return Some((self.last_applied, self.digest));
+        }
+        self.retained.as_ref().filter(|r| !r.refused).map(|r| (r.mark.xid, r.digest))
     }
 
     /// `stateTransfer` from `t.src`. Accepted only from the current predecessor and only if it
@@ -110,8 +189,32 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         if !transfer_is_well_formed(&t) {
             return false;
         }
+        let Some(t) = self.whole(t) else { return false };
         self.install(t, false);
         true
+    }
+
+    /// A transfer of only what we lack made whole, if we hold the state it builds on (the one
+    /// `on_held` names); a whole transfer as it is.
+    fn whole(&mut self, mut t: Transfer) -> Option<Transfer> {
+        let Some(base) = t.base.take() else { return Some(t) };
+        if self.on_held() != Some(base) {
+            return None;
+        }
+        let mut state = if self.holds_state {
+            self.store.clone()
+        } else {
+            self.retained.as_ref()?.store.clone()
+        };
+        for (key, value) in std::mem::take(&mut t.state) {
+            if value == 0 {
+                state.remove(&key);
+            } else {
+                state.insert(key, value);
+            }
+        }
+        t.state = state;
+        Some(t)
     }
 
     /// Replace our state with a transferred one and bring our successor up to it, unless
@@ -124,6 +227,8 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.store.retain(|_, v| *v != 0);
         // The state is O(keys) to receive anyway; counting it once here keeps scrapes O(1).
         self.store_bytes = super::store_bytes(&self.store);
+        self.digest = StateDigest::of(&self.store);
+        self.history = History::starting_at(t.state_xid, self.digest);
         self.last_applied = t.state_xid;
         // At xid 0 a state is either empty (nothing applied, numbering from 1) or holds a
         // from-0 chain's first update; a resend of a `del` as xid 0 would change nothing anyway.
@@ -153,7 +258,10 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         let deferred: &[Update] = if self.succ.is_none() { &suffix } else { &[] };
         let persisted = self.persist_install(deferred);
         if self.succ.is_some() {
-            if successor_has_it {
+            if self.link == Link::Asking && !successor_has_it {
+                // Nothing went out yet: the transfer that follows the successor's answer is
+                // made then, from this state.
+            } else if successor_has_it {
                 self.link_epoch += 1;
                 self.watch_new_link(self.clock.now());
                 self.link = Link::Streaming;

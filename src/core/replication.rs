@@ -12,6 +12,9 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         if update.xid == 0 {
             self.applied_xid_zero = true;
         }
+        let old = self.store.get(&update.key).copied().unwrap_or(0);
+        self.digest.set(&update.key, old, update.value);
+        self.history.push(update.xid, &update.key, self.digest);
         if update.value == 0 {
             if self.store.remove(&update.key).is_some() {
                 self.store_bytes -= super::entry_bytes(&update.key);
@@ -280,6 +283,10 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             return;
         }
         self.watch_answered(kind, &reply, now);
+        if kind == RequestKind::Held {
+            self.on_held_reply(reply, now);
+            return;
+        }
         match (kind, reply) {
             (RequestKind::Transfer(_), PeerReply::Accepted) => {
                 if self.link == Link::Transferring {

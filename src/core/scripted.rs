@@ -67,8 +67,12 @@ fn show_request(r: &PeerRequest) -> String {
         PeerRequest::Transfer(t) => {
             let state: Vec<String> = t.state.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let sent: Vec<String> = t.sent.iter().map(show_update).collect();
+            let kind = match t.base {
+                Some((xid, _)) => format!("delta since {xid}"),
+                None => "transfer".to_string(),
+            };
             format!(
-                "transfer src={} xid={} state={{{}}} sent=[{}]",
+                "{kind} src={} xid={} state={{{}}} sent=[{}]",
                 t.src,
                 t.state_xid,
                 state.join(" "),
@@ -80,6 +84,7 @@ fn show_request(r: &PeerRequest) -> String {
         PeerRequest::PullState { src, stateless, retained } => {
             format!("pullState src={src} stateless={stateless:?} retained={retained}")
         }
+        PeerRequest::Held => "held?".to_string(),
     }
 }
 
@@ -94,6 +99,8 @@ fn show_reply(r: &PeerReply) -> String {
         PeerReply::Pulled(PullAnswer::NotNow) => "not now".into(),
         PeerReply::Pulled(PullAnswer::NoState) => "no state".into(),
         PeerReply::Pulled(PullAnswer::Retained(m)) => format!("retained copy xid={}", m.xid),
+        PeerReply::Held(Some((x, _))) => format!("holds xid={x}"),
+        PeerReply::Held(None) => "holds nothing".into(),
     }
 }
 

@@ -61,9 +61,11 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
                 mark,
                 view_members: self.member_addrs.clone(),
                 store: std::mem::take(&mut self.store),
+                digest: self.digest,
                 refused: false,
             });
             self.store_bytes = 0;
+            self.digest = StateDigest::default();
         }
     }
 
@@ -84,6 +86,8 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.holds_state = false;
         self.store.clear();
         self.store_bytes = 0;
+        self.digest = StateDigest::default();
+        self.history = History::default();
         self.last_applied = 0;
         self.applied_xid_zero = false;
         self.tail_processed = 0;

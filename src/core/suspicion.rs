@@ -95,6 +95,12 @@ pub(super) struct LinkWatch {
 /// if it stays silent for a suspicion period, before the head may report again (a reporter
 /// waits a period longer before its next report). So the replica cut off ends up outside the
 /// chain, and the healthy ones lose at most one member for a while, which comes back.
+///
+/// A watcher with a successor probes it too, and reports the predecessor only while the
+/// successor answers: a watcher cut off from every peer itself hears nothing from either, and
+/// must not evict the healthy head it cannot reach (the simulator found one that did, and the
+/// chain then lost its last copy to a crash). A tail watcher has no one else to ask; at worst
+/// it evicts a healthy head and stays alone with the state.
 #[derive(Clone, Debug, Default)]
 pub(super) struct AccuserWatch {
     target: Option<NodeId>,
@@ -104,6 +110,9 @@ pub(super) struct AccuserWatch {
     /// When the probe in flight went out; the network answers every request (`Unreachable`
     /// after its deadline), and one older than a period is given up.
     probe_sent_at: Option<Millis>,
+    /// The successor's last answer to a probe, and when the probe in flight to it went out.
+    witness_heard_at: Option<Millis>,
+    witness_probe_sent_at: Option<Millis>,
 }
 
 /// What this replica knows of the chain's evictions. Survives session loss: the records are
@@ -183,7 +192,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         match self.link {
             Link::NeedsTransfer { .. } => true,
             Link::Streaming => self.link_watch.forwarded > self.link_watch.acked,
-            Link::Idle | Link::Transferring => false,
+            Link::Idle | Link::Asking | Link::Transferring => false,
         }
     }
 
@@ -269,8 +278,13 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
                 return Some((target, now.saturating_sub(since)));
             }
         }
-        let watched = self.accuser_watch.target?;
-        (self.pred == Some(watched)).then(|| (watched, now.saturating_sub(self.accuser_watch.contact_at)))
+        let w = &self.accuser_watch;
+        let watched = w.target?;
+        let witnessed = match &self.succ {
+            None => true,
+            Some(_) => w.witness_heard_at.is_some_and(|at| now.saturating_sub(at) < self.cfg.suspicion_ms),
+        };
+        (self.pred == Some(watched) && witnessed).then(|| (watched, now.saturating_sub(w.contact_at)))
     }
 
     /// Watch the predecessor while it is the reporter of a recent eviction and we hold state
@@ -285,7 +299,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
                 target,
                 contact_at: now,
                 next_probe_at: now,
-                probe_sent_at: None,
+                ..AccuserWatch::default()
             };
         }
         let Some(target) = target else { return };
@@ -300,16 +314,27 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         w.probe_sent_at = Some(now);
         w.next_probe_at = now.saturating_add((period / 4).max(self.cfg.retry_min_ms).max(1));
         self.net.send(&member, PROBE_EPOCH | ACCUSER_PROBE, PeerRequest::GetLatestXid);
+        let witness_in_flight = w.witness_probe_sent_at.is_some_and(|at| now.saturating_sub(at) < period);
+        if let Some(succ) = self.succ.clone().filter(|_| !witness_in_flight) {
+            w.witness_probe_sent_at = Some(now);
+            self.net.send(&succ, PROBE_EPOCH | ACCUSER_PROBE, PeerRequest::GetLatestXid);
+        }
     }
 
     fn on_accuser_probe_reply(&mut self, from: NodeId, reply: &PeerReply, now: Millis) {
+        let succ = self.succ.as_ref().map(|m| m.id);
         let w = &mut self.accuser_watch;
-        if w.target != Some(from) {
-            return;
-        }
-        w.probe_sent_at = None;
-        if *reply != PeerReply::Unreachable {
-            w.contact_at = now;
+        let answered = *reply != PeerReply::Unreachable;
+        if w.target == Some(from) {
+            w.probe_sent_at = None;
+            if answered {
+                w.contact_at = now;
+            }
+        } else if w.target.is_some() && succ == Some(from) {
+            w.witness_probe_sent_at = None;
+            if answered {
+                w.witness_heard_at = Some(now);
+            }
         }
     }
 
@@ -640,6 +665,75 @@ mod tests {
             .count();
         // A probe every quarter period while the record is recent, then none.
         assert!((8..=13).contains(&probes_of_head), "{probes_of_head} probes");
+    }
+
+    #[test]
+    fn the_reporter_is_probed_every_quarter_period_until_its_record_is_three_periods_old() {
+        let cuts = [(1, 2), (2, 1)];
+        let mut c = isolated_head_evicts_its_successor(Variant::Tail, &cuts);
+        // Ticks a quarter period apart from when the tail saw the record: a probe at each one
+        // from 250 ms to 2750 ms, and none from three periods on, when the watch is over.
+        // Probing more often would load the reporter; less often, or for less long, would
+        // leave less time to see it silent.
+        for _ in 0..(5 * 4) {
+            c.advance(PERIOD / 4);
+            c.tick_all();
+            deliver_except(&mut c, &cuts);
+        }
+        let probes_of_head = c
+            .delivered
+            .iter()
+            .filter(|(f, m)| *f == 3 && m.to.id == 1 && is_probe_epoch(m.epoch))
+            .count();
+        assert_eq!(probes_of_head, 11);
+        assert!(suspects(&c, 3).is_empty());
+    }
+
+    #[test]
+    fn a_probe_of_the_reporter_is_waited_for_a_period_before_the_next_one() {
+        let cuts = [(1, 2), (2, 1)];
+        let mut c = isolated_head_evicts_its_successor(Variant::Tail, &cuts);
+        let probes_out = |c: &Cluster| c.pending_from(3).iter().filter(|m| m.to.id == 1 && is_probe_epoch(m.epoch)).count();
+        // Nothing is answered: the link to the reporter is slow, not cut. Probing again
+        // while a probe is out would pile requests on it...
+        run_silent(&mut c, PERIOD);
+        assert_eq!(probes_out(&c), 1, "probed again while a probe was out");
+        // ...and one out for a period is given up (its answer is not coming): the next goes.
+        run_silent(&mut c, 50);
+        assert_eq!(probes_out(&c), 2);
+    }
+
+    /// 1 -> 2 -> 3 -> 4, and 1 reported 2 (crashed, say): 3 now watches 1.
+    fn third_replica_watches_the_head() -> Cluster {
+        let mut c = chain(&[1, 2, 3, 4]);
+        let record = EvictionRecord {
+            version: 1,
+            reporter: 1,
+            suspect: 2,
+        };
+        for id in c.ids() {
+            c.get_mut(id).on_eviction_record(record);
+        }
+        c.set_view(&[1, 3, 4]);
+        c
+    }
+
+    #[test]
+    fn a_watcher_cut_off_from_every_peer_leaves_its_accuser_alone() {
+        let cuts = [(3, 1), (1, 3), (3, 4), (4, 3)];
+        let mut c = third_replica_watches_the_head();
+        run_cuts(&mut c, &cuts, PERIOD * 4);
+        assert!(suspects(&c, 3).is_empty(), "{:?}", suspects(&c, 3));
+        // The head, whose new successor is the one cut off, reports it instead.
+        assert!(suspects(&c, 1).iter().all(|&(s, _)| s == 3), "{:?}", suspects(&c, 1));
+    }
+
+    #[test]
+    fn a_head_cut_off_from_every_peer_is_reported_by_a_watcher_whose_successor_answers() {
+        let cuts = [(1, 3), (3, 1), (1, 4), (4, 1)];
+        let mut c = third_replica_watches_the_head();
+        run_cuts(&mut c, &cuts, PERIOD * 2);
+        assert_eq!(suspects(&c, 3), vec![(1, Some(1))]);
     }
 
     #[test]
@@ -1022,6 +1116,29 @@ mod tests {
         deliver_except(&mut c, &[]);
         assert_eq!(time_to_rejoin(&mut c, 2) / 100, PERIOD / 100);
         assert_eq!(c.get(2).coordinator().rejoins, rejoins + 1);
+    }
+
+    #[test]
+    fn an_answer_from_an_earlier_round_does_not_count_for_this_one() {
+        let mut c = chain(&[1, 2, 3]);
+        evict(&mut c, 1, 2, 0);
+        c.set_view(&[1, 3]);
+        run_silent(&mut c, 50);
+        let probe_of_tail = |c: &Cluster| c.pending_from(2).iter().position(|m| m.to.id == 3).expect("a probe of the tail");
+        let first_to_tail = c.take(2, probe_of_tail(&c)).expect("a probe");
+        c.deliver(2, first_to_tail.clone());
+        c.deliver_next(2);
+        // The network delivers the tail's answer a second time, after its round is complete...
+        c.reply(2, &first_to_tail, PeerReply::LatestXid(Some(0)));
+        // ...and once more in the next round, in which the head answers and the tail does not.
+        run_silent(&mut c, PERIOD / 4);
+        let _unanswered = c.take(2, probe_of_tail(&c)).expect("a probe");
+        c.reply(2, &first_to_tail, PeerReply::LatestXid(Some(0)));
+        c.deliver_next(2);
+        // Counted, the old answer would complete the round: the next would start now, and the
+        // replica would count the tail as reachable.
+        run_silent(&mut c, PERIOD / 4);
+        assert!(c.pending_from(2).is_empty(), "a new round began without the tail's answer");
     }
 
     #[test]

@@ -578,6 +578,14 @@ fn a_new_tail_gets_a_state_transfer_and_refuses_reads_until_then() {
     assert_eq!(c.get(3).role(), Role::Tail);
     assert_eq!(c.get(3).client_read("a"), Err(ReadRejected::NotTail));
     assert_eq!(c.get_mut(3).on_peer_request(PeerRequest::GetLatestXid), PeerReply::LatestXid(None));
+    // The predecessor first asks what the new tail holds: nothing, so it sends the whole state.
+    let ask = c
+        .pending_from(2)
+        .iter()
+        .position(|m| m.to.id == 3 && m.request == PeerRequest::Held)
+        .expect("a held? to the new tail");
+    let ask = c.take(2, ask).expect("the held? request");
+    c.deliver(2, ask);
     let transfers: Vec<&Transfer> = c
         .pending_from(2)
         .iter()
@@ -1155,6 +1163,7 @@ fn tail_variant_tail_calls_back_every_update_of_a_transfer_longer_than_it_keeps(
         state_xid: 1,
         state: store(&[("k", 1)]),
         sent: Vec::new(),
+        base: None,
     };
     assert_eq!(tail.on_peer_request(PeerRequest::Transfer(t.clone())), PeerReply::Accepted);
     assert!(tail.net().notified.is_empty());
@@ -1890,6 +1899,7 @@ fn a_transfer_whose_sent_list_starts_at_xid_zero_is_taken() {
         state_xid: 0,
         state: store(&[("k", 5)]),
         sent: vec![first.clone()],
+        base: None,
     };
     assert_eq!(c.get_mut(2).on_peer_request(PeerRequest::Transfer(t)), PeerReply::Accepted);
     assert!(c.get(2).holds_state());
@@ -1960,6 +1970,7 @@ fn a_replica_that_gets_state_by_transfer_records_the_marker_once() {
         state_xid: xid,
         state: store(&[("k", 1)]),
         sent: vec![],
+        base: None,
     };
     assert_eq!(c.get_mut(2).on_peer_request(PeerRequest::Transfer(t(1))), PeerReply::Accepted);
     assert_eq!(c.get(2).coordinator().marker_requests, 1);

@@ -58,6 +58,10 @@ pub struct Transfer {
     pub state: Store,
     /// Updates at or below `state_xid` that the tail may not have applied yet, in xid order.
     pub sent: Vec<Update>,
+    /// `None`: `state` is the whole state. `Some((xid, digest))`: `state` holds only the keys
+    /// written after `xid` (value 0: deleted), for a receiver whose own state at `xid` has
+    /// `digest` (`core::digest`).
+    pub base: Option<(Xid, super::digest::StateDigest)>,
 }
 
 /// Where a retained copy of the state stands: the version of the last membership view that

@@ -30,10 +30,11 @@ const NON_KEY_HEADROOM: usize = 4 * 1024;
 /// whole state, a `Replicate` batch up to 512 updates. `PullState` is not here: its request is
 /// two fields; only its reply carries a state, and replies are limited by the encoding limit,
 /// which stays large on both instances.
-pub const STATE_CARRYING_PATHS: [&str; 3] = [
+pub const STATE_CARRYING_PATHS: [&str; 4] = [
     "/adb.HeadChainReplica/stateTransfer",
     "/adb.TailChainReplica/stateTransfer",
     "/chainrep.ext.ChainExt/Replicate",
+    "/chainrep.ext.ChainExt/DeltaTransfer",
 ];
 
 /// The decoding limit of every method but the state-carrying ones. It follows the key limit

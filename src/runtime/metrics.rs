@@ -83,15 +83,17 @@ pub enum PeerCall {
     XidProcessed = 3,
     GetLatestXid = 4,
     PullState = 5,
+    Held = 6,
 }
 
-const PEER_CALLS: [(PeerCall, &str); 6] = [
+const PEER_CALLS: [(PeerCall, &str); 7] = [
     (PeerCall::Propose, "propose_state_update"),
     (PeerCall::Replicate, "replicate"),
     (PeerCall::StateTransfer, "state_transfer"),
     (PeerCall::XidProcessed, "xid_processed"),
     (PeerCall::GetLatestXid, "get_latest_xid"),
     (PeerCall::PullState, "pull_state"),
+    (PeerCall::Held, "held"),
 ];
 
 impl PeerCall {
@@ -104,6 +106,7 @@ impl PeerCall {
             K::XidProcessed(_) => PeerCall::XidProcessed,
             K::GetLatestXid => PeerCall::GetLatestXid,
             K::PullState => PeerCall::PullState,
+            K::Held => PeerCall::Held,
         }
     }
 }
@@ -564,6 +567,7 @@ mod tests {
             store_bytes: 13,
             retained: None,
             parked: false,
+            transfer_owed: false,
         }
     }
 

@@ -520,6 +520,12 @@ impl LinkTask {
             .max_encoding_message_size(self.cfg.max_message_bytes)
     }
 
+    fn ext_client(&self) -> ChainExtClient<Channel> {
+        ChainExtClient::new(self.channel.clone())
+            .max_decoding_message_size(self.cfg.max_message_bytes)
+            .max_encoding_message_size(self.cfg.max_message_bytes)
+    }
+
     fn tail_client(&self) -> TailChainReplicaClient<Channel> {
         TailChainReplicaClient::new(self.channel.clone())
             .max_decoding_message_size(self.cfg.max_message_bytes)
@@ -543,6 +549,17 @@ impl LinkTask {
                 .await?
                 .into_inner()
                 .rc),
+            PeerRequest::Transfer(t) if t.base.is_some() => {
+                let base = t.base.unwrap_or_default();
+                let wire = convert::delta_transfer_to_wire(&t, base);
+                self.count_transfer_bytes(prost::Message::encoded_len(&wire));
+                rc(self
+                    .ext_client()
+                    .delta_transfer(addressed(wire, peer, timeout))
+                    .await?
+                    .into_inner()
+                    .rc)
+            }
             PeerRequest::Transfer(t) if head => {
                 let wire = convert::head_transfer_to_wire(&t);
                 self.count_transfer_bytes(prost::Message::encoded_len(&wire));
@@ -583,12 +600,23 @@ impl LinkTask {
                 };
                 PeerReply::LatestXid((r.rc == 0).then_some(r.xid))
             }
+            PeerRequest::Held => match self.ext_client().held(addressed(ext::HeldRequest {}, peer, timeout)).await {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    let digest = convert::digest_from_wire(&r.digest);
+                    match r.rc {
+                        0 => PeerReply::Held(if r.has { digest.map(|d| (r.xid, d)) } else { None }),
+                        _ => PeerReply::Refused,
+                    }
+                }
+                // Another implementation holds nothing we can build on: it gets the whole
+                // state, the classic way.
+                Err(status) if status.code() == tonic::Code::Unimplemented => PeerReply::Held(None),
+                Err(status) => return Err(status),
+            },
             PeerRequest::PullState { src, stateless, retained } => {
-                let client = ChainExtClient::new(self.channel.clone())
-                    .max_decoding_message_size(self.cfg.max_message_bytes)
-                    .max_encoding_message_size(self.cfg.max_message_bytes);
-                let r = client
-                    .clone()
+                let r = self
+                    .ext_client()
                     .pull_state(addressed(ext::PullStateRequest { src, stateless, retained }, peer, timeout))
                     .await?
                     .into_inner();

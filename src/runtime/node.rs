@@ -325,7 +325,7 @@ where
     })
 }
 
-/// Counts `stateTransfer` calls from the moment their headers arrive until they are answered.
+/// Counts `stateTransfer` (and `DeltaTransfer`) calls from the moment their headers arrive until they are answered.
 /// tonic hands the method its message only once the whole body is in, and a big transfer takes
 /// seconds, during which the core must know that its predecessor is sending it state.
 #[derive(Clone)]
@@ -357,7 +357,8 @@ where
     }
 
     fn call(&mut self, request: tonic::codegen::http::Request<B>) -> Self::Future {
-        let receiving = request.uri().path().ends_with("/stateTransfer").then(|| {
+        let path = request.uri().path();
+        let receiving = (path.ends_with("/stateTransfer") || path.ends_with("/DeltaTransfer")).then(|| {
             self.shared.transfers_receiving.fetch_add(1, Ordering::Relaxed);
             ReceivingTransfer(self.shared.clone(), std::time::Instant::now())
         });

@@ -443,6 +443,36 @@ impl ext::chain_ext_server::ChainExt for ChainService {
         }))
     }
 
+    async fn held(&self, request: Request<ext::HeldRequest>) -> Result<Response<ext::HeldResponse>, Status> {
+        self.check_peer(&request, "Held")?;
+        let to = addressee(&request);
+        Ok(Response::new(match self.peer(to, PeerRequest::Held) {
+            PeerReply::Held(Some((xid, digest))) => ext::HeldResponse {
+                has: true,
+                xid,
+                digest: convert::digest_to_wire(digest),
+                rc: 0,
+            },
+            PeerReply::Held(None) => ext::HeldResponse::default(),
+            _ => ext::HeldResponse {
+                rc: 1,
+                ..Default::default()
+            },
+        }))
+    }
+
+    async fn delta_transfer(&self, request: Request<ext::DeltaTransferRequest>) -> Result<Response<adb::ChainResponse>, Status> {
+        self.check_peer(&request, "DeltaTransfer")?;
+        let to = addressee(&request);
+        let bytes = prost::Message::encoded_len(request.get_ref());
+        let Some(t) = convert::delta_transfer_from_wire(request.into_inner()) else {
+            return Err(Status::invalid_argument(
+                "DeltaTransfer without its transfer or with a digest that is not 16 bytes",
+            ));
+        };
+        self.serve_transfer(to, bytes, t).await
+    }
+
     async fn describe(&self, _: Request<ext::DescribeRequest>) -> Result<Response<ext::DescribeResponse>, Status> {
         let d = self.shared.with_core(|core| core.describe());
         Ok(Response::new(ext::DescribeResponse {

@@ -5,6 +5,7 @@
 
 pub mod chain;
 pub mod classic;
+pub mod metrics;
 pub mod netns;
 pub mod proxy;
 pub mod python;

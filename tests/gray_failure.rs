@@ -761,6 +761,18 @@ impl Report {
         )
     }
 
+    /// Two heads never acknowledge at once: the old one's last acknowledgement came before
+    /// the new head was named (at `replaced` after the cut).
+    fn check_old_head_stopped_before(&self, replaced: Duration) {
+        if let Some(last) = self.old_head_last_ack {
+            assert!(
+                last < replaced,
+                "{}: the old head acknowledged at +{last:?}, after the new head was named at +{replaced:?}",
+                self.label
+            );
+        }
+    }
+
     fn check(&self) {
         assert!(self.lost.is_empty(), "{}: acknowledged writes lost: {:?}", self.label, self.lost);
         assert!(
@@ -775,13 +787,7 @@ impl Report {
                 let Some(replaced) = self.new_head else {
                     panic!("{}: no new head chosen during the fault", self.label);
                 };
-                if let Some(last) = self.old_head_last_ack {
-                    assert!(
-                        last < replaced,
-                        "{}: the old head acknowledged at +{last:?}, after the new head was named at +{replaced:?}",
-                        self.label
-                    );
-                }
+                self.check_old_head_stopped_before(replaced);
                 assert!(
                     !self.old_head_in_chain_at_heal,
                     "{}: the head cut off from its peers is still in the chain at the heal ({})",
@@ -800,13 +806,7 @@ impl Report {
                     panic!("{}: no new {role:?} chosen during the fault", self.label);
                 };
                 if role == Role::Head {
-                    if let Some(last) = self.old_head_last_ack {
-                        assert!(
-                            last < replaced,
-                            "{}: the old head acknowledged at +{last:?}, after the new head was named at +{replaced:?}",
-                            self.label
-                        );
-                    }
+                    self.check_old_head_stopped_before(replaced);
                 }
                 assert!(
                     self.meets_target(),

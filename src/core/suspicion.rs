@@ -590,14 +590,7 @@ mod tests {
         let mut c = chain(&[1, 2, 3]);
         let _ = c.inc("k", 1);
         run_cut(&mut c, 1, 2, PERIOD / 2);
-        let record = EvictionRecord {
-            version: 4,
-            reporter: 9,
-            suspect: 8,
-        };
-        for id in c.ids() {
-            c.get_mut(id).on_eviction_record(record);
-        }
+        evict(&mut c, 9, 8, 4);
         run_cut(&mut c, 1, 2, PERIOD / 2 + 200);
         // Silent long enough, but the last eviction was seen less than a period ago.
         assert!(suspects(&c, 1).is_empty());
@@ -618,14 +611,7 @@ mod tests {
         let _ = c.inc("k", 1);
         run_cuts(&mut c, cuts, PERIOD + 100);
         assert_eq!(suspects(&c, 1), vec![(2, None)]);
-        let record = EvictionRecord {
-            version: 1,
-            reporter: 1,
-            suspect: 2,
-        };
-        for id in c.ids() {
-            c.get_mut(id).on_eviction_record(record);
-        }
+        evict(&mut c, 1, 2, 1);
         c.set_view(&[1, 3]);
         c
     }
@@ -706,14 +692,7 @@ mod tests {
     /// 1 -> 2 -> 3 -> 4, and 1 reported 2 (crashed, say): 3 now watches 1.
     fn third_replica_watches_the_head() -> Cluster {
         let mut c = chain(&[1, 2, 3, 4]);
-        let record = EvictionRecord {
-            version: 1,
-            reporter: 1,
-            suspect: 2,
-        };
-        for id in c.ids() {
-            c.get_mut(id).on_eviction_record(record);
-        }
+        evict(&mut c, 1, 2, 1);
         c.set_view(&[1, 3, 4]);
         c
     }
@@ -740,14 +719,7 @@ mod tests {
     fn an_evicted_replica_leaves_and_rejoins_only_once_the_tail_answers_for_a_period() {
         let mut c = chain(&[1, 2, 3]);
         let rejoins = c.get(2).coordinator().rejoins;
-        let record = EvictionRecord {
-            version: 0,
-            reporter: 1,
-            suspect: 2,
-        };
-        for id in c.ids() {
-            c.get_mut(id).on_eviction_record(record);
-        }
+        evict(&mut c, 1, 2, 0);
         c.set_view(&[1, 3]);
         let parked = c.get(2);
         assert!(parked.is_parked());
@@ -812,14 +784,7 @@ mod tests {
     fn a_suspect_that_left_by_itself_is_not_removed_again() {
         let mut c = chain(&[1, 2, 3]);
         let lease = c.cfg.lease_ms;
-        let record = EvictionRecord {
-            version: 0,
-            reporter: 1,
-            suspect: 2,
-        };
-        for id in c.ids() {
-            c.get_mut(id).on_eviction_record(record);
-        }
+        evict(&mut c, 1, 2, 0);
         assert_eq!(c.get(2).coordinator().leaves, 1);
         c.set_view(&[1, 3]);
         c.advance(lease * 2);

@@ -715,6 +715,129 @@ mod tests {
         assert_eq!(suspects(&c, 3), vec![(1, Some(1))]);
     }
 
+    #[derive(Clone, Copy, PartialEq)]
+    enum Fate {
+        Deliver,
+        /// Fails as the runtime fails a request on a cut link, after its deadline (here at once).
+        Fail,
+        /// Stays queued: a slow link.
+        Hold,
+    }
+
+    /// One step of 50 ms: tick, then settle every queued message by its `fate`.
+    fn step_with(c: &mut Cluster, fate: impl Fn(NodeId, &Outgoing) -> Fate) {
+        c.advance(50);
+        c.tick_all();
+        for _ in 0..1_000 {
+            let mut progressed = false;
+            for id in c.ids() {
+                if let Some(i) = c.pending_from(id).iter().position(|m| fate(id, m) != Fate::Hold) {
+                    let msg = c.take(id, i).expect("a queued message");
+                    match fate(id, &msg) {
+                        Fate::Fail => c.reply(id, &msg, PeerReply::Unreachable),
+                        _ => c.deliver(id, msg),
+                    }
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+        panic!("the replicas keep talking");
+    }
+
+    fn is_probe_of(from: NodeId, to: NodeId, sender: NodeId, m: &Outgoing) -> bool {
+        sender == from && m.to.id == to && is_probe_epoch(m.epoch)
+    }
+
+    #[test]
+    fn a_probe_of_the_watchers_successor_is_waited_for_a_period_before_the_next_one() {
+        let mut c = third_replica_watches_the_head();
+        // The head answers every probe, so they go every quarter period; the successor's are
+        // never answered (its link is slow, not cut).
+        let fate = |from, m: &Outgoing| if is_probe_of(3, 4, from, m) { Fate::Hold } else { Fate::Deliver };
+        let probes_of_successor = |c: &Cluster| c.pending_from(3).iter().filter(|m| is_probe_of(3, 4, 3, m)).count();
+        for _ in 0..(PERIOD / 50) {
+            step_with(&mut c, fate);
+        }
+        // Probing again while a probe is out would pile requests on the successor...
+        assert_eq!(probes_of_successor(&c), 1, "probed again while a probe was out");
+        // ...and one out for a period is given up: the next goes.
+        step_with(&mut c, fate);
+        assert_eq!(probes_of_successor(&c), 2);
+    }
+
+    #[test]
+    fn the_successors_answer_vouches_for_the_watcher_for_one_suspicion_timeout() {
+        let mut c = third_replica_watches_the_head();
+        let head_cut = |from: NodeId, m: &Outgoing| (from == 3 && m.to.id == 1) || (from == 1 && m.to.id == 3);
+        // t = 50: the watch begins; the successor's probe is held until t = 150, its only answer.
+        step_with(&mut c, |from, m| {
+            if is_probe_of(3, 4, from, m) {
+                Fate::Hold
+            } else if head_cut(from, m) {
+                Fate::Fail
+            } else {
+                Fate::Deliver
+            }
+        });
+        let answered = take_where(&mut c, 3, |m| is_probe_of(3, 4, 3, m));
+        step_with(&mut c, |from, m| if head_cut(from, m) { Fate::Fail } else { Fate::Deliver });
+        step_with(&mut c, |from, m| if head_cut(from, m) { Fate::Fail } else { Fate::Deliver });
+        c.reply(3, &answered, PeerReply::LatestXid(Some(0)));
+        // From then on the successor's probes fail too. At t = 1150 the head has been silent
+        // for the timeout and the stagger, and the answer is exactly a timeout old: too old.
+        for _ in 0..(PERIOD * 2 / 50) {
+            step_with(&mut c, |from, m| {
+                if head_cut(from, m) || is_probe_of(3, 4, from, m) {
+                    Fate::Fail
+                } else {
+                    Fate::Deliver
+                }
+            });
+        }
+        assert!(suspects(&c, 3).is_empty(), "{:?}", suspects(&c, 3));
+    }
+
+    #[test]
+    fn an_answer_from_a_former_successor_does_not_vouch_for_the_watcher() {
+        // 1 -> 2 -> 3 -> 4 -> 5; 1 reported 2, so 3 watches 1 and probes its successor 4.
+        let mut c = chain(&[1, 2, 3, 4, 5]);
+        evict(&mut c, 1, 2, 1);
+        c.set_view(&[1, 3, 4, 5]);
+        let head_cut = |from: NodeId, m: &Outgoing| (from == 3 && m.to.id == 1) || (from == 1 && m.to.id == 3);
+        step_with(&mut c, |from, m| {
+            if is_probe_of(3, 4, from, m) {
+                Fate::Hold
+            } else if head_cut(from, m) {
+                Fate::Fail
+            } else {
+                Fate::Deliver
+            }
+        });
+        let late = take_where(&mut c, 3, |m| is_probe_of(3, 4, 3, m));
+        // 4 leaves: 3's successor is 5, which takes the chain's traffic but no probe.
+        c.set_view(&[1, 3, 5]);
+        let fate = |from, m: &Outgoing| {
+            if head_cut(from, m) || is_probe_of(3, 5, from, m) {
+                Fate::Fail
+            } else {
+                Fate::Deliver
+            }
+        };
+        for _ in 0..(PERIOD / 50) {
+            step_with(&mut c, fate);
+        }
+        // 4's answer to the old probe arrives late, shortly before the head has been silent
+        // for the timeout: it says nothing about whether 3 reaches its successor now.
+        c.reply(3, &late, PeerReply::LatestXid(Some(0)));
+        for _ in 0..(PERIOD / 50) {
+            step_with(&mut c, fate);
+        }
+        assert!(suspects(&c, 3).is_empty(), "{:?}", suspects(&c, 3));
+    }
+
     #[test]
     fn an_evicted_replica_leaves_and_rejoins_only_once_the_tail_answers_for_a_period() {
         let mut c = chain(&[1, 2, 3]);

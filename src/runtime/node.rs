@@ -325,9 +325,10 @@ where
     })
 }
 
-/// Counts `stateTransfer` (and `DeltaTransfer`) calls from the moment their headers arrive until they are answered.
-/// tonic hands the method its message only once the whole body is in, and a big transfer takes
-/// seconds, during which the core must know that its predecessor is sending it state.
+/// Counts `stateTransfer` and `DeltaTransfer` calls from the moment their headers arrive until
+/// they are answered. tonic hands the method its message only once the whole body is in, and a
+/// big transfer takes seconds, during which the core must know that its predecessor is sending
+/// it state.
 #[derive(Clone)]
 struct CountTransfers<S> {
     inner: S,

@@ -751,6 +751,22 @@ mod tests {
         sender == from && m.to.id == to && is_probe_epoch(m.epoch)
     }
 
+    /// The link between 3 and the head 1 is cut both ways.
+    fn head_cut(from: NodeId, m: &Outgoing) -> bool {
+        (from == 3 && m.to.id == 1) || (from == 1 && m.to.id == 3)
+    }
+
+    /// `head_cut`, and 3's probe of its successor 4 held (a slow answer).
+    fn hold_successor_probe_cut_head(from: NodeId, m: &Outgoing) -> Fate {
+        if is_probe_of(3, 4, from, m) {
+            Fate::Hold
+        } else if head_cut(from, m) {
+            Fate::Fail
+        } else {
+            Fate::Deliver
+        }
+    }
+
     #[test]
     fn a_probe_of_the_watchers_successor_is_waited_for_a_period_before_the_next_one() {
         let mut c = third_replica_watches_the_head();
@@ -771,17 +787,8 @@ mod tests {
     #[test]
     fn the_successors_answer_vouches_for_the_watcher_for_one_suspicion_timeout() {
         let mut c = third_replica_watches_the_head();
-        let head_cut = |from: NodeId, m: &Outgoing| (from == 3 && m.to.id == 1) || (from == 1 && m.to.id == 3);
         // t = 50: the watch begins; the successor's probe is held until t = 150, its only answer.
-        step_with(&mut c, |from, m| {
-            if is_probe_of(3, 4, from, m) {
-                Fate::Hold
-            } else if head_cut(from, m) {
-                Fate::Fail
-            } else {
-                Fate::Deliver
-            }
-        });
+        step_with(&mut c, hold_successor_probe_cut_head);
         let answered = take_where(&mut c, 3, |m| is_probe_of(3, 4, 3, m));
         step_with(&mut c, |from, m| if head_cut(from, m) { Fate::Fail } else { Fate::Deliver });
         step_with(&mut c, |from, m| if head_cut(from, m) { Fate::Fail } else { Fate::Deliver });
@@ -806,16 +813,7 @@ mod tests {
         let mut c = chain(&[1, 2, 3, 4, 5]);
         evict(&mut c, 1, 2, 1);
         c.set_view(&[1, 3, 4, 5]);
-        let head_cut = |from: NodeId, m: &Outgoing| (from == 3 && m.to.id == 1) || (from == 1 && m.to.id == 3);
-        step_with(&mut c, |from, m| {
-            if is_probe_of(3, 4, from, m) {
-                Fate::Hold
-            } else if head_cut(from, m) {
-                Fate::Fail
-            } else {
-                Fate::Deliver
-            }
-        });
+        step_with(&mut c, hold_successor_probe_cut_head);
         let late = take_where(&mut c, 3, |m| is_probe_of(3, 4, 3, m));
         // 4 leaves: 3's successor is 5, which takes the chain's traffic but no probe.
         c.set_view(&[1, 3, 5]);

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use crate::core::{Member, Variant};
+use crate::core::{Member, NodeId, Variant};
 use crate::pb::adb;
 use crate::pb::adb::head_chain_replica_client::HeadChainReplicaClient;
 use crate::pb::adb::tail_chain_replica_client::TailChainReplicaClient;
@@ -348,6 +348,18 @@ impl ChainClient {
         let _ = tokio::time::timeout_at(until, members.changed()).await;
     }
 
+    /// Returns once no member has session `id`; never, while one does.
+    async fn left_chain(&self, id: NodeId) {
+        let mut members = self.members.clone();
+        members.mark_unchanged();
+        while members.borrow().iter().any(|m| m.id == id) {
+            if members.changed().await.is_err() {
+                // Nobody publishes membership any more: it will not change.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     pub async fn inc(&self, key: &str, delta: i32) -> Result<(), ClientError> {
         match self.opts.variant {
             Variant::Tail => self.write_tail(TailWrite::Inc { key, delta }).await,
@@ -390,7 +402,20 @@ impl ChainClient {
                 continue;
             };
             let client = self.head_client(&head.addr).map_err(ClientError::Rejected)?;
-            let result = match call(client, self).await {
+            // A head that leaves the chain while it holds the write may never answer (another
+            // implementation, removed while alive, waits for a tail that no longer reports to
+            // it): the write's fate is unknown, and waiting out the RPC deadline would only
+            // delay the next write, which the new head can take at once.
+            let answer = tokio::select! {
+                answer = call(client, self) => answer,
+                () = self.left_chain(head.id) => {
+                    return Err(ClientError::Unknown(format!(
+                        "{} left the chain while the write was in flight: it may or may not have been applied",
+                        head.addr
+                    )))
+                }
+            };
+            let result = match answer {
                 Err(s) => match plaintext_to_tls(&head.addr, self.plaintext_tcp(), &s, deadline).await {
                     Some(refused) => return Err(ClientError::Rejected(refused)),
                     None => Err(s),
@@ -816,6 +841,65 @@ mod tests {
         let start = Instant::now();
         client.pause(start + Duration::from_secs(5)).await;
         assert!(start.elapsed() >= Duration::from_millis(90), "returned after {:?}", start.elapsed());
+    }
+
+    /// A head that accepts connections and never answers: a write to it hangs until its
+    /// deadline. Returns the client (membership: that head alone) and the membership sender.
+    async fn client_of_a_silent_head(rpc_timeout: Duration) -> (ChainClient, watch::Sender<Vec<Member>>, tokio::net::TcpListener) {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let head = Member {
+            id: 1,
+            addr: silent.local_addr().expect("local addr").to_string(),
+        };
+        let (tx, members) = watch::channel(vec![head]);
+        let opts = ClientOptions {
+            rpc_timeout,
+            op_timeout: Duration::from_secs(30),
+            ..ClientOptions::default()
+        };
+        let client = ChainClient::with_membership(members, Arc::new(crate::runtime::network::TcpConnect), opts);
+        (client, tx, silent)
+    }
+
+    #[tokio::test]
+    async fn a_write_to_a_head_that_leaves_the_chain_ends_at_once_with_its_outcome_unknown() {
+        let (client, tx, _silent) = client_of_a_silent_head(Duration::from_secs(20)).await;
+        let start = Instant::now();
+        let remove = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            tx.send_replace(vec![Member {
+                id: 2,
+                addr: "127.0.0.1:9".into(),
+            }]);
+        };
+        let (r, ()) = tokio::join!(client.inc("k", 1), remove);
+        assert!(
+            matches!(r, Err(ClientError::Unknown(ref m)) if m.contains("left the chain")),
+            "{r:?}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(10), "waited {:?}", start.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_write_waits_for_its_head_while_the_head_stays_in_the_chain() {
+        let rpc_timeout = Duration::from_millis(1500);
+        let (client, tx, _silent) = client_of_a_silent_head(rpc_timeout).await;
+        let start = Instant::now();
+        let grow = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            tx.send_modify(|m| {
+                m.push(Member {
+                    id: 2,
+                    addr: "127.0.0.1:9".into(),
+                })
+            });
+        };
+        let (r, ()) = tokio::join!(client.inc("k", 1), grow);
+        assert!(
+            matches!(r, Err(ClientError::Unknown(ref m)) if !m.contains("left the chain")),
+            "{r:?}"
+        );
+        assert!(start.elapsed() >= rpc_timeout, "gave up after {:?}", start.elapsed());
     }
 
     #[test]

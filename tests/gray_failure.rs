@@ -155,7 +155,33 @@ fn head_cut_from_every_peer() {
     row(7, "hpeers", "7. head cut from both other replicas", Fault::FromPeers(Role::Head));
 }
 
+/// Row 1 with another implementation at the head, which reports no broken link: ours, its
+/// successor, must see the link broken on its own.
+#[test]
+fn link_classic_head_middle_cut() {
+    run_row(
+        8,
+        "chm",
+        "8. link classic head <-> middle cut",
+        Fault::Link(Role::Head, Role::Middle),
+        HeadImpl::Classic,
+    );
+}
+
+/// Which implementation holds the head's place when the fault starts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum HeadImpl {
+    Ours,
+    /// tests/interop/classic_replica.py, head variant: it reports nothing and reads no
+    /// eviction record.
+    Classic,
+}
+
 fn row(subnet: u8, tag: &str, label: &str, fault: Fault) {
+    run_row(subnet, tag, label, fault, HeadImpl::Ours);
+}
+
+fn run_row(subnet: u8, tag: &str, label: &str, fault: Fault, head: HeadImpl) {
     if let Some(why) = netns::unavailable() {
         let msg = format!("\n!!!!! gray_failure {tag}: SKIPPED: {why} !!!!!\n");
         if std::env::var_os("CI").is_some() {
@@ -171,7 +197,7 @@ fn row(subnet: u8, tag: &str, label: &str, fault: Fault) {
     // Everything with a socket runs on this thread (moved into the client's namespace) and the
     // threads it starts; this one stays in the root namespace and keeps `net`, so the
     // namespaces go after every process in them, whether the scenario returns or panics.
-    let outcome = std::thread::scope(|s| s.spawn(|| scenario(&net, &dir, label, fault)).join());
+    let outcome = std::thread::scope(|s| s.spawn(|| scenario(&net, &dir, label, fault, head)).join());
     drop(net);
     if let Err(panic) = outcome {
         eprintln!("logs of the replicas and ZooKeeper: {}", dir.display());
@@ -186,22 +212,36 @@ fn logs_dir(tag: &str) -> PathBuf {
     dir
 }
 
-fn scenario(net: &Net, dir: &std::path::Path, label: &str, fault: Fault) {
+fn scenario(net: &Net, dir: &std::path::Path, label: &str, fault: Fault, head: HeadImpl) {
     net.enter("cl").expect("enter the client's namespace");
     let zk = NsZk::start(net, "zk", "cl", &dir.join("zk")).expect("start ZooKeeper in its namespace");
-    let replicas: Vec<NsReplica> = REPLICAS
-        .iter()
-        .map(|r| {
-            net.spawn_replica(r, &zk.connect_string(), ROOT, "head", &dir.join(format!("{r}.log")))
-                .expect("start chain-replica in its namespace")
-        })
-        .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let report = rt.block_on(measure(net, &zk, &replicas, label, fault));
+    let mut replicas: Vec<NsReplica> = Vec::new();
+    let mut classic = None;
+    for (i, r) in REPLICAS.iter().enumerate() {
+        let log = dir.join(format!("{r}.log"));
+        if i == 0 && head == HeadImpl::Classic {
+            let c = net
+                .spawn_classic(r, &zk.connect_string(), ROOT, &log)
+                .expect("start the classic replica in its namespace");
+            // Registered before the others, it has the lowest session id: the head.
+            if let Err(e) = rt.block_on(wait_registered(&zk, &c.addr)) {
+                panic!("{e}\n{}", c.proc.log_tail(30));
+            }
+            classic = Some(c.addr.clone());
+            replicas.push(c);
+        } else {
+            replicas.push(
+                net.spawn_replica(r, &zk.connect_string(), ROOT, "head", &log)
+                    .expect("start chain-replica in its namespace"),
+            );
+        }
+    }
+    let report = rt.block_on(measure(net, &zk, &replicas, label, fault, classic.as_deref()));
     rt.shutdown_timeout(Duration::from_secs(5));
     print_row(&report);
     report.check();
@@ -373,13 +413,41 @@ fn rules_for(net: &Net, roles: &Roles, fault: Fault) -> (String, Vec<Rule>) {
     }
 }
 
-async fn wait_whole_chain(c: &ChainClient, addrs: &[&str], timeout: Duration) -> Result<Vec<Member>, String> {
+fn zk_config(zk: &NsZk) -> ZkConfig {
+    ZkConfig {
+        connect: zk.connect_string(),
+        root: ROOT.to_string(),
+        session_timeout: Duration::from_secs(10),
+    }
+}
+
+/// Waits until a member at `addr` is registered.
+async fn wait_registered(zk: &NsZk, addr: &str) -> Result<(), String> {
+    let c = ChainClient::connect(&zk_config(zk), ClientOptions::default())
+        .await
+        .map_err(|e| format!("cannot follow the membership: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !c.members().iter().any(|m| m.addr == addr) {
+        if Instant::now() > deadline {
+            return Err(format!("{addr} did not register within 60 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.close().await;
+    Ok(())
+}
+
+/// Waits until the chain is exactly `addrs`, each synced; `classic`, another implementation,
+/// does not answer `describe` and counts as synced.
+async fn wait_whole_chain(c: &ChainClient, addrs: &[&str], classic: Option<&str>, timeout: Duration) -> Result<Vec<Member>, String> {
     let deadline = Instant::now() + timeout;
     let mut last = String::new();
     while Instant::now() < deadline {
         let status = c.status().await;
         let all_there = status.len() == addrs.len() && status.iter().all(|s| addrs.contains(&s.member.addr.as_str()));
-        if all_there && status.iter().all(|s| s.described.as_ref().is_some_and(|d| d.synced)) {
+        let synced =
+            |s: &chainrep::client::MemberStatus| Some(s.member.addr.as_str()) == classic || s.described.as_ref().is_some_and(|d| d.synced);
+        if all_there && status.iter().all(synced) {
             return Ok(status.into_iter().map(|s| s.member).collect());
         }
         last = format!("{status:?}");
@@ -390,12 +458,8 @@ async fn wait_whole_chain(c: &ChainClient, addrs: &[&str], timeout: Duration) ->
     ))
 }
 
-async fn measure(net: &Net, zk: &NsZk, replicas: &[NsReplica], label: &str, fault: Fault) -> Report {
-    let zk_cfg = ZkConfig {
-        connect: zk.connect_string(),
-        root: ROOT.to_string(),
-        session_timeout: Duration::from_secs(10),
-    };
+async fn measure(net: &Net, zk: &NsZk, replicas: &[NsReplica], label: &str, fault: Fault, classic: Option<&str>) -> Report {
+    let zk_cfg = zk_config(zk);
     let opts = ClientOptions {
         op_timeout: OP_TIMEOUT,
         rpc_timeout: RPC_TIMEOUT,
@@ -404,7 +468,7 @@ async fn measure(net: &Net, zk: &NsZk, replicas: &[NsReplica], label: &str, faul
     };
     let client = Arc::new(ChainClient::connect(&zk_cfg, opts).await.expect("client connects to ZooKeeper"));
     let addrs: Vec<&str> = replicas.iter().map(|r| r.addr.as_str()).collect();
-    let chain = match wait_whole_chain(&client, &addrs, Duration::from_secs(60)).await {
+    let chain = match wait_whole_chain(&client, &addrs, classic, Duration::from_secs(60)).await {
         Ok(chain) => chain,
         Err(e) => panic!("{e}\n{}", logs(zk, replicas)),
     };
@@ -415,6 +479,9 @@ async fn measure(net: &Net, zk: &NsZk, replicas: &[NsReplica], label: &str, faul
         tail: chain[2].clone(),
         names,
     };
+    if let Some(classic) = classic {
+        assert_eq!(roles.head.addr, classic, "the classic replica registered first but is not the head");
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let stop_probes = Arc::new(AtomicBool::new(false));
@@ -463,8 +530,10 @@ async fn measure(net: &Net, zk: &NsZk, replicas: &[NsReplica], label: &str, faul
 
     // Reads only once the chain holds all three again (a replica cut from ZooKeeper rejoins as
     // a new member), so the read-back does not race the reconfiguration; the membership column
-    // shows that rejoin too.
-    let rejoined = wait_whole_chain(&client, &addrs, Duration::from_secs(60)).await.err();
+    // shows that rejoin too. A classic replica removed from the chain does not come back by
+    // itself (it does not register again while its session lives).
+    let expected: Vec<&str> = addrs.iter().copied().filter(|a| Some(*a) != classic).collect();
+    let rejoined = wait_whole_chain(&client, &expected, None, Duration::from_secs(60)).await.err();
     stop_watch.store(true, Ordering::Relaxed);
     let changes = watch.await.expect("membership watch");
     let mut readback = Vec::new();
@@ -476,7 +545,7 @@ async fn measure(net: &Net, zk: &NsZk, replicas: &[NsReplica], label: &str, faul
         c.close().await;
     }
 
-    Report::new(
+    let mut report = Report::new(
         label,
         fault,
         roles,
@@ -491,7 +560,9 @@ async fn measure(net: &Net, zk: &NsZk, replicas: &[NsReplica], label: &str, faul
         readback,
         rejoined,
         rules_during,
-    )
+    );
+    report.classic_head = classic.is_some();
+    report
 }
 
 /// The key's value, retried for a while: right after the heal a read may meet a replica that
@@ -585,6 +656,8 @@ struct Report {
     /// Whether the replica that was head at the cut is in the chain the client saw last
     /// before the heal.
     old_head_in_chain_at_heal: bool,
+    /// The head at the cut was the classic replica.
+    classic_head: bool,
 }
 
 impl Report {
@@ -699,6 +772,7 @@ impl Report {
             rules_during,
             errors,
             old_head_in_chain_at_heal,
+            classic_head: false,
         }
     }
 
@@ -724,6 +798,11 @@ impl Report {
                 secs(self.new_tail),
                 self.old_tail_reads,
                 secs(self.old_tail_last_read)
+            ),
+            _ if self.classic_head => format!(
+                "classic head replaced {}, old tail answered {} reads",
+                secs(self.new_head),
+                self.old_tail_reads
             ),
             _ => format!("old tail answered {} reads", self.old_tail_reads),
         }
@@ -782,6 +861,14 @@ impl Report {
             self.stale
         );
         let again = self.flow.flowing_again;
+        if self.classic_head {
+            // It reports nothing, so only its successor can have seen the link broken.
+            assert!(
+                !self.old_head_in_chain_at_heal,
+                "{}: the classic head is still in the chain at the heal ({})",
+                self.label, self.membership
+            );
+        }
         match self.fault {
             Fault::FromPeers(Role::Head) => {
                 let Some(replaced) = self.new_head else {

@@ -308,7 +308,10 @@ pub struct Replica<C, N, K> {
     lease_until: Millis,
 
     link_watch: suspicion::LinkWatch,
-    accuser_watch: suspicion::AccuserWatch,
+    predecessor_watch: suspicion::PredecessorWatch,
+    /// A predecessor known to be another implementation (`learn_predecessor_dialect`). Kept
+    /// across session losses: a session id names one process for good.
+    classic_pred: Option<NodeId>,
     evictions: suspicion::Evictions,
     /// Evicted from the chain: out of it until its tail answers again.
     parked: Option<suspicion::Parked>,
@@ -356,7 +359,8 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             writes_per_client: BTreeMap::new(),
             lease_until: 0,
             link_watch: suspicion::LinkWatch::default(),
-            accuser_watch: suspicion::AccuserWatch::default(),
+            predecessor_watch: suspicion::PredecessorWatch::default(),
+            classic_pred: None,
             evictions: suspicion::Evictions::default(),
             parked: None,
             durability: durability::Durability::default(),
@@ -459,6 +463,14 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         if to.is_some() && to != self.me {
             // The sender treats a refusal of any request like "not from me, not now".
             return PeerReply::Refused;
+        }
+        let chain_sender = match &request {
+            PeerRequest::Propose { src, .. } => Some(*src),
+            PeerRequest::Transfer(t) => Some(t.src),
+            _ => None,
+        };
+        if let Some(src) = chain_sender {
+            self.learn_predecessor_dialect(src, to.is_none());
         }
         self.on_peer_request(request)
     }

@@ -209,6 +209,9 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             return;
         }
         let Some(head) = self.view.head().cloned() else { return };
+        if self.head_on_its_way_out(head.id, now) {
+            return;
+        }
         self.head_notify.needed = false;
         // Nothing applied yet: there is nothing to report, and to a head that numbers from 0,
         // `xidProcessed(0)` would acknowledge its first update, which we have not seen.

@@ -97,7 +97,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.link = Link::Idle;
         self.link_epoch += 1;
         self.link_watch = suspicion::LinkWatch::default();
-        self.accuser_watch = suspicion::AccuserWatch::default();
+        self.predecessor_watch = suspicion::PredecessorWatch::default();
         self.backoff = self.cfg.retry_min_ms;
         self.head_notify = HeadNotify::default();
         self.poll = Poll::default();

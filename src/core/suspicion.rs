@@ -32,6 +32,10 @@
 //!   report, so the head cut off is the one that leaves, after one healthy replica (which
 //!   comes back). Safe like any eviction by a replica holding state: it holds every
 //!   acknowledged write.
+//! - **Watching a classic predecessor.** A predecessor of another implementation (its
+//!   requests do not name the session they are for, as ours always do) reports no broken link.
+//!   So its successor watches it the same way, for as long as it is the predecessor, and
+//!   removes its znode after reporting it, as it would any suspect that reads no record.
 //! - **Parking.** An evicted replica of ours keeps its ZooKeeper session but stays out of the
 //!   chain, probing every member (`getLatestXid`, which every implementation answers). Only
 //!   after all of them answered every probe for `suspicion_ms` does it join again, with a new
@@ -64,17 +68,16 @@ const MAX_BACKOFF_SHIFT: u32 = 6;
 /// for the replies to a tail poll (`drive_poll`) made before the replica was evicted.
 const PROBE_EPOCH: u64 = 1 << 63;
 
-/// Probes of a predecessor that just evicted someone (`AccuserWatch`) carry this bit beside
-/// `PROBE_EPOCH`.
-const ACCUSER_PROBE: u64 = 1 << 62;
+/// Probes of a watched predecessor (`PredecessorWatch`) carry this bit beside `PROBE_EPOCH`.
+const PREDECESSOR_PROBE: u64 = 1 << 62;
 
 /// A successor watches its predecessor for this many suspicion periods after the predecessor
 /// reported an eviction: long enough for its own report, which comes one period and a stagger
 /// after it began watching, also when the evicted replica had to be removed by its reporter.
 const ACCUSER_WATCH_PERIODS: u64 = 3;
 
-/// Whether a request sent with this epoch is a probe (a parked replica's, or a watch of an
-/// accuser): not the chain's traffic (see `PROBE_EPOCH`).
+/// Whether a request sent with this epoch is a probe (a parked replica's, or a watch of a
+/// predecessor): not the chain's traffic (see `PROBE_EPOCH`).
 pub fn is_probe_epoch(epoch: u64) -> bool {
     epoch & PROBE_EPOCH != 0
 }
@@ -89,12 +92,18 @@ pub(super) struct LinkWatch {
     contact_at: Millis,
 }
 
-/// A predecessor that reported the last eviction, watched by its successor. A head cut off
-/// from every peer cannot tell that the fault is its own: it suspects its successor, which
-/// leaves. Its next successor then hears nothing from it either; it probes it, and reports it
-/// if it stays silent for a suspicion period, before the head may report again (a reporter
-/// waits a period longer before its next report). So the replica cut off ends up outside the
-/// chain, and the healthy ones lose at most one member for a while, which comes back.
+/// A predecessor watched by its successor, which probes it and reports it if it stays silent
+/// for a suspicion period. Two kinds are watched:
+///
+/// - **The reporter of the last eviction**, for a few periods. A head cut off from every peer
+///   cannot tell that the fault is its own: it suspects its successor, which leaves. Its next
+///   successor then hears nothing from it either, and reports it before the head may report
+///   again (a reporter waits a period longer before its next report). So the replica cut off
+///   ends up outside the chain, and the healthy ones lose at most one member for a while,
+///   which comes back.
+/// - **A predecessor of another implementation**, always. It reports no broken link, so a link
+///   from it to us would otherwise stay broken for as long as the fault lasts. Such a suspect
+///   reads no eviction record either: the reporter removes its znode (`Evictions::removal`).
 ///
 /// A watcher with a successor probes it too, and reports the predecessor only while the
 /// successor answers: a watcher cut off from every peer itself hears nothing from either, and
@@ -102,7 +111,7 @@ pub(super) struct LinkWatch {
 /// chain then lost its last copy to a crash). A tail watcher has no one else to ask; at worst
 /// it evicts a healthy head and stays alone with the state.
 #[derive(Clone, Debug, Default)]
-pub(super) struct AccuserWatch {
+pub(super) struct PredecessorWatch {
     target: Option<NodeId>,
     /// Its last answer to a probe, or when the watch began.
     contact_at: Millis,
@@ -154,6 +163,21 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.parked.is_some()
     }
 
+    /// Whether the latest eviction record names `head` and is recent enough that its removal
+    /// (by itself at once, or by its reporter a lease and a half after the record) may still
+    /// be on its way to other replicas. The head variant's tail sends such a head no
+    /// `xidProcessed`: a head that does not read records (another implementation) is removed
+    /// while alive, and a tail whose view still shows it would otherwise acknowledge to it the
+    /// new head's first writes under xids it may have given its own, unforwarded writes. Past
+    /// three leases, a head still in the view is one whose reporter never removed it (it lost
+    /// its session first), and it is served again.
+    pub(super) fn head_on_its_way_out(&self, head: NodeId, now: Millis) -> bool {
+        let window = self.cfg.lease_ms.saturating_mul(3);
+        self.evictions
+            .last
+            .is_some_and(|r| r.suspect == head && now.saturating_sub(self.evictions.seen_at) < window)
+    }
+
     /// The successor changed, or the link to it started over: nothing is owed yet.
     pub(super) fn watch_new_link(&mut self, now: Millis) {
         self.link_watch = LinkWatch {
@@ -161,6 +185,21 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             acked: 0,
             contact_at: now,
         };
+    }
+
+    /// `src`, our predecessor, sent us an update or a state transfer; `classic`
+    /// when the request did not name the session it was meant for, as our replicas always do:
+    /// it comes from another implementation of chain.proto, which will not report a broken
+    /// link between us, so we watch it ourselves.
+    pub(super) fn learn_predecessor_dialect(&mut self, src: NodeId, classic: bool) {
+        if self.pred != Some(src) {
+            return;
+        }
+        if classic {
+            self.classic_pred = Some(src);
+        } else if self.classic_pred == Some(src) {
+            self.classic_pred = None;
+        }
     }
 
     /// An update went to the successor.
@@ -217,7 +256,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         if period == 0 {
             return;
         }
-        self.watch_accuser(now);
+        self.watch_predecessor(now);
         if !self.holds_state || !self.lease_valid() {
             return;
         }
@@ -238,7 +277,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         let last = self.evictions.last;
         let since_last = now.saturating_sub(self.evictions.seen_at);
         // The reporter of the last eviction waits a period longer: if the fault was its own,
-        // the successor watching it (`AccuserWatch`) reports it first.
+        // the successor watching it (`PredecessorWatch`) reports it first.
         let reported_last = last.is_some_and(|r| Some(r.reporter) == self.me);
         let quiet_for = if reported_last { period.saturating_mul(2) } else { period };
         if last.is_some() && since_last < quiet_for {
@@ -278,7 +317,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
                 return Some((target, now.saturating_sub(since)));
             }
         }
-        let w = &self.accuser_watch;
+        let w = &self.predecessor_watch;
         let watched = w.target?;
         let witnessed = match &self.succ {
             None => true,
@@ -287,23 +326,24 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         (self.pred == Some(watched) && witnessed).then(|| (watched, now.saturating_sub(w.contact_at)))
     }
 
-    /// Watch the predecessor while it is the reporter of a recent eviction and we hold state
-    /// (see `AccuserWatch`), probing it every quarter period.
-    fn watch_accuser(&mut self, now: Millis) {
+    /// Watch the predecessor while we hold state and it is the reporter of a recent eviction or
+    /// of another implementation (see `PredecessorWatch`), probing it every quarter period.
+    fn watch_predecessor(&mut self, now: Millis) {
         let period = self.cfg.suspicion_ms;
         let recent = now.saturating_sub(self.evictions.seen_at) < period.saturating_mul(ACCUSER_WATCH_PERIODS);
         let accuser = self.evictions.last.filter(|_| recent).map(|r| r.reporter);
-        let target = self.pred.filter(|&p| self.holds_state && Some(p) == accuser && Some(p) != self.me);
-        if target != self.accuser_watch.target {
-            self.accuser_watch = AccuserWatch {
+        let watched = |p: NodeId| Some(p) == accuser || Some(p) == self.classic_pred;
+        let target = self.pred.filter(|&p| self.holds_state && watched(p) && Some(p) != self.me);
+        if target != self.predecessor_watch.target {
+            self.predecessor_watch = PredecessorWatch {
                 target,
                 contact_at: now,
                 next_probe_at: now,
-                ..AccuserWatch::default()
+                ..PredecessorWatch::default()
             };
         }
         let Some(target) = target else { return };
-        let w = &mut self.accuser_watch;
+        let w = &mut self.predecessor_watch;
         let in_flight = w.probe_sent_at.is_some_and(|at| now.saturating_sub(at) < period);
         if in_flight || now < w.next_probe_at {
             return;
@@ -313,17 +353,17 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         };
         w.probe_sent_at = Some(now);
         w.next_probe_at = now.saturating_add((period / 4).max(self.cfg.retry_min_ms).max(1));
-        self.net.send(&member, PROBE_EPOCH | ACCUSER_PROBE, PeerRequest::GetLatestXid);
+        self.net.send(&member, PROBE_EPOCH | PREDECESSOR_PROBE, PeerRequest::GetLatestXid);
         let witness_in_flight = w.witness_probe_sent_at.is_some_and(|at| now.saturating_sub(at) < period);
         if let Some(succ) = self.succ.clone().filter(|_| !witness_in_flight) {
             w.witness_probe_sent_at = Some(now);
-            self.net.send(&succ, PROBE_EPOCH | ACCUSER_PROBE, PeerRequest::GetLatestXid);
+            self.net.send(&succ, PROBE_EPOCH | PREDECESSOR_PROBE, PeerRequest::GetLatestXid);
         }
     }
 
-    fn on_accuser_probe_reply(&mut self, from: NodeId, reply: &PeerReply, now: Millis) {
+    fn on_predecessor_probe_reply(&mut self, from: NodeId, reply: &PeerReply, now: Millis) {
         let succ = self.succ.as_ref().map(|m| m.id);
-        let w = &mut self.accuser_watch;
+        let w = &mut self.predecessor_watch;
         let answered = *reply != PeerReply::Unreachable;
         if w.target == Some(from) {
             w.probe_sent_at = None;
@@ -428,8 +468,8 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
     }
 
     pub(super) fn on_probe_reply(&mut self, from: NodeId, epoch: u64, reply: &PeerReply, now: Millis) {
-        if epoch & ACCUSER_PROBE != 0 {
-            self.on_accuser_probe_reply(from, reply, now);
+        if epoch & PREDECESSOR_PROBE != 0 {
+            self.on_predecessor_probe_reply(from, reply, now);
             return;
         }
         let Some(p) = self.parked.as_mut() else { return };
@@ -713,6 +753,145 @@ mod tests {
         let mut c = third_replica_watches_the_head();
         run_cuts(&mut c, &cuts, PERIOD * 2);
         assert_eq!(suspects(&c, 3), vec![(1, Some(1))]);
+    }
+
+    /// 1 -> 2 -> 3, 1 of another implementation: one write has gone down the chain, so 2
+    /// knows its predecessor for what it is.
+    fn classic_head() -> Cluster {
+        let mut c = chain(&[1, 2, 3]);
+        c.classic.insert(1);
+        let _ = c.inc("k", 1);
+        c.deliver_all();
+        c
+    }
+
+    fn probes_of(c: &Cluster, watcher: NodeId, watched: NodeId) -> usize {
+        c.delivered.iter().filter(|(f, m)| is_probe_of(watcher, watched, *f, m)).count()
+    }
+
+    #[test]
+    fn a_classic_predecessor_that_stops_answering_is_reported_by_its_successor_and_removed() {
+        // The link is idle: our replicas upstream would report nothing, and this one reports
+        // nothing anyway. The watch begins at the first tick (50 ms); 2 waits a period and its
+        // position's tenth.
+        let cuts = [(1, 2), (2, 1)];
+        let mut c = classic_head();
+        run_cuts(&mut c, &cuts, 1_100);
+        assert!(suspects(&c, 2).is_empty(), "reported before the timeout");
+        run_cuts(&mut c, &cuts, 100);
+        assert_eq!(suspects(&c, 2), vec![(1, None)]);
+        assert!(suspects(&c, 1).is_empty() && suspects(&c, 3).is_empty());
+        // It reads no record, so its lease may run: 2 removes its znode a lease and a half
+        // after the record.
+        let lease = c.cfg.lease_ms;
+        let record = EvictionRecord {
+            version: 1,
+            reporter: 2,
+            suspect: 1,
+        };
+        c.get_mut(2).on_eviction_record(record);
+        c.get_mut(3).on_eviction_record(record);
+        run_cuts(&mut c, &cuts, lease + lease / 2);
+        assert_eq!(c.get(2).coordinator().removals, vec![1]);
+    }
+
+    #[test]
+    fn a_classic_predecessor_that_answers_is_probed_every_quarter_period_and_never_reported() {
+        let mut c = classic_head();
+        run_cuts(&mut c, &[], PERIOD * 8);
+        assert!(suspects(&c, 2).is_empty());
+        // Unlike the watch of an accuser, this one does not end.
+        assert_eq!(probes_of(&c, 2, 1), 32);
+    }
+
+    #[test]
+    fn a_successor_cut_off_from_every_peer_leaves_its_classic_predecessor_alone() {
+        let cuts = [(2, 1), (1, 2), (2, 3), (3, 2)];
+        let mut c = classic_head();
+        run_cuts(&mut c, &cuts, PERIOD * 4);
+        assert!(suspects(&c, 2).is_empty(), "{:?}", suspects(&c, 2));
+    }
+
+    #[test]
+    fn a_classic_predecessor_of_the_tail_is_reported_without_a_witness() {
+        let mut c = chain(&[1, 2]);
+        c.classic.insert(1);
+        let _ = c.inc("k", 1);
+        c.deliver_all();
+        run_cuts(&mut c, &[(1, 2), (2, 1)], PERIOD * 2);
+        assert_eq!(suspects(&c, 2), vec![(1, None)]);
+    }
+
+    #[test]
+    fn a_predecessor_that_names_the_session_it_calls_is_ours_and_not_watched() {
+        let cuts = [(1, 2), (2, 1)];
+        // Ours from the start: its own suspicion covers the link, and an idle link is left be.
+        let mut c = chain(&[1, 2, 3]);
+        let _ = c.inc("k", 1);
+        c.deliver_all();
+        run_cuts(&mut c, &cuts, PERIOD * 4);
+        assert!(suspects(&c, 2).is_empty());
+        assert_eq!(probes_of(&c, 2, 1), 0);
+        // Taken for classic once, then heard naming the session (a replica of ours that took
+        // that id's place cannot, but the rule is what the requests show): the watch ends.
+        let mut c = classic_head();
+        c.classic.clear();
+        let _ = c.inc("k", 1);
+        run_cuts(&mut c, &[], 50);
+        let probes_before = probes_of(&c, 2, 1);
+        run_cuts(&mut c, &cuts, PERIOD * 4);
+        assert_eq!(probes_of(&c, 2, 1), probes_before);
+        assert!(suspects(&c, 2).is_empty());
+    }
+
+    #[test]
+    fn only_the_predecessor_teaches_its_dialect() {
+        // 3's predecessor is 2: a classic request claiming to come from 1 is refused and
+        // teaches 3 nothing.
+        let mut c = chain(&[1, 2, 3]);
+        let _ = c.inc("k", 1);
+        c.deliver_all();
+        let update = crate::core::Update {
+            xid: 2,
+            key: "k".into(),
+            value: 2,
+            origin: None,
+        };
+        let reply = c.get_mut(3).on_addressed_request(None, PeerRequest::Propose { src: 1, update });
+        assert_eq!(reply, PeerReply::Refused);
+        // 2 leaves, and 1's transfer to 3 (which would name the session) cannot get through;
+        // what 3 sends 1 does.
+        c.set_view(&[1, 3]);
+        run_cuts(&mut c, &[(1, 3)], PERIOD);
+        assert_eq!(probes_of(&c, 3, 1), 0);
+    }
+
+    #[test]
+    fn the_tail_sends_no_xid_processed_to_a_head_on_its_way_out_for_three_leases() {
+        let mut c = chain(&[1, 2, 3]);
+        let lease = c.cfg.lease_ms;
+        let _ = c.inc("k", 1);
+        c.deliver_all();
+        // 2 reported 1, which reads no record (another implementation): only 2 and 3 see it.
+        let record = EvictionRecord {
+            version: 1,
+            reporter: 2,
+            suspect: 1,
+        };
+        c.get_mut(2).on_eviction_record(record);
+        c.get_mut(3).on_eviction_record(record);
+        let _ = c.inc("k", 1);
+        let notifies = |c: &Cluster| {
+            c.delivered
+                .iter()
+                .filter(|(f, m)| *f == 3 && matches!(m.request, PeerRequest::XidProcessed(2)))
+                .count()
+        };
+        run_cuts(&mut c, &[], lease * 3 - 50);
+        assert_eq!(notifies(&c), 0, "acknowledged to a head on its way out");
+        // Never removed (its reporter lost its session, say): it is the head, and served again.
+        run_cuts(&mut c, &[], 100);
+        assert_eq!(notifies(&c), 1);
     }
 
     #[derive(Clone, Copy, PartialEq)]

@@ -245,6 +245,9 @@ pub struct Cluster {
     pub disks: BTreeMap<NodeId, ModelDisk>,
     /// Whether `deliver_all` syncs every disk between rounds.
     pub auto_sync: bool,
+    /// Senders whose requests arrive without naming the session they are meant for, as those
+    /// of another implementation of chain.proto do.
+    pub classic: BTreeSet<NodeId>,
 }
 
 impl Cluster {
@@ -261,6 +264,7 @@ impl Cluster {
             machines: BTreeMap::new(),
             disks: BTreeMap::new(),
             auto_sync: false,
+            classic: BTreeSet::new(),
         }
     }
 
@@ -490,9 +494,21 @@ impl Cluster {
         }
     }
 
+    /// Serve `msg` from `from` at its target: as `serve`, without the addressee if `from` is
+    /// `classic`.
+    fn serve_from(&mut self, from: NodeId, msg: &Outgoing) -> PeerReply {
+        if !self.classic.contains(&from) {
+            return self.serve(msg);
+        }
+        match self.route(msg.to.id).and_then(|id| self.replicas.get_mut(&id)) {
+            Some(target) => target.on_addressed_request(None, msg.request.clone()),
+            None => PeerReply::Unreachable,
+        }
+    }
+
     /// Serve `msg` and feed the reply back to `from`.
     pub fn deliver(&mut self, from: NodeId, msg: Outgoing) {
-        let reply = self.serve(&msg);
+        let reply = self.serve_from(from, &msg);
         self.reply(from, &msg, reply);
         self.delivered.push((from, msg));
     }
@@ -530,7 +546,7 @@ impl Cluster {
     pub fn lose_reply_next(&mut self, from: NodeId) -> bool {
         match self.take(from, 0) {
             Some(msg) => {
-                self.serve(&msg);
+                self.serve_from(from, &msg);
                 self.reply(from, &msg, PeerReply::Unreachable);
                 true
             }

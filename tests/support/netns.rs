@@ -326,6 +326,36 @@ impl Net {
         })
     }
 
+    /// The classic replica (tests/interop/classic_replica.py: another implementation of
+    /// chain.proto, head variant) on `<node ip>:7000`, with the same session timeout.
+    pub fn spawn_classic(&self, name: &str, zk: &str, root: &str, log: &Path) -> anyhow::Result<NsReplica> {
+        let py = super::python::python();
+        super::python::require_python_packages(&py);
+        let addr = SocketAddrV4::new(self.ip(name), REPLICA_PORT).to_string();
+        let script = super::python::repo().join("tests/interop/classic_replica.py");
+        let proto = super::python::proto();
+        let args: Vec<String> = vec![
+            "-u".into(),
+            script.display().to_string(),
+            "--zk".into(),
+            zk.into(),
+            "--listen".into(),
+            addr.clone(),
+            "--root".into(),
+            root.into(),
+            "--session-timeout-ms".into(),
+            SESSION_TIMEOUT_MS.to_string(),
+            "--proto".into(),
+            proto.display().to_string(),
+        ];
+        let child = self.spawn(name, &py, &args, &[], log)?;
+        Ok(NsReplica {
+            node: name.to_string(),
+            addr,
+            proc: child,
+        })
+    }
+
     /// Installs DROP rules in `name`'s namespace (filter table, appended); they are removed by
     /// [`Cut::heal`], on drop, or with the namespace.
     pub fn cut(&self, name: &str, rules: Vec<Rule>) -> anyhow::Result<Cut<'_>> {

@@ -88,7 +88,7 @@ pub(super) async fn evict(
     } else if reporter == suspect {
         warn!("recorded that this replica leaves the chain: it could not reach two successors in a row");
     } else {
-        warn!("recorded the eviction of {suspect:x}: it left updates unacknowledged for the suspicion timeout");
+        warn!("recorded the eviction of {suspect:x}: it did not answer us for the suspicion timeout");
     }
     Ok(written)
 }

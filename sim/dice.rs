@@ -79,6 +79,8 @@ pub struct Streams {
     pub procs: Dice,
     /// Durable runs' disks: sync delays, what a crash keeps, which byte rots.
     pub disk: Dice,
+    /// Which processes speak the chain's classic messages as another implementation does.
+    pub dialect: Dice,
 }
 
 impl Streams {
@@ -93,6 +95,7 @@ impl Streams {
             foreign: Dice::stream(seed, 7),
             procs: Dice::stream(seed, 8),
             disk: Dice::stream(seed, 9),
+            dialect: Dice::stream(seed, 10),
         }
     }
 }

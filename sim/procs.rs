@@ -26,4 +26,7 @@ pub struct Proc {
     pub(super) held: Vec<Ev>,
     /// Durable runs: the process's disk, which outlives its incarnations.
     pub disk: Option<ProcDisk>,
+    /// Its `proposeStateUpdate` and `stateTransfer` name no session, as another
+    /// implementation's do: its successors take it for one and watch it (`core::suspicion`).
+    pub unnamed: bool,
 }

@@ -56,6 +56,8 @@ pub struct RunShape {
     pub scenario: Scenario,
     /// Durable runs: the disk faults in the repertoire (`faults::DISK_FAULTS`).
     pub disk_faults: Option<Vec<Fault>>,
+    /// Some replicas send the chain's messages without naming the session (`Proc::unnamed`).
+    pub classic_senders: bool,
 }
 
 impl fmt::Display for RunShape {
@@ -79,6 +81,9 @@ impl fmt::Display for RunShape {
             self.max_reorder,
             self.scenario.name()
         )?;
+        if self.classic_senders {
+            f.write_str(" classic-senders")?;
+        }
         if let Some(disk) = &self.disk_faults {
             let names: Vec<&str> = disk.iter().map(|f| f.name()).collect();
             write!(

@@ -165,6 +165,7 @@ impl World {
                 max_reorder: cfg.max_reorder,
                 scenario: Scenario::NewHead,
                 disk_faults: None,
+                classic_senders: false,
             },
             checks: Checks::default(),
             key_generations: 1,
@@ -211,6 +212,9 @@ impl World {
             w.shape.disk_faults = Some(chosen.iter().map(|&(f, _)| f).collect());
             w.nemesis.faults.extend(chosen);
         }
+        // A third of the runs have replicas that send the chain's messages as another
+        // implementation does (half of them, each), so their successors watch them.
+        w.shape.classic_senders = w.dice.dialect.chance(333_333);
         // The scenario after the failover phase, from its own stream (whose first draw this is).
         w.shape.scenario = w.dice.scenario.weighted(&SCENARIOS).expect("the scenarios have weights");
         for _ in 0..initial {
@@ -270,6 +274,7 @@ impl World {
             shape: Shape::default(),
             held: Vec::new(),
             disk: None,
+            unnamed: self.shape.classic_senders && self.dice.dialect.chance(500_000),
         });
         self.boot(id);
         id
@@ -524,7 +529,9 @@ impl World {
             _ => None,
         };
         let before = self.procs[to].shape.clone();
-        let reply = self.step_replica(to, |r| r.on_addressed_request(Some(from_node), request));
+        let classic = self.procs[from].unnamed && matches!(request, PeerRequest::Propose { .. } | PeerRequest::Transfer(_));
+        let addressee = if classic { None } else { Some(from_node) };
+        let reply = self.step_replica(to, |r| r.on_addressed_request(addressee, request));
         let Some(reply) = reply else { return };
         if let Some((state_xid, sent)) = transfer_xids.filter(|_| reply == PeerReply::Accepted) {
             let (view, checks) = self.observed();

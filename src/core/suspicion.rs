@@ -823,6 +823,32 @@ mod tests {
     }
 
     #[test]
+    fn a_successor_without_the_state_leaves_its_classic_predecessor_alone() {
+        // 1 holds the only copy. 2 is new and has not got the state yet: with 1 gone, nobody
+        // of ours could carry the chain (1, of another implementation, keeps no copy we could
+        // adopt), so 2 may not remove it, however silent it is.
+        let mut c = chain(&[1]);
+        c.classic.insert(1);
+        let _ = c.inc("k", 1);
+        c.deliver_all();
+        c.add(2);
+        c.get_mut(2).on_joined(2);
+        c.get_mut(2).on_session_alive(0);
+        c.set_view(&[1, 2]);
+        let update = crate::core::Update {
+            xid: 2,
+            key: "k".into(),
+            value: 2,
+            origin: None,
+        };
+        // A classic update before the transfer: refused, but it shows 2 what 1 speaks.
+        let reply = c.get_mut(2).on_addressed_request(None, PeerRequest::Propose { src: 1, update });
+        assert_eq!(reply, PeerReply::Refused);
+        run_cuts(&mut c, &[(1, 2), (2, 1)], PERIOD * 4);
+        assert!(suspects(&c, 2).is_empty(), "{:?}", suspects(&c, 2));
+    }
+
+    #[test]
     fn a_predecessor_that_names_the_session_it_calls_is_ours_and_not_watched() {
         let cuts = [(1, 2), (2, 1)];
         // Ours from the start: its own suspicion covers the link, and an idle link is left be.

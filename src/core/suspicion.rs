@@ -823,6 +823,31 @@ mod tests {
     }
 
     #[test]
+    fn a_state_transfer_without_the_session_named_shows_a_classic_predecessor_too() {
+        // 2 joins an idle chain: all it ever gets from 1 is the transfer.
+        let mut c = chain(&[1]);
+        c.classic.insert(1);
+        let _ = c.inc("k", 1);
+        c.deliver_all();
+        c.add(2);
+        c.get_mut(2).on_joined(2);
+        let now = c.now();
+        c.get_mut(2).on_session_alive(now);
+        c.set_view(&[1, 2]);
+        c.deliver_all();
+        assert!(c
+            .delivered
+            .iter()
+            .any(|(f, m)| *f == 1 && matches!(m.request, PeerRequest::Transfer(_))));
+        assert!(!c
+            .delivered
+            .iter()
+            .any(|(f, m)| *f == 1 && matches!(m.request, PeerRequest::Propose { .. })));
+        run_cuts(&mut c, &[(1, 2), (2, 1)], PERIOD * 2);
+        assert_eq!(suspects(&c, 2), vec![(1, None)]);
+    }
+
+    #[test]
     fn a_successor_without_the_state_leaves_its_classic_predecessor_alone() {
         // 1 holds the only copy. 2 is new and has not got the state yet: with 1 gone, nobody
         // of ours could carry the chain (1, of another implementation, keeps no copy we could
@@ -915,8 +940,9 @@ mod tests {
         };
         run_cuts(&mut c, &[], lease * 3 - 50);
         assert_eq!(notifies(&c), 0, "acknowledged to a head on its way out");
-        // Never removed (its reporter lost its session, say): it is the head, and served again.
-        run_cuts(&mut c, &[], 100);
+        // Never removed (its reporter lost its session, say): it is the head, and served again
+        // from three leases on.
+        run_cuts(&mut c, &[], 50);
         assert_eq!(notifies(&c), 1);
     }
 

@@ -17,6 +17,9 @@
 //! - the head cut off from both peers (row 7, beyond the table): it is out of the
 //!   chain when the cut heals, a new head was named after its last acknowledgement, and writes
 //!   flow again within two suspicion timeouts, a tenth, and 2 s.
+//! - row 8, the link below a head of another implementation (tests/interop/classic_replica.py,
+//!   which reports nothing): as a link cut, and that head is out of the chain at the heal,
+//!   removed by its successor.
 //! - every row: nothing acknowledged lost, no read from the old tail older than a write
 //!   acknowledged before the read was sent.
 //!

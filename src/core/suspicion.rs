@@ -187,10 +187,10 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         };
     }
 
-    /// `src`, our predecessor, sent us an update or a state transfer; `classic`
-    /// when the request did not name the session it was meant for, as our replicas always do:
-    /// it comes from another implementation of chain.proto, which will not report a broken
-    /// link between us, so we watch it ourselves.
+    /// `src`, our predecessor, sent us an update or a state transfer; `classic` when the
+    /// request did not name the session it was meant for, as our replicas always do: it comes
+    /// from another implementation of chain.proto, which will not report a broken link between
+    /// us, so we watch it ourselves.
     pub(super) fn learn_predecessor_dialect(&mut self, src: NodeId, classic: bool) {
         if self.pred != Some(src) {
             return;
@@ -755,14 +755,43 @@ mod tests {
         assert_eq!(suspects(&c, 3), vec![(1, Some(1))]);
     }
 
-    /// 1 -> 2 -> 3, 1 of another implementation: one write has gone down the chain, so 2
-    /// knows its predecessor for what it is.
-    fn classic_head() -> Cluster {
-        let mut c = chain(&[1, 2, 3]);
+    /// A chain of `ids` whose head, 1, is of another implementation, after one write went down
+    /// it: each replica below 1 that got it knows 1 for what it is.
+    fn classic_head_of(ids: &[NodeId]) -> Cluster {
+        let mut c = chain(ids);
         c.classic.insert(1);
         let _ = c.inc("k", 1);
         c.deliver_all();
         c
+    }
+
+    /// 1 -> 2 -> 3, 1 of another implementation, after one write.
+    fn classic_head() -> Cluster {
+        classic_head_of(&[1, 2, 3])
+    }
+
+    /// 1 of another implementation, alone with the state after one write; 2 has just joined
+    /// behind it and heard nothing yet.
+    fn newcomer_behind_classic_head() -> Cluster {
+        let mut c = classic_head_of(&[1]);
+        c.add(2);
+        c.get_mut(2).on_joined(2);
+        let now = c.now();
+        c.get_mut(2).on_session_alive(now);
+        c.set_view(&[1, 2]);
+        c
+    }
+
+    /// `proposeStateUpdate` of xid 2 from 1, naming no session, as another implementation
+    /// sends it.
+    fn unnamed_propose_from_1(c: &mut Cluster, to: NodeId) -> PeerReply {
+        let update = crate::core::Update {
+            xid: 2,
+            key: "k".into(),
+            value: 2,
+            origin: None,
+        };
+        c.get_mut(to).on_addressed_request(None, PeerRequest::Propose { src: 1, update })
     }
 
     fn probes_of(c: &Cluster, watcher: NodeId, watched: NodeId) -> usize {
@@ -814,10 +843,7 @@ mod tests {
 
     #[test]
     fn a_classic_predecessor_of_the_tail_is_reported_without_a_witness() {
-        let mut c = chain(&[1, 2]);
-        c.classic.insert(1);
-        let _ = c.inc("k", 1);
-        c.deliver_all();
+        let mut c = classic_head_of(&[1, 2]);
         run_cuts(&mut c, &[(1, 2), (2, 1)], PERIOD * 2);
         assert_eq!(suspects(&c, 2), vec![(1, None)]);
     }
@@ -825,15 +851,7 @@ mod tests {
     #[test]
     fn a_state_transfer_without_the_session_named_shows_a_classic_predecessor_too() {
         // 2 joins an idle chain: all it ever gets from 1 is the transfer.
-        let mut c = chain(&[1]);
-        c.classic.insert(1);
-        let _ = c.inc("k", 1);
-        c.deliver_all();
-        c.add(2);
-        c.get_mut(2).on_joined(2);
-        let now = c.now();
-        c.get_mut(2).on_session_alive(now);
-        c.set_view(&[1, 2]);
+        let mut c = newcomer_behind_classic_head();
         c.deliver_all();
         assert!(c
             .delivered
@@ -852,23 +870,9 @@ mod tests {
         // 1 holds the only copy. 2 is new and has not got the state yet: with 1 gone, nobody
         // of ours could carry the chain (1, of another implementation, keeps no copy we could
         // adopt), so 2 may not remove it, however silent it is.
-        let mut c = chain(&[1]);
-        c.classic.insert(1);
-        let _ = c.inc("k", 1);
-        c.deliver_all();
-        c.add(2);
-        c.get_mut(2).on_joined(2);
-        c.get_mut(2).on_session_alive(0);
-        c.set_view(&[1, 2]);
-        let update = crate::core::Update {
-            xid: 2,
-            key: "k".into(),
-            value: 2,
-            origin: None,
-        };
+        let mut c = newcomer_behind_classic_head();
         // A classic update before the transfer: refused, but it shows 2 what 1 speaks.
-        let reply = c.get_mut(2).on_addressed_request(None, PeerRequest::Propose { src: 1, update });
-        assert_eq!(reply, PeerReply::Refused);
+        assert_eq!(unnamed_propose_from_1(&mut c, 2), PeerReply::Refused);
         run_cuts(&mut c, &[(1, 2), (2, 1)], PERIOD * 4);
         assert!(suspects(&c, 2).is_empty(), "{:?}", suspects(&c, 2));
     }
@@ -902,14 +906,7 @@ mod tests {
         let mut c = chain(&[1, 2, 3]);
         let _ = c.inc("k", 1);
         c.deliver_all();
-        let update = crate::core::Update {
-            xid: 2,
-            key: "k".into(),
-            value: 2,
-            origin: None,
-        };
-        let reply = c.get_mut(3).on_addressed_request(None, PeerRequest::Propose { src: 1, update });
-        assert_eq!(reply, PeerReply::Refused);
+        assert_eq!(unnamed_propose_from_1(&mut c, 3), PeerReply::Refused);
         // 2 leaves, and 1's transfer to 3 (which would name the session) cannot get through;
         // what 3 sends 1 does.
         c.set_view(&[1, 3]);

@@ -488,20 +488,20 @@ impl Cluster {
 
     /// Serve `msg` at its target, or find the target gone; the sender hears nothing yet.
     pub fn serve(&mut self, msg: &Outgoing) -> PeerReply {
-        match self.route(msg.to.id).and_then(|id| self.replicas.get_mut(&id)) {
-            Some(target) => target.on_addressed_request(Some(msg.to.id), msg.request.clone()),
-            None => PeerReply::Unreachable,
-        }
+        self.serve_naming(msg, Some(msg.to.id))
     }
 
     /// Serve `msg` from `from` at its target: as `serve`, without the addressee if `from` is
     /// `classic`.
     fn serve_from(&mut self, from: NodeId, msg: &Outgoing) -> PeerReply {
-        if !self.classic.contains(&from) {
-            return self.serve(msg);
-        }
+        let addressee = (!self.classic.contains(&from)).then_some(msg.to.id);
+        self.serve_naming(msg, addressee)
+    }
+
+    /// Serve `msg` as a request that names `addressee` as the session it is meant for.
+    fn serve_naming(&mut self, msg: &Outgoing, addressee: Option<NodeId>) -> PeerReply {
         match self.route(msg.to.id).and_then(|id| self.replicas.get_mut(&id)) {
-            Some(target) => target.on_addressed_request(None, msg.request.clone()),
+            Some(target) => target.on_addressed_request(addressee, msg.request.clone()),
             None => PeerReply::Unreachable,
         }
     }

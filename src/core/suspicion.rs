@@ -196,7 +196,11 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             return;
         }
         if classic {
-            self.classic_pred = Some(src);
+            if self.classic_pred != Some(src) {
+                self.classic_pred = Some(src);
+                // No watermark will come from it: its bound on us goes.
+                self.durability_advanced();
+            }
         } else if self.classic_pred == Some(src) {
             self.classic_pred = None;
         }

@@ -55,9 +55,8 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             self.restart_link(now);
         }
         if self.holds_state && self.is_tail_role() {
-            // As the tail we acknowledge what every disk has: tell the head (again: it may be
-            // new), and in the tail variant call back the clients whose updates were still in
-            // flight, once the watermark covers them.
+            // Everything we applied is durable now: tell the head (again: it may be new), and
+            // in the tail variant call back the clients whose updates were still in flight.
             let in_flight: Vec<Update> = self.sent.iter().filter(|u| u.xid > self.tail_processed).cloned().collect();
             self.acknowledge_in_flight(&in_flight);
         } else if pred_changed {

@@ -496,32 +496,6 @@ mod tests {
     }
 
     #[test]
-    fn a_new_predecessor_that_has_sent_no_watermark_yet_bounds_the_tail_at_zero() {
-        let mut c = Cluster::durable(Config::default(), &[1, 2, 3]);
-        c.auto_sync = false;
-        let t = inc(&mut c, "k", 7);
-        c.deliver_all();
-        assert_eq!(c.get(3).last_applied(), 1);
-        // The middle dies before its disk has the write; the tail sees the head as its
-        // predecessor before the head has said anything to it.
-        c.crash(2);
-        c.set_view_for(&[3], &[1, 3]);
-        c.sync_disk(3);
-        assert_eq!(
-            c.get(3).on_get_latest_xid(),
-            Some(0),
-            "acknowledged with a predecessor whose disk it knows nothing of"
-        );
-        // Once the head has its disk and has told the tail so, the write is acknowledged.
-        c.auto_sync = true;
-        c.set_view(&[1, 3]);
-        c.sync_disks();
-        c.settle();
-        assert_eq!(c.get(3).on_get_latest_xid(), Some(1));
-        assert_eq!(c.outcome(t), Some(&WriteOutcome::Committed));
-    }
-
-    #[test]
     fn the_watermark_goes_down_once_per_disk_progress_not_per_update() {
         let mut c = Cluster::durable(Config::default(), &[1, 2, 3]);
         c.auto_sync = false;

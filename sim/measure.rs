@@ -12,7 +12,6 @@ pub struct PeerSends {
     pub get_latest_xid: u64,
     pub pull_state: u64,
     pub held: u64,
-    pub durable: u64,
 }
 
 impl PeerSends {
@@ -24,13 +23,12 @@ impl PeerSends {
             RequestKind::GetLatestXid => &mut self.get_latest_xid,
             RequestKind::PullState => &mut self.pull_state,
             RequestKind::Held => &mut self.held,
-            RequestKind::Durable(_) => &mut self.durable,
         };
         *counter += 1;
     }
 
     pub fn total(&self) -> u64 {
-        self.propose + self.transfer + self.xid_processed + self.get_latest_xid + self.pull_state + self.held + self.durable
+        self.propose + self.transfer + self.xid_processed + self.get_latest_xid + self.pull_state + self.held
     }
 }
 

@@ -742,7 +742,6 @@ async fn spoofed_future_xid_from_the_predecessors_id() {
             value: 666,
             ..Default::default()
         }],
-        ..Default::default()
     };
     let r = ChainExtClient::new(no_cert.clone())
         .replicate(tokio_stream::iter(vec![batch]))

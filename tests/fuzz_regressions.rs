@@ -378,7 +378,6 @@ mod core_targets {
                         ext::ReplicateBatch {
                             src: A,
                             updates: vec![tail_update(A, 8, "k1", 1), tail_update(A, 9, "k0", 0), tail_update(A, 11, "k2", 4)],
-                            ..Default::default()
                         },
                     ),
                     wire(
@@ -387,7 +386,6 @@ mod core_targets {
                         ext::ReplicateBatch {
                             src: B,
                             updates: vec![tail_update(B, 8, "k4", 2)],
-                            ..Default::default()
                         },
                     ),
                 ],

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chainrep::core::testkit::{members, replica, ManualClock, TestReplica};
 use chainrep::core::{
     ClientOrigin, ClientToken, Config, Describe, Member, NodeId, PeerReply, PeerRequest, ReadRejected, Role, Store, Transfer, Update,
-    Variant, WriteAccepted, WriteOp, WriteRejected, Xid, NO_DURABILITY_BOUND,
+    Variant, WriteAccepted, WriteOp, WriteRejected, Xid,
 };
 
 /// The chain every prepared replica belongs to: `A` heads it, `B` is in the middle, `C` is
@@ -211,14 +211,6 @@ impl Subject {
             Setup::Middle | Setup::Tail => {
                 let pred = if setup == Setup::Middle { A } else { B };
                 s.view(&CHAIN);
-                // A memory-only chainrep predecessor: its watermark bounds nothing.
-                s.peer(
-                    Addressee::Me,
-                    PeerRequest::Held {
-                        src: pred,
-                        durable: NO_DURABILITY_BOUND,
-                    },
-                );
                 s.peer(Addressee::Me, PeerRequest::Transfer(seed_transfer(pred)));
                 s.accept_outbox();
                 s.peer(
@@ -294,7 +286,7 @@ impl Subject {
         let outbox = std::mem::take(&mut self.replica.net_mut().outbox);
         for msg in outbox {
             match msg.request {
-                PeerRequest::Propose { .. } | PeerRequest::Transfer(_) | PeerRequest::XidProcessed(_) | PeerRequest::Durable { .. } => {
+                PeerRequest::Propose { .. } | PeerRequest::Transfer(_) | PeerRequest::XidProcessed(_) => {
                     self.replica
                         .on_peer_reply(msg.to.id, msg.epoch, msg.request.kind(), PeerReply::Accepted);
                 }
@@ -458,13 +450,7 @@ impl Subject {
         match (&request, &reply) {
             (_, PeerReply::Accepted) => {}
             (PeerRequest::GetLatestXid, PeerReply::LatestXid(Some(xid))) => {
-                // Memory-only: what every replica above has, as its watermark says.
-                assert_eq!(
-                    *xid,
-                    d.last_applied.min(self.replica.acknowledgeable_xid()),
-                    "getLatestXid answered another xid ({})",
-                    ctx()
-                );
+                assert_eq!(*xid, d.last_applied, "getLatestXid answered another xid ({})", ctx());
                 assert!(
                     self.acts_as(&[Role::Tail, Role::Single]) && d.holds_state,
                     "getLatestXid answered other than by a tail holding the state ({})",
@@ -523,8 +509,7 @@ impl Subject {
                 assert!(self.replica.store() == &before.store, "xidProcessed changed the store ({})", ctx());
                 assert!(d.tail_processed >= *xid, "xidProcessed accepted but not recorded ({})", ctx());
             }
-            PeerRequest::Durable { .. } => self.check_unchanged(&before, &step),
-            PeerRequest::GetLatestXid | PeerRequest::PullState { .. } | PeerRequest::Held { .. } => {
+            PeerRequest::GetLatestXid | PeerRequest::PullState { .. } | PeerRequest::Held => {
                 panic!("{request:?} answered Accepted ({})", ctx());
             }
         }

@@ -12,12 +12,12 @@ pub fn check(w: &WorldView, found: &mut Vec<Violation>) {
     for (p, proc) in w.procs.iter().enumerate() {
         let Some(r) = proc.replica.as_ref() else { continue };
         let d = r.describe();
-        let answerable = d.tail_processed.min(r.acknowledgeable_xid());
+        let answerable = d.tail_processed.min(r.durable_xid());
         if let Some(oldest) = d.oldest_pending.filter(|x| d.lease_valid && *x <= answerable) {
             let msg = format!(
-                "replica {p} holds a client waiting on xid {oldest} with its lease valid, the tail at {} and every disk above it and its own at {}",
+                "replica {p} holds a client waiting on xid {oldest} with its lease valid, the tail at {} and its disk at {}",
                 d.tail_processed,
-                r.acknowledgeable_xid()
+                r.durable_xid()
             );
             found.push(Violation::new(Invariant::HeldClients, msg));
         }

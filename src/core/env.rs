@@ -32,17 +32,9 @@ pub enum PeerRequest {
         retained: bool,
     },
     /// `chainrep.ext.held`: a predecessor asks its new successor which state it holds, before
-    /// choosing between the whole state and only what the successor lacks. It carries the
-    /// sender's durable watermark (`Durable`), so the successor has one before any update.
-    Held { src: NodeId, durable: Xid },
-    /// `chainrep.ext` durable watermark, predecessor to successor: every xid up to `xid` is on
-    /// disk at the sender and at every replica above it (`NO_DURABILITY_BOUND`: nothing above
-    /// waits for a disk). See `core::durability`.
-    Durable { src: NodeId, xid: Xid },
+    /// choosing between the whole state and only what the successor lacks.
+    Held,
 }
-
-/// A durable watermark that bounds nothing: memory-only replicas all the way up.
-pub const NO_DURABILITY_BOUND: Xid = Xid::MAX;
 
 impl PeerRequest {
     pub fn kind(&self) -> RequestKind {
@@ -52,8 +44,7 @@ impl PeerRequest {
             PeerRequest::XidProcessed(x) => RequestKind::XidProcessed(*x),
             PeerRequest::GetLatestXid => RequestKind::GetLatestXid,
             PeerRequest::PullState { .. } => RequestKind::PullState,
-            PeerRequest::Held { .. } => RequestKind::Held,
-            PeerRequest::Durable { xid, .. } => RequestKind::Durable(*xid),
+            PeerRequest::Held => RequestKind::Held,
         }
     }
 }
@@ -67,7 +58,6 @@ pub enum RequestKind {
     GetLatestXid,
     PullState,
     Held,
-    Durable(Xid),
 }
 
 /// The answer to a pull, as the responder decides it.
@@ -100,8 +90,6 @@ pub enum PeerReply {
     /// `held`: the xid and digest of the state the peer holds (or kept from an earlier
     /// session, or read from its data dir), `None` if it has none it would build on.
     Held(Option<(Xid, StateDigest)>),
-    /// The peer does not implement this `chainrep.ext` call: another implementation.
-    Foreign,
 }
 
 /// Everything the core sends out. Sends to one peer must be delivered in the order they were

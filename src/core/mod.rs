@@ -35,7 +35,7 @@ pub use durability::{DiskCopy, Storage, StorageCommand};
 pub use suspicion::{is_probe_epoch, EvictionRecord};
 pub use write_path::WriteAccepted;
 
-pub use env::{ChainMarker, Clock, Coordinator, Network, PeerReply, PeerRequest, PullAnswer, RequestKind, NO_DURABILITY_BOUND};
+pub use env::{ChainMarker, Clock, Coordinator, Network, PeerReply, PeerRequest, PullAnswer, RequestKind};
 pub use membership::View;
 pub use types::*;
 
@@ -453,7 +453,6 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.drive_pull(now);
         self.drive_stateless_watchdog(now);
         self.drive_suspicion(now);
-        self.drive_watermark();
     }
 
     /// Serve a request that the sender addressed to session `to` (our runtime sends it along
@@ -486,11 +485,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             PeerRequest::XidProcessed(xid) => accepted(self.on_xid_processed(xid)),
             PeerRequest::GetLatestXid => PeerReply::LatestXid(self.on_get_latest_xid()),
             PeerRequest::PullState { src, stateless, retained } => PeerReply::Pulled(self.on_pull_state(src, &stateless, retained)),
-            PeerRequest::Held { src, durable } => {
-                self.note_held_from(src, durable);
-                PeerReply::Held(self.on_held())
-            }
-            PeerRequest::Durable { src, xid } => accepted(self.on_watermark(src, xid)),
+            PeerRequest::Held => PeerReply::Held(self.on_held()),
         }
     }
 
@@ -506,7 +501,6 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             RequestKind::XidProcessed(_) => self.on_head_notify_reply(from, reply, now),
             RequestKind::GetLatestXid => self.on_poll_reply(from, reply, now),
             RequestKind::PullState => self.on_pull_reply(from, reply, now),
-            RequestKind::Durable(_) => self.on_watermark_reply(from, epoch, &reply),
         }
     }
 }

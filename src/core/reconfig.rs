@@ -37,8 +37,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             self.marker = Marker::Unknown;
         }
         let pred = self.view.predecessor(me).map(|m| m.id);
-        let pred_changed = pred != self.pred;
-        if pred_changed {
+        if pred != self.pred {
             // Held updates came from the old predecessor; the new one starts with a transfer.
             self.pred = pred;
             self.awaiting_state_since = now;
@@ -58,16 +57,12 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             // Everything we applied is durable now: tell the head (again: it may be new), and
             // in the tail variant call back the clients whose updates were still in flight.
             let in_flight: Vec<Update> = self.sent.iter().filter(|u| u.xid > self.tail_processed).cloned().collect();
-            self.acknowledge_in_flight(&in_flight);
-        } else if pred_changed {
-            // The new predecessor's watermark bounds us now (none at the head).
-            self.durability_advanced();
+            self.applied_at_tail(&in_flight);
         }
     }
 
     fn restart_link(&mut self, now: Millis) {
         self.link_epoch += 1;
-        self.forget_sent_watermark();
         self.watch_new_link(now);
         self.backoff = self.cfg.retry_min_ms;
         self.link = if self.succ.is_some() && self.holds_state {
@@ -91,9 +86,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         // the state below our predecessor, may need only the keys written since.
         self.link_epoch += 1;
         self.link = Link::Asking;
-        let Some(me) = self.me else { return };
-        let durable = self.watermark_for_held();
-        self.net.send(&succ, self.link_epoch, PeerRequest::Held { src: me, durable });
+        self.net.send(&succ, self.link_epoch, PeerRequest::Held);
     }
 
     /// The successor's answer to `Held`: send it the whole state, or only what it lacks.
@@ -101,21 +94,9 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         if self.link != Link::Asking {
             return;
         }
-        let Some(succ) = self.succ.clone() else {
-            self.link = Link::Idle;
-            return;
-        };
         let held = match reply {
-            PeerReply::Held(held) => {
-                self.set_follower(succ.id, true);
-                held
-            }
-            // Another implementation: it gets the whole state, and from then on only what is
-            // durable everywhere above it, since it acknowledges whatever it has.
-            PeerReply::Foreign => {
-                self.set_follower(succ.id, false);
-                None
-            }
+            // `None` also from a foreign successor, which does not know the question.
+            PeerReply::Held(held) => held,
             // Refused: asked of a session the replica at that address is not (restarted before
             // its old session expired), or not now; a whole transfer would be refused too.
             _ => {
@@ -125,6 +106,10 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
                 self.backoff = (self.backoff * 2).min(self.cfg.retry_max_ms);
                 return;
             }
+        };
+        let Some(succ) = self.succ.clone() else {
+            self.link = Link::Idle;
+            return;
         };
         let transfer = match held.and_then(|base| self.delta_since(base)) {
             Some(delta) => {
@@ -271,22 +256,15 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
 
         // As the tail, the suffix's acknowledgements wait for the state to be on disk.
         let deferred: &[Update] = if self.succ.is_none() { &suffix } else { &[] };
-        self.persist_install(deferred);
+        let persisted = self.persist_install(deferred);
         if self.succ.is_some() {
             if self.link == Link::Asking && !successor_has_it {
                 // Nothing went out yet: the transfer that follows the successor's answer is
                 // made then, from this state.
             } else if successor_has_it {
                 self.link_epoch += 1;
-                self.forget_sent_watermark();
                 self.watch_new_link(self.clock.now());
                 self.link = Link::Streaming;
-                // It answered our pull: a chainrep replica, which bounds what we send it by
-                // our watermarks from now on.
-                if let Some(succ) = self.succ.as_ref().map(|s| s.id) {
-                    self.set_follower(succ, true);
-                }
-                self.drive_watermark();
             } else if was_synced && suffix_complete && matches!(self.link, Link::Transferring | Link::Streaming) {
                 for u in &suffix {
                     self.forward(u);
@@ -295,9 +273,8 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
                 self.restart_link(self.clock.now());
             }
             self.mark_processed(self.tail_processed);
-            self.release_waiting(false);
-        } else {
-            self.release_waiting(true);
+        } else if !persisted {
+            self.applied_at_tail(&suffix);
         }
         self.drain_reorder();
     }
@@ -339,9 +316,6 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         }
         self.pulled_by = Some(src);
         let Some(t) = self.snapshot() else { return PullAnswer::NoState };
-        // The asker forwards to us ahead of its disk once it holds this state (it takes our
-        // answer for a chainrep replica's), so its updates wait for its watermarks.
-        self.note_pulled_by(src);
         // The asker, our predecessor from now on, starts from exactly this snapshot and sends us
         // every update after it: what an earlier predecessor sent and we dropped is superseded,
         // and refusing gaps would only cost whole transfers.

@@ -87,7 +87,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
                 self.net.notify_client(origin);
             }
         }
-        self.mark_processed(self.acknowledgeable_xid());
+        self.mark_processed(self.durable_xid());
         if self.cfg.variant == Variant::Head && !self.is_head_role() {
             self.head_notify.needed = true;
             self.drive_head_notify(self.clock.now());
@@ -120,7 +120,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             return;
         }
         // With a data dir, the head's own disk must have the write too (see `durability`).
-        let done = self.tail_processed.min(self.acknowledgeable_xid());
+        let done = self.tail_processed.min(self.durable_xid());
         // A transfer may carry the last xid there is (the wire allows any u64): none follows it.
         let still_waiting = match done.checked_add(1) {
             Some(next) => self.pending.split_off(&next),
@@ -194,9 +194,9 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         true
     }
 
-    /// `getLatestXid`: the last applied xid that every replica has on disk, from the tail only.
+    /// `getLatestXid`: the last applied (and durable) xid, from the tail only.
     pub fn on_get_latest_xid(&self) -> Option<Xid> {
-        (self.is_tail_role() && self.holds_state && self.lease_valid()).then_some(self.acknowledgeable_xid())
+        (self.is_tail_role() && self.holds_state && self.lease_valid()).then_some(self.durable_xid())
     }
 
     /// The tail keeps at most one `xidProcessed` in flight; it always carries the latest xid,
@@ -215,7 +215,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
         self.head_notify.needed = false;
         // Nothing applied yet: there is nothing to report, and to a head that numbers from 0,
         // `xidProcessed(0)` would acknowledge its first update, which we have not seen.
-        let processed = self.acknowledgeable_xid();
+        let processed = self.durable_xid();
         if Some(head.id) == self.me || (processed == 0 && !self.applied_xid_zero) {
             return;
         }
@@ -295,7 +295,6 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
                 if self.link == Link::Transferring {
                     self.link = Link::Streaming;
                     self.backoff = self.cfg.retry_min_ms;
-                    self.drive_watermark();
                 }
             }
             (_, PeerReply::Accepted) => {}

@@ -84,16 +84,7 @@ fn show_request(r: &PeerRequest) -> String {
         PeerRequest::PullState { src, stateless, retained } => {
             format!("pullState src={src} stateless={stateless:?} retained={retained}")
         }
-        PeerRequest::Held { src, durable } => format!("held? src={src} durable={}", show_watermark(*durable)),
-        PeerRequest::Durable { src, xid } => format!("durable src={src} xid={}", show_watermark(*xid)),
-    }
-}
-
-fn show_watermark(xid: Xid) -> String {
-    if xid == NO_DURABILITY_BOUND {
-        "unbounded".into()
-    } else {
-        xid.to_string()
+        PeerRequest::Held => "held?".to_string(),
     }
 }
 
@@ -110,7 +101,6 @@ fn show_reply(r: &PeerReply) -> String {
         PeerReply::Pulled(PullAnswer::Retained(m)) => format!("retained copy xid={}", m.xid),
         PeerReply::Held(Some((x, _))) => format!("holds xid={x}"),
         PeerReply::Held(None) => "holds nothing".into(),
-        PeerReply::Foreign => "not implemented".into(),
     }
 }
 

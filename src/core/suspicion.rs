@@ -196,11 +196,7 @@ impl<C: Clock, N: Network, K: Coordinator> Replica<C, N, K> {
             return;
         }
         if classic {
-            if self.classic_pred != Some(src) {
-                self.classic_pred = Some(src);
-                // No watermark will come from it: its bound on us goes.
-                self.durability_advanced();
-            }
+            self.classic_pred = Some(src);
         } else if self.classic_pred == Some(src) {
             self.classic_pred = None;
         }

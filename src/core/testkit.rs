@@ -245,9 +245,8 @@ pub struct Cluster {
     pub disks: BTreeMap<NodeId, ModelDisk>,
     /// Whether `deliver_all` syncs every disk between rounds.
     pub auto_sync: bool,
-    /// Replicas standing for another implementation of chain.proto: their requests arrive
-    /// without naming the session they are meant for, and they answer `chainrep.ext` requests
-    /// `Foreign`.
+    /// Senders whose requests arrive without naming the session they are meant for, as those
+    /// of another implementation of chain.proto do.
     pub classic: BTreeSet<NodeId>,
 }
 
@@ -493,7 +492,7 @@ impl Cluster {
     }
 
     /// Serve `msg` from `from` at its target: as `serve`, without the addressee if `from` is
-    /// `classic`. A `classic` target answers `chainrep.ext` requests `Foreign`.
+    /// `classic`.
     fn serve_from(&mut self, from: NodeId, msg: &Outgoing) -> PeerReply {
         let addressee = (!self.classic.contains(&from)).then_some(msg.to.id);
         self.serve_naming(msg, addressee)
@@ -501,14 +500,6 @@ impl Cluster {
 
     /// Serve `msg` as a request that names `addressee` as the session it is meant for.
     fn serve_naming(&mut self, msg: &Outgoing, addressee: Option<NodeId>) -> PeerReply {
-        let extension = matches!(
-            msg.request,
-            PeerRequest::Held { .. } | PeerRequest::Durable { .. } | PeerRequest::PullState { .. }
-        );
-        if extension && self.route(msg.to.id).is_some_and(|id| self.classic.contains(&id)) {
-            // Another implementation knows none of `chainrep.ext`.
-            return PeerReply::Foreign;
-        }
         match self.route(msg.to.id).and_then(|id| self.replicas.get_mut(&id)) {
             Some(target) => target.on_addressed_request(addressee, msg.request.clone()),
             None => PeerReply::Unreachable,

@@ -582,7 +582,7 @@ fn a_new_tail_gets_a_state_transfer_and_refuses_reads_until_then() {
     let ask = c
         .pending_from(2)
         .iter()
-        .position(|m| m.to.id == 3 && matches!(m.request, PeerRequest::Held { .. }))
+        .position(|m| m.to.id == 3 && m.request == PeerRequest::Held)
         .expect("a held? to the new tail");
     let ask = c.take(2, ask).expect("the held? request");
     c.deliver(2, ask);
@@ -1165,14 +1165,10 @@ fn tail_variant_tail_calls_back_every_update_of_a_transfer_longer_than_it_keeps(
         sent: Vec::new(),
         base: None,
     };
-    assert_eq!(
-        tail.on_addressed_request(None, PeerRequest::Transfer(t.clone())),
-        PeerReply::Accepted
-    );
+    assert_eq!(tail.on_peer_request(PeerRequest::Transfer(t.clone())), PeerReply::Accepted);
     assert!(tail.net().notified.is_empty());
 
-    // Its predecessor, another implementation (it names no session), keeps more of its sent
-    // list than the tail does.
+    // Its predecessor keeps more of its sent list than the tail does.
     t.state_xid = 4;
     t.state = store(&[("k", 4)]);
     t.sent = (2..=4)
@@ -1181,7 +1177,7 @@ fn tail_variant_tail_calls_back_every_update_of_a_transfer_longer_than_it_keeps(
             ..upd(xid, "k", xid as i32)
         })
         .collect();
-    assert_eq!(tail.on_addressed_request(None, PeerRequest::Transfer(t)), PeerReply::Accepted);
+    assert_eq!(tail.on_peer_request(PeerRequest::Transfer(t)), PeerReply::Accepted);
     assert_eq!(tail.net().notified, vec![origin(2), origin(3), origin(4)]);
     assert_eq!(tail.describe().sent_len, 0);
 }
@@ -1905,15 +1901,11 @@ fn a_transfer_whose_sent_list_starts_at_xid_zero_is_taken() {
         sent: vec![first.clone()],
         base: None,
     };
-    assert_eq!(
-        c.get_mut(2).on_addressed_request(None, PeerRequest::Transfer(t)),
-        PeerReply::Accepted
-    );
+    assert_eq!(c.get_mut(2).on_peer_request(PeerRequest::Transfer(t)), PeerReply::Accepted);
     assert!(c.get(2).holds_state());
     assert_eq!(c.get(2).net().notified, vec![origin(7)]);
     assert_eq!(
-        c.get_mut(2)
-            .on_addressed_request(None, PeerRequest::Propose { src: 1, update: first }),
+        c.get_mut(2).on_peer_request(PeerRequest::Propose { src: 1, update: first }),
         PeerReply::Accepted
     );
     assert_eq!(c.get(2).net().notified.len(), 1, "xid 0 is held already: no second callback");

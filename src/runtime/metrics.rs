@@ -84,11 +84,9 @@ pub enum PeerCall {
     GetLatestXid = 4,
     PullState = 5,
     Held = 6,
-    /// A durable watermark sent alone with the classic calls (on the stream it rides a batch).
-    Durable = 7,
 }
 
-const PEER_CALLS: [(PeerCall, &str); 8] = [
+const PEER_CALLS: [(PeerCall, &str); 7] = [
     (PeerCall::Propose, "propose_state_update"),
     (PeerCall::Replicate, "replicate"),
     (PeerCall::StateTransfer, "state_transfer"),
@@ -96,7 +94,6 @@ const PEER_CALLS: [(PeerCall, &str); 8] = [
     (PeerCall::GetLatestXid, "get_latest_xid"),
     (PeerCall::PullState, "pull_state"),
     (PeerCall::Held, "held"),
-    (PeerCall::Durable, "durable"),
 ];
 
 impl PeerCall {
@@ -110,7 +107,6 @@ impl PeerCall {
             K::GetLatestXid => PeerCall::GetLatestXid,
             K::PullState => PeerCall::PullState,
             K::Held => PeerCall::Held,
-            K::Durable(_) => PeerCall::Durable,
         }
     }
 }

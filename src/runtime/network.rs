@@ -231,55 +231,9 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// What one `ReplicateBatch` carries: consecutive proposals from one sender and the newest
-/// durable watermark queued among them. Each keeps its epoch for the reply.
-struct Batch {
-    src: NodeId,
-    updates: Vec<(u64, crate::core::Update)>,
-    watermark: Option<(u64, u64)>,
-}
-
-impl Batch {
-    fn new(src: NodeId) -> Batch {
-        Batch {
-            src,
-            updates: Vec::new(),
-            watermark: None,
-        }
-    }
-
-    /// Take `request` into the batch if it is one the stream carries, from our sender.
-    fn take(&mut self, epoch: u64, request: PeerRequest) -> Result<(), PeerRequest> {
-        match request {
-            PeerRequest::Propose { src, update } if src == self.src => self.updates.push((epoch, update)),
-            // Watermarks only grow on one link, so the newest stands for the ones before it.
-            PeerRequest::Durable { src, xid } if src == self.src => self.watermark = Some((epoch, xid)),
-            other => return Err(other),
-        }
-        Ok(())
-    }
-
-    /// The replies a batch gets: one for its last update, one for its watermark.
-    fn replies(&self) -> impl Iterator<Item = (u64, RequestKind)> + '_ {
-        let last = self.updates.last().map(|(e, u)| (*e, RequestKind::Propose(u.xid)));
-        let mark = self.watermark.map(|(e, xid)| (e, RequestKind::Durable(xid)));
-        last.into_iter().chain(mark)
-    }
-
-    /// The batch as the requests it stands for, for a peer without the stream.
-    fn into_requests(self) -> impl Iterator<Item = (u64, PeerRequest)> {
-        let src = self.src;
-        let updates = self
-            .updates
-            .into_iter()
-            .map(move |(e, update)| (e, PeerRequest::Propose { src, update }));
-        let mark = self.watermark.map(|(e, xid)| (e, PeerRequest::Durable { src, xid }));
-        updates.chain(mark)
-    }
-}
-
 struct SentBatch {
-    replies: Vec<(u64, RequestKind)>,
+    epoch: u64,
+    last_xid: u64,
 }
 
 struct InFlight {
@@ -299,16 +253,11 @@ impl StreamLink {
         lock(&self.in_flight).broken
     }
 
-    async fn send(&self, task: &LinkTask, batch: Batch) {
-        let replies: Vec<(u64, RequestKind)> = batch.replies().collect();
-        if replies.is_empty() {
+    async fn send(&self, task: &LinkTask, src: NodeId, batch: Vec<(u64, crate::core::Update)>) {
+        let Some((epoch, last_xid)) = batch.last().map(|(e, u)| (*e, u.xid)) else {
             return;
-        }
-        let report_lost = || {
-            for (epoch, kind) in &replies {
-                task.report(*epoch, *kind, PeerReply::Unreachable);
-            }
         };
+        let report_lost = || task.report(epoch, RequestKind::Propose(last_xid), PeerReply::Unreachable);
         match self.window.acquire().await {
             Ok(permit) => permit.forget(),
             Err(_) => return report_lost(),
@@ -319,17 +268,10 @@ impl StreamLink {
                 drop(f);
                 return report_lost();
             }
-            f.batches.push_back(SentBatch { replies: replies.clone() });
+            f.batches.push_back(SentBatch { epoch, last_xid });
         }
-        let src = batch.src;
-        let updates = batch.updates.iter().map(|(_, u)| convert::tail_update_to_wire(src, u)).collect();
-        let wire = ext::ReplicateBatch {
-            src,
-            updates,
-            has_durable_watermark: batch.watermark.is_some(),
-            durable_watermark: batch.watermark.map_or(0, |(_, xid)| xid),
-        };
-        if self.tx.send(wire).await.is_err() {
+        let updates = batch.iter().map(|(_, u)| convert::tail_update_to_wire(src, u)).collect();
+        if self.tx.send(ext::ReplicateBatch { src, updates }).await.is_err() {
             // The reader reports everything still in flight when it sees the stream end.
             lock(&self.in_flight).broken = true;
         }
@@ -372,23 +314,14 @@ impl LinkTask {
             let Some((epoch, request)) = next else { return };
             let kind = request.kind();
             match request {
-                request @ (PeerRequest::Propose { .. } | PeerRequest::Durable { .. }) if !classic_only => {
-                    let src = match &request {
-                        PeerRequest::Propose { src, .. } | PeerRequest::Durable { src, .. } => *src,
-                        _ => 0,
-                    };
-                    let mut batch = Batch::new(src);
-                    if let Err(other) = batch.take(epoch, request) {
-                        carried = Some((epoch, other));
-                        continue;
-                    }
-                    while batch.updates.len() < MAX_BATCH {
+                PeerRequest::Propose { src, update } if !classic_only => {
+                    let mut batch = vec![(epoch, update)];
+                    while batch.len() < MAX_BATCH {
                         match queue.try_recv() {
-                            Ok((e, next)) => {
-                                if let Err(other) = batch.take(e, next) {
-                                    carried = Some((e, other));
-                                    break;
-                                }
+                            Ok((e, PeerRequest::Propose { src: s, update })) if s == src => batch.push((e, update)),
+                            Ok(other) => {
+                                carried = Some(other);
+                                break;
                             }
                             Err(_) => break,
                         }
@@ -402,8 +335,8 @@ impl LinkTask {
                                     "peer has no replication stream; using proposeStateUpdate"
                                 );
                                 classic_only = true;
-                                for (e, request) in batch.into_requests() {
-                                    this.spawn_classic(&slots, e, request).await;
+                                for (e, update) in batch {
+                                    this.spawn_classic(&slots, e, PeerRequest::Propose { src, update }).await;
                                 }
                                 continue;
                             }
@@ -412,15 +345,15 @@ impl LinkTask {
                                 warn_if_refused_as_peer(this.peer, &status);
                                 tracing::debug!(peer = format_args!("{:x}", this.peer), %status, "cannot open replication stream");
                                 stream = None;
-                                for (e, kind) in batch.replies() {
-                                    this.report(e, kind, PeerReply::Unreachable);
+                                if let Some((e, u)) = batch.last() {
+                                    this.report(*e, RequestKind::Propose(u.xid), PeerReply::Unreachable);
                                 }
                                 continue;
                             }
                         }
                     }
                     if let Some(s) = &stream {
-                        s.send(&this, batch).await;
+                        s.send(&this, src, batch).await;
                     }
                 }
                 PeerRequest::Transfer(_) => {
@@ -493,9 +426,7 @@ impl LinkTask {
                 } else {
                     PeerReply::Accepted
                 };
-                for (epoch, kind) in batch.replies {
-                    task.report(epoch, kind, reply.clone());
-                }
+                task.report(batch.epoch, RequestKind::Propose(batch.last_xid), reply);
             }
             // The stream is gone: whatever it carried may or may not have arrived.
             let lost = {
@@ -508,8 +439,8 @@ impl LinkTask {
                 // Counted once per broken stream, not per batch it carried.
                 task.metrics.peer_failure(PeerCall::Replicate, PeerFailure::Error);
             }
-            for (epoch, kind) in lost.into_iter().flat_map(|b| b.replies) {
-                task.report(epoch, kind, PeerReply::Unreachable);
+            for b in lost {
+                task.report(b.epoch, RequestKind::Propose(b.last_xid), PeerReply::Unreachable);
             }
         });
         Ok(link)
@@ -669,24 +600,7 @@ impl LinkTask {
                 };
                 PeerReply::LatestXid((r.rc == 0).then_some(r.xid))
             }
-            PeerRequest::Durable { src, xid } => rc(self
-                .ext_client()
-                .durable(addressed(ext::DurableRequest { src, xid }, peer, timeout))
-                .await?
-                .into_inner()
-                .rc),
-            PeerRequest::Held { src, durable } => match self
-                .ext_client()
-                .held(addressed(
-                    ext::HeldRequest {
-                        src,
-                        durable_watermark: durable,
-                    },
-                    peer,
-                    timeout,
-                ))
-                .await
-            {
+            PeerRequest::Held => match self.ext_client().held(addressed(ext::HeldRequest {}, peer, timeout)).await {
                 Ok(r) => {
                     let r = r.into_inner();
                     let digest = convert::digest_from_wire(&r.digest);
@@ -696,8 +610,8 @@ impl LinkTask {
                     }
                 }
                 // Another implementation holds nothing we can build on: it gets the whole
-                // state, the classic way, and follows no watermark.
-                Err(status) if status.code() == tonic::Code::Unimplemented => PeerReply::Foreign,
+                // state, the classic way.
+                Err(status) if status.code() == tonic::Code::Unimplemented => PeerReply::Held(None),
                 Err(status) => return Err(status),
             },
             PeerRequest::PullState { src, stateless, retained } => {

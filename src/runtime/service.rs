@@ -385,7 +385,6 @@ impl ext::chain_ext_server::ChainExt for ChainService {
                     }
                 };
                 let src = batch.src;
-                let watermark = batch.has_durable_watermark.then_some(batch.durable_watermark);
                 // One lock for the whole batch: this is what makes the stream cheaper than
                 // one proposeStateUpdate call per update.
                 let (accepted, refused) = shared.with_core(|core| {
@@ -395,12 +394,6 @@ impl ext::chain_ext_server::ChainExt for ChainService {
                         if core.on_addressed_request(to, PeerRequest::Propose { src, update }) == PeerReply::Accepted {
                             counts.0 += 1;
                         } else {
-                            counts.1 += 1;
-                        }
-                    }
-                    // A refused watermark counts as a refused batch: the sender sends it again.
-                    if let Some(xid) = watermark {
-                        if core.on_addressed_request(to, PeerRequest::Durable { src, xid }) != PeerReply::Accepted {
                             counts.1 += 1;
                         }
                     }
@@ -453,12 +446,7 @@ impl ext::chain_ext_server::ChainExt for ChainService {
     async fn held(&self, request: Request<ext::HeldRequest>) -> Result<Response<ext::HeldResponse>, Status> {
         self.check_peer(&request, "Held")?;
         let to = addressee(&request);
-        let r = request.into_inner();
-        let asker = PeerRequest::Held {
-            src: r.src,
-            durable: r.durable_watermark,
-        };
-        Ok(Response::new(match self.peer(to, asker) {
+        Ok(Response::new(match self.peer(to, PeerRequest::Held) {
             PeerReply::Held(Some((xid, digest))) => ext::HeldResponse {
                 has: true,
                 xid,
@@ -471,13 +459,6 @@ impl ext::chain_ext_server::ChainExt for ChainService {
                 ..Default::default()
             },
         }))
-    }
-
-    async fn durable(&self, request: Request<ext::DurableRequest>) -> Result<Response<adb::ChainResponse>, Status> {
-        self.check_peer(&request, "Durable")?;
-        let to = addressee(&request);
-        let r = request.into_inner();
-        self.peer_rc(to, PeerRequest::Durable { src: r.src, xid: r.xid })
     }
 
     async fn delta_transfer(&self, request: Request<ext::DeltaTransferRequest>) -> Result<Response<adb::ChainResponse>, Status> {

@@ -27,7 +27,8 @@ peer that knows nothing of our extensions and has the other implementations' hab
   (sent list). The tail reports each update: `xidProcessed(xid)` to the head, or
   `cxidProcessed(cxid)` to the client. Non-heads trim their sent lists by polling the tail's
   `getLatestXid`.
-- `stateTransfer`, accepted from the predecessor (whatever its xid), replaces state, xid and
+- `stateTransfer`, accepted from the predecessor (whatever its xid; one from a session it does
+  not know yet makes it read the members first), replaces state, xid and
   sent list; the sent list then goes on to the successor, or the tail reports the transfer
   (`xidProcessed(stateXid)`, or a callback per sent update).
 - On every change of successor a replica holding state sends it `stateTransfer` **once, never
@@ -283,6 +284,15 @@ class Replica:
             return self.pb.ChainResponse(rc=0)
 
     def stateTransfer(self, request, context):
+        with self.cv:
+            stale = self.pred is None or request.src != self.pred.id
+        if stale and self.zk is not None:
+            # A predecessor's ChildrenWatch can fire before ours, so its one transfer may beat
+            # our first view; without this look the one-shot transfer is lost for good.
+            try:
+                self.on_children(self.zk.get_children(self.args.root))
+            except Exception as e:
+                log.warning("reading the members for a stateTransfer: %s", e)
         with self.cv:
             if self.pred is None or request.src != self.pred.id:
                 log.warning("stateTransfer at xid %d from %x refused: predecessor is %s",

@@ -31,6 +31,7 @@ pub fn log_config() -> LogConfig {
     LogConfig {
         max_segment_bytes: 1024,
         write_buffer_bytes: 128,
+        preallocate_bytes: 256,
     }
 }
 

@@ -77,6 +77,11 @@ impl Host {
     }
 }
 
+/// Where a segment's records end: the zeros after them are preallocated space.
+fn records_end(segment: &[u8]) -> usize {
+    segment.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
+}
+
 /// Writers that each increment keys of their own, one write per key, so that a key reads 1
 /// exactly when its write was applied. Returns, per key, whether the write was acknowledged
 /// (`true`) or its outcome is unknown (`false`); refused writes (nothing applied) are left out.
@@ -298,15 +303,14 @@ async fn a_replica_back_alone_waits_for_the_rest_of_its_view() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_cut_short_by_a_few_bytes_loses_nothing_acknowledged() {
     let (zk, _dir, mut hosts, writes) = three_killed_under_load(Variant::Head).await;
-    // Power lost in the middle of writing the last record: its tail never reached the disk.
+    // Power lost in the middle of writing the last record: its tail never reached the disk,
+    // which leaves the zeros preallocated there.
     let segment = hosts[2].newest_segment();
-    let len = std::fs::metadata(&segment).expect("segment").len();
-    assert!(len > 32 + 7, "the tail's log holds no record");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&segment)
-        .and_then(|f| f.set_len(len - 7))
-        .expect("truncate");
+    let mut bytes = std::fs::read(&segment).expect("segment");
+    let end = records_end(&bytes);
+    assert!(end > 32 + 7, "the tail's log holds no record");
+    bytes[end - 7..end].fill(0);
+    std::fs::write(&segment, &bytes).expect("write the cut segment");
     for h in hosts.iter_mut() {
         h.start(&zk.connect_string(), Variant::Head);
     }
@@ -342,7 +346,7 @@ async fn a_replica_whose_log_has_a_flipped_byte_never_serves_it() {
     // Bit rot in the middle of the tail's log.
     let segment = hosts[2].newest_segment();
     let mut bytes = std::fs::read(&segment).expect("segment");
-    let at = bytes.len() / 2;
+    let at = records_end(&bytes) / 2;
     bytes[at] ^= 0x40;
     std::fs::write(&segment, &bytes).expect("write the damaged segment");
     // It comes back last, so it is the tail again: the replica that answers reads.

@@ -1,8 +1,9 @@
 //! Durable runs: right after a sync, a replica's disk holds no more than its snapshot policy
 //! allows: the snapshot, the log since it up to the policy's bound (`SnapshotPolicy::due`
-//! snapshots past it), and a segment header per segment. Files a snapshot replaced are gone.
+//! snapshots past it), a segment header per segment, and the zeros preallocated ahead of the
+//! last segment's records. Files a snapshot replaced are gone.
 
-use crate::sim::disks::snapshot_policy;
+use crate::sim::disks::{log_config, snapshot_policy};
 use crate::sim::view::WorldView;
 use crate::sim::violation::{Invariant, Violation};
 
@@ -15,7 +16,7 @@ pub fn check(w: &WorldView, proc: usize) -> Option<Violation> {
     let policy = snapshot_policy();
     let snapshot = log.snapshot_bytes();
     let log_bound = policy.min_log_bytes.max(policy.store_ratio * snapshot);
-    let bound = snapshot + log_bound + SEGMENT_HEADER * log.segment_count();
+    let bound = snapshot + log_bound + SEGMENT_HEADER * log.segment_count() + log_config().preallocate_bytes;
     let used = disk.disk.total_bytes();
     (used > bound).then(|| {
         Violation::new(

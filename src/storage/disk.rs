@@ -16,7 +16,7 @@ pub trait Disk {
     /// A new empty file (an existing one of that name is emptied), open for appending. The name
     /// is durable only after `sync_dir`.
     fn create(&self, name: &str) -> io::Result<Self::File>;
-    /// An existing file, open for appending at its end.
+    /// An existing file, open for writing.
     fn open_append(&self, name: &str) -> io::Result<Self::File>;
     /// The whole content of a file.
     fn read(&self, name: &str) -> io::Result<Vec<u8>>;
@@ -28,14 +28,20 @@ pub trait Disk {
     fn sync_dir(&self) -> io::Result<()>;
 }
 
-/// A file open for appending.
+/// An open file.
 pub trait DiskFile {
-    fn append(&mut self, data: &[u8]) -> io::Result<()>;
-    /// Makes everything appended so far durable, with the size needed to read it back
+    /// Writes `data` at `offset`; past the end the file grows, with zeros in any gap.
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
+    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        let end = self.len()?;
+        self.write_at(end, data)
+    }
+    /// Makes everything written so far durable, with the size needed to read it back
     /// (`fdatasync`).
     fn sync(&mut self) -> io::Result<()>;
     /// Cuts the file to `len` bytes (durable after `sync`).
     fn truncate(&mut self, len: u64) -> io::Result<()>;
+    /// The file's size.
     fn len(&self) -> io::Result<u64>;
     fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
@@ -111,15 +117,15 @@ impl Disk for FsDisk {
 
 pub struct FsFile {
     file: File,
-    /// Every write goes at this offset (one `pwrite`, no seek), which `truncate` moves back.
+    /// The file's size, kept here so that an append is one `pwrite` with no `fstat` or seek.
     len: u64,
 }
 
 impl DiskFile for FsFile {
-    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
-        self.file.write_all_at(data, self.len)?;
-        self.len += data.len() as u64;
+        self.file.write_all_at(data, offset)?;
+        self.len = self.len.max(offset + data.len() as u64);
         Ok(())
     }
 

@@ -74,6 +74,10 @@ pub struct Stop {
     /// of the file, or a sector-aligned stretch of it is zeros, or it and everything after it
     /// are zeros. Only the last segment can end that way; a flipped bit does not look like it.
     pub torn: bool,
+    /// Whether everything from here to the end of the file is zeros: the preallocated, not yet
+    /// written rest of the last segment (`LogConfig::preallocate_bytes`), or a write none of
+    /// which reached the disk.
+    pub zeros_to_end: bool,
 }
 
 /// Everything that can be read from one segment file.
@@ -114,6 +118,7 @@ pub fn read_segment(data: &[u8]) -> SegmentContents {
                     offset: at as u64,
                     error,
                     torn,
+                    zeros_to_end: data[at..].iter().all(|&b| b == 0),
                 });
                 break;
             }

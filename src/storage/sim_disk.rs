@@ -1,7 +1,7 @@
 //! A disk in memory that fails the way real ones do, for tests (and the simulator, with the
 //! `sim` feature), in the spirit of TigerBeetle's simulated storage:
 //!
-//! - appends and truncations are volatile until the file's `sync`;
+//! - writes and truncations are volatile until the file's `sync`;
 //! - creations, renames and removals are volatile until `sync_dir`;
 //! - `crash` keeps what was synced, and of the rest a prefix: a prefix of each file's pending
 //!   writes, the first write not kept possibly torn (a prefix of its bytes, and sometimes zeros
@@ -42,7 +42,7 @@ struct State {
 pub struct SimStats {
     pub file_syncs: u64,
     pub dir_syncs: u64,
-    pub bytes_appended: u64,
+    pub bytes_written: u64,
     pub crashes: u64,
 }
 
@@ -54,8 +54,18 @@ struct Inode {
 }
 
 enum FileOp {
-    Append(Vec<u8>),
+    Write(usize, Vec<u8>),
     Truncate(usize),
+}
+
+/// `data` written at `offset` of `file`, which grows (zeros in any gap) when it reaches past
+/// the end.
+fn write_into(file: &mut Vec<u8>, offset: usize, data: &[u8]) {
+    let end = offset + data.len();
+    if file.len() < end {
+        file.resize(end, 0);
+    }
+    file[offset..end].copy_from_slice(data);
 }
 
 #[derive(Clone)]
@@ -124,16 +134,18 @@ impl SimDisk {
             let keep = below(rng, inode.pending.len() + 1);
             for op in &inode.pending[..keep] {
                 match op {
-                    FileOp::Append(bytes) => data.extend_from_slice(bytes),
+                    FileOp::Write(offset, bytes) => write_into(&mut data, *offset, bytes),
                     FileOp::Truncate(len) => data.resize(*len, 0),
                 }
             }
-            if let Some(FileOp::Append(bytes)) = inode.pending.get(keep) {
+            if let Some(FileOp::Write(offset, bytes)) = inode.pending.get(keep) {
                 if rng.next_u32() & 1 == 0 {
                     let cut = below(rng, bytes.len());
-                    data.extend_from_slice(&bytes[..cut]);
-                    if rng.next_u32() & 1 == 0 {
-                        data.resize(data.len() + bytes.len() - cut, 0);
+                    write_into(&mut data, *offset, &bytes[..cut]);
+                    // Over the old end: the size reached the disk but the rest of the data did
+                    // not. Over bytes already there, the rest of them simply stay.
+                    if rng.next_u32() & 1 == 0 && data.len() < offset + bytes.len() {
+                        data.resize(offset + bytes.len(), 0);
                     }
                 }
             }
@@ -287,11 +299,12 @@ impl SimFile {
 }
 
 impl DiskFile for SimFile {
-    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let offset = usize::try_from(offset).map_err(|_| io::Error::other("offset past what a simulated file holds"))?;
         self.with(|inode, stats| {
-            inode.data.extend_from_slice(data);
-            inode.pending.push(FileOp::Append(data.to_vec()));
-            stats.bytes_appended += data.len() as u64;
+            write_into(&mut inode.data, offset, data);
+            inode.pending.push(FileOp::Write(offset, data.to_vec()));
+            stats.bytes_written += data.len() as u64;
         })
     }
 

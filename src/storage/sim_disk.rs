@@ -7,7 +7,11 @@
 //!   writes, the first write not kept possibly torn (a prefix of its bytes, and sometimes zeros
 //!   in place of the rest, as when the size reached the disk but the data did not), and a prefix
 //!   of the pending directory operations;
-//! - `corrupt` flips a byte of a file's stored content (what a read will then return).
+//! - `corrupt` flips a byte of a file's stored content (what a read will then return);
+//! - `fail_next_sync` makes the next file sync fail with an I/O error, as a disk that could not
+//!   write back does: part of what it had pending reached the disk, the rest never will, and
+//!   reads still show all of it (Linux keeps the pages, marked clean: a later sync that
+//!   succeeds does not make them durable, the trap PostgreSQL's "fsyncgate" fell into).
 //!
 //! Every choice comes from the caller's RNG, so a failing run replays from its seed.
 
@@ -35,6 +39,8 @@ struct State {
     pending_dir: Vec<DirOp>,
     /// Bumped by `crash`: handles opened before it fail, as a dead process's would.
     epoch: u64,
+    /// Armed by `fail_next_sync`: a draw that picks how many pending writes still land.
+    failing_sync: Option<u64>,
     stats: SimStats,
 }
 
@@ -44,6 +50,7 @@ pub struct SimStats {
     pub dir_syncs: u64,
     pub bytes_written: u64,
     pub crashes: u64,
+    pub failed_syncs: u64,
 }
 
 #[derive(Default)]
@@ -181,6 +188,17 @@ impl SimDisk {
         Some((name, at))
     }
 
+    /// The next file sync fails (see the module's comment); `draw` decides how many of that
+    /// file's pending writes reached the disk regardless (a prefix), replayably.
+    pub fn fail_next_sync(&self, draw: u64) {
+        self.lock().failing_sync = Some(draw);
+    }
+
+    /// Disarms `fail_next_sync`; whether it was still armed (no sync came).
+    pub fn clear_failing_sync(&self) -> bool {
+        self.lock().failing_sync.take().is_some()
+    }
+
     /// The current content of a file, for tests.
     pub fn contents(&self, name: &str) -> Option<Vec<u8>> {
         let st = self.lock();
@@ -309,11 +327,24 @@ impl DiskFile for SimFile {
     }
 
     fn sync(&mut self) -> io::Result<()> {
+        let failing = self.disk.lock().failing_sync.take();
         self.with(|inode, stats| {
-            inode.durable = inode.data.clone();
-            inode.pending.clear();
-            stats.file_syncs += 1;
-        })
+            let Some(draw) = failing else {
+                inode.durable = inode.data.clone();
+                inode.pending.clear();
+                stats.file_syncs += 1;
+                return Ok(());
+            };
+            let keep = (draw % (inode.pending.len() as u64 + 1)) as usize;
+            for op in inode.pending.drain(..).take(keep) {
+                match op {
+                    FileOp::Write(offset, bytes) => write_into(&mut inode.durable, offset, &bytes),
+                    FileOp::Truncate(len) => inode.durable.resize(len, 0),
+                }
+            }
+            stats.failed_syncs += 1;
+            Err(io::Error::other("simulated EIO: write-back failed"))
+        })?
     }
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {

@@ -434,6 +434,9 @@ enum Op {
         xid_delta: i8,
     },
     Crash,
+    /// The next sync fails with an I/O error; the log then refuses everything, and the
+    /// replica's process exits and restarts on what reached the disk.
+    FailSync(u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -444,6 +447,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Snapshot),
         1 => (proptest::collection::vec((0u8..12, any::<i8>()), 0..5), -20i8..20).prop_map(|(keys, xid_delta)| Op::Install { keys, xid_delta }),
         4 => Just(Op::Crash),
+        1 => any::<u64>().prop_map(Op::FailSync),
     ]
 }
 
@@ -544,6 +548,32 @@ fn run_ops(ops: &[Op], seed: u64, corrupt_at_end: bool) -> Result<(), TestCaseEr
                 model.recovered(&rec, seed)?;
                 log = l;
             }
+            Op::FailSync(draw) => {
+                disk.fail_next_sync(*draw);
+                let synced = log.sync();
+                let unused = disk.clear_failing_sync();
+                match synced {
+                    // Nothing was waiting to be synced: no sync, no failure.
+                    Ok(durable) => {
+                        prop_assert!(unused, "seed {}: a sync failed and the log said it succeeded", seed);
+                        prop_assert_eq!(durable, model.now().xid);
+                        model.durable = model.states.len() - 1;
+                    }
+                    Err(StorageError::Io { .. }) => {
+                        // Nothing more goes in, and nothing after the last sync is ever called
+                        // durable: a retried sync would succeed on the kept pages.
+                        let refused = log.append(&update(log.last_xid() + 1, "after", 1));
+                        prop_assert!(matches!(refused, Err(StorageError::Failed(_))), "seed {}: {:?}", seed, refused);
+                        prop_assert!(matches!(log.sync(), Err(StorageError::Failed(_))), "seed {}", seed);
+                        drop(log);
+                        disk.crash(&mut rng);
+                        let (l, rec) = Log::open(disk.clone(), small()).map_err(|e| TestCaseError::fail(format!("seed {seed}: {e}")))?;
+                        model.recovered(&rec, seed)?;
+                        log = l;
+                    }
+                    Err(e) => return Err(TestCaseError::fail(format!("seed {seed}: a failed sync gave {e}"))),
+                }
+            }
         }
     }
     if corrupt_at_end {
@@ -600,6 +630,7 @@ fn long_seeded_crash_runs() {
                 40..=49 => Op::Sync,
                 50..=51 => Op::Snapshot,
                 52 => Op::ViewMark(rng.next_u32() as u8),
+                53 => Op::FailSync(rng.next_u64()),
                 _ => Op::Crash,
             })
             .collect();

@@ -329,18 +329,21 @@ impl DiskFile for SimFile {
     fn sync(&mut self) -> io::Result<()> {
         let failing = self.disk.lock().failing_sync.take();
         self.with(|inode, stats| {
-            let Some(draw) = failing else {
-                inode.durable = inode.data.clone();
-                inode.pending.clear();
-                stats.file_syncs += 1;
-                return Ok(());
+            // What reaches the disk is what was written since the last sync, not the file as
+            // reads see it: after a failed sync the two differ by the writes that were lost.
+            let keep = match failing {
+                None => inode.pending.len(),
+                Some(draw) => (draw % (inode.pending.len() as u64 + 1)) as usize,
             };
-            let keep = (draw % (inode.pending.len() as u64 + 1)) as usize;
             for op in inode.pending.drain(..).take(keep) {
                 match op {
                     FileOp::Write(offset, bytes) => write_into(&mut inode.durable, offset, &bytes),
                     FileOp::Truncate(len) => inode.durable.resize(len, 0),
                 }
+            }
+            if failing.is_none() {
+                stats.file_syncs += 1;
+                return Ok(());
             }
             stats.failed_syncs += 1;
             Err(io::Error::other("simulated EIO: write-back failed"))

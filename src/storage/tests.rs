@@ -401,6 +401,27 @@ fn corruption_at_every_offset_of_a_small_log_is_never_served() {
     assert!(refused > 0);
 }
 
+/// A failed sync loses what it did not write back even when a later sync succeeds, while reads
+/// still show it: Linux marks those pages clean ("fsyncgate"). Hence the log never syncs again
+/// after one, and the process restarts from the disk.
+#[test]
+fn a_sync_after_a_failed_one_does_not_make_the_lost_writes_durable() {
+    let disk = SimDisk::new();
+    let mut f = disk.create("f").unwrap();
+    disk.sync_dir().unwrap();
+    f.append(b"aaaa").unwrap();
+    f.sync().unwrap();
+    f.append(b"bbbb").unwrap();
+    disk.fail_next_sync(0);
+    assert!(f.sync().is_err());
+    assert_eq!(disk.contents("f").unwrap(), b"aaaabbbb");
+    f.append(b"cccc").unwrap();
+    f.sync().unwrap();
+    drop(f);
+    disk.crash(&mut ChaCha8Rng::seed_from_u64(1));
+    assert_eq!(disk.contents("f").unwrap(), b"aaaa\0\0\0\0cccc");
+}
+
 #[test]
 fn snapshot_policy_weighs_log_against_store() {
     let disk = SimDisk::new();
